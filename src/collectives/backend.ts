@@ -1,0 +1,53 @@
+import type { ReduceOp, Reducible } from "./types.js";
+
+/**
+ * One collective call as the backend sees it: arguments already validated,
+ * its place in the global order fixed.
+ */
+export interface CollectiveCall {
+  /** Sequence number: the n-th collective this group has made (0-based), equal on every rank. */
+  readonly seq: number;
+  /**
+   * The call's signature (`allReduce(float32[1000],sum)`); peers compare
+   * theirs and reject with `CollectiveMismatchError` when they differ.
+   */
+  readonly signature: string;
+  /** Aborts when the call times out, is aborted, or the group fails; its `reason` is the error to throw. */
+  readonly signal: AbortSignal;
+  /** Ends the call with `error` (a peer reported the same collective failed). */
+  abort(error: Error): void;
+}
+
+/**
+ * What moves the bytes of a {@link ProcessGroup}. The facade validates
+ * arguments, numbers collectives, runs them one at a time, applies timeouts and
+ * signals; a backend only implements the algorithms. See BACKENDS.md.
+ */
+export interface CollectiveBackend {
+  /** Backend name, for logs (`"zmq"`). */
+  readonly name: string;
+  readonly rank: number;
+  readonly size: number;
+  /** Collective `call` starts now (the previous one has finished here). */
+  begin(call: CollectiveCall): void;
+  barrier(call: CollectiveCall): Promise<void>;
+  broadcast(value: unknown, root: number, call: CollectiveCall): Promise<unknown>;
+  allGather(value: unknown, call: CollectiveCall): Promise<unknown[]>;
+  gather(value: unknown, root: number, call: CollectiveCall): Promise<unknown[] | undefined>;
+  /** Returns a new array; must not modify `data`, and must not let `data`'s memory be read after it returns. */
+  allReduce(data: Reducible, op: ReduceOp, call: CollectiveCall): Promise<Reducible>;
+  /** Returns this rank's chunk (`splitRanges(data.length, size)[rank]`) of the reduction. */
+  reduceScatter(data: Reducible, op: ReduceOp, call: CollectiveCall): Promise<Reducible>;
+  send(value: unknown, dst: number, signal: AbortSignal): Promise<void>;
+  recv(src: number, signal: AbortSignal): Promise<unknown>;
+  /** Collective `call` failed here with `error` (not one reported by a peer): tell the peers so theirs end too. */
+  abandon(call: CollectiveCall, error: Error): void;
+  /** Collective `seq` is over on this rank (either way): free what it left. */
+  finish(seq: number): void;
+  /** Registers the listener the backend calls when it detects a failure of the whole group (a peer lost). */
+  onFailure(listener: (error: Error) => void): void;
+  /** Rejects every wait with `error`; called once the group has failed. */
+  fail(error: Error): void;
+  /** Says goodbye to peers and frees every resource. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,95 @@
+import * as zmq from "zeromq";
+import type { Logger } from "pino";
+import { TransportError } from "../errors.js";
+import { unpackHeader, type Header } from "./wire.js";
+
+/** What the mesh reports upward. */
+export interface MeshEvents {
+  /** A data message arrived. */
+  onMessage(header: Header, frames: Buffer[]): void;
+  /** The connection to `peer` dropped (it died, closed, or the network failed). */
+  onDisconnect(peer: number): void;
+}
+
+/**
+ * The data sockets of one rank: a PULL bound at this rank's endpoint that every
+ * peer pushes into, and one PUSH connected to each peer. One PUSH per peer
+ * gives per-pair ordering, lets sends to different peers run at once, and makes
+ * the PUSH's monitor a per-peer liveness signal (a `disconnect` names the peer).
+ */
+export class Mesh {
+  readonly #pull: zmq.Pull;
+  readonly #pushes: Map<number, zmq.Push>;
+  // zeromq.js allows one send in flight per socket: chain them per peer.
+  readonly #tails = new Map<number, Promise<unknown>>();
+  readonly #log: Logger;
+  #closed = false;
+
+  constructor(pull: zmq.Pull, pushes: Map<number, zmq.Push>, log: Logger) {
+    this.#pull = pull;
+    this.#pushes = pushes;
+    this.#log = log;
+  }
+
+  /** Starts the receive loop and the disconnect watch. Call once. */
+  start(events: MeshEvents): void {
+    for (const [peer, push] of this.#pushes) {
+      push.events.on("disconnect", () => {
+        if (!this.#closed) events.onDisconnect(peer);
+      });
+    }
+    void this.#receiveLoop(events);
+  }
+
+  async #receiveLoop(events: MeshEvents): Promise<void> {
+    try {
+      for (;;) {
+        const frames = await this.#pull.receive();
+        const header = unpackHeader(frames[0]);
+        // A foreign or corrupt message is dropped, not fatal: the port may be probed.
+        if (!header) {
+          this.#log.warn("dropped a data message without a valid header");
+          continue;
+        }
+        events.onMessage(header, frames.slice(1));
+      }
+    } catch (error) {
+      if (!this.#closed && !this.#pull.closed) this.#log.error({ err: error }, "data socket receive failed");
+    }
+  }
+
+  /**
+   * Queues `frames` to `peer`; resolves when zeromq has taken them (not when
+   * they arrive). Frames larger than 128 bytes are sent without copying, so
+   * their memory must not change until the peer has them.
+   */
+  send(peer: number, frames: Buffer[]): Promise<void> {
+    const push = this.#pushes.get(peer);
+    if (!push) return Promise.reject(new TransportError(`no data socket to rank ${peer}`));
+    const prev = this.#tails.get(peer) ?? Promise.resolve();
+    const next = prev.then(() => push.send(frames));
+    const tail = next.catch(() => {});
+    this.#tails.set(peer, tail);
+    void tail.then(() => {
+      if (this.#tails.get(peer) === tail) this.#tails.delete(peer);
+    });
+    return next.catch((error: unknown) => {
+      throw new TransportError(`send to rank ${peer} failed: ${(error as Error).message}`, { cause: error });
+    });
+  }
+
+  /**
+   * Closes every socket. `lingerMs` is how long queued messages (a goodbye) may
+   * still be flushed; 0 drops them (a failed group).
+   */
+  close(lingerMs: number): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const push of this.#pushes.values()) {
+      push.linger = lingerMs;
+      push.close();
+    }
+    this.#pull.linger = 0;
+    this.#pull.close();
+  }
+}

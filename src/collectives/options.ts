@@ -1,0 +1,106 @@
+import type { Logger } from "pino";
+import { ValidationError } from "../errors.js";
+import type { CollectiveOptions, ProcessGroupOptions } from "./types.js";
+
+/** {@link ProcessGroupOptions} after defaults and validation. */
+export interface ResolvedGroupOptions {
+  readonly rank: number;
+  readonly size: number;
+  readonly masterAddr: string;
+  readonly masterPort: number;
+  readonly timeout: number;
+  readonly signal: AbortSignal | undefined;
+  readonly logger: Logger | undefined;
+  readonly backend: "zmq";
+  readonly transport: "auto" | "ipc" | "tcp";
+  readonly sharedMemory: boolean;
+  readonly hostAddr: string | undefined;
+  readonly operationTimeout: number;
+}
+
+/** Defaults of the optional {@link ProcessGroupOptions}. */
+export const GROUP_DEFAULTS = Object.freeze({
+  timeout: 60_000,
+  backend: "zmq" as const,
+  transport: "auto" as const,
+  sharedMemory: true,
+  operationTimeout: 1_800_000,
+});
+
+const isPositiveMs = (v: unknown): v is number => typeof v === "number" && v > 0 && !Number.isNaN(v);
+
+/**
+ * Validates and completes process-group options.
+ * @throws ValidationError naming the field ("options.size must be a positive integer").
+ */
+export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroupOptions {
+  if (typeof options !== "object" || options === null) throw new ValidationError("options must be an object");
+  const { rank, size, masterAddr, masterPort } = options;
+  if (!Number.isInteger(size) || size < 1) throw new ValidationError(`options.size must be a positive integer (got ${String(size)})`);
+  if (!Number.isInteger(rank) || rank < 0 || rank >= size) throw new ValidationError(`options.rank must be an integer in [0, ${size}) (got ${String(rank)})`);
+  if (size > 1) {
+    if (typeof masterAddr !== "string" || masterAddr.length === 0) throw new ValidationError("options.masterAddr must be a non-empty host name or address");
+  }
+  if (size > 1) {
+    if (!Number.isInteger(masterPort) || masterPort < 1 || masterPort > 65535) throw new ValidationError(`options.masterPort must be an integer port in [1, 65535] (got ${String(masterPort)})`);
+  }
+  const timeout = options.timeout ?? GROUP_DEFAULTS.timeout;
+  if (!isPositiveMs(timeout)) throw new ValidationError("options.timeout must be a positive number of milliseconds");
+  const operationTimeout = options.operationTimeout ?? GROUP_DEFAULTS.operationTimeout;
+  if (!isPositiveMs(operationTimeout)) throw new ValidationError("options.operationTimeout must be a positive number of milliseconds");
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ValidationError("options.signal must be an AbortSignal");
+  const backend = options.backend ?? GROUP_DEFAULTS.backend;
+  if (backend !== "zmq") throw new ValidationError(`options.backend must be "zmq" (got ${String(backend)}); an NCCL backend is planned, see src/collectives/BACKENDS.md`);
+  const transport = options.transport ?? GROUP_DEFAULTS.transport;
+  if (!["auto", "ipc", "tcp"].includes(transport)) throw new ValidationError(`options.transport must be "auto", "ipc" or "tcp" (got ${String(transport)})`);
+  const sharedMemory = options.sharedMemory ?? GROUP_DEFAULTS.sharedMemory;
+  if (typeof sharedMemory !== "boolean") throw new ValidationError("options.sharedMemory must be a boolean");
+  if (options.hostAddr !== undefined && (typeof options.hostAddr !== "string" || options.hostAddr.length === 0)) throw new ValidationError("options.hostAddr must be a non-empty address");
+  if (options.logger !== undefined && typeof (options.logger as { child?: unknown }).child !== "function") throw new ValidationError("options.logger must be a pino logger");
+  return Object.freeze({
+    rank,
+    size,
+    masterAddr: size > 1 ? masterAddr : "127.0.0.1",
+    masterPort: size > 1 ? masterPort : 0,
+    timeout,
+    signal: options.signal,
+    logger: options.logger,
+    backend,
+    transport,
+    sharedMemory,
+    hostAddr: options.hostAddr,
+    operationTimeout,
+  });
+}
+
+/**
+ * Reads torchrun's variables (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
+ * `MASTER_PORT`) into process-group options; `extra` overrides them.
+ * @throws ValidationError naming the variable when one is missing or not a number.
+ * @example const group = await createProcessGroup(processGroupOptionsFromEnv());
+ */
+export function processGroupOptionsFromEnv(env: NodeJS.ProcessEnv = process.env, extra: Partial<ProcessGroupOptions> = {}): ProcessGroupOptions {
+  const int = (name: string): number => {
+    const raw = env[name];
+    const value = raw === undefined || raw.trim() === "" ? NaN : Number(raw);
+    if (!Number.isInteger(value)) throw new ValidationError(`environment variable ${name} must be an integer (got ${raw === undefined ? "nothing" : JSON.stringify(raw)})`);
+    return value;
+  };
+  const size = int("WORLD_SIZE");
+  return {
+    rank: int("RANK"),
+    size,
+    masterAddr: env.MASTER_ADDR ?? "127.0.0.1",
+    masterPort: size > 1 ? int("MASTER_PORT") : Number(env.MASTER_PORT ?? 0) || 0,
+    ...extra,
+  } as ProcessGroupOptions;
+}
+
+/** Validates per-call options. @throws ValidationError naming `o.timeout` / `o.signal`. */
+export function checkCallOptions(o: CollectiveOptions | undefined, method: string): CollectiveOptions {
+  if (o === undefined) return {};
+  if (typeof o !== "object" || o === null) throw new ValidationError(`${method}: options must be an object`);
+  if (o.timeout !== undefined && !isPositiveMs(o.timeout)) throw new ValidationError(`${method}: options.timeout must be a positive number of milliseconds`);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new ValidationError(`${method}: options.signal must be an AbortSignal`);
+  return o;
+}

@@ -1,0 +1,121 @@
+import type { Logger } from "pino";
+
+/** Per-call options every collective accepts. */
+export interface CollectiveOptions {
+  /**
+   * Milliseconds the call may take, counted from the moment it is made (time
+   * spent queued behind earlier collectives included). On expiry the call
+   * rejects with `TimeoutError` and the peers' matching calls reject too.
+   * @default the group's `operationTimeout` (30 minutes, torch.distributed's default)
+   */
+  timeout?: number;
+  /** Aborts the call with `AbortError` (the signal's reason as `cause`); peers' matching calls reject too. */
+  signal?: AbortSignal;
+}
+
+/**
+ * How values are combined. `avg` is `sum` divided by the world size; on
+ * `Int32Array` it truncates toward zero, and Int32 `sum`/`prod` wrap modulo
+ * 2^32 as C `int32_t` arithmetic does. `min`/`max` propagate NaN.
+ */
+export type ReduceOp = "sum" | "avg" | "min" | "max" | "prod";
+
+/** Typed arrays that `allReduce` and `reduceScatter` accept. */
+export type Reducible = Float32Array | Float64Array | Int32Array;
+
+/**
+ * The ranks of one job, able to talk to each other. Every rank must make the
+ * same collective calls in the same order; a call that does not match its peers
+ * (other op, length, dtype, root) rejects with `CollectiveMismatchError`.
+ *
+ * Errors every call may reject with: `ValidationError` (bad arguments, checked
+ * before anything is sent), `TimeoutError`, `AbortError`, `PeerLostError` (a
+ * peer died or closed; then the group is failed and every later call rejects
+ * the same way), `CollectiveMismatchError`.
+ *
+ * @example
+ * const sum = await group.allReduce(new Float32Array([group.rank]), "sum");
+ */
+export interface ProcessGroup {
+  /** This process's rank, `0 <= rank < size`. */
+  readonly rank: number;
+  /** Number of ranks in the group. */
+  readonly size: number;
+  /** Resolves once every rank has entered the barrier. */
+  barrier(o?: CollectiveOptions): Promise<void>;
+  /**
+   * Every rank gets `root`'s `data` (other ranks' `data` is ignored; pass
+   * `undefined`). Typed arrays and Buffers travel as raw bytes, everything else
+   * through msgpack. @default root 0
+   */
+  broadcast<T>(data: T, root?: number, o?: CollectiveOptions): Promise<T>;
+  /** Every rank gets every rank's `data`, indexed by rank. */
+  allGather<T>(data: T, o?: CollectiveOptions): Promise<T[]>;
+  /**
+   * Element-wise reduction of `data` across ranks. Returns a new array of the
+   * same type and length on every rank (bit-identical on all ranks); `data` is
+   * not modified. @default op "sum"
+   */
+  allReduce<A extends Reducible>(data: A, op?: ReduceOp, o?: CollectiveOptions): Promise<A>;
+  /**
+   * Reduces `data` across ranks and returns this rank's chunk of the result.
+   * The split is numpy's `array_split`: with `q = floor(length / size)` and
+   * `m = length % size`, ranks `0..m-1` get `q + 1` elements and the others
+   * `q`, in rank order (see `splitRanges`). @default op "sum"
+   */
+  reduceScatter<A extends Reducible>(data: A, op?: ReduceOp, o?: CollectiveOptions): Promise<A>;
+  /** `root` gets every rank's `data` indexed by rank; other ranks get `undefined`. @default root 0 */
+  gather<T>(data: T, root?: number, o?: CollectiveOptions): Promise<T[] | undefined>;
+  /**
+   * Sends `data` to rank `dst`. Resolves when the message is queued (the bytes
+   * are copied, so `data` may be reused at once). Messages between a pair
+   * arrive in the order they were sent. Not ordered with collectives.
+   */
+  send(data: unknown, dst: number, o?: CollectiveOptions): Promise<void>;
+  /** Receives the next message `src` sent with `send`. */
+  recv<T = unknown>(src: number, o?: CollectiveOptions): Promise<T>;
+  /** Rejects every pending and future call with `error` (used by the rank when the runner says a peer died). */
+  fail(error: Error): void;
+  /** Says goodbye to the peers and closes every socket. Idempotent; calls still pending reject with `AbortError`, later calls too. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link createProcessGroup}. */
+export interface ProcessGroupOptions {
+  /** This process's rank (torchrun's `RANK`). Required. */
+  rank: number;
+  /** World size (torchrun's `WORLD_SIZE`). Required. */
+  size: number;
+  /** Host rank 0 binds the rendezvous on and the others connect to (`MASTER_ADDR`). Required unless `size` is 1. */
+  masterAddr: string;
+  /** Rendezvous TCP port (`MASTER_PORT`). Required unless `size` is 1. */
+  masterPort: number;
+  /** Milliseconds the rendezvous may take. @default 60_000 */
+  timeout?: number;
+  /** Aborts the rendezvous. */
+  signal?: AbortSignal;
+  /** Where to log; a child logger `{ component: "collectives", rank }` is made from it. @default pino to stderr */
+  logger?: import("pino").Logger;
+  /** Which backend moves the bytes. @default "zmq" */
+  backend?: "zmq";
+  /**
+   * How peers reach each other: `ipc` sockets (one host only), `tcp`, or `auto`
+   * (ipc when every rank reports the same hostname, else tcp). @default "auto"
+   */
+  transport?: "auto" | "ipc" | "tcp";
+  /**
+   * Use files in `/dev/shm` for large all-reduces and reduce-scatters when all
+   * ranks share a host (ignored over tcp or where `/dev/shm` is missing). @default true
+   */
+  sharedMemory?: boolean;
+  /**
+   * Address peers use to reach this rank over tcp. @default masterAddr when it is
+   * loopback, else `MULTIRANK_HOST_ADDR`, else the first non-internal IPv4 address
+   */
+  hostAddr?: string;
+  /** Default per-call timeout in ms for collectives (see {@link CollectiveOptions.timeout}). @default 1_800_000 */
+  operationTimeout?: number;
+}
+
+/** The logger type the options take. */
+export type CollectivesLogger = Logger;

@@ -1,0 +1,139 @@
+import { Packr } from "msgpackr";
+import { SerializationError } from "../errors.js";
+
+// useRecords: false keeps messages self-describing between independently
+// started processes; moreTypes round-trips typed arrays nested in objects.
+const packr = new Packr({ useRecords: false, moreTypes: true });
+
+/** Message kinds on the data sockets. */
+export type MessageKind =
+  /** part of a collective, keyed by sequence number */
+  | "c"
+  /** point-to-point `send` */
+  | "p"
+  /** a collective was aborted on the sender (mismatch, timeout, abort) */
+  | "x"
+  /** the sender finished reading shared-memory buffers of collective `q` */
+  | "r"
+  /** the sender is closing its group on purpose */
+  | "b";
+
+/** How the payload frame decodes. `ta`: raw bytes of a typed array / Buffer (`d` names the class); `mp`: msgpack. */
+export type ValueMeta = { t: "ta"; d: string } | { t: "ab" } | { t: "mp" };
+
+/** The first frame of every data message (msgpack). */
+export interface Header {
+  k: MessageKind;
+  /** sender rank */
+  s: number;
+  /** collective sequence number */
+  q?: number;
+  /** signature of the collective, compared by the receiver */
+  g?: string;
+  /** payload decoding, when a payload frame follows */
+  v?: ValueMeta;
+  /** algorithm-specific index (chunk or step) */
+  i?: number;
+  /** error carried by an abort */
+  e?: { code: string; message: string; rank: number };
+}
+
+type ViewCtor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): ArrayBufferView; new (length: number): ArrayBufferView; BYTES_PER_ELEMENT?: number };
+
+const VIEW_CTORS: Record<string, ViewCtor> = {
+  Int8Array,
+  Uint8Array,
+  Uint8ClampedArray,
+  Int16Array,
+  Uint16Array,
+  Int32Array,
+  Uint32Array,
+  Float32Array,
+  Float64Array,
+  BigInt64Array,
+  BigUint64Array,
+  DataView: DataView as unknown as ViewCtor,
+};
+
+/** Packs a header. */
+export function packHeader(header: Header): Buffer {
+  return packr.pack(header);
+}
+
+/** Unpacks a header; `undefined` when the frame is not one of ours (a foreign peer). */
+export function unpackHeader(frame: Buffer): Header | undefined {
+  try {
+    const h = packr.unpack(frame) as Header;
+    return h && typeof h === "object" && typeof h.k === "string" && Number.isInteger(h.s) ? h : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A view over the bytes of `view` (no copy). */
+export function bytesOf(view: ArrayBufferView): Buffer {
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+}
+
+/**
+ * Encodes any value as one frame. Typed arrays, DataViews, Buffers and
+ * ArrayBuffers become their raw bytes; everything else msgpack.
+ * With `copy` the frame never aliases `value` (zeromq.js sends large buffers
+ * without copying and resolves before the bytes leave, so a caller that may
+ * reuse `value` must not hand over its memory).
+ * @throws SerializationError when msgpack cannot pack the value.
+ */
+export function encodeValue(value: unknown, copy: boolean): { meta: ValueMeta; frame: Buffer } {
+  if (ArrayBuffer.isView(value)) {
+    const d = Buffer.isBuffer(value) ? "Buffer" : value.constructor.name;
+    const bytes = bytesOf(value);
+    return { meta: { t: "ta", d: d in VIEW_CTORS || d === "Buffer" ? d : "Uint8Array" }, frame: copy ? Buffer.from(bytes) : bytes };
+  }
+  if (value instanceof ArrayBuffer) {
+    const bytes = Buffer.from(value);
+    return { meta: { t: "ab" }, frame: copy ? Buffer.from(bytes) : bytes };
+  }
+  try {
+    return { meta: { t: "mp" }, frame: packr.pack(value) };
+  } catch (cause) {
+    throw new SerializationError(`value cannot be packed: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/**
+ * Decodes a frame made by {@link encodeValue}. Typed arrays are views over the
+ * received frame when its alignment allows (no copy), else copies.
+ */
+export function decodeValue(meta: ValueMeta | undefined, frame: Buffer | undefined): unknown {
+  const bytes = frame ?? Buffer.alloc(0);
+  if (!meta || meta.t === "mp") {
+    try {
+      return packr.unpack(bytes);
+    } catch (cause) {
+      throw new SerializationError(`received frame cannot be unpacked: ${(cause as Error).message}`, { cause });
+    }
+  }
+  if (meta.t === "ab") return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  if (meta.d === "Buffer") return bytes;
+  const Ctor = VIEW_CTORS[meta.d] ?? Uint8Array;
+  const size = Ctor.BYTES_PER_ELEMENT ?? 1;
+  if (bytes.byteOffset % size === 0) {
+    return new Ctor(bytes.buffer, bytes.byteOffset, Ctor === VIEW_CTORS.DataView ? bytes.byteLength : bytes.byteLength / size);
+  }
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  return new Ctor(copy.buffer, 0, Ctor === VIEW_CTORS.DataView ? bytes.byteLength : bytes.byteLength / size);
+}
+
+/**
+ * A typed array of `Like`'s class over `frame`'s bytes, without copying when
+ * aligned. Used by reductions, which know the dtype from the signature.
+ */
+export function viewAs<A extends ArrayBufferView & { length: number }>(like: A, frame: Buffer): A {
+  const Ctor = like.constructor as unknown as { new (b: ArrayBufferLike, o: number, n: number): A; BYTES_PER_ELEMENT: number };
+  const size = Ctor.BYTES_PER_ELEMENT;
+  if (frame.byteOffset % size === 0) return new Ctor(frame.buffer, frame.byteOffset, frame.byteLength / size);
+  const copy = new Uint8Array(frame.byteLength);
+  copy.set(frame);
+  return new Ctor(copy.buffer, 0, frame.byteLength / size);
+}

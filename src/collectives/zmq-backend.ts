@@ -1,0 +1,614 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { isIP } from "node:net";
+import * as zmq from "zeromq";
+import type { Logger } from "pino";
+import { AbortError, CollectiveMismatchError, PeerLostError, TimeoutError } from "../errors.js";
+import { abortable } from "./abortable.js";
+import { chooseReduceAlgorithm } from "./algorithm.js";
+import type { CollectiveBackend, CollectiveCall } from "./backend.js";
+import { splitRanges, type Range } from "./chunks.js";
+import { Mailbox, type Message } from "./mailbox.js";
+import { Mesh } from "./mesh.js";
+import { allocLike, finishReduce, reduceInto } from "./reduce-ops.js";
+import { isLoopback, rendezvous, tcpEndpoint, type RendezvousPlan } from "./rendezvous.js";
+import { SharedSlots, SHM_BUFFERS, sharedMemoryAvailable } from "./shm.js";
+import type { ReduceOp, Reducible } from "./types.js";
+import { bytesOf, decodeValue, encodeValue, packHeader, viewAs, type Header, type ValueMeta } from "./wire.js";
+
+/** Inputs of {@link createZmqBackend} (validated by the facade). */
+export interface ZmqBackendOptions {
+  rank: number;
+  size: number;
+  masterAddr: string;
+  masterPort: number;
+  transport: "auto" | "ipc" | "tcp";
+  sharedMemory: boolean;
+  hostAddr?: string;
+  signal: AbortSignal;
+  status: { waiting: string };
+  log: Logger;
+}
+
+/** How long a dropped connection may wait for the peer's goodbye before it counts as a death. */
+const GOODBYE_GRACE_MS = 150;
+/** Broadcasts to more ranks than this go down a binomial tree instead of straight from the root. */
+const FLAT_BROADCAST_MAX = 8;
+
+function firstExternalIPv4(): string | undefined {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return undefined;
+}
+
+/**
+ * Rendezvous, then build the mesh: the CPU backend over ZeroMQ.
+ * @throws whatever {@link rendezvous} throws; the zmq error when a data socket cannot bind.
+ */
+export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend> {
+  let pull: zmq.Pull | undefined;
+  let ipcPath: string | undefined;
+  let slots: SharedSlots | undefined;
+  const pushes = new Map<number, zmq.Push>();
+  let tcp = false;
+  try {
+    const { plan } = await rendezvous(
+      { ...o },
+      {
+        bind: async (p: RendezvousPlan) => {
+          tcp = p.transport === "tcp";
+          const host = o.hostAddr ?? (isLoopback(o.masterAddr) ? o.masterAddr : process.env.MULTIRANK_HOST_ADDR ?? firstExternalIPv4() ?? o.masterAddr);
+          const bindHost = host === "localhost" ? "127.0.0.1" : host;
+          pull = new zmq.Pull({ linger: 0, ipv6: isIP(bindHost) === 6 });
+          let endpoint: string;
+          if (tcp) {
+            await pull.bind(tcpEndpoint(bindHost, "*"));
+            endpoint = pull.lastEndpoint ?? "";
+          } else {
+            ipcPath = path.join(os.tmpdir(), `multirank-${p.groupId}-r${o.rank}.sock`);
+            endpoint = `ipc://${ipcPath}`;
+            await pull.bind(endpoint);
+          }
+          if (p.sharedMemory) {
+            try {
+              slots = SharedSlots.create(p.groupId, o.rank);
+            } catch (error) {
+              o.log.warn({ err: error }, "shared memory unavailable; large reductions go over sockets");
+            }
+          }
+          return { endpoint, sharedMemory: slots !== undefined };
+        },
+        connect: async (endpoints, shm, signal) => {
+          const connected: Promise<void>[] = [];
+          for (let peer = 0; peer < o.size; peer++) {
+            if (peer === o.rank) continue;
+            const push = new zmq.Push({ linger: 500, ipv6: endpoints[peer].startsWith("tcp://[") });
+            // ZMTP heartbeats turn a silent peer (host down, cable pulled) into a
+            // disconnect within a second; on one host the kernel reports deaths at once.
+            if (tcp) {
+              push.heartbeatInterval = 250;
+              push.heartbeatTimeout = 750;
+            }
+            connected.push(new Promise((resolve) => push.events.on("connect", () => resolve())));
+            push.connect(endpoints[peer]);
+            pushes.set(peer, push);
+          }
+          await abortable(Promise.all(connected), signal);
+          if (slots && shm) slots.openPeers([...pushes.keys()]);
+          else if (slots) {
+            await slots.close();
+            slots = undefined;
+          }
+        },
+      },
+    );
+    // Every rank has connected and opened our files: the names can go, so a
+    // killed rank leaves nothing behind in /tmp or /dev/shm.
+    if (ipcPath) fs.rmSync(ipcPath, { force: true });
+    slots?.unlinkOwn();
+    o.log.debug({ transport: plan.transport, sharedMemory: plan.sharedMemory && slots !== undefined }, "process group connected");
+    return new ZmqBackend(o.rank, o.size, new Mesh(pull!, pushes, o.log), slots, o.log);
+  } catch (error) {
+    for (const push of pushes.values()) {
+      push.linger = 0;
+      push.close();
+    }
+    pull?.close();
+    if (ipcPath) fs.rmSync(ipcPath, { force: true });
+    await slots?.close();
+    throw error;
+  }
+}
+
+const mod = (a: number, n: number): number => ((a % n) + n) % n;
+
+/** Rebuilds the error a peer reported when it abandoned a collective. */
+function errorFromAbort(e: NonNullable<Header["e"]> & { timeoutMs?: number }): Error {
+  switch (e.code) {
+    case "MULTIRANK_ERR_TIMEOUT":
+      return new TimeoutError(e.message, e.timeoutMs ?? 0, { rank: e.rank });
+    case "MULTIRANK_ERR_ABORTED":
+      return new AbortError(e.message, { rank: e.rank });
+    case "MULTIRANK_ERR_COLLECTIVE_MISMATCH":
+      return new CollectiveMismatchError(e.message, { rank: e.rank });
+    default:
+      return new PeerLostError(e.message, { rank: e.rank });
+  }
+}
+
+/**
+ * The ZeroMQ CPU backend. Small payloads go direct (everyone to everyone, one
+ * hop); large reductions take the ring over sockets or, on one host, the
+ * shared-memory path. Every message carries the call's sequence number and
+ * signature, so a mismatched call is caught before its bytes are used.
+ */
+export class ZmqBackend implements CollectiveBackend {
+  readonly name = "zmq";
+  readonly rank: number;
+  readonly size: number;
+  readonly #mesh: Mesh;
+  readonly #mailbox = new Mailbox();
+  readonly #slots: SharedSlots | undefined;
+  readonly #log: Logger;
+  readonly #peers: number[];
+  readonly #running = new Map<number, CollectiveCall>();
+  /** Aborts that peers sent for collectives this rank has not started yet. */
+  readonly #earlyAborts = new Map<number, Error>();
+  /** Errors that came from peers: they are not echoed back. */
+  readonly #remoteErrors = new WeakSet<Error>();
+  readonly #departed = new Map<number, Error>();
+  /** Per peer: highest collective whose shared buffers it no longer reads. */
+  readonly #released: number[];
+  /** Per shared buffer: the last collective that wrote it. */
+  readonly #lastUse: number[] = new Array(SHM_BUFFERS).fill(-1);
+  readonly #releaseWaiters = new Set<() => void>();
+  #finishedBelow = 0;
+  #failureListener: (error: Error) => void = () => {};
+  #failure: Error | undefined;
+  #closing = false;
+
+  constructor(rank: number, size: number, mesh: Mesh, slots: SharedSlots | undefined, log: Logger) {
+    this.rank = rank;
+    this.size = size;
+    this.#mesh = mesh;
+    this.#slots = slots;
+    this.#log = log;
+    this.#peers = [...Array(size).keys()].filter((p) => p !== rank);
+    this.#released = new Array(size).fill(-1);
+    mesh.start({ onMessage: (h, f) => this.#onMessage(h, f), onDisconnect: (p) => this.#onDisconnect(p) });
+  }
+
+  /** Whether large reductions use `/dev/shm`. */
+  get sharedMemory(): boolean {
+    return this.#slots !== undefined;
+  }
+
+  // ---- incoming ------------------------------------------------------------
+
+  #onMessage(h: Header, frames: Buffer[]): void {
+    if (h.s < 0 || h.s >= this.size || h.s === this.rank) return;
+    switch (h.k) {
+      case "c":
+        if (typeof h.q === "number") this.#mailbox.deliver(h.s, h.q, { header: h, frames });
+        return;
+      case "p":
+        this.#mailbox.deliver(h.s, "p", { header: h, frames });
+        return;
+      case "r":
+        this.#release(h.s, h.q ?? -1);
+        return;
+      case "x": {
+        if (typeof h.q !== "number" || !h.e) return;
+        // An abandoned collective reads no buffer any more.
+        this.#release(h.s, h.q);
+        if (h.q < this.#finishedBelow) return;
+        const error = errorFromAbort(h.e);
+        this.#remoteErrors.add(error);
+        const call = this.#running.get(h.q);
+        if (call) call.abort(error);
+        else this.#earlyAborts.set(h.q, error);
+        return;
+      }
+      case "b": {
+        const error = new PeerLostError(`rank ${h.s} closed its process group`, { rank: h.s });
+        this.#departed.set(h.s, error);
+        this.#mailbox.depart(h.s, error);
+        this.#wakeReleaseWaiters();
+        return;
+      }
+    }
+  }
+
+  #onDisconnect(peer: number): void {
+    if (this.#closing || this.#failure || this.#departed.has(peer)) return;
+    // The goodbye travels on the other socket of the pair; give it a moment.
+    setTimeout(() => {
+      if (this.#closing || this.#failure || this.#departed.has(peer)) return;
+      this.#failureListener(new PeerLostError(`rank ${peer} disconnected from rank ${this.rank}: its process died or the network to it failed`, { rank: peer }));
+    }, GOODBYE_GRACE_MS).unref();
+  }
+
+  #release(peer: number, seq: number): void {
+    if (seq > this.#released[peer]) this.#released[peer] = seq;
+    this.#wakeReleaseWaiters();
+  }
+
+  #wakeReleaseWaiters(): void {
+    const waiters = [...this.#releaseWaiters];
+    this.#releaseWaiters.clear();
+    for (const w of waiters) w();
+  }
+
+  // ---- lifecycle -----------------------------------------------------------
+
+  /** Registers `call` as running; ends it at once if a peer already abandoned it. */
+  begin(call: CollectiveCall): void {
+    this.#running.set(call.seq, call);
+    const early = this.#earlyAborts.get(call.seq);
+    if (early) call.abort(early);
+  }
+
+  finish(seq: number): void {
+    this.#running.delete(seq);
+    this.#finishedBelow = Math.max(this.#finishedBelow, seq + 1);
+    this.#mailbox.closeCollective(seq);
+    for (const s of this.#earlyAborts.keys()) if (s <= seq) this.#earlyAborts.delete(s);
+  }
+
+  abandon(call: CollectiveCall, error: Error): void {
+    if (this.#remoteErrors.has(error) || this.#failure || this.#closing) return;
+    const e = { code: (error as { code?: string }).code ?? "MULTIRANK_ERR_PEER_LOST", message: error.message, rank: this.rank, timeoutMs: (error as { timeoutMs?: number }).timeoutMs };
+    const frames = [packHeader({ k: "x", s: this.rank, q: call.seq, e })];
+    for (const p of this.#peers) if (!this.#departed.has(p)) this.#mesh.send(p, frames).catch(() => {});
+  }
+
+  onFailure(listener: (error: Error) => void): void {
+    this.#failureListener = listener;
+  }
+
+  fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    this.#mailbox.fail(error);
+    this.#wakeReleaseWaiters();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    if (!this.#failure) {
+      const bye = [packHeader({ k: "b", s: this.rank })];
+      const sent = Promise.allSettled(this.#peers.filter((p) => !this.#departed.has(p)).map((p) => this.#mesh.send(p, bye)));
+      // A peer that stopped reading must not hold close() up.
+      await Promise.race([sent, new Promise((r) => setTimeout(r, 500).unref())]);
+    }
+    this.#mailbox.fail(this.#failure ?? new AbortError("process group closed", { rank: this.rank }));
+    this.#wakeReleaseWaiters();
+    this.#mesh.close(this.#failure ? 0 : 500);
+    await this.#slots?.close();
+  }
+
+  // ---- helpers -------------------------------------------------------------
+
+  #send(call: CollectiveCall, dst: number, payload?: Buffer, meta?: ValueMeta, i?: number): Promise<void> {
+    const header: Header = { k: "c", s: this.rank, q: call.seq, g: call.signature };
+    if (meta) header.v = meta;
+    if (i !== undefined) header.i = i;
+    const frames = payload ? [packHeader(header), payload] : [packHeader(header)];
+    return abortable(this.#mesh.send(dst, frames), call.signal);
+  }
+
+  async #take(call: CollectiveCall, src: number, index?: number): Promise<Message> {
+    const m = await this.#mailbox.take(src, call.seq, call.signal);
+    if (m.header.g !== call.signature) {
+      throw new CollectiveMismatchError(
+        `collective #${call.seq} does not match across ranks: rank ${this.rank} called ${call.signature} but rank ${src} called ${m.header.g}`,
+        { rank: src },
+      );
+    }
+    if (index !== undefined && m.header.i !== index) {
+      throw new CollectiveMismatchError(`collective #${call.seq} (${call.signature}): rank ${src} sent part ${m.header.i}, rank ${this.rank} expected ${index}`, { rank: src });
+    }
+    return m;
+  }
+
+  #expectBytes(call: CollectiveCall, src: number, frame: Buffer | undefined, bytes: number): Buffer {
+    if (!frame || frame.byteLength !== bytes) {
+      throw new CollectiveMismatchError(`collective #${call.seq} (${call.signature}): rank ${src} sent ${frame?.byteLength ?? 0} bytes, rank ${this.rank} expected ${bytes}`, { rank: src });
+    }
+    return frame;
+  }
+
+  // ---- collectives ---------------------------------------------------------
+
+  async barrier(call: CollectiveCall): Promise<void> {
+    if (process.env.MR_BARRIER === "central") {
+      if (this.rank === 0) {
+        await Promise.all(this.#peers.map((p) => this.#take(call, p)));
+        await Promise.all(this.#peers.map((p) => this.#send(call, p)));
+      } else {
+        await this.#send(call, 0);
+        await this.#take(call, 0);
+      }
+      return;
+    }
+    if (process.env.MR_BARRIER === "dissem") {
+      for (let d = 1; d < this.size; d <<= 1) {
+        await Promise.all([this.#send(call, mod(this.rank + d, this.size), undefined, undefined, d), this.#take(call, mod(this.rank - d, this.size), d)]);
+      }
+      return;
+    }
+    await Promise.all([...this.#peers.map((p) => this.#send(call, p)), ...this.#peers.map((p) => this.#take(call, p))]);
+  }
+
+  async broadcast(value: unknown, root: number, call: CollectiveCall): Promise<unknown> {
+    const n = this.size;
+    const vr = mod(this.rank - root, n);
+    // Flat: the root sends to all. Tree: binomial, log2(n) rounds, each rank
+    // forwarding the frame it received (its own buffer, safe to send zero-copy).
+    let parent = -1;
+    const children: number[] = [];
+    if (n <= FLAT_BROADCAST_MAX) {
+      if (vr === 0) children.push(...this.#peers);
+      else parent = root;
+    } else {
+      let mask = 1;
+      while (mask < n) {
+        if (vr & mask) {
+          parent = mod(vr - mask + root, n);
+          break;
+        }
+        mask <<= 1;
+      }
+      for (mask >>= 1; mask > 0; mask >>= 1) if (vr + mask < n) children.push(mod(vr + mask + root, n));
+    }
+    let meta: ValueMeta;
+    let frame: Buffer;
+    let result: unknown = value;
+    if (parent < 0) {
+      ({ meta, frame } = encodeValue(value, true));
+    } else {
+      const m = await this.#take(call, parent);
+      meta = m.header.v ?? { t: "mp" };
+      frame = m.frames[0] ?? Buffer.alloc(0);
+      result = decodeValue(meta, frame);
+    }
+    await Promise.all(children.map((c) => this.#send(call, c, frame, meta)));
+    return result;
+  }
+
+  async allGather(value: unknown, call: CollectiveCall): Promise<unknown[]> {
+    const { meta, frame } = encodeValue(value, true);
+    const out: unknown[] = new Array(this.size);
+    out[this.rank] = value;
+    await Promise.all([
+      ...this.#peers.map((p) => this.#send(call, p, frame, meta)),
+      ...this.#peers.map(async (p) => {
+        const m = await this.#take(call, p);
+        out[p] = decodeValue(m.header.v, m.frames[0]);
+      }),
+    ]);
+    return out;
+  }
+
+  async gather(value: unknown, root: number, call: CollectiveCall): Promise<unknown[] | undefined> {
+    if (this.rank !== root) {
+      const { meta, frame } = encodeValue(value, true);
+      await this.#send(call, root, frame, meta);
+      return undefined;
+    }
+    const out: unknown[] = new Array(this.size);
+    out[this.rank] = value;
+    await Promise.all(
+      this.#peers.map(async (p) => {
+        const m = await this.#take(call, p);
+        out[p] = decodeValue(m.header.v, m.frames[0]);
+      }),
+    );
+    return out;
+  }
+
+  async allReduce(data: Reducible, op: ReduceOp, call: CollectiveCall): Promise<Reducible> {
+    switch (chooseReduceAlgorithm({ bytes: data.byteLength, size: this.size, sharedMemory: this.sharedMemory })) {
+      case "local": {
+        const out = data.slice();
+        finishReduce(out, op, 1);
+        return out;
+      }
+      case "direct":
+        return this.#directReduce(data, op, call, false);
+      case "shm":
+        return this.#shmReduce(data, op, call, false);
+      case "ring": {
+        const mine = await this.#ringReduceScatter(data, op, call);
+        return this.#ringAllGather(data, mine, call);
+      }
+    }
+  }
+
+  async reduceScatter(data: Reducible, op: ReduceOp, call: CollectiveCall): Promise<Reducible> {
+    switch (chooseReduceAlgorithm({ bytes: data.byteLength, size: this.size, sharedMemory: this.sharedMemory })) {
+      case "local":
+        return data.slice();
+      case "direct":
+        return this.#directReduce(data, op, call, true);
+      case "shm":
+        return this.#shmReduce(data, op, call, true);
+      case "ring":
+        return (await this.#ringReduceScatter(data, op, call)).slice();
+    }
+  }
+
+  /**
+   * Everyone sends everyone the part it needs (the whole array, or for a
+   * reduce-scatter the receiver's chunk) and reduces in rank order, so every
+   * rank computes bit-identical results.
+   */
+  async #directReduce(data: Reducible, op: ReduceOp, call: CollectiveCall, scatter: boolean): Promise<Reducible> {
+    const chunks = splitRanges(data.length, this.size);
+    const part = (r: number): Reducible => (scatter ? data.subarray(chunks[r].start, chunks[r].end) : data);
+    const mine = part(this.rank);
+    const contributions: Reducible[] = new Array(this.size);
+    contributions[this.rank] = mine;
+    await Promise.all([
+      // Copied: the send resolves before the bytes leave and `data` is the caller's.
+      ...this.#peers.map((p) => this.#send(call, p, Buffer.from(bytesOf(part(p))))),
+      ...this.#peers.map(async (p) => {
+        const m = await this.#take(call, p);
+        contributions[p] = viewAs(mine, this.#expectBytes(call, p, m.frames[0], mine.byteLength));
+      }),
+    ]);
+    const out = allocLike(mine, mine.length);
+    out.set(contributions[0]);
+    for (let r = 1; r < this.size; r++) reduceInto(out, contributions[r], op);
+    finishReduce(out, op, this.size);
+    return out;
+  }
+
+  /**
+   * Ring reduce-scatter: n-1 steps, each rank sending one chunk to the next
+   * rank and reducing the chunk it receives from the previous one into that
+   * (received, so owned) buffer, which it forwards next step without copying.
+   * Returns this rank's fully reduced chunk. `data` is sent without copying only
+   * at step 0; the ring's later steps prove the next rank has read it.
+   */
+  async #ringReduceScatter(data: Reducible, op: ReduceOp, call: CollectiveCall): Promise<Reducible> {
+    const n = this.size;
+    const r = this.rank;
+    const chunks = splitRanges(data.length, n);
+    const next = mod(r + 1, n);
+    const prev = mod(r - 1, n);
+    const view = (c: Range): Reducible => data.subarray(c.start, c.end);
+    let held: Reducible | undefined;
+    for (let k = 0; k < n - 1; k++) {
+      const sendIdx = mod(r - k - 1, n);
+      const recvIdx = mod(r - k - 2, n);
+      const sending = this.#send(call, next, bytesOf(held ?? view(chunks[sendIdx])), undefined, sendIdx);
+      const m = await this.#take(call, prev, recvIdx);
+      const mineChunk = view(chunks[recvIdx]);
+      const acc = viewAs(mineChunk, this.#expectBytes(call, prev, m.frames[0], mineChunk.byteLength));
+      reduceInto(acc, mineChunk, op);
+      await sending;
+      held = acc;
+    }
+    finishReduce(held!, op, n);
+    return held!;
+  }
+
+  /** Ring all-gather of each rank's chunk `mine` into a new array shaped like `data`. */
+  async #ringAllGather(data: Reducible, mine: Reducible, call: CollectiveCall): Promise<Reducible> {
+    const n = this.size;
+    const r = this.rank;
+    const chunks = splitRanges(data.length, n);
+    const next = mod(r + 1, n);
+    const prev = mod(r - 1, n);
+    const out = allocLike(data, data.length);
+    out.set(mine, chunks[r].start);
+    let forward = mine;
+    for (let k = 0; k < n - 1; k++) {
+      const sendIdx = mod(r - k, n);
+      const recvIdx = mod(r - k - 1, n);
+      const sending = this.#send(call, next, bytesOf(forward), undefined, sendIdx);
+      const m = await this.#take(call, prev, recvIdx);
+      const c = chunks[recvIdx];
+      const got = viewAs(mine, this.#expectBytes(call, prev, m.frames[0], (c.end - c.start) * data.BYTES_PER_ELEMENT));
+      out.set(got, c.start);
+      await sending;
+      forward = got;
+    }
+    return out;
+  }
+
+  async #awaitRelease(buffer: number, call: CollectiveCall): Promise<void> {
+    const needed = this.#lastUse[buffer];
+    for (;;) {
+      const pending = this.#peers.filter((p) => this.#released[p] < needed);
+      if (pending.length === 0) return;
+      for (const p of pending) {
+        const gone = this.#departed.get(p);
+        if (gone) throw gone;
+      }
+      if (this.#failure) throw this.#failure;
+      await abortable(new Promise<void>((resolve) => this.#releaseWaiters.add(resolve)), call.signal);
+    }
+  }
+
+  /**
+   * Shared-memory reduction (one host). Each rank owns two tmpfs buffers,
+   * alternating by sequence number. Steps: (1) write my array, except my own
+   * chunk, into my buffer; (2) exchange "written" (this also checks the
+   * signatures); (3) read chunk `rank` from every peer and reduce in rank
+   * order; for all-reduce (4) write the reduced chunk into my buffer, (5)
+   * exchange "reduced", (6) read every other reduced chunk from its owner.
+   * Finally tell peers I no longer read their buffers, so they may reuse them.
+   */
+  async #shmReduce(data: Reducible, op: ReduceOp, call: CollectiveCall, scatter: boolean): Promise<Reducible> {
+    const slots = this.#slots!;
+    const n = this.size;
+    const r = this.rank;
+    const bpe = data.BYTES_PER_ELEMENT;
+    const chunks = splitRanges(data.length, n);
+    const own = chunks[r];
+    const b = call.seq % SHM_BUFFERS;
+    const T: number[] = [performance.now()];
+    const mark = (): void => void T.push(performance.now());
+    await this.#awaitRelease(b, call);
+    mark();
+    this.#lastUse[b] = call.seq;
+    try {
+      const sig = call.signal;
+      await abortable(
+        Promise.all([slots.write(b, bytesOf(data.subarray(0, own.start)), 0), slots.write(b, bytesOf(data.subarray(own.end)), own.end * bpe)]),
+        sig,
+      );
+      mark();
+      await Promise.all([...this.#peers.map((p) => this.#send(call, p, undefined, undefined, 1)), ...this.#peers.map((p) => this.#take(call, p, 1))]);
+
+      mark();
+      const out = scatter ? allocLike(data, own.end - own.start) : allocLike(data, data.length);
+      const acc = scatter ? out : out.subarray(own.start, own.end);
+      const reads = new Map<number, Promise<Reducible>>();
+      for (const p of this.#peers) {
+        // Rank 0's chunk lands straight in the accumulator; others in scratch.
+        const target = p === 0 ? acc : allocLike(data, own.end - own.start);
+        reads.set(p, slots.read(p, b, bytesOf(target), own.start * bpe).then(() => target));
+      }
+      if (r === 0) acc.set(data.subarray(own.start, own.end));
+      else await abortable(reads.get(0)!, sig);
+      for (let j = 1; j < n; j++) reduceInto(acc, j === r ? data.subarray(own.start, own.end) : await abortable(reads.get(j)!, sig), op);
+      finishReduce(acc, op, n);
+      mark();
+      if (scatter) return out;
+
+      await abortable(slots.write(b, bytesOf(acc), own.start * bpe), sig);
+      mark();
+      await Promise.all([...this.#peers.map((p) => this.#send(call, p, undefined, undefined, 2)), ...this.#peers.map((p) => this.#take(call, p, 2))]);
+      mark();
+      await abortable(Promise.all(this.#peers.map((p) => slots.read(p, b, bytesOf(out.subarray(chunks[p].start, chunks[p].end)), chunks[p].start * bpe))), sig);
+      mark();
+      if (process.env.MR_TRACE) process.stderr.write(`r${r} ` + T.slice(1).map((t, i) => (t - T[i]).toFixed(1)).join(" ") + "\n");
+      return out;
+    } finally {
+      const done = [packHeader({ k: "r", s: r, q: call.seq })];
+      for (const p of this.#peers) if (!this.#departed.has(p)) this.#mesh.send(p, done).catch(() => {});
+    }
+  }
+
+  // ---- point to point ------------------------------------------------------
+
+  async send(value: unknown, dst: number, signal: AbortSignal): Promise<void> {
+    const { meta, frame } = encodeValue(value, true);
+    const gone = this.#departed.get(dst);
+    if (gone) throw gone;
+    if (this.#failure) throw this.#failure;
+    await abortable(this.#mesh.send(dst, [packHeader({ k: "p", s: this.rank, v: meta }), frame]), signal);
+  }
+
+  async recv(src: number, signal: AbortSignal): Promise<unknown> {
+    const m = await this.#mailbox.take(src, "p", signal);
+    return decodeValue(m.header.v, m.frames[0]);
+  }
+}
+

@@ -1,0 +1,12 @@
+/**
+ * Devices: CUDA discovery and pinning through the native addon, CPU affinity
+ * and the parent-death signal. See docs/gpus.md.
+ */
+export type { CpuLocalitySource, CudaAvailability, CudaDeviceInfo, DeviceSelection, RankDevicePlan, WorkerDevice } from "./types.js";
+export { addonPath, loadAddon, type NativeAddon, type NativeCudaAvailability, type NativeDeviceInfo } from "./addon.js";
+export { cudaAvailability, listDevices, listDevicesAsync } from "./discovery.js";
+export { planDevices, type PlanDevicesOptions } from "./plan.js";
+export { childEnvForPlan, pinCurrentProcess, planFromEnv, DEVICE_PLAN_ENV, PARENT_PID_ENV } from "./pin.js";
+export { defaultAllowedCpus, getCpuAffinity, setCpuAffinity } from "./affinity.js";
+export { getParentDeathSignal, setParentDeathSignal, type ParentDeathSignalOptions } from "./parent-death.js";
+export { formatCpuList, parseCpuList, splitCpus } from "./cpu-list.js";

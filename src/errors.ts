@@ -1,0 +1,244 @@
+/**
+ * The error catalogue. Every error multirank throws is a {@link MultirankError}
+ * with a stable `code` (`MULTIRANK_ERR_*`); tests and callers branch on `code`,
+ * never on message text. Errors raised on a rank travel as
+ * {@link SerializedError} and are rebuilt in the runner as {@link RankError}.
+ */
+
+/** Where on a rank an error happened. */
+export type RankPhase = "setup" | "call" | "teardown" | "process" | "keepalive" | "collective";
+
+/** The wire form of an error: what crosses the process boundary. */
+export interface SerializedError {
+  name: string;
+  message: string;
+  code?: string;
+  stack?: string;
+  cause?: SerializedError;
+  rank?: number;
+  phase?: RankPhase;
+}
+
+// A brand shared by every copy of this module (Symbol.for is process-global),
+// so `instanceof` keeps working when two copies of multirank are loaded, as
+// happens when a worker module resolves its own copy of the package.
+const kErrorKinds = Symbol.for("multirank.error.kinds");
+
+interface BrandedError {
+  [kErrorKinds]?: readonly string[];
+}
+
+/** Extra fields every multirank error accepts. */
+export interface MultirankErrorOptions {
+  cause?: unknown;
+  rank?: number;
+  phase?: RankPhase;
+}
+
+/** Base class of every error multirank throws. */
+export class MultirankError extends Error {
+  /** Stable machine-readable code, `MULTIRANK_ERR_*`. */
+  readonly code: string;
+  /** The rank the error came from, when it came from one. */
+  readonly rank?: number;
+  /** What the rank was doing, when it came from one. */
+  readonly phase?: RankPhase;
+
+  constructor(code: string, message: string, options: MultirankErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    if (options.rank !== undefined) this.rank = options.rank;
+    if (options.phase !== undefined) this.phase = options.phase;
+    const kinds: string[] = [];
+    for (let proto = Object.getPrototypeOf(this); proto && proto !== Error.prototype; proto = Object.getPrototypeOf(proto)) {
+      kinds.push(proto.constructor.name);
+    }
+    Object.defineProperty(this, kErrorKinds, { value: Object.freeze(kinds), enumerable: false });
+    Object.defineProperty(this, "name", { value: new.target.name, enumerable: false, configurable: true, writable: true });
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (typeof value !== "object" || value === null) return false;
+    const kinds = (value as BrandedError)[kErrorKinds];
+    return Array.isArray(kinds) ? kinds.includes(this.name) : Function.prototype[Symbol.hasInstance].call(this, value);
+  }
+}
+
+/** An option or argument was invalid. The message names the field. */
+export class ValidationError extends MultirankError {
+  constructor(message: string, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_INVALID_ARGUMENT", message, options);
+  }
+}
+
+/** The operation was cancelled through an `AbortSignal` or by breaking out of a stream. */
+export class AbortError extends MultirankError {
+  constructor(message = "The operation was aborted", options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_ABORTED", message, options);
+  }
+}
+
+/** The operation did not finish in the time it was given. */
+export class TimeoutError extends MultirankError {
+  /** The limit that passed, in milliseconds. */
+  readonly timeoutMs: number;
+  constructor(message: string, timeoutMs: number, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_TIMEOUT", message, options);
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** A value could not be packed or unpacked (a function, a symbol, a corrupt frame). */
+export class SerializationError extends MultirankError {
+  constructor(message: string, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_SERIALIZATION", message, options);
+  }
+}
+
+/** A message was larger than `maxMessageBytes`. */
+export class MessageTooLargeError extends MultirankError {
+  readonly size: number;
+  readonly limit: number;
+  constructor(what: string, size: number, limit: number, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_MESSAGE_TOO_LARGE", `${what} is ${size} bytes, over the limit of ${limit} bytes (maxMessageBytes)`, options);
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+/** The ZeroMQ channel failed (bind, connect, send). */
+export class TransportError extends MultirankError {
+  constructor(message: string, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_TRANSPORT", message, options);
+  }
+}
+
+/** The runner is not in a state that allows the call (not started, stopped, dead). */
+export class StateError extends MultirankError {
+  constructor(message: string, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_STATE", message, options);
+  }
+}
+
+/**
+ * Worker code threw on a rank. `remoteName`, `message` and `remoteStack` are the
+ * original error's; `rank` and `phase` say where it happened.
+ */
+export class RankError extends MultirankError {
+  /** The original error's class name on the rank (`TypeError`, ...). */
+  readonly remoteName: string;
+  /** The original error's `code`, if it had one. */
+  readonly remoteCode?: string;
+  /** The original stack trace, as the rank printed it. */
+  readonly remoteStack?: string;
+
+  constructor(serialized: SerializedError, rank: number, phase: RankPhase, options: { cause?: unknown } = {}) {
+    super("MULTIRANK_ERR_RANK", `rank ${rank} failed in ${phase}: ${serialized.name}: ${serialized.message}`, {
+      rank,
+      phase,
+      cause: options.cause ?? (serialized.cause ? rebuildError(serialized.cause) : undefined),
+    });
+    this.remoteName = serialized.name;
+    if (serialized.code !== undefined) this.remoteCode = serialized.code;
+    if (serialized.stack !== undefined) this.remoteStack = serialized.stack;
+    // Keep the runner's own frames but show the rank's first: that is where the bug is.
+    if (serialized.stack) this.stack = `${this.name}: ${this.message}\n--- on rank ${rank} ---\n${serialized.stack}`;
+  }
+}
+
+/** A rank process exited or was killed. */
+export class RankExitError extends MultirankError {
+  readonly exitCode: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** The last lines the rank wrote to stderr. */
+  readonly stderrTail: string;
+  constructor(rank: number, exitCode: number | null, signal: NodeJS.Signals | null, stderrTail: string, options: { cause?: unknown } = {}) {
+    const how = signal ? `was killed by ${signal}` : `exited with code ${exitCode}`;
+    const tail = stderrTail ? `\nlast stderr lines of rank ${rank}:\n${stderrTail}` : "";
+    super("MULTIRANK_ERR_RANK_EXIT", `rank ${rank} ${how}${tail}`, { rank, phase: "process", cause: options.cause });
+    this.exitCode = exitCode;
+    this.signal = signal;
+    this.stderrTail = stderrTail;
+  }
+}
+
+/** Several ranks failed at once (start-up, for example); `errors` holds each. */
+export class RankGroupError extends MultirankError {
+  readonly errors: readonly MultirankError[];
+  constructor(message: string, errors: readonly MultirankError[], options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_RANKS_FAILED", `${message}:\n${errors.map((e) => `  - ${e.message.split("\n")[0]}`).join("\n")}`, {
+      cause: errors[0],
+      ...options,
+    });
+    this.errors = errors;
+  }
+}
+
+/** A collective call did not match across ranks (different op, length or dtype). */
+export class CollectiveMismatchError extends MultirankError {
+  constructor(message: string, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_COLLECTIVE_MISMATCH", message, { phase: "collective", ...options });
+  }
+}
+
+/** A peer in the process group died or stopped answering. */
+export class PeerLostError extends MultirankError {
+  constructor(message: string, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_PEER_LOST", message, { phase: "collective", ...options });
+  }
+}
+
+/** The native addon failed: not built, a driver library missing, a driver call failing. */
+export class NativeError extends MultirankError {
+  /** The driver's own status name (`CUDA_ERROR_NO_DEVICE`, `NVML_ERROR_NOT_FOUND`), if any. */
+  readonly status?: string;
+  constructor(message: string, options: MultirankErrorOptions & { status?: string } = {}) {
+    super("MULTIRANK_ERR_NATIVE", message, options);
+    if (options.status !== undefined) this.status = options.status;
+  }
+}
+
+/** Every code in the catalogue, for documentation and exhaustiveness tests. */
+export const ERROR_CODES = Object.freeze([
+  "MULTIRANK_ERR_INVALID_ARGUMENT",
+  "MULTIRANK_ERR_ABORTED",
+  "MULTIRANK_ERR_TIMEOUT",
+  "MULTIRANK_ERR_SERIALIZATION",
+  "MULTIRANK_ERR_MESSAGE_TOO_LARGE",
+  "MULTIRANK_ERR_TRANSPORT",
+  "MULTIRANK_ERR_STATE",
+  "MULTIRANK_ERR_RANK",
+  "MULTIRANK_ERR_RANK_EXIT",
+  "MULTIRANK_ERR_RANKS_FAILED",
+  "MULTIRANK_ERR_COLLECTIVE_MISMATCH",
+  "MULTIRANK_ERR_PEER_LOST",
+  "MULTIRANK_ERR_NATIVE",
+] as const);
+
+/** Turns any thrown value into the wire form, keeping name, code, stack and cause. */
+export function serializeError(value: unknown, depth = 0): SerializedError {
+  if (value instanceof Error) {
+    const out: SerializedError = { name: value.name, message: value.message };
+    const code = (value as { code?: unknown }).code;
+    if (typeof code === "string") out.code = code;
+    if (value.stack) out.stack = value.stack;
+    if (value.cause !== undefined && depth < 4) out.cause = serializeError(value.cause, depth + 1);
+    return out;
+  }
+  let message: string;
+  try {
+    message = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+  } catch {
+    message = String(value);
+  }
+  return { name: "NonError", message: `non-Error value thrown: ${message}` };
+}
+
+/** Rebuilds a plain `Error` from its wire form (used for causes). */
+export function rebuildError(serialized: SerializedError): Error {
+  const error = new Error(serialized.message, serialized.cause ? { cause: rebuildError(serialized.cause) } : undefined);
+  Object.defineProperty(error, "name", { value: serialized.name, configurable: true, writable: true });
+  if (serialized.stack) error.stack = serialized.stack;
+  if (serialized.code) (error as Error & { code?: string }).code = serialized.code;
+  return error;
+}

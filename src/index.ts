@@ -1,0 +1,29 @@
+/**
+ * multirank: run one model across many rank processes and serve it.
+ * This module only re-exports the public API.
+ */
+export * from "./errors.js";
+export { DistributedRunner } from "./runner/distributed-runner.js";
+export type { InvokeOptions, RunnerEvents, RunnerState, StartOptions, StopOptions, StreamOptions } from "./runner/distributed-runner.js";
+export type { DistributedRunnerOptions } from "./runner/options.js";
+export type { RankExit } from "./runner/rank-process.js";
+export type { ForwardedLog } from "./transport/messages.js";
+export { DistributedWorker } from "./worker/distributed-worker.js";
+export type { StreamingResultOptions, WorkerClass } from "./worker/distributed-worker.js";
+export type { CallContext } from "./worker/call-context.js";
+export type { EncodedImage, ImageFormat, RawImage } from "./codec/images.js";
+export { formatTextEvent, parseTextEvent } from "./codec/text-events.js";
+export type { CollectiveOptions, ProcessGroup, ReduceOp, Reducible } from "./collectives/index.js";
+export {
+  cudaAvailability,
+  getCpuAffinity,
+  listDevices,
+  listDevicesAsync,
+  planDevices,
+  setCpuAffinity,
+  setParentDeathSignal,
+  type CudaDeviceInfo,
+  type DeviceSelection,
+  type RankDevicePlan,
+  type WorkerDevice,
+} from "./devices/index.js";

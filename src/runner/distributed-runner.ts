@@ -1,0 +1,755 @@
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { isAbsolute, join, resolve } from "node:path";
+import type { Logger } from "pino";
+import { curveKeyPair, Router } from "zeromq";
+import { pack, unpack } from "../codec/packer.js";
+import { formatTextEvent, parseTextEvent } from "../codec/text-events.js";
+import { childEnvForPlan, planDevices, type RankDevicePlan, type WorkerDevice } from "../devices/index.js";
+import {
+  AbortError,
+  MultirankError,
+  NativeError,
+  RankError,
+  RankExitError,
+  RankGroupError,
+  StateError,
+  TimeoutError,
+  TransportError,
+} from "../errors.js";
+import { RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } from "../transport/messages.js";
+import { SerialSender } from "../transport/serial-sender.js";
+import { deferred, type Deferred } from "../util/deferred.js";
+import { defaultLogger } from "../util/logger.js";
+import { readErrorRecords } from "../worker/error-file.js";
+import { chooseControlEndpoint, findFreePort } from "./endpoints.js";
+import { KeepaliveTimer } from "./keepalive-timer.js";
+import { resolveRunnerOptions, timeoutToMs, type DistributedRunnerOptions, type ResolvedRunnerOptions } from "./options.js";
+import { PendingRequest, type StreamEvent } from "./pending-request.js";
+import { rankEntry } from "./rank-entry.js";
+import { RankProcess, type RankExit } from "./rank-process.js";
+
+/** Where a runner is in its life. */
+export type RunnerState = "idle" | "starting" | "ready" | "stopping" | "stopped" | "failed";
+
+/** Options of {@link DistributedRunner.start}; any other field is passed to every rank's `setup(args)`. */
+export interface StartOptions {
+  /** Seconds to wait for every rank to be ready. @default 1800 */
+  timeout?: number;
+  /** Aborting it stops the start and the ranks. */
+  signal?: AbortSignal;
+  [setupArg: string]: unknown;
+}
+
+/** Options of {@link DistributedRunner.invoke}. */
+export interface InvokeOptions {
+  /** Seconds before the request fails with a `TimeoutError` and is cancelled at the ranks. @default the runner's `timeout` */
+  timeout?: number;
+  /** Aborting it cancels the request at every rank. */
+  signal?: AbortSignal;
+  /** Called with each `ctx.progress(data)` of rank 0. */
+  onProgress?: (data: unknown) => void;
+  /** Called with each record a rank logs through `ctx.log`. */
+  onLog?: (log: ForwardedLog) => void;
+}
+
+/** Options of {@link DistributedRunner.stream}. */
+export interface StreamOptions extends InvokeOptions {
+  /** Seconds allowed between two streamed results. @default no limit */
+  streamingTimeout?: number;
+  /** Yield ready-to-send Server-Sent Events (`data: <json>\n\n` bytes) instead of values. @default false */
+  asTextEvents?: boolean;
+}
+
+/** Options of {@link DistributedRunner.stop}. */
+export interface StopOptions {
+  /** Seconds for ranks to finish their requests and `teardown()` before SIGTERM, then SIGKILL. @default 10 */
+  timeout?: number;
+}
+
+/** Events a runner emits. */
+export interface RunnerEvents {
+  state: [state: RunnerState];
+  rankExit: [exit: RankExit & { expected: boolean }];
+}
+
+/** Everything one `start()` creates and `stop()` removes. */
+interface Session {
+  runDir: string;
+  router: Router;
+  sender: SerialSender;
+  endpoint: string;
+  token: string;
+  ranks: RankProcess[];
+  routingIds: Buffer[];
+  rankOf: Map<string, number>;
+  connected: Set<number>;
+  ready: Set<number>;
+  devices: WorkerDevice[];
+  setupErrors: MultirankError[];
+  startup: Deferred<void>;
+  requests: Map<number, PendingRequest>;
+  fatal: Map<number, RankError>;
+  errorFiles: string[];
+  failure: MultirankError | undefined;
+  closed: boolean;
+  cleanup: Promise<void> | undefined;
+  receiveLoop: Promise<void>;
+}
+
+const SIGTERM_GRACE_MS = 2000;
+
+/**
+ * Runs one worker module across `worldSize` rank processes and drives them
+ * over ZeroMQ: the Node counterpart of fal's `fal.distributed.DistributedRunner`,
+ * with fal's method names in camelCase.
+ *
+ * @example
+ * await using runner = new DistributedRunner({ worker: "./workers/echo.ts", worldSize: 2 });
+ * await runner.start();
+ * console.log(await runner.invoke({ text: "hi" }));
+ * for await (const event of runner.stream({ prompt: "a cat" }, { asTextEvents: true })) res.write(event);
+ */
+export class DistributedRunner extends EventEmitter<RunnerEvents> {
+  readonly #options: ResolvedRunnerOptions;
+  readonly #log: Logger;
+  readonly #keepaliveTimer: KeepaliveTimer | undefined;
+  #state: RunnerState = "idle";
+  #session: Session | undefined;
+  #setupArgs: Record<string, unknown> = {};
+  #startTimeoutSeconds: number | undefined;
+  #nextRequestId = 1;
+  #runnerErrors: MultirankError[] = [];
+  #harvested: MultirankError[] = [];
+  #errorCursor = new Map<string, number>();
+  #stopping: Promise<void> | undefined;
+  #foreignMessages = 0;
+
+  /**
+   * @throws {ValidationError} when an option is invalid; the message names it.
+   */
+  constructor(options: DistributedRunnerOptions) {
+    super();
+    this.#options = resolveRunnerOptions(options);
+    this.#log = (this.#options.logger ?? defaultLogger()).child({ component: "runner" });
+    const interval = this.#options.keepaliveIntervalMs;
+    if (interval !== undefined) this.#keepaliveTimer = new KeepaliveTimer(interval, () => this.#keepaliveFired());
+  }
+
+  /** Where the runner is in its life: idle, starting, ready, stopping, stopped or failed. */
+  get state(): RunnerState {
+    return this.#state;
+  }
+
+  /** The number of ranks. */
+  get worldSize(): number {
+    return this.#options.worldSize;
+  }
+
+  /** The device each rank reported at start, by rank. */
+  get devices(): readonly WorkerDevice[] {
+    return this.#session?.devices ?? [];
+  }
+
+  /** PIDs of the rank processes, by rank (empty when not running). */
+  get pids(): readonly number[] {
+    return (this.#session?.ranks ?? []).map((rank) => rank.pid ?? -1);
+  }
+
+  /** The control endpoint the ranks connect to (`ipc://...` or `tcp://...`). */
+  get endpoint(): string | undefined {
+    return this.#session?.endpoint;
+  }
+
+  /**
+   * Spawns the ranks, runs every rank's `setup(setupArgs)` and resolves when
+   * all are ready. On failure it rejects with the rank's error (`RankError`,
+   * `RankExitError`), or `RankGroupError` when several failed, or
+   * `TimeoutError`, and leaves no process behind.
+   */
+  async start(options: StartOptions = {}): Promise<void> {
+    const { timeout = 1800, signal, ...setupArgs } = options;
+    const timeoutMs = timeoutToMs(timeout, "start options.timeout");
+    if (this.#state === "starting" || this.#state === "ready") throw new StateError(`runner is already ${this.#state}`);
+    if (this.#state === "stopping") throw new StateError("runner is stopping; await stop() before start()");
+    signal?.throwIfAborted();
+    this.#setupArgs = setupArgs;
+    this.#startTimeoutSeconds = timeout;
+    this.#setState("starting");
+    let session: Session;
+    try {
+      session = await this.#openSession();
+    } catch (error) {
+      this.#setState("failed");
+      throw error;
+    }
+    const timer = setTimeout(() => {
+      const missing = [...Array(this.#options.worldSize).keys()].filter((rank) => !session.ready.has(rank));
+      session.startup.reject(new TimeoutError(`start timed out after ${timeout} s; ranks not ready: ${missing.join(", ")}`, timeoutMs));
+    }, timeoutMs);
+    const onAbort = (): void => session.startup.reject(new AbortError("start was aborted", { cause: signal?.reason }));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      await session.startup.promise;
+    } catch (error) {
+      await this.#closeSession(session, "SIGKILL");
+      this.#setState("failed");
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+    this.#setState("ready");
+    this.maybeStartKeepalive();
+  }
+
+  /**
+   * Sends `payload` to every rank and resolves with rank 0's result.
+   *
+   * @throws {SerializationError} the payload cannot be packed (nothing was sent)
+   * @throws {MessageTooLargeError} the packed payload is over `maxMessageBytes`
+   * @throws {RankError} `call` threw on a rank ({@link RankGroupError} for several)
+   * @throws {RankExitError} a rank died while the request ran
+   * @throws {TimeoutError} / {AbortError} the request was cancelled at the ranks
+   */
+  async invoke<T = unknown>(payload: unknown = {}, options: InvokeOptions = {}): Promise<T> {
+    const { request } = this.#submit(payload, false, options);
+    return (await request.result) as T;
+  }
+
+  /**
+   * Sends `payload` to every rank and yields rank 0's streaming results as
+   * they come, then its return value (if any) as the last item. Breaking out
+   * of the loop cancels the request at every rank. With `asTextEvents`, yields
+   * `data: <json>\n\n` Buffers with images as `data:` URLs.
+   */
+  stream(payload: unknown, options: StreamOptions & { asTextEvents: true }): AsyncGenerator<Buffer, void, undefined>;
+  stream<T = unknown>(payload?: unknown, options?: StreamOptions): AsyncGenerator<T, void, undefined>;
+  stream(payload: unknown = {}, options: StreamOptions = {}): AsyncGenerator<unknown, void, undefined> {
+    return this.#stream(payload, options);
+  }
+
+  async *#stream(payload: unknown, options: StreamOptions): AsyncGenerator<unknown, void, undefined> {
+    const streamingTimeoutMs = options.streamingTimeout === undefined ? undefined : timeoutToMs(options.streamingTimeout, "options.streamingTimeout");
+    const { request, session } = this.#submit(payload, true, options);
+    const events = request.events!;
+    const asText = options.asTextEvents === true;
+    try {
+      for (;;) {
+        let timer: NodeJS.Timeout | undefined;
+        if (streamingTimeoutMs !== undefined && events.size === 0) {
+          timer = setTimeout(() => {
+            const error = new TimeoutError(`request ${request.id}: no streaming result for ${options.streamingTimeout} s`, streamingTimeoutMs);
+            this.#cancel(session, request, error, "timeout");
+          }, streamingTimeoutMs);
+        }
+        let next: IteratorResult<StreamEvent>;
+        try {
+          next = await events.next();
+        } finally {
+          if (timer) clearTimeout(timer);
+        }
+        if (next.done) return;
+        yield asText ? toTextEvent(next.value) : toValue(next.value);
+      }
+    } finally {
+      if (!request.settled) this.#cancel(session, request, new AbortError(`stream of request ${request.id} was closed by its consumer`), "aborted");
+    }
+  }
+
+  #submit(payload: unknown, streaming: boolean, options: InvokeOptions): { request: PendingRequest; session: Session } {
+    const session = this.#requireReady();
+    const timeoutMs = options.timeout === undefined ? this.#options.timeoutMs : timeoutToMs(options.timeout, "options.timeout");
+    const { signal } = options;
+    if (signal?.aborted) throw new AbortError("the request was aborted before it was sent", { cause: signal.reason });
+    const id = this.#nextRequestId++;
+    const message: RunnerMessage = { t: "req", id, payload, streaming };
+    // Packed once, before anything is sent: a bad payload changes nothing.
+    const bytes = pack(message, "payload", this.#options.maxMessageBytes);
+    const ranks = [...Array(this.#options.worldSize).keys()];
+    const request = new PendingRequest(id, streaming, ranks, {
+      cancelAtRanks: (reason) => this.#sendCancel(session, request, reason),
+      finished: () => session.requests.delete(id),
+      onProgress: options.onProgress,
+      onLog: options.onLog,
+    });
+    session.requests.set(id, request);
+    this.maybeResetKeepalive();
+    const timer = setTimeout(() => {
+      const seconds = options.timeout ?? this.#options.timeoutMs / 1000;
+      this.#cancel(session, request, new TimeoutError(`request ${id} timed out after ${seconds} s`, timeoutMs), "timeout");
+    }, timeoutMs);
+    const onAbort = (): void => this.#cancel(session, request, new AbortError(`request ${id} was aborted`, { cause: signal?.reason }), "aborted");
+    signal?.addEventListener("abort", onAbort, { once: true });
+    request.onSettled(() => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      this.maybeResetKeepalive();
+    });
+    for (const rank of ranks) {
+      session.sender.send([session.routingIds[rank]!, bytes]).catch((error: unknown) => {
+        request.fail(new TransportError(`could not send request ${id} to rank ${rank}`, { rank, cause: error }));
+      });
+    }
+    return { request, session };
+  }
+
+  #cancel(session: Session, request: PendingRequest, error: MultirankError, reason: "aborted" | "timeout"): void {
+    if (request.settled) return;
+    request.fail(error);
+    this.#sendCancel(session, request, reason);
+  }
+
+  #sendCancel(session: Session, request: PendingRequest, reason: "aborted" | "timeout" | "failed"): void {
+    if (session.closed) return;
+    const bytes = pack({ t: "cancel", id: request.id, reason } satisfies RunnerMessage);
+    for (const rank of request.waitingOn) {
+      session.sender.send([session.routingIds[rank]!, bytes]).catch(() => {});
+    }
+  }
+
+  #requireReady(): Session {
+    const session = this.#session;
+    if (this.#state === "ready" && session && !session.closed) return session;
+    if (this.#state === "failed") {
+      throw new StateError("runner has failed; call restart() (see gatherErrors() for why)", { cause: this.#session?.failure ?? this.#runnerErrors.at(-1) });
+    }
+    throw new StateError(`runner is ${this.#state}; call start() first`);
+  }
+
+  /** True when every rank is up and the runner takes requests. */
+  isAlive(): boolean {
+    const session = this.#session;
+    return this.#state === "ready" && session !== undefined && !session.closed && session.ranks.every((rank) => rank.alive);
+  }
+
+  /** Throws unless {@link isAlive}: a `RankGroupError` with the gathered errors, or a `StateError`. */
+  ensureAlive(): void {
+    if (this.isAlive()) return;
+    const errors = this.gatherErrors();
+    if (errors.length > 0) throw new RankGroupError(`runner is not alive (${this.#state})`, errors);
+    throw new StateError(`runner is not alive (${this.#state})`);
+  }
+
+  /**
+   * Every error since the last call: rank errors in setup, call and teardown
+   * (read from the ranks' error files, so a rank that died while sending is
+   * included), rank exits, and keepalive failures. Clears the list.
+   */
+  gatherErrors(): MultirankError[] {
+    if (this.#session && !this.#session.closed) this.#harvestErrorFiles(this.#session);
+    const errors = [...this.#harvested, ...this.#runnerErrors];
+    this.#harvested = [];
+    this.#runnerErrors = [];
+    return errors;
+  }
+
+  /** Sends the keepalive payload now, as a request. @param timeout seconds, default 60 */
+  async keepalive(timeout = 60): Promise<void> {
+    await this.invoke(this.#options.keepalivePayload, { timeout });
+  }
+
+  /** Starts the keepalive timer, if `keepaliveInterval` is set. */
+  maybeStartKeepalive(): void {
+    if (this.#state === "ready") this.#keepaliveTimer?.start();
+  }
+
+  /** Restarts the idle wait of the keepalive timer, if it runs. */
+  maybeResetKeepalive(): void {
+    this.#keepaliveTimer?.reset();
+  }
+
+  /** Stops the keepalive timer, if it runs. */
+  maybeCancelKeepalive(): void {
+    this.#keepaliveTimer?.cancel();
+  }
+
+  #keepaliveFired(): void {
+    this.keepalive()
+      .catch((error: unknown) => {
+        this.#log.warn({ err: error }, "keepalive request failed");
+        // Rank-side failures are already in the ranks' error files; keep the rest.
+        if (!(error instanceof RankError) && error instanceof MultirankError) this.#runnerErrors.push(error);
+      })
+      .finally(() => this.maybeStartKeepalive());
+  }
+
+  /** The runner's ZeroMQ ROUTER socket (fal's `get_zmq_socket`), while running. */
+  getZmqSocket(): Router {
+    const session = this.#session;
+    if (!session || session.closed) throw new StateError(`runner is ${this.#state}; there is no socket`);
+    return session.router;
+  }
+
+  /** Closes the control socket (fal's `close_zmq_socket`); ranks are then unreachable. Prefer `stop()`. */
+  closeZmqSocket(): void {
+    const session = this.#session;
+    if (session && !session.router.closed) session.router.close();
+  }
+
+  /**
+   * Stops gracefully: ranks finish the requests they have, run `teardown()`
+   * and exit; ranks still running after `timeout` seconds get SIGTERM, then
+   * SIGKILL. Idempotent. Leaves no child process.
+   */
+  stop(options: StopOptions = {}): Promise<void> {
+    const timeoutMs = timeoutToMs(options.timeout ?? 10, "stop options.timeout");
+    this.#stopping ??= this.#stop(timeoutMs).finally(() => {
+      this.#stopping = undefined;
+    });
+    return this.#stopping;
+  }
+
+  async #stop(timeoutMs: number): Promise<void> {
+    this.maybeCancelKeepalive();
+    const session = this.#session;
+    if (!session || session.closed) {
+      if (this.#state !== "idle") this.#setState("stopped");
+      return;
+    }
+    this.#setState("stopping");
+    const teardown = pack({ t: "teardown" } satisfies RunnerMessage);
+    for (const rank of session.connected) session.sender.send([session.routingIds[rank]!, teardown]).catch(() => {});
+    await this.#closeSession(session, undefined, timeoutMs);
+    this.#setState("stopped");
+  }
+
+  /** Kills every rank now (SIGKILL) and releases everything. In-flight requests fail. */
+  async terminate(): Promise<void> {
+    this.maybeCancelKeepalive();
+    const session = this.#session;
+    if (session && !session.closed) {
+      this.#setState("stopping");
+      await this.#closeSession(session, "SIGKILL");
+    }
+    if (this.#state !== "idle") this.#setState("stopped");
+  }
+
+  /** Stops (gracefully) and starts again with the same setup arguments. */
+  async restart(options: StopOptions = {}): Promise<void> {
+    await this.stop(options);
+    await this.start({ ...this.#setupArgs, ...(this.#startTimeoutSeconds === undefined ? {} : { timeout: this.#startTimeoutSeconds }) });
+  }
+
+  /** `await using runner = ...` stops it at the end of the scope. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  #setState(state: RunnerState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.emit("state", state);
+  }
+
+  async #openSession(): Promise<Session> {
+    const options = this.#options;
+    const runDir = mkdtempSync(join(tmpdir(), "multirank-"));
+    const endpoint = chooseControlEndpoint({ transport: options.transport, workerAddr: options.workerAddr, workerPort: options.workerPort, runDir });
+    const serverKeys = endpoint.secure ? curveKeyPair() : undefined;
+    const router = new Router({
+      linger: 0,
+      mandatory: true,
+      maxMessageSize: options.maxMessageBytes + 64 * 1024,
+      sendHighWaterMark: 10_000,
+      receiveHighWaterMark: 10_000,
+      ...(serverKeys ? { curveServer: true, curveSecretKey: serverKeys.secretKey } : {}),
+    });
+    try {
+      await router.bind(endpoint.bind);
+    } catch (error) {
+      router.close();
+      rmSync(runDir, { recursive: true, force: true });
+      throw new TransportError(`could not bind the control socket at ${endpoint.bind}`, { cause: error });
+    }
+    const boundEndpoint = router.lastEndpoint ?? endpoint.bind;
+    let plans: RankDevicePlan[] | undefined;
+    let masterPort = options.masterPort;
+    try {
+      plans = this.#planDevices();
+      if (masterPort === 0) masterPort = await findFreePort(options.masterAddr);
+    } catch (error) {
+      router.close();
+      rmSync(runDir, { recursive: true, force: true });
+      throw error;
+    }
+    const nonce = randomBytes(4).toString("hex");
+    const session: Session = {
+      runDir,
+      router,
+      sender: new SerialSender(router),
+      endpoint: boundEndpoint,
+      token: randomBytes(16).toString("hex"),
+      ranks: [],
+      routingIds: [],
+      rankOf: new Map(),
+      connected: new Set(),
+      ready: new Set(),
+      devices: [],
+      setupErrors: [],
+      startup: deferred<void>(),
+      requests: new Map(),
+      fatal: new Map(),
+      errorFiles: [],
+      failure: undefined,
+      closed: false,
+      cleanup: undefined,
+      receiveLoop: Promise.resolve(),
+    };
+    session.startup.promise.catch(() => {});
+    this.#session = session;
+    session.receiveLoop = this.#receive(session);
+    const entry = rankEntry();
+    const workerModule = options.worker.startsWith("file:") || isAbsolute(options.worker) ? options.worker : resolve(options.cwd, options.worker);
+    for (let rank = 0; rank < options.worldSize; rank++) {
+      const routingId = `r${rank}-${nonce}`;
+      session.routingIds.push(Buffer.from(routingId));
+      session.rankOf.set(routingId, rank);
+      const errorFile = join(runDir, `rank-${rank}.errors.jsonl`);
+      session.errorFiles.push(errorFile);
+      const rankKeys = serverKeys ? curveKeyPair() : undefined;
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        ...options.env,
+        ...(plans ? childEnvForPlan(plans[rank]!) : {}),
+        RANK: String(rank),
+        LOCAL_RANK: String(rank),
+        WORLD_SIZE: String(options.worldSize),
+        LOCAL_WORLD_SIZE: String(options.worldSize),
+        MASTER_ADDR: options.masterAddr,
+        MASTER_PORT: String(masterPort),
+        [RANK_ENV.controlEndpoint]: boundEndpoint,
+        [RANK_ENV.routingId]: routingId,
+        [RANK_ENV.token]: session.token,
+        [RANK_ENV.workerModule]: workerModule,
+        [RANK_ENV.errorFile]: errorFile,
+        [RANK_ENV.maxMessageBytes]: String(options.maxMessageBytes),
+        [RANK_ENV.logLevel]: this.#log.level,
+        ...(options.deathPipe ? { [RANK_ENV.deathPipeFd]: "3" } : {}),
+        ...(serverKeys && rankKeys
+          ? { [RANK_ENV.curveServerKey]: serverKeys.publicKey, [RANK_ENV.curvePublicKey]: rankKeys.publicKey, [RANK_ENV.curveSecretKey]: rankKeys.secretKey }
+          : {}),
+      };
+      const process_ = new RankProcess({
+        rank,
+        execPath: process.execPath,
+        args: [...entry.execArgv, ...options.nodeArgs, entry.script],
+        env,
+        cwd: options.cwd,
+        logger: this.#log.child({ rank }),
+        stderrTailLines: options.stderrTailLines,
+        deathPipe: options.deathPipe,
+      });
+      session.ranks.push(process_);
+      void process_.exited.then((exit) => this.#onRankExit(session, process_, exit));
+    }
+    return session;
+  }
+
+  #planDevices(): RankDevicePlan[] | undefined {
+    const { devices, worldSize, isolateDevices } = this.#options;
+    try {
+      return planDevices(devices, worldSize, { isolateDevices });
+    } catch (error) {
+      // "auto" must work on any machine: without a usable addon, run unpinned on the CPU.
+      if (devices === "auto" && error instanceof NativeError) {
+        this.#log.warn({ err: error }, "device discovery failed; ranks run unpinned on the CPU");
+        return undefined;
+      }
+      throw error;
+    }
+  }
+
+  async #receive(session: Session): Promise<void> {
+    try {
+      for await (const frames of session.router) {
+        const [identity, body] = frames;
+        const rank = identity ? session.rankOf.get(identity.toString("latin1")) : undefined;
+        if (rank === undefined || !body) {
+          this.#foreign(identity, "unknown peer");
+          continue;
+        }
+        let message: RankMessage;
+        try {
+          message = unpack<RankMessage>(body, "control message");
+          if (typeof message !== "object" || message === null || typeof message.t !== "string") throw new Error("not a control message");
+        } catch {
+          this.#foreign(identity, `undecodable message from rank ${rank}'s identity`);
+          continue;
+        }
+        if (message.t !== "hello" && !session.connected.has(rank)) {
+          this.#foreign(identity, `message before hello from rank ${rank}'s identity`);
+          continue;
+        }
+        this.#onMessage(session, rank, message);
+      }
+    } catch (error) {
+      if (!session.closed) this.#log.error({ err: error }, "control socket receive loop failed");
+    }
+  }
+
+  #foreign(identity: Buffer | undefined, why: string): void {
+    // Logged, never acted on; rate-limited so a noisy peer cannot flood the log.
+    this.#foreignMessages++;
+    if (this.#foreignMessages <= 10 || this.#foreignMessages % 1000 === 0) {
+      this.#log.warn({ peer: identity?.toString("hex"), count: this.#foreignMessages }, `ignored a message on the control socket: ${why}`);
+    }
+  }
+
+  #onMessage(session: Session, rank: number, message: RankMessage): void {
+    switch (message.t) {
+      case "hello": {
+        if (message.token !== session.token) {
+          this.#foreign(session.routingIds[rank], "hello with a wrong token");
+          return;
+        }
+        session.connected.add(rank);
+        const setup = pack({ t: "setup", args: this.#setupArgs } satisfies RunnerMessage, "setup arguments", this.#options.maxMessageBytes);
+        session.sender.send([session.routingIds[rank]!, setup]).catch((error: unknown) => {
+          session.startup.reject(new TransportError(`could not send setup to rank ${rank}`, { rank, cause: error }));
+        });
+        return;
+      }
+      case "ready":
+        session.ready.add(rank);
+        session.devices[rank] = message.device as WorkerDevice;
+        this.#checkStartup(session);
+        return;
+      case "setup-failed":
+        session.setupErrors.push(new RankError(message.error, rank, "setup"));
+        session.ready.delete(rank);
+        if (session.setupErrors.length === 1) {
+          // Give the other ranks a moment to report their own setup errors too.
+          setTimeout(() => this.#failStartup(session), 1000).unref();
+        }
+        this.#checkStartup(session);
+        return;
+      case "fatal":
+        session.fatal.set(rank, new RankError(message.error, rank, "process"));
+        return;
+      case "teardown-done":
+        return;
+      default:
+        this.#routeToRequest(session, rank, message);
+    }
+  }
+
+  #routeToRequest(session: Session, rank: number, message: RankMessage): void {
+    if (!("id" in message)) return;
+    const request = session.requests.get(message.id);
+    if (!request) return; // Finished or never ours: nothing may reach another caller.
+    switch (message.t) {
+      case "item":
+        request.item(message.data, message.event);
+        return;
+      case "item-error":
+        request.itemError(rank, message.error);
+        return;
+      case "progress":
+        request.progress(message.data);
+        return;
+      case "log":
+        request.log(message.log);
+        return;
+      case "done":
+        request.rankDone(rank, message.ok ? { ok: true, result: message.result, hasResult: message.hasResult } : { ok: false, error: message.error, cancelled: message.cancelled });
+        return;
+    }
+  }
+
+  #checkStartup(session: Session): void {
+    const reported = session.ready.size + session.setupErrors.length;
+    if (reported < this.#options.worldSize) return;
+    if (session.setupErrors.length > 0) this.#failStartup(session);
+    else session.startup.resolve();
+  }
+
+  #failStartup(session: Session): void {
+    const errors = session.setupErrors;
+    if (errors.length === 0) return;
+    session.startup.reject(errors.length === 1 ? errors[0] : new RankGroupError(`${errors.length} ranks failed setup`, errors));
+  }
+
+  async #onRankExit(session: Session, rank: RankProcess, exit: RankExit): Promise<void> {
+    const expected = session.closed || this.#state === "stopping";
+    this.emit("rankExit", { ...exit, expected });
+    if (expected || session !== this.#session) return;
+    const error = new RankExitError(exit.rank, exit.code, exit.signal, await rank.stderrTail(), { cause: session.fatal.get(exit.rank) });
+    if (session.closed) return;
+    this.#log.error({ rank: exit.rank, code: exit.code, signal: exit.signal }, "rank exited unexpectedly; stopping the others");
+    this.#runnerErrors.push(error);
+    session.failure ??= error;
+    session.startup.reject(error);
+    if (this.#state === "starting") return; // start() closes the session itself
+    this.#setState("failed");
+    // A group with a dead rank would hang in its next collective: stop the rest.
+    await this.#closeSession(session, "SIGTERM");
+  }
+
+  /**
+   * Ends a session: waits up to `graceMs` for ranks to exit on their own (after
+   * a teardown), else sends `signal` (then SIGKILL), fails what is still in
+   * flight, closes the socket, keeps the error files' contents, removes the
+   * run directory.
+   */
+  async #closeSession(session: Session, signal: NodeJS.Signals | undefined, graceMs = 0): Promise<void> {
+    const allExited = Promise.all(session.ranks.map((rank) => rank.exited));
+    if (graceMs > 0 && !(await settlesWithin(allExited, graceMs))) signal ??= "SIGTERM";
+    if (signal) {
+      for (const rank of session.ranks) rank.kill(signal);
+      if (signal !== "SIGKILL" && !(await settlesWithin(allExited, SIGTERM_GRACE_MS))) {
+        for (const rank of session.ranks) rank.kill("SIGKILL");
+      }
+    }
+    await allExited;
+    session.cleanup ??= this.#releaseSession(session);
+    await session.cleanup;
+  }
+
+  async #releaseSession(session: Session): Promise<void> {
+    session.closed = true;
+    const reason = session.failure ?? new StateError("the runner stopped before the request finished");
+    for (const request of session.requests.values()) request.fail(reason);
+    session.requests.clear();
+    session.startup.reject(reason);
+    session.sender.abort(new StateError("the control socket is closed"));
+    if (!session.router.closed) session.router.close();
+    await session.receiveLoop;
+    this.#harvestErrorFiles(session);
+    for (const file of session.errorFiles) this.#errorCursor.delete(file);
+    rmSync(session.runDir, { recursive: true, force: true });
+  }
+
+  #harvestErrorFiles(session: Session): void {
+    for (const file of session.errorFiles) {
+      const records = readErrorRecords(file);
+      const seen = this.#errorCursor.get(file) ?? 0;
+      for (const record of records.slice(seen)) this.#harvested.push(new RankError(record.error, record.rank, record.phase));
+      this.#errorCursor.set(file, records.length);
+    }
+  }
+}
+
+function toValue(event: StreamEvent): unknown {
+  if (event.kind === "item" && event.event) return parseTextEvent(event.event);
+  return event.data;
+}
+
+function toTextEvent(event: StreamEvent): Buffer {
+  if (event.kind === "item" && event.event) return Buffer.from(event.event.buffer, event.event.byteOffset, event.event.byteLength);
+  return formatTextEvent(event.data);
+}
+
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

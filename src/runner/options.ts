@@ -1,0 +1,162 @@
+import type { Logger } from "pino";
+import type { DeviceSelection } from "../devices/index.js";
+import { ValidationError } from "../errors.js";
+
+/** Options of `new DistributedRunner(options)`. Times are in seconds, as in fal. */
+export interface DistributedRunnerOptions {
+  /** Path (or file URL) of the worker module; its default export extends `DistributedWorker`. `.ts` runs without a build. */
+  worker: string | URL;
+  /** Number of ranks. @default 1 */
+  worldSize?: number;
+  /** Address ranks use to reach each other (collectives). @default "127.0.0.1" */
+  masterAddr?: string;
+  /** Port of the process-group rendezvous; 0 picks a free port. @default 0 */
+  masterPort?: number;
+  /** Address the control socket binds. @default "127.0.0.1" */
+  workerAddr?: string;
+  /** Port of the control socket; 0 picks one (an `ipc://` endpoint on loopback). @default 0 */
+  workerPort?: number;
+  /** `"auto"`: ipc on loopback with port 0, tcp otherwise. @default "auto" */
+  transport?: "auto" | "ipc" | "tcp";
+  /** Default per-request timeout, seconds. @default 86400 */
+  timeout?: number;
+  /** What `keepalive()` sends. @default {} */
+  keepalivePayload?: unknown;
+  /** Idle seconds before a keepalive request is sent; unset turns keepalive off. @default undefined */
+  keepaliveInterval?: number;
+  /** Working directory of the ranks and base for a relative `worker`. @default process.cwd() */
+  cwd?: string;
+  /** Extra environment for the ranks (on top of this process's). Never logged. @default {} */
+  env?: Record<string, string>;
+  /** Where runner and rank logs go. @default pino to stderr at MULTIRANK_LOG_LEVEL (info) */
+  logger?: Logger;
+  /** Largest message, either way, in bytes. @default 536870912 (512 MiB) */
+  maxMessageBytes?: number;
+  /** Which device each rank gets: `"auto"` (GPUs if any, else CPU), `"cpu"`, or a list per rank. @default "auto" */
+  devices?: DeviceSelection;
+  /** Set `CUDA_VISIBLE_DEVICES` to each rank's device alone (breaks peer-to-peer). @default false */
+  isolateDevices?: boolean;
+  /** Extra `node` flags for rank processes (`--max-old-space-size=...`). @default [] */
+  nodeArgs?: readonly string[];
+  /** Give ranks a pipe that closes when the runner dies, so they exit with it. @default true */
+  deathPipe?: boolean;
+  /** Lines of each rank's stderr kept for crash reports. @default 40 */
+  stderrTailLines?: number;
+}
+
+/** The options after defaults, as the runner uses them. */
+export interface ResolvedRunnerOptions {
+  worker: string;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  workerAddr: string;
+  workerPort: number;
+  transport: "auto" | "ipc" | "tcp";
+  timeoutMs: number;
+  keepalivePayload: unknown;
+  keepaliveIntervalMs: number | undefined;
+  cwd: string;
+  env: Readonly<Record<string, string>>;
+  logger: Logger | undefined;
+  maxMessageBytes: number;
+  devices: DeviceSelection;
+  isolateDevices: boolean;
+  nodeArgs: readonly string[];
+  deathPipe: boolean;
+  stderrTailLines: number;
+}
+
+export const RUNNER_DEFAULTS = Object.freeze({
+  worldSize: 1,
+  masterAddr: "127.0.0.1",
+  masterPort: 0,
+  workerAddr: "127.0.0.1",
+  workerPort: 0,
+  transport: "auto" as const,
+  timeout: 86_400,
+  keepalivePayload: Object.freeze({}),
+  maxMessageBytes: 512 * 1024 * 1024,
+  devices: "auto" as const,
+  isolateDevices: false,
+  deathPipe: true,
+  stderrTailLines: 40,
+});
+
+function check(condition: boolean, message: string): void {
+  if (!condition) throw new ValidationError(message);
+}
+
+function isPort(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= 65535;
+}
+
+/** Seconds to milliseconds for a timeout the caller gave; validates it. */
+export function timeoutToMs(value: unknown, field: string): number {
+  check(typeof value === "number" && value > 0 && !Number.isNaN(value), `${field} must be a positive number of seconds, got ${String(value)}`);
+  return Math.min((value as number) * 1000, 2 ** 31 - 1);
+}
+
+/** Merges defaults and validates once; every message names the field. */
+export function resolveRunnerOptions(options: DistributedRunnerOptions): ResolvedRunnerOptions {
+  check(typeof options === "object" && options !== null, "options must be an object");
+  const worker = options.worker instanceof URL ? options.worker.href : options.worker;
+  check(typeof worker === "string" && worker.length > 0, "options.worker must be the path of a worker module");
+  const merged = { ...RUNNER_DEFAULTS, ...stripUndefined(options) };
+  check(Number.isInteger(merged.worldSize) && merged.worldSize >= 1, `options.worldSize must be a positive integer, got ${String(merged.worldSize)}`);
+  check(typeof merged.masterAddr === "string" && merged.masterAddr.length > 0, "options.masterAddr must be a host address");
+  check(isPort(merged.masterPort), `options.masterPort must be an integer from 0 to 65535, got ${String(merged.masterPort)}`);
+  check(typeof merged.workerAddr === "string" && merged.workerAddr.length > 0, "options.workerAddr must be a host address");
+  check(isPort(merged.workerPort), `options.workerPort must be an integer from 0 to 65535, got ${String(merged.workerPort)}`);
+  check(["auto", "ipc", "tcp"].includes(merged.transport), `options.transport must be "auto", "ipc" or "tcp", got ${String(merged.transport)}`);
+  const timeoutMs = timeoutToMs(merged.timeout, "options.timeout");
+  let keepaliveIntervalMs: number | undefined;
+  if (options.keepaliveInterval !== undefined && options.keepaliveInterval !== null) {
+    keepaliveIntervalMs = timeoutToMs(options.keepaliveInterval, "options.keepaliveInterval");
+  }
+  check(
+    Number.isInteger(merged.maxMessageBytes) && merged.maxMessageBytes >= 1024,
+    `options.maxMessageBytes must be an integer of at least 1024, got ${String(merged.maxMessageBytes)}`,
+  );
+  check(
+    merged.devices === "auto" || merged.devices === "cpu" || Array.isArray(merged.devices),
+    `options.devices must be "auto", "cpu" or a list of device indices/UUIDs, got ${String(merged.devices)}`,
+  );
+  if (Array.isArray(merged.devices)) {
+    check(merged.devices.length >= merged.worldSize, `options.devices lists ${merged.devices.length} devices for ${merged.worldSize} ranks`);
+  }
+  check(typeof merged.env === "object" || merged.env === undefined, "options.env must be an object of strings");
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(options.env ?? {})) {
+    check(typeof value === "string", `options.env.${key} must be a string, got ${typeof value}`);
+    env[key] = value;
+  }
+  const nodeArgs = options.nodeArgs ?? [];
+  check(Array.isArray(nodeArgs) && nodeArgs.every((a) => typeof a === "string"), "options.nodeArgs must be a list of strings");
+  check(Number.isInteger(merged.stderrTailLines) && merged.stderrTailLines >= 0, "options.stderrTailLines must be a non-negative integer");
+  return Object.freeze({
+    worker,
+    worldSize: merged.worldSize,
+    masterAddr: merged.masterAddr,
+    masterPort: merged.masterPort,
+    workerAddr: merged.workerAddr,
+    workerPort: merged.workerPort,
+    transport: merged.transport,
+    timeoutMs,
+    keepalivePayload: merged.keepalivePayload,
+    keepaliveIntervalMs,
+    cwd: options.cwd ?? process.cwd(),
+    env: Object.freeze(env),
+    logger: options.logger,
+    maxMessageBytes: merged.maxMessageBytes,
+    devices: merged.devices,
+    isolateDevices: Boolean(merged.isolateDevices),
+    nodeArgs: Object.freeze([...nodeArgs]),
+    deathPipe: Boolean(merged.deathPipe),
+    stderrTailLines: merged.stderrTailLines,
+  });
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,52 @@
+import type { SerializedError } from "../errors.js";
+
+/**
+ * The control protocol between the runner (ROUTER) and its ranks (DEALER).
+ * Every message is one msgpack-encoded object in the first ZeroMQ frame; `t`
+ * says which. Requests carry a runner-unique `id`, so no message of one
+ * request can be mistaken for another's, cancelled ones included.
+ */
+
+/** Runner to rank. */
+export type RunnerMessage =
+  | { t: "setup"; args: Record<string, unknown> }
+  | { t: "req"; id: number; payload: unknown; streaming: boolean }
+  | { t: "cancel"; id: number; reason: "aborted" | "timeout" | "failed" }
+  | { t: "teardown" };
+
+/** A log record a rank forwards for one request. */
+export interface ForwardedLog {
+  level: number;
+  msg: string;
+  time: number;
+  rank: number;
+}
+
+/** Rank to runner. */
+export type RankMessage =
+  | { t: "hello"; rank: number; pid: number; token: string }
+  | { t: "ready"; device: unknown }
+  | { t: "setup-failed"; error: SerializedError }
+  | { t: "item"; id: number; data?: unknown; event?: Uint8Array }
+  | { t: "item-error"; id: number; error: SerializedError }
+  | { t: "progress"; id: number; data: unknown }
+  | { t: "log"; id: number; log: ForwardedLog }
+  | { t: "done"; id: number; ok: true; result?: unknown; hasResult: boolean }
+  | { t: "done"; id: number; ok: false; error: SerializedError; cancelled: boolean }
+  | { t: "teardown-done"; error?: SerializedError }
+  | { t: "fatal"; error: SerializedError };
+
+/** Environment variables the runner hands each rank (besides torchrun's). */
+export const RANK_ENV = Object.freeze({
+  controlEndpoint: "MULTIRANK_CONTROL_ENDPOINT",
+  routingId: "MULTIRANK_ROUTING_ID",
+  token: "MULTIRANK_TOKEN",
+  workerModule: "MULTIRANK_WORKER_MODULE",
+  errorFile: "MULTIRANK_ERROR_FILE",
+  maxMessageBytes: "MULTIRANK_MAX_MESSAGE_BYTES",
+  curveServerKey: "MULTIRANK_CURVE_SERVER_KEY",
+  curvePublicKey: "MULTIRANK_CURVE_PUBLIC_KEY",
+  curveSecretKey: "MULTIRANK_CURVE_SECRET_KEY",
+  deathPipeFd: "MULTIRANK_DEATH_PIPE_FD",
+  logLevel: "MULTIRANK_LOG_LEVEL",
+});

@@ -1,0 +1,58 @@
+import { RANK_ENV } from "../transport/messages.js";
+
+/** Everything a rank learns from its environment at start. */
+export interface RankEnv {
+  rank: number;
+  localRank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  controlEndpoint: string;
+  routingId: string;
+  token: string;
+  workerModule: string;
+  errorFile: string | undefined;
+  maxMessageBytes: number;
+  deathPipeFd: number | undefined;
+  logLevel: string;
+  curve: { serverKey: string; publicKey: string; secretKey: string } | undefined;
+}
+
+function required(env: NodeJS.ProcessEnv, name: string): string {
+  const value = env[name];
+  if (value === undefined || value === "") throw new Error(`environment variable ${name} is not set: this process must be started by DistributedRunner`);
+  return value;
+}
+
+function integer(env: NodeJS.ProcessEnv, name: string, min = 0): number {
+  const text = required(env, name);
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min) throw new Error(`environment variable ${name} must be an integer >= ${min}, got "${text}"`);
+  return value;
+}
+
+/** Reads and checks a rank's environment; the message names the variable that is wrong. */
+export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
+  const worldSize = integer(env, "WORLD_SIZE", 1);
+  const rank = integer(env, "RANK");
+  if (rank >= worldSize) throw new Error(`RANK (${rank}) must be below WORLD_SIZE (${worldSize})`);
+  const serverKey = env[RANK_ENV.curveServerKey];
+  return {
+    rank,
+    worldSize,
+    localRank: env.LOCAL_RANK ? integer(env, "LOCAL_RANK") : rank,
+    masterAddr: env.MASTER_ADDR || "127.0.0.1",
+    masterPort: integer(env, "MASTER_PORT"),
+    controlEndpoint: required(env, RANK_ENV.controlEndpoint),
+    routingId: required(env, RANK_ENV.routingId),
+    token: required(env, RANK_ENV.token),
+    workerModule: required(env, RANK_ENV.workerModule),
+    errorFile: env[RANK_ENV.errorFile] || undefined,
+    maxMessageBytes: integer(env, RANK_ENV.maxMessageBytes, 1),
+    deathPipeFd: env[RANK_ENV.deathPipeFd] ? integer(env, RANK_ENV.deathPipeFd) : undefined,
+    logLevel: env[RANK_ENV.logLevel] || "info",
+    curve: serverKey
+      ? { serverKey, publicKey: required(env, RANK_ENV.curvePublicKey), secretKey: required(env, RANK_ENV.curveSecretKey) }
+      : undefined,
+  };
+}

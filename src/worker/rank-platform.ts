@@ -1,0 +1,31 @@
+import { availableParallelism } from "node:os";
+import type { Logger } from "pino";
+import { createProcessGroup, type ProcessGroup } from "../collectives/index.js";
+import { pinCurrentProcess, planFromEnv, setParentDeathSignal, type WorkerDevice } from "../devices/index.js";
+import type { RankEnv } from "./rank-env.js";
+
+/**
+ * Pins this rank before any user code loads: the parent-death signal first
+ * (so nothing after it can orphan us), then device and CPU affinity.
+ */
+export function pinRank(logger: Logger): WorkerDevice {
+  try {
+    setParentDeathSignal("SIGKILL");
+  } catch (error) {
+    logger.debug({ err: error }, "parent-death signal unavailable; relying on the death pipe");
+  }
+  const plan = planFromEnv();
+  if (!plan) return { kind: "cpu", cpus: Array.from({ length: availableParallelism() }, (_, i) => i) };
+  return pinCurrentProcess(plan);
+}
+
+/** Joins the process group at MASTER_ADDR:MASTER_PORT (no sockets for a world of one). */
+export function createRankGroup(env: RankEnv, logger: Logger): Promise<ProcessGroup> {
+  return createProcessGroup({
+    rank: env.rank,
+    size: env.worldSize,
+    masterAddr: env.masterAddr,
+    masterPort: env.masterPort,
+    logger: logger.child({ component: "group" }),
+  });
+}

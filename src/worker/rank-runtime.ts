@@ -1,0 +1,334 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import { Dealer } from "zeromq";
+import { encodeImagesIn } from "../codec/images.js";
+import { pack, unpack } from "../codec/packer.js";
+import { formatTextEvent } from "../codec/text-events.js";
+import type { ProcessGroup } from "../collectives/index.js";
+import type { WorkerDevice } from "../devices/index.js";
+import { AbortError, serializeError, type RankPhase } from "../errors.js";
+import type { RankMessage, RunnerMessage } from "../transport/messages.js";
+import { SerialSender } from "../transport/serial-sender.js";
+import type { CallContext } from "./call-context.js";
+import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
+import { appendErrorRecord } from "./error-file.js";
+import { RequestScheduler } from "./request-scheduler.js";
+import type { RankEnv } from "./rank-env.js";
+
+/** A request while it runs on this rank. */
+interface ActiveRequest {
+  id: number;
+  streaming: boolean;
+  controller: AbortController;
+  /** Stream items and progress, in order; `done` waits for it. */
+  chain: Promise<void>;
+  /** The first error of a stream item (encoding, packing); it fails the request. */
+  streamFailure: unknown;
+}
+
+/** How the rank runtime is started; the rank main fills it from the environment. */
+export interface RankRuntimeOptions {
+  env: RankEnv;
+  logger: Logger;
+  device: WorkerDevice;
+  loadWorker: () => Promise<WorkerClass>;
+  createGroup: () => Promise<ProcessGroup>;
+  /** Called once the runtime wants the process to end, with the exit code. */
+  exit: (code: number) => void;
+}
+
+/**
+ * The rank side of the control protocol: one DEALER to the runner, one
+ * worker instance, requests run in the runner's order.
+ */
+export class RankRuntime {
+  readonly #env: RankEnv;
+  readonly #log: Logger;
+  readonly #options: RankRuntimeOptions;
+  readonly #dealer: Dealer;
+  readonly #sender: SerialSender;
+  readonly #active = new Map<number, ActiveRequest>();
+  readonly #current = new AsyncLocalStorage<ActiveRequest>();
+  #scheduler = new RequestScheduler(1);
+  #worker: DistributedWorker<unknown, unknown, object> | undefined;
+  #group: ProcessGroup | undefined;
+  #setupStarted = false;
+  #stopping = false;
+
+  constructor(options: RankRuntimeOptions) {
+    this.#options = options;
+    this.#env = options.env;
+    this.#log = options.logger;
+    const { env } = options;
+    this.#dealer = new Dealer({
+      routingId: env.routingId,
+      linger: 2000,
+      // A little over the limit: the header around a maximal payload must still fit.
+      maxMessageSize: env.maxMessageBytes + 64 * 1024,
+      sendHighWaterMark: 10_000,
+      receiveHighWaterMark: 10_000,
+      ...(env.curve ? { curveServerKey: env.curve.serverKey, curvePublicKey: env.curve.publicKey, curveSecretKey: env.curve.secretKey } : {}),
+    });
+    this.#sender = new SerialSender(this.#dealer);
+  }
+
+  /** Connects, says hello, and serves the runner's messages until teardown. */
+  async run(): Promise<void> {
+    this.#dealer.connect(this.#env.controlEndpoint);
+    await this.#send({ t: "hello", rank: this.#env.rank, pid: process.pid, token: this.#env.token });
+    for await (const frames of this.#dealer) {
+      let message: RunnerMessage;
+      try {
+        message = unpack<RunnerMessage>(frames[0]!, "control message");
+      } catch (error) {
+        this.#log.warn({ err: error }, "ignoring a control message that could not be unpacked");
+        continue;
+      }
+      this.#handle(message);
+    }
+  }
+
+  /** Sends a `ctx.log` record (a pino JSON line with `requestId`) to the runner for that request's caller. */
+  forwardLog(line: string): void {
+    if (!line.includes('"requestId":')) return;
+    let record: { requestId?: unknown; level?: unknown; msg?: unknown; time?: unknown };
+    try {
+      record = JSON.parse(line) as typeof record;
+    } catch {
+      return;
+    }
+    const id = record.requestId;
+    if (typeof id !== "number" || !this.#active.has(id)) return;
+    const log = { level: Number(record.level), msg: String(record.msg ?? ""), time: Number(record.time ?? Date.now()), rank: this.#env.rank };
+    this.#send({ t: "log", id, log }).catch(() => {});
+  }
+
+  /** Records a fatal error (file first, then socket) before the process ends. */
+  async reportFatal(error: unknown): Promise<void> {
+    const serialized = this.#record("process", error);
+    await Promise.race([this.#send({ t: "fatal", error: serialized }).catch(() => {}), new Promise((r) => setTimeout(r, 200))]);
+  }
+
+  #handle(message: RunnerMessage): void {
+    switch (message.t) {
+      case "setup":
+        if (!this.#setupStarted) {
+          this.#setupStarted = true;
+          void this.#setup(message.args);
+        }
+        return;
+      case "req":
+        this.#enqueueRequest(message.id, message.payload, message.streaming);
+        return;
+      case "cancel":
+        this.#cancel(message.id, message.reason);
+        return;
+      case "teardown":
+        void this.#teardown();
+        return;
+      default:
+        this.#log.warn({ type: (message as { t?: unknown }).t }, "ignoring a control message of unknown type");
+    }
+  }
+
+  async #setup(args: Record<string, unknown>): Promise<void> {
+    try {
+      const WorkerCtor = await this.#options.loadWorker();
+      this.#scheduler = new RequestScheduler(WorkerCtor.concurrency ?? 1);
+      const worker = new WorkerCtor();
+      this.#group = await this.#options.createGroup();
+      worker[kBindWorker](this.#binding(this.#group));
+      this.#worker = worker;
+      await worker.setup(args);
+      await this.#send({ t: "ready", device: this.#options.device });
+    } catch (error) {
+      const serialized = this.#record("setup", error);
+      await this.#send({ t: "setup-failed", error: serialized }).catch(() => {});
+    }
+  }
+
+  #binding(group: ProcessGroup): WorkerBinding {
+    const { rank, worldSize } = this.#env;
+    return {
+      rank,
+      worldSize,
+      device: this.#options.device,
+      group,
+      log: this.#log,
+      addStreamingResult: (result, options) => this.#addStreamingResult(result, options),
+      addStreamingError: (error) => this.#addStreamingError(error),
+      runInWorker: (fn) => this.#runInWorker(fn),
+    };
+  }
+
+  #enqueueRequest(id: number, payload: unknown, streaming: boolean): void {
+    if (this.#stopping) return;
+    this.#scheduler.enqueue({
+      id,
+      exclusive: false,
+      run: () => this.#runRequest(id, payload, streaming),
+      dropped: (reason) => {
+        void this.#send({ t: "done", id, ok: false, cancelled: true, error: serializeError(new AbortError(`request ${id} cancelled before it started (${reason})`)) }).catch(() => {});
+      },
+    });
+  }
+
+  #cancel(id: number, reason: string): void {
+    if (this.#scheduler.dropQueued(id, reason)) return;
+    const active = this.#active.get(id);
+    if (active && !active.controller.signal.aborted) active.controller.abort(new AbortError(`request ${id} was cancelled by the runner (${reason})`));
+  }
+
+  async #runRequest(id: number, payload: unknown, streaming: boolean): Promise<void> {
+    const worker = this.#worker;
+    if (!worker) {
+      await this.#send({ t: "done", id, ok: false, cancelled: false, error: serializeError(new Error("worker is not set up")) }).catch(() => {});
+      return;
+    }
+    const active: ActiveRequest = { id, streaming, controller: new AbortController(), chain: Promise.resolve(), streamFailure: undefined };
+    this.#active.set(id, active);
+    const ctx: CallContext = {
+      requestId: id,
+      streaming,
+      signal: active.controller.signal,
+      progress: (data) => this.#enqueueOnStream(active, () => this.#send({ t: "progress", id, data })),
+      log: this.#log.child({ requestId: id }),
+    };
+    try {
+      const output = await this.#current.run(active, () => worker.call(payload, ctx));
+      await active.chain;
+      if (active.streamFailure !== undefined) throw active.streamFailure;
+      if (active.controller.signal.aborted) throw active.controller.signal.reason;
+      if (this.#env.rank === 0) {
+        const result = await encodeImagesIn(output, { quality: worker.imageQuality.final, format: worker.imageFormat });
+        await this.#send({ t: "done", id, ok: true, result, hasResult: output !== undefined });
+      } else {
+        await this.#send({ t: "done", id, ok: true, hasResult: false });
+      }
+    } catch (error) {
+      const cancelled = active.controller.signal.aborted;
+      const serialized = cancelled ? serializeError(error) : this.#record("call", error, id);
+      await this.#send({ t: "done", id, ok: false, cancelled, error: serialized }).catch((sendError) => {
+        this.#log.error({ err: sendError, requestId: id }, "could not report the end of a request");
+      });
+    } finally {
+      this.#active.delete(id);
+    }
+  }
+
+  #enqueueOnStream(active: ActiveRequest, send: () => Promise<void>): Promise<void> {
+    // Only rank 0 speaks for the group; other ranks drop items before any work.
+    if (this.#env.rank !== 0) return Promise.resolve();
+    const step = active.chain.then(async () => {
+      if (active.controller.signal.aborted || active.streamFailure !== undefined) return;
+      try {
+        await send();
+      } catch (error) {
+        active.streamFailure ??= error;
+        throw error;
+      }
+    });
+    active.chain = step.catch(() => {});
+    return step;
+  }
+
+  #requireActive(what: string): ActiveRequest | undefined {
+    const active = this.#current.getStore();
+    if (!active) this.#log.warn(`${what} called outside of call(); it was dropped`);
+    return active;
+  }
+
+  #addStreamingResult(result: unknown, options: StreamingResultOptions): Promise<void> {
+    const active = this.#requireActive("addStreamingResult");
+    if (!active || !this.#worker) return Promise.resolve();
+    const worker = this.#worker;
+    return this.#enqueueOnStream(active, async () => {
+      const data = await encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat });
+      if (options.asTextEvent) await this.#send({ t: "item", id: active.id, event: formatTextEvent(data) });
+      else await this.#send({ t: "item", id: active.id, data });
+    });
+  }
+
+  #addStreamingError(error: unknown): Promise<void> {
+    const active = this.#requireActive("addStreamingError");
+    if (!active) return Promise.resolve();
+    return this.#enqueueOnStream(active, () => this.#send({ t: "item-error", id: active.id, error: serializeError(error) }));
+  }
+
+  #runInWorker<R>(fn: () => R | Promise<R>): Promise<R> {
+    // Inside call() the request already holds the order; queueing would deadlock.
+    if (this.#current.getStore()) return Promise.resolve().then(fn);
+    return new Promise<R>((resolve, reject) => {
+      this.#scheduler.enqueue({
+        exclusive: true,
+        run: async () => {
+          try {
+            resolve(await fn());
+          } catch (error) {
+            reject(error);
+          }
+        },
+        dropped: (reason) => reject(new AbortError(`runInWorker cancelled: ${reason}`)),
+      });
+    });
+  }
+
+  async #teardown(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    let error: ReturnType<typeof serializeError> | undefined;
+    try {
+      await this.#scheduler.idle();
+      if (this.#worker) await this.#worker.teardown();
+    } catch (caught) {
+      error = this.#record("teardown", caught);
+    }
+    try {
+      await this.#group?.close();
+    } catch (caught) {
+      this.#log.warn({ err: caught }, "closing the process group failed");
+    }
+    await this.#send(error ? { t: "teardown-done", error } : { t: "teardown-done" }).catch(() => {});
+    this.#sender.abort(new AbortError("rank is exiting"));
+    this.#dealer.close();
+    this.#options.exit(0);
+  }
+
+  /** Writes the error to the error file and returns its wire form. */
+  #record(phase: RankPhase, error: unknown, requestId?: number): ReturnType<typeof serializeError> {
+    const serialized = serializeError(error);
+    appendErrorRecord(this.#env.errorFile, {
+      eid: randomUUID(),
+      rank: this.#env.rank,
+      phase,
+      ...(requestId === undefined ? {} : { requestId }),
+      error: serialized,
+      time: Date.now(),
+    });
+    return serialized;
+  }
+
+  #send(message: RankMessage): Promise<void> {
+    let bytes: Buffer;
+    try {
+      bytes = pack(message, describe(message), this.#env.maxMessageBytes);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#sender.send([bytes]);
+  }
+}
+
+function describe(message: RankMessage): string {
+  switch (message.t) {
+    case "done":
+      return message.ok ? `result of request ${message.id}` : `error of request ${message.id}`;
+    case "item":
+      return `streaming result of request ${message.id}`;
+    case "progress":
+      return `progress of request ${message.id}`;
+    default:
+      return `${message.t} message`;
+  }
+}

@@ -1,0 +1,102 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { childPids, isRunning, openFds, waitFor } from "../helpers/processes.js";
+import { cleanUpRunners, fixture, makeRunner } from "../helpers/runners.js";
+
+cleanUpRunners();
+
+describe("stopping", () => {
+  it("stop() lets requests in flight finish, runs teardown, and leaves nothing", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    const inFlight = runner.invoke({ op: "sleep", ms: 200 });
+    await runner.stop();
+    expect(await inFlight).toEqual({ slept: 200, rank: 0 });
+    expect(childPids()).toEqual([]);
+    await runner.stop(); // idempotent
+    await expect(runner.invoke({})).rejects.toMatchObject({ code: "MULTIRANK_ERR_STATE" });
+  });
+
+  it("escalates to SIGKILL for a rank that ignores SIGTERM and never finishes teardown", async () => {
+    const runner = makeRunner({ worker: fixture("ignores-sigterm"), worldSize: 2 });
+    await runner.start();
+    const started = Date.now();
+    await runner.stop({ timeout: 0.3 });
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(childPids()).toEqual([]);
+  });
+
+  it("terminate() is immediate and fails what is in flight", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    const inFlight = runner.invoke({ op: "sleep", ms: 10_000 });
+    await runner.terminate();
+    await expect(inFlight).rejects.toMatchObject({ code: "MULTIRANK_ERR_STATE" });
+    expect(childPids()).toEqual([]);
+  });
+
+  it("await using stops the runner at the end of the scope", async () => {
+    {
+      await using runner = makeRunner({ worker: fixture("probe"), worldSize: 1 });
+      await runner.start();
+      expect(childPids()).toHaveLength(1);
+    }
+    expect(childPids()).toEqual([]);
+  });
+
+  it("starts and stops 50 times without leaking processes, sockets or file descriptors", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    // The first start loads zeromq's context and lazy modules; measure after it.
+    await runner.start();
+    await runner.stop();
+    const baseline = openFds();
+    for (let i = 0; i < 50; i++) {
+      await runner.start();
+      expect(await runner.invoke({ op: "echo", value: i })).toBe(i);
+      await runner.stop();
+    }
+    expect(childPids()).toEqual([]);
+    // ZeroMQ's reaper closes sockets asynchronously; allow it a moment and a little slack.
+    expect(await waitFor(() => openFds() <= baseline + 2, 3000)).toBe(true);
+  }, 180_000);
+});
+
+describe("when the runner itself dies", () => {
+  it("every rank exits within a second of the runner being SIGKILLed", async () => {
+    const host = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("../fixtures/runner-host.ts", import.meta.url)), "2"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      const [line] = (await once(host.stdout!, "data")) as [Buffer];
+      const { pids } = JSON.parse(line.toString()) as { pids: number[] };
+      expect(pids).toHaveLength(2);
+      expect(pids.every(isRunning)).toBe(true);
+      host.kill("SIGKILL");
+      await once(host, "exit");
+      expect(await waitFor(() => !pids.some(isRunning), 1000)).toBe(true);
+    } finally {
+      host.kill("SIGKILL");
+    }
+  }, 30_000);
+});
+
+describe("keepalive", () => {
+  it("sends the keepalive payload after the idle interval, and requests reset the wait", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 1, keepaliveInterval: 0.3, keepalivePayload: { op: "order", tag: -1 } });
+    await runner.start();
+    // Busy for a while: requests every 100 ms keep the timer from firing.
+    for (let i = 0; i < 6; i++) {
+      await runner.invoke({ op: "order", tag: i });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const busy = await runner.invoke<number[]>({ op: "order", tag: 100 });
+    expect(busy.filter((tag) => tag === -1)).toEqual([]);
+    await new Promise((r) => setTimeout(r, 800));
+    const idle = await runner.invoke<number[]>({ op: "order", tag: 101 });
+    expect(idle.filter((tag) => tag === -1).length).toBeGreaterThanOrEqual(1);
+    runner.maybeCancelKeepalive();
+    await runner.keepalive();
+  });
+});

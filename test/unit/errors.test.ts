@@ -1,0 +1,57 @@
+import { describe, expect, it } from "vitest";
+import * as api from "../../src/index.js";
+import { ERROR_CODES, MultirankError, RankError, RankExitError, RankGroupError, serializeError, TimeoutError, ValidationError } from "../../src/errors.js";
+
+describe("error catalogue", () => {
+  it("every exported error class has a code from the catalogue", () => {
+    const classes = Object.values(api).filter((value): value is new (...args: never[]) => MultirankError => typeof value === "function" && value.prototype instanceof Error);
+    expect(classes.length).toBeGreaterThanOrEqual(12);
+    const samples: MultirankError[] = [
+      new api.ValidationError("x"),
+      new api.AbortError(),
+      new api.TimeoutError("x", 1),
+      new api.SerializationError("x"),
+      new api.MessageTooLargeError("x", 2, 1),
+      new api.TransportError("x"),
+      new api.StateError("x"),
+      new api.RankError({ name: "E", message: "m" }, 0, "call"),
+      new api.RankExitError(0, 1, null, ""),
+      new api.RankGroupError("x", []),
+      new api.CollectiveMismatchError("x"),
+      new api.PeerLostError("x"),
+      new api.NativeError("x"),
+    ];
+    for (const error of samples) expect(ERROR_CODES).toContain(error.code);
+    expect(new Set(samples.map((e) => e.code)).size).toBe(ERROR_CODES.length);
+  });
+
+  it("instanceof works across copies of the module (branded, not prototype-based)", () => {
+    const foreign = Object.assign(new Error("from another copy"), { code: "MULTIRANK_ERR_TIMEOUT" });
+    Object.defineProperty(foreign, Symbol.for("multirank.error.kinds"), { value: ["TimeoutError", "MultirankError"] });
+    expect(foreign instanceof TimeoutError).toBe(true);
+    expect(foreign instanceof MultirankError).toBe(true);
+    expect(foreign instanceof ValidationError).toBe(false);
+    expect(new TimeoutError("t", 1) instanceof MultirankError).toBe(true);
+    expect(new Error("plain") instanceof MultirankError).toBe(false);
+  });
+
+  it("serializes name, code, stack and cause, and rebuilds a RankError that names rank and phase", () => {
+    const original = Object.assign(new RangeError("too big", { cause: new Error("root") }), { code: "E_BIG" });
+    const wire = serializeError(original);
+    expect(wire).toMatchObject({ name: "RangeError", message: "too big", code: "E_BIG", cause: { name: "Error", message: "root" } });
+    const rebuilt = new RankError(wire, 3, "call");
+    expect(rebuilt).toMatchObject({ code: "MULTIRANK_ERR_RANK", rank: 3, phase: "call", remoteName: "RangeError", remoteCode: "E_BIG" });
+    expect(rebuilt.message).toBe("rank 3 failed in call: RangeError: too big");
+    expect(rebuilt.stack).toContain("--- on rank 3 ---");
+    expect((rebuilt.cause as Error).message).toBe("root");
+    expect(serializeError("plain string")).toMatchObject({ name: "NonError", message: "non-Error value thrown: plain string" });
+  });
+
+  it("RankExitError says how the rank ended and shows its stderr", () => {
+    expect(new RankExitError(2, null, "SIGSEGV", "boom").message).toBe("rank 2 was killed by SIGSEGV\nlast stderr lines of rank 2:\nboom");
+    expect(new RankExitError(1, 3, null, "").message).toBe("rank 1 exited with code 3");
+    const group = new RankGroupError("2 ranks failed", [new RankExitError(0, 1, null, ""), new RankExitError(1, 2, null, "")]);
+    expect(group.message).toContain("rank 0 exited with code 1");
+    expect(group.message).toContain("rank 1 exited with code 2");
+  });
+});

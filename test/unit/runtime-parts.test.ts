@@ -1,0 +1,141 @@
+import { describe, expect, it, vi } from "vitest";
+import { resolveRunnerOptions } from "../../src/runner/options.js";
+import { chooseControlEndpoint, isLoopback } from "../../src/runner/endpoints.js";
+import { PendingRequest } from "../../src/runner/pending-request.js";
+import { KeepaliveTimer } from "../../src/runner/keepalive-timer.js";
+import { RequestScheduler } from "../../src/worker/request-scheduler.js";
+import { AsyncQueue } from "../../src/util/async-queue.js";
+import { readRankEnv } from "../../src/worker/rank-env.js";
+
+describe("runner options", () => {
+  it("fills defaults and freezes the result", () => {
+    const options = resolveRunnerOptions({ worker: "w.ts" });
+    expect(options).toMatchObject({ worldSize: 1, masterAddr: "127.0.0.1", masterPort: 0, workerPort: 0, timeoutMs: 86_400_000, maxMessageBytes: 512 * 1024 * 1024, devices: "auto", deathPipe: true });
+    expect(Object.isFrozen(options)).toBe(true);
+  });
+
+  it.each([
+    [{ worldSize: 1.5 }, /options.worldSize must be a positive integer, got 1.5/],
+    [{ workerPort: -1 }, /options.workerPort/],
+    [{ timeout: 0 }, /options.timeout must be a positive number of seconds/],
+    [{ transport: "udp" }, /options.transport/],
+    [{ maxMessageBytes: 10 }, /options.maxMessageBytes/],
+    [{ env: { A: 1 } }, /options.env.A must be a string/],
+    [{ devices: [0], worldSize: 2 }, /options.devices lists 1 devices for 2 ranks/],
+  ])("rejects %o", (bad, message) => {
+    expect(() => resolveRunnerOptions({ worker: "w.ts", ...(bad as object) })).toThrow(message);
+  });
+});
+
+describe("control endpoint", () => {
+  it("uses ipc on loopback with port 0, tcp otherwise, CURVE off loopback", () => {
+    expect(chooseControlEndpoint({ transport: "auto", workerAddr: "127.0.0.1", workerPort: 0, runDir: "/tmp/x" })).toEqual({ bind: "ipc:///tmp/x/control.sock", secure: false });
+    expect(chooseControlEndpoint({ transport: "auto", workerAddr: "127.0.0.1", workerPort: 5555, runDir: "/tmp/x" })).toEqual({ bind: "tcp://127.0.0.1:5555", secure: false });
+    expect(chooseControlEndpoint({ transport: "tcp", workerAddr: "10.0.0.5", workerPort: 0, runDir: "/tmp/x" })).toEqual({ bind: "tcp://10.0.0.5:*", secure: true });
+    expect(chooseControlEndpoint({ transport: "auto", workerAddr: "::1", workerPort: 0, runDir: `/tmp/${"x".repeat(200)}` }).bind).toBe("tcp://[::1]:*");
+    expect(isLoopback("127.0.0.2")).toBe(true);
+    expect(isLoopback("0.0.0.0")).toBe(false);
+  });
+});
+
+describe("PendingRequest", () => {
+  const hooks = () => ({ cancelAtRanks: vi.fn(), finished: vi.fn() });
+
+  it("resolves with rank 0's result once every rank is done", async () => {
+    const h = hooks();
+    const request = new PendingRequest(1, false, [0, 1], h);
+    request.rankDone(1, { ok: true, hasResult: false });
+    request.rankDone(0, { ok: true, result: "r0", hasResult: true });
+    await expect(request.result).resolves.toBe("r0");
+    expect(h.finished).toHaveBeenCalledOnce();
+  });
+
+  it("on the first rank error cancels the others and reports every rank's error", async () => {
+    const h = hooks();
+    const request = new PendingRequest(1, false, [0, 1, 2], h);
+    request.rankDone(1, { ok: false, error: { name: "E", message: "one" }, cancelled: false });
+    expect(h.cancelAtRanks).toHaveBeenCalledWith("failed");
+    request.rankDone(2, { ok: false, error: { name: "E", message: "two" }, cancelled: false });
+    request.rankDone(0, { ok: false, error: { name: "AbortError", message: "cancelled" }, cancelled: true });
+    await expect(request.result).rejects.toMatchObject({ code: "MULTIRANK_ERR_RANKS_FAILED" });
+  });
+
+  it("absorbs everything after it settled", async () => {
+    const h = hooks();
+    const request = new PendingRequest(1, true, [0], h);
+    request.item({ a: 1 }, undefined);
+    request.fail(new Error("aborted"));
+    request.item({ a: 2 }, undefined);
+    request.rankDone(0, { ok: true, result: "late", hasResult: true });
+    expect(await request.events!.next()).toEqual({ value: { kind: "item", data: { a: 1 } }, done: false });
+    await expect(request.events!.next()).rejects.toThrow("aborted");
+    expect(h.finished).toHaveBeenCalledOnce();
+  });
+});
+
+describe("RequestScheduler", () => {
+  it("starts jobs in order, one at a time by default, and exclusive jobs alone", async () => {
+    const log: string[] = [];
+    const scheduler = new RequestScheduler(2);
+    const job = (name: string, ms: number, exclusive = false) => ({
+      exclusive,
+      run: async () => {
+        log.push(`start ${name}`);
+        await new Promise((r) => setTimeout(r, ms));
+        log.push(`end ${name}`);
+      },
+      dropped: () => log.push(`dropped ${name}`),
+    });
+    scheduler.enqueue(job("a", 30));
+    scheduler.enqueue(job("b", 10));
+    scheduler.enqueue(job("x", 10, true));
+    scheduler.enqueue({ ...job("c", 1), id: 7 });
+    expect(scheduler.dropQueued(7, "cancel")).toBe(true);
+    scheduler.enqueue(job("d", 1));
+    await scheduler.idle();
+    expect(log).toEqual(["start a", "start b", "dropped c", "end b", "end a", "start x", "end x", "start d", "end d"]);
+  });
+});
+
+describe("AsyncQueue", () => {
+  it("hands out pushed items, then ends or fails after the buffer drains", async () => {
+    const queue = new AsyncQueue<number>();
+    const waiting = queue.next();
+    queue.push(1);
+    queue.push(2);
+    queue.fail(new Error("x"));
+    expect(await waiting).toEqual({ value: 1, done: false });
+    expect(await queue.next()).toEqual({ value: 2, done: false });
+    await expect(queue.next()).rejects.toThrow("x");
+  });
+});
+
+describe("KeepaliveTimer", () => {
+  it("fires after the interval and reset() pushes it back", async () => {
+    vi.useFakeTimers();
+    try {
+      const fired = vi.fn();
+      const timer = new KeepaliveTimer(1000, fired);
+      timer.start();
+      vi.advanceTimersByTime(900);
+      timer.reset();
+      vi.advanceTimersByTime(900);
+      expect(fired).not.toHaveBeenCalled();
+      vi.advanceTimersByTime(200);
+      expect(fired).toHaveBeenCalledOnce();
+      timer.start();
+      timer.cancel();
+      vi.advanceTimersByTime(5000);
+      expect(fired).toHaveBeenCalledOnce();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe("rank environment", () => {
+  it("names the variable that is missing or wrong", () => {
+    expect(() => readRankEnv({})).toThrow(/WORLD_SIZE is not set/);
+    expect(() => readRankEnv({ WORLD_SIZE: "2", RANK: "2", MASTER_PORT: "1" })).toThrow(/RANK \(2\) must be below WORLD_SIZE \(2\)/);
+  });
+});
