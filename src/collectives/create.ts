@@ -30,7 +30,7 @@ export async function createProcessGroup(options: ProcessGroupOptions): Promise<
   const controller = new AbortController();
   const status = { waiting: "starting" };
   const timer = setTimeout(
-    () => controller.abort(new TimeoutError(`process group rendezvous timed out after ${o.timeout} ms (${status.waiting})`, o.timeout, { rank: o.rank })),
+    () => controller.abort(new TimeoutError(`process group rendezvous timed out after ${o.timeout / 1000} s (${status.waiting})`, o.timeout, { rank: o.rank })),
     o.timeout,
   );
   const onAbort = (): void => controller.abort(new AbortError(`process group rendezvous was aborted on rank ${o.rank}`, { rank: o.rank, cause: o.signal?.reason }));

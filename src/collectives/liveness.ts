@@ -15,7 +15,9 @@ export class Liveness {
   readonly #path: string | undefined;
   #onLost: (peer: number) => void = () => {};
   #closed = false;
-  #accepted: (peer: number, socket: net.Socket) => void = () => {};
+  // Peers may connect before link() runs (they got the table first): park them.
+  readonly #early: [number, net.Socket][] = [];
+  #accepted: (peer: number, socket: net.Socket) => void = (peer, socket) => void this.#early.push([peer, socket]);
 
   private constructor(server: net.Server, path: string | undefined) {
     this.#server = server;
@@ -64,6 +66,7 @@ export class Liveness {
       const onAbort = (): void => reject(signal.reason);
       signal.addEventListener("abort", onAbort, { once: true });
       this.#accepted = add;
+      for (const [peer, socket] of this.#early.splice(0)) add(peer, socket);
       for (let peer = rank + 1; peer < addresses.length; peer++) {
         const a = addresses[peer];
         const socket = a.startsWith("unix:")

@@ -23,20 +23,29 @@ export class Mesh {
   // zeromq.js allows one send in flight per socket: chain them per peer.
   readonly #tails = new Map<number, Promise<unknown>>();
   readonly #log: Logger;
+  readonly #watch: boolean;
   #closed = false;
 
-  constructor(pull: zmq.Pull, pushes: Map<number, zmq.Push>, log: Logger) {
+  /**
+   * `watch` turns on ZeroMQ socket monitors to report disconnects (needed over
+   * tcp, where heartbeats find dead hosts); they cost a wake-up per message, so
+   * on one host the liveness links do that job instead.
+   */
+  constructor(pull: zmq.Pull, pushes: Map<number, zmq.Push>, log: Logger, watch: boolean) {
     this.#pull = pull;
     this.#pushes = pushes;
     this.#log = log;
+    this.#watch = watch;
   }
 
   /** Starts the receive loop and the disconnect watch. Call once. */
   start(events: MeshEvents): void {
-    for (const [peer, push] of this.#pushes) {
-      push.events.on("disconnect", () => {
-        if (!this.#closed) events.onDisconnect(peer);
-      });
+    if (this.#watch) {
+      for (const [peer, push] of this.#pushes) {
+        push.events.on("disconnect", () => {
+          if (!this.#closed) events.onDisconnect(peer);
+        });
+      }
     }
     void this.#receiveLoop(events);
   }

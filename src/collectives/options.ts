@@ -8,6 +8,7 @@ export interface ResolvedGroupOptions {
   readonly size: number;
   readonly masterAddr: string;
   readonly masterPort: number;
+  /** Milliseconds. */
   readonly timeout: number;
   readonly signal: AbortSignal | undefined;
   readonly logger: Logger | undefined;
@@ -15,19 +16,22 @@ export interface ResolvedGroupOptions {
   readonly transport: "auto" | "ipc" | "tcp";
   readonly sharedMemory: boolean;
   readonly hostAddr: string | undefined;
+  /** Milliseconds. */
   readonly operationTimeout: number;
 }
 
 /** Defaults of the optional {@link ProcessGroupOptions}. */
 export const GROUP_DEFAULTS = Object.freeze({
-  timeout: 60_000,
+  /** Seconds. */
+  timeout: 60,
   backend: "zmq" as const,
   transport: "auto" as const,
   sharedMemory: true,
-  operationTimeout: 1_800_000,
+  /** Seconds (torch.distributed's default of 30 minutes). */
+  operationTimeout: 1800,
 });
 
-const isPositiveMs = (v: unknown): v is number => typeof v === "number" && v > 0 && !Number.isNaN(v);
+const isPositiveSeconds = (v: unknown): v is number => typeof v === "number" && v > 0 && !Number.isNaN(v);
 
 /**
  * Validates and completes process-group options.
@@ -45,9 +49,9 @@ export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroup
     if (!Number.isInteger(masterPort) || masterPort < 1 || masterPort > 65535) throw new ValidationError(`options.masterPort must be an integer port in [1, 65535] (got ${String(masterPort)})`);
   }
   const timeout = options.timeout ?? GROUP_DEFAULTS.timeout;
-  if (!isPositiveMs(timeout)) throw new ValidationError("options.timeout must be a positive number of milliseconds");
+  if (!isPositiveSeconds(timeout)) throw new ValidationError("options.timeout must be a positive number of seconds");
   const operationTimeout = options.operationTimeout ?? GROUP_DEFAULTS.operationTimeout;
-  if (!isPositiveMs(operationTimeout)) throw new ValidationError("options.operationTimeout must be a positive number of milliseconds");
+  if (!isPositiveSeconds(operationTimeout)) throw new ValidationError("options.operationTimeout must be a positive number of seconds");
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ValidationError("options.signal must be an AbortSignal");
   const backend = options.backend ?? GROUP_DEFAULTS.backend;
   if (backend !== "zmq") throw new ValidationError(`options.backend must be "zmq" (got ${String(backend)}); an NCCL backend is planned, see src/collectives/BACKENDS.md`);
@@ -62,14 +66,15 @@ export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroup
     size,
     masterAddr: size > 1 ? masterAddr : "127.0.0.1",
     masterPort: size > 1 ? masterPort : 0,
-    timeout,
+    // Seconds at the API (as everywhere in multirank), milliseconds inside.
+    timeout: timeout * 1000,
     signal: options.signal,
     logger: options.logger,
     backend,
     transport,
     sharedMemory,
     hostAddr: options.hostAddr,
-    operationTimeout,
+    operationTimeout: operationTimeout * 1000,
   });
 }
 
@@ -100,7 +105,7 @@ export function processGroupOptionsFromEnv(env: NodeJS.ProcessEnv = process.env,
 export function checkCallOptions(o: CollectiveOptions | undefined, method: string): CollectiveOptions {
   if (o === undefined) return {};
   if (typeof o !== "object" || o === null) throw new ValidationError(`${method}: options must be an object`);
-  if (o.timeout !== undefined && !isPositiveMs(o.timeout)) throw new ValidationError(`${method}: options.timeout must be a positive number of milliseconds`);
+  if (o.timeout !== undefined && !isPositiveSeconds(o.timeout)) throw new ValidationError(`${method}: options.timeout must be a positive number of seconds`);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new ValidationError(`${method}: options.signal must be an AbortSignal`);
   return o;
 }

@@ -57,9 +57,9 @@ export class BackendProcessGroup implements ProcessGroup {
   /** A signal that aborts on timeout, on `o.signal`, or when the group fails; its reason is the error to throw. */
   #scope(what: string, o: CollectiveOptions): { controller: AbortController; dispose(): void } {
     const controller = new AbortController();
-    const timeout = o.timeout ?? this.#defaultTimeout;
+    const timeout = o.timeout !== undefined ? o.timeout * 1000 : this.#defaultTimeout;
     const timer = Number.isFinite(timeout)
-      ? setTimeout(() => controller.abort(new TimeoutError(`${what} timed out after ${timeout} ms on rank ${this.rank}`, timeout, { rank: this.rank })), timeout)
+      ? setTimeout(() => controller.abort(new TimeoutError(`${what} timed out after ${timeout / 1000} s on rank ${this.rank}`, timeout, { rank: this.rank })), timeout)
       : undefined;
     const user = o.signal;
     const onAbort = (): void => controller.abort(new AbortError(`${what} was aborted on rank ${this.rank}`, { rank: this.rank, cause: user?.reason }));

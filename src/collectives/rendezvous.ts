@@ -95,7 +95,12 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
   const address = tcpEndpoint(bindHost(o.masterAddr), o.masterPort);
   const ids = new Map<number, Buffer>();
   let sending: Promise<unknown> = Promise.resolve();
-  const send = (id: Buffer, msg: Msg): Promise<unknown> => (sending = sending.then(() => router.send([id, packr.pack(msg)])));
+  // One send in flight per socket; a failed send must not stall the ones after it.
+  const send = (id: Buffer, msg: Msg): Promise<unknown> => {
+    const next = sending.then(() => router.send([id, packr.pack(msg)]));
+    sending = next.catch((error: unknown) => o.log.warn({ err: error }, "rendezvous send failed"));
+    return sending;
+  };
   try {
     try {
       await router.bind(address);
@@ -169,7 +174,11 @@ async function follower(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{
   const dealer = new zmq.Dealer({ linger: 1000, ipv6: isIP(o.masterAddr) === 6 });
   const address = tcpEndpoint(o.masterAddr, o.masterPort);
   let sending: Promise<unknown> = Promise.resolve();
-  const send = (msg: Msg): Promise<unknown> => (sending = sending.then(() => dealer.send(packr.pack(msg))));
+  const send = (msg: Msg): Promise<unknown> => {
+    const next = sending.then(() => dealer.send(packr.pack(msg)));
+    sending = next.catch((error: unknown) => o.log.warn({ err: error }, "rendezvous send failed"));
+    return sending;
+  };
   const expect = async <T extends Msg["t"]>(t: T): Promise<Extract<Msg, { t: T }>> => {
     o.status.waiting = `rank ${o.rank} waiting for ${t} from rank 0 at ${address}`;
     for (;;) {

@@ -7,8 +7,34 @@ export const SHM_DIR = "/dev/shm";
 /** Number of buffers per rank; collectives alternate by sequence number so one can be read while the next is written. */
 export const SHM_BUFFERS = 2;
 
-function fileName(dir: string, groupId: string, rank: number, buffer: number): string {
-  return path.join(dir, `multirank-${groupId}-r${rank}-b${buffer}`);
+// The owner's pid is in the name so a later group can sweep what a killed rank left.
+function fileName(dir: string, groupId: string, rank: number, pid: number, buffer: number): string {
+  return path.join(dir, `multirank-${groupId}-r${rank}-p${pid}-b${buffer}`);
+}
+
+/**
+ * Removes `multirank-<group>-r<rank>-p<pid>...` entries of `dir` whose process
+ * is gone: files of ranks killed before their group finished connecting (after
+ * that, names are unlinked at once). Best effort; never throws.
+ */
+export function sweepStale(dir: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^multirank-[0-9a-f]+-r\d+-p(\d+)(?:-b\d+|\.sock|\.sock\.live)$/.exec(name);
+    if (!m) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+      continue; // alive (or not ours to signal): leave it
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ESRCH") continue;
+    }
+    fs.rmSync(path.join(dir, name), { force: true });
+  }
 }
 
 function readAt(fd: number, target: Buffer, position: number): Promise<number> {
@@ -58,7 +84,7 @@ export class SharedSlots {
   static create(groupId: string, rank: number, dir = SHM_DIR): SharedSlots {
     const own: number[] = [];
     try {
-      for (let b = 0; b < SHM_BUFFERS; b++) own.push(fs.openSync(fileName(dir, groupId, rank, b), "w+", 0o600));
+      for (let b = 0; b < SHM_BUFFERS; b++) own.push(fs.openSync(fileName(dir, groupId, rank, process.pid, b), "w+", 0o600));
     } catch (error) {
       for (const fd of own) fs.closeSync(fd);
       throw error;
@@ -66,11 +92,11 @@ export class SharedSlots {
     return new SharedSlots(dir, groupId, rank, own);
   }
 
-  /** Opens the buffers of `peers` (after they made them). */
-  openPeers(peers: number[]): void {
+  /** Opens the buffers of `peers` (after they made them); `pids[p]` is peer `p`'s process id. */
+  openPeers(peers: number[], pids: number[]): void {
     for (const p of peers) {
       const fds: number[] = [];
-      for (let b = 0; b < SHM_BUFFERS; b++) fds.push(fs.openSync(fileName(this.#dir, this.#groupId, p, b), "r"));
+      for (let b = 0; b < SHM_BUFFERS; b++) fds.push(fs.openSync(fileName(this.#dir, this.#groupId, p, pids[p], b), "r"));
       this.#peers.set(p, fds);
     }
   }
@@ -81,7 +107,7 @@ export class SharedSlots {
     this.#unlinked = true;
     for (let b = 0; b < SHM_BUFFERS; b++) {
       try {
-        fs.unlinkSync(fileName(this.#dir, this.#groupId, this.#rank, b));
+        fs.unlinkSync(fileName(this.#dir, this.#groupId, this.#rank, process.pid, b));
       } catch {
         // already gone: nothing to clean
       }

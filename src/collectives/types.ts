@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 /** Per-call options every collective accepts. */
 export interface CollectiveOptions {
   /**
-   * Milliseconds the call may take, counted from the moment it is made (time
+   * Seconds the call may take, counted from the moment it is made (time
    * spent queued behind earlier collectives included). On expiry the call
    * rejects with `TimeoutError` and the peers' matching calls reject too.
    * @default the group's `operationTimeout` (30 minutes, torch.distributed's default)
@@ -90,7 +90,7 @@ export interface ProcessGroupOptions {
   masterAddr: string;
   /** Rendezvous TCP port (`MASTER_PORT`). Required unless `size` is 1. */
   masterPort: number;
-  /** Milliseconds the rendezvous may take. @default 60_000 */
+  /** Seconds the rendezvous may take. @default 60 */
   timeout?: number;
   /** Aborts the rendezvous. */
   signal?: AbortSignal;
@@ -113,7 +113,7 @@ export interface ProcessGroupOptions {
    * loopback, else `MULTIRANK_HOST_ADDR`, else the first non-internal IPv4 address
    */
   hostAddr?: string;
-  /** Default per-call timeout in ms for collectives (see {@link CollectiveOptions.timeout}). @default 1_800_000 */
+  /** Default per-call timeout in seconds for collectives (see {@link CollectiveOptions.timeout}). @default 1800 */
   operationTimeout?: number;
 }
 

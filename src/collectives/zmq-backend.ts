@@ -10,10 +10,11 @@ import { chooseReduceAlgorithm } from "./algorithm.js";
 import type { CollectiveBackend, CollectiveCall } from "./backend.js";
 import { splitRanges, type Range } from "./chunks.js";
 import { Mailbox, type Message } from "./mailbox.js";
+import { Liveness } from "./liveness.js";
 import { Mesh } from "./mesh.js";
 import { allocLike, finishReduce, reduceInto } from "./reduce-ops.js";
 import { isLoopback, rendezvous, tcpEndpoint, type RendezvousPlan } from "./rendezvous.js";
-import { SharedSlots, SHM_BUFFERS, sharedMemoryAvailable } from "./shm.js";
+import { SharedSlots, SHM_BUFFERS, SHM_DIR, sharedMemoryAvailable, sweepStale } from "./shm.js";
 import type { ReduceOp, Reducible } from "./types.js";
 import { bytesOf, decodeValue, encodeValue, packHeader, viewAs, type Header, type ValueMeta } from "./wire.js";
 
@@ -51,11 +52,14 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
   let pull: zmq.Pull | undefined;
   let ipcPath: string | undefined;
   let slots: SharedSlots | undefined;
+  let liveness: Liveness | undefined;
   const pushes = new Map<number, zmq.Push>();
   let tcp = false;
+  sweepStale(SHM_DIR);
+  sweepStale(os.tmpdir());
   try {
     const { plan } = await rendezvous(
-      { ...o },
+      { ...o, sharedMemory: o.sharedMemory && sharedMemoryAvailable() },
       {
         bind: async (p: RendezvousPlan) => {
           tcp = p.transport === "tcp";
@@ -67,10 +71,14 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
             await pull.bind(tcpEndpoint(bindHost, "*"));
             endpoint = pull.lastEndpoint ?? "";
           } else {
-            ipcPath = path.join(os.tmpdir(), `multirank-${p.groupId}-r${o.rank}.sock`);
+            ipcPath = path.join(os.tmpdir(), `multirank-${p.groupId}-r${o.rank}-p${process.pid}.sock`);
             endpoint = `ipc://${ipcPath}`;
             await pull.bind(endpoint);
           }
+          const live = await Liveness.listen(tcp ? undefined : `${ipcPath}.live`, bindHost);
+          liveness = live.liveness;
+          // One string per rank in the table: "<data endpoint> <liveness address> <pid>".
+          endpoint = `${endpoint} ${live.address} ${process.pid}`;
           if (p.sharedMemory) {
             try {
               slots = SharedSlots.create(p.groupId, o.rank);
@@ -80,8 +88,9 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
           }
           return { endpoint, sharedMemory: slots !== undefined };
         },
-        connect: async (endpoints, shm, signal) => {
-          const connected: Promise<void>[] = [];
+        connect: async (table, shm, signal) => {
+          const endpoints = table.map((e) => e.split(" ")[0]);
+          const connected: Promise<void>[] = [liveness!.link(o.rank, table.map((e) => e.split(" ")[1] ?? ""), signal)];
           for (let peer = 0; peer < o.size; peer++) {
             if (peer === o.rank) continue;
             const push = new zmq.Push({ linger: 500, ipv6: endpoints[peer].startsWith("tcp://[") });
@@ -90,13 +99,13 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
             if (tcp) {
               push.heartbeatInterval = 250;
               push.heartbeatTimeout = 750;
+              connected.push(new Promise((resolve) => push.events.on("connect", () => resolve())));
             }
-            connected.push(new Promise((resolve) => push.events.on("connect", () => resolve())));
             push.connect(endpoints[peer]);
             pushes.set(peer, push);
           }
           await abortable(Promise.all(connected), signal);
-          if (slots && shm) slots.openPeers([...pushes.keys()]);
+          if (slots && shm) slots.openPeers([...pushes.keys()], table.map((e) => Number(e.split(" ")[2])));
           else if (slots) {
             await slots.close();
             slots = undefined;
@@ -108,14 +117,16 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
     // killed rank leaves nothing behind in /tmp or /dev/shm.
     if (ipcPath) fs.rmSync(ipcPath, { force: true });
     slots?.unlinkOwn();
+    liveness!.unlink();
     o.log.debug({ transport: plan.transport, sharedMemory: plan.sharedMemory && slots !== undefined }, "process group connected");
-    return new ZmqBackend(o.rank, o.size, new Mesh(pull!, pushes, o.log), slots, o.log);
+    return new ZmqBackend(o.rank, o.size, new Mesh(pull!, pushes, o.log, tcp), liveness!, slots, o.log);
   } catch (error) {
     for (const push of pushes.values()) {
       push.linger = 0;
       push.close();
     }
     pull?.close();
+    liveness?.close();
     if (ipcPath) fs.rmSync(ipcPath, { force: true });
     await slots?.close();
     throw error;
@@ -151,6 +162,7 @@ export class ZmqBackend implements CollectiveBackend {
   readonly #mesh: Mesh;
   readonly #mailbox = new Mailbox();
   readonly #slots: SharedSlots | undefined;
+  readonly #liveness: Liveness;
   readonly #log: Logger;
   readonly #peers: number[];
   readonly #running = new Map<number, CollectiveCall>();
@@ -164,15 +176,19 @@ export class ZmqBackend implements CollectiveBackend {
   /** Per shared buffer: the last collective that wrote it. */
   readonly #lastUse: number[] = new Array(SHM_BUFFERS).fill(-1);
   readonly #releaseWaiters = new Set<() => void>();
+  /** Reusable read buffers of the shared-memory path (fresh pages cost a fault each, more than the copy). */
+  readonly #scratch: ArrayBuffer[] = [];
   #finishedBelow = 0;
   #failureListener: (error: Error) => void = () => {};
   #failure: Error | undefined;
   #closing = false;
 
-  constructor(rank: number, size: number, mesh: Mesh, slots: SharedSlots | undefined, log: Logger) {
+  constructor(rank: number, size: number, mesh: Mesh, liveness: Liveness, slots: SharedSlots | undefined, log: Logger) {
     this.rank = rank;
     this.size = size;
     this.#mesh = mesh;
+    this.#liveness = liveness;
+    liveness.onLost((p) => this.#onDisconnect(p));
     this.#slots = slots;
     this.#log = log;
     this.#peers = [...Array(size).keys()].filter((p) => p !== rank);
@@ -287,6 +303,7 @@ export class ZmqBackend implements CollectiveBackend {
     this.#mailbox.fail(this.#failure ?? new AbortError("process group closed", { rank: this.rank }));
     this.#wakeReleaseWaiters();
     this.#mesh.close(this.#failure ? 0 : 500);
+    this.#liveness.close();
     await this.#slots?.close();
   }
 
@@ -324,22 +341,6 @@ export class ZmqBackend implements CollectiveBackend {
   // ---- collectives ---------------------------------------------------------
 
   async barrier(call: CollectiveCall): Promise<void> {
-    if (process.env.MR_BARRIER === "central") {
-      if (this.rank === 0) {
-        await Promise.all(this.#peers.map((p) => this.#take(call, p)));
-        await Promise.all(this.#peers.map((p) => this.#send(call, p)));
-      } else {
-        await this.#send(call, 0);
-        await this.#take(call, 0);
-      }
-      return;
-    }
-    if (process.env.MR_BARRIER === "dissem") {
-      for (let d = 1; d < this.size; d <<= 1) {
-        await Promise.all([this.#send(call, mod(this.rank + d, this.size), undefined, undefined, d), this.#take(call, mod(this.rank - d, this.size), d)]);
-      }
-      return;
-    }
     await Promise.all([...this.#peers.map((p) => this.#send(call, p)), ...this.#peers.map((p) => this.#take(call, p))]);
   }
 
@@ -521,6 +522,15 @@ export class ZmqBackend implements CollectiveBackend {
     return out;
   }
 
+  /** A `like`-typed view of `length` elements over reusable scratch buffer `slot`. */
+  #scratchView(like: Reducible, slot: number, length: number): Reducible {
+    const bytes = length * like.BYTES_PER_ELEMENT;
+    let buffer = this.#scratch[slot];
+    if (!buffer || buffer.byteLength < bytes) buffer = this.#scratch[slot] = new ArrayBuffer(bytes);
+    const Ctor = like.constructor as new (b: ArrayBuffer, o: number, n: number) => Reducible;
+    return new Ctor(buffer, 0, length);
+  }
+
   async #awaitRelease(buffer: number, call: CollectiveCall): Promise<void> {
     const needed = this.#lastUse[buffer];
     for (;;) {
@@ -552,10 +562,7 @@ export class ZmqBackend implements CollectiveBackend {
     const chunks = splitRanges(data.length, n);
     const own = chunks[r];
     const b = call.seq % SHM_BUFFERS;
-    const T: number[] = [performance.now()];
-    const mark = (): void => void T.push(performance.now());
     await this.#awaitRelease(b, call);
-    mark();
     this.#lastUse[b] = call.seq;
     try {
       const sig = call.signal;
@@ -563,32 +570,25 @@ export class ZmqBackend implements CollectiveBackend {
         Promise.all([slots.write(b, bytesOf(data.subarray(0, own.start)), 0), slots.write(b, bytesOf(data.subarray(own.end)), own.end * bpe)]),
         sig,
       );
-      mark();
       await Promise.all([...this.#peers.map((p) => this.#send(call, p, undefined, undefined, 1)), ...this.#peers.map((p) => this.#take(call, p, 1))]);
 
-      mark();
       const out = scatter ? allocLike(data, own.end - own.start) : allocLike(data, data.length);
       const acc = scatter ? out : out.subarray(own.start, own.end);
       const reads = new Map<number, Promise<Reducible>>();
       for (const p of this.#peers) {
         // Rank 0's chunk lands straight in the accumulator; others in scratch.
-        const target = p === 0 ? acc : allocLike(data, own.end - own.start);
+        const target = p === 0 ? acc : this.#scratchView(data, p, own.end - own.start);
         reads.set(p, slots.read(p, b, bytesOf(target), own.start * bpe).then(() => target));
       }
       if (r === 0) acc.set(data.subarray(own.start, own.end));
       else await abortable(reads.get(0)!, sig);
       for (let j = 1; j < n; j++) reduceInto(acc, j === r ? data.subarray(own.start, own.end) : await abortable(reads.get(j)!, sig), op);
       finishReduce(acc, op, n);
-      mark();
       if (scatter) return out;
 
       await abortable(slots.write(b, bytesOf(acc), own.start * bpe), sig);
-      mark();
       await Promise.all([...this.#peers.map((p) => this.#send(call, p, undefined, undefined, 2)), ...this.#peers.map((p) => this.#take(call, p, 2))]);
-      mark();
       await abortable(Promise.all(this.#peers.map((p) => slots.read(p, b, bytesOf(out.subarray(chunks[p].start, chunks[p].end)), chunks[p].start * bpe))), sig);
-      mark();
-      if (process.env.MR_TRACE) process.stderr.write(`r${r} ` + T.slice(1).map((t, i) => (t - T[i]).toFixed(1)).join(" ") + "\n");
       return out;
     } finally {
       const done = [packHeader({ k: "r", s: r, q: call.seq })];

@@ -95,6 +95,8 @@ interface Session {
   errorFiles: string[];
   failure: MultirankError | undefined;
   closed: boolean;
+  /** The runner is ending this session on purpose: rank exits are expected. */
+  closing: boolean;
   cleanup: Promise<void> | undefined;
   receiveLoop: Promise<void>;
 }
@@ -495,6 +497,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       errorFiles: [],
       failure: undefined,
       closed: false,
+      closing: false,
       cleanup: undefined,
       receiveLoop: Promise.resolve(),
     };
@@ -673,7 +676,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
   }
 
   async #onRankExit(session: Session, rank: RankProcess, exit: RankExit): Promise<void> {
-    const expected = session.closed || this.#state === "stopping";
+    const expected = session.closed || session.closing || this.#state === "stopping";
     this.emit("rankExit", { ...exit, expected });
     if (expected || session !== this.#session) return;
     const error = new RankExitError(exit.rank, exit.code, exit.signal, await rank.stderrTail(), { cause: session.fatal.get(exit.rank) });
@@ -695,6 +698,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
    * run directory.
    */
   async #closeSession(session: Session, signal: NodeJS.Signals | undefined, graceMs = 0): Promise<void> {
+    session.closing = true;
     const allExited = Promise.all(session.ranks.map((rank) => rank.exited));
     if (graceMs > 0 && !(await settlesWithin(allExited, graceMs))) signal ??= "SIGTERM";
     if (signal) {

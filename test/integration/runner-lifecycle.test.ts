@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { childPids, isRunning, openFds, waitFor } from "../helpers/processes.js";
@@ -64,13 +65,22 @@ describe("stopping", () => {
 });
 
 describe("when the runner itself dies", () => {
-  it("every rank exits within a second of the runner being SIGKILLed", async () => {
-    const host = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("../fixtures/runner-host.ts", import.meta.url)), "2"], {
+  it.each([
+    ["the death pipe and the parent-death signal", []],
+    ["the parent-death signal alone (death pipe off)", ["--no-death-pipe"]],
+  ])("every rank exits within a second of the runner being SIGKILLed, through %s", async (_, flags) => {
+    const host = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("../fixtures/runner-host.ts", import.meta.url)), "2", ...flags], {
       stdio: ["ignore", "pipe", "inherit"],
     });
+    let pids: number[] = [];
     try {
-      const [line] = (await once(host.stdout!, "data")) as [Buffer];
-      const { pids } = JSON.parse(line.toString()) as { pids: number[] };
+      const lines = createInterface({ input: host.stdout! });
+      for await (const line of lines) {
+        if (line.startsWith('{"pids":')) {
+          pids = (JSON.parse(line) as { pids: number[] }).pids;
+          break;
+        }
+      }
       expect(pids).toHaveLength(2);
       expect(pids.every(isRunning)).toBe(true);
       host.kill("SIGKILL");
@@ -78,6 +88,14 @@ describe("when the runner itself dies", () => {
       expect(await waitFor(() => !pids.some(isRunning), 1000)).toBe(true);
     } finally {
       host.kill("SIGKILL");
+      // If the test failed, the ranks are orphans of ours to clean up.
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // Gone, as it should be.
+        }
+      }
     }
   }, 30_000);
 });
