@@ -12,7 +12,7 @@ export { DistributedWorker } from "./worker/distributed-worker.js";
 export type { StreamingResultOptions, WorkerClass } from "./worker/distributed-worker.js";
 export type { CallContext } from "./worker/call-context.js";
 export type { EncodedImage, ImageFormat, RawImage } from "./codec/images.js";
-export { formatTextEvent, parseTextEvent } from "./codec/text-events.js";
+export { formatTextEvent, parseTextEvent, toJsonSafe } from "./codec/text-events.js";
 export type { CollectiveOptions, ProcessGroup, ReduceOp, Reducible } from "./collectives/index.js";
 export {
   cudaAvailability,
@@ -27,3 +27,4 @@ export {
   type RankDevicePlan,
   type WorkerDevice,
 } from "./devices/index.js";
+export * from "./gateway/index.js";

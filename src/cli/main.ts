@@ -6,6 +6,10 @@
 type Command = (argv: string[], out: NodeJS.WritableStream) => Promise<number>;
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  serve: {
+    summary: "serve the apps over fal's and Runpod's HTTP protocols (gateway.config.ts, or the examples)",
+    load: async () => (await import("./serve.js")).runServeCommand,
+  },
   devices: { summary: "list CUDA devices and their local CPU cores (--json for scripts)", load: async () => (await import("./devices.js")).runDevicesCommand },
 };
 

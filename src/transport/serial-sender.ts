@@ -18,6 +18,16 @@ export class SerialSender {
 
   /** Queues `frames`; resolves once ZeroMQ has taken them. */
   send(frames: Frames): Promise<void> {
+    if (!this.#draining) {
+      // Nothing queued: hand the frames to ZeroMQ now, and hold later sends until it took them.
+      this.#draining = true;
+      const sent = this.#socket.send(frames);
+      sent.then(
+        () => this.#afterDirectSend(),
+        () => this.#afterDirectSend(),
+      );
+      return sent;
+    }
     return new Promise((resolve, reject) => {
       this.#queue.push({ frames, resolve, reject });
       if (!this.#draining) void this.#drain();
@@ -29,6 +39,11 @@ export class SerialSender {
     const queued = this.#queue;
     this.#queue = [];
     for (const entry of queued) entry.reject(error);
+  }
+
+  #afterDirectSend(): void {
+    this.#draining = false;
+    if (this.#queue.length > 0) void this.#drain();
   }
 
   async #drain(): Promise<void> {

@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { Dealer } from "zeromq";
-import { encodeImagesIn } from "../codec/images.js";
+import { containsRawImage, encodeImagesIn } from "../codec/images.js";
 import { pack, unpack } from "../codec/packer.js";
 import { formatTextEvent } from "../codec/text-events.js";
 import type { ProcessGroup } from "../collectives/index.js";
@@ -49,7 +49,11 @@ export class RankRuntime {
   readonly #dealer: Dealer;
   readonly #sender: SerialSender;
   readonly #active = new Map<number, ActiveRequest>();
-  readonly #current = new AsyncLocalStorage<ActiveRequest>();
+  // With one request at a time (the default) the running request is simply
+  // remembered; AsyncLocalStorage is only needed when calls interleave, and on
+  // Node 20 it turns on promise hooks that tax every promise in the rank.
+  #single: ActiveRequest | undefined;
+  #current: AsyncLocalStorage<ActiveRequest> | undefined;
   #scheduler = new RequestScheduler(1);
   #worker: DistributedWorker<unknown, unknown, object> | undefined;
   #group: ProcessGroup | undefined;
@@ -135,7 +139,9 @@ export class RankRuntime {
   async #setup(args: Record<string, unknown>): Promise<void> {
     try {
       const WorkerCtor = await this.#options.loadWorker();
-      this.#scheduler = new RequestScheduler(WorkerCtor.concurrency ?? 1);
+      const concurrency = WorkerCtor.concurrency ?? 1;
+      this.#scheduler = new RequestScheduler(concurrency);
+      if (concurrency > 1) this.#current = new AsyncLocalStorage<ActiveRequest>();
       const worker = new WorkerCtor();
       this.#group = await this.#options.createGroup();
       worker[kBindWorker](this.#binding(this.#group));
@@ -188,26 +194,33 @@ export class RankRuntime {
     }
     const active: ActiveRequest = { id, streaming, controller: new AbortController(), chain: Promise.resolve(), streamFailure: undefined };
     this.#active.set(id, active);
+    let log: Logger | undefined;
+    const rankLog = this.#log;
     const ctx: CallContext = {
       requestId: id,
       streaming,
       signal: active.controller.signal,
-      progress: (data) => this.#enqueueOnStream(active, () => this.#send({ t: "progress", id, data })),
-      log: this.#log.child({ requestId: id }),
+      progress: (data) => void this.#enqueueOnStream(active, () => this.#send({ t: "progress", id, data })),
+      // A child logger costs a serialisation of its bindings: make it only if used.
+      get log(): Logger {
+        return (log ??= rankLog.child({ requestId: id }));
+      },
     };
     try {
-      const output = await this.#current.run(active, () => worker.call(payload, ctx));
+      const output = await this.#call(active, () => worker.call(payload, ctx));
       await active.chain;
       if (active.streamFailure !== undefined) throw active.streamFailure;
       if (active.controller.signal.aborted) throw active.controller.signal.reason;
       if (this.#env.rank === 0) {
-        const result = await encodeImagesIn(output, { quality: worker.imageQuality.final, format: worker.imageFormat });
+        const result = containsRawImage(output) ? await encodeImagesIn(output, { quality: worker.imageQuality.final, format: worker.imageFormat }) : output;
         await this.#send({ t: "done", id, ok: true, result, hasResult: output !== undefined });
       } else {
         await this.#send({ t: "done", id, ok: true, hasResult: false });
       }
     } catch (error) {
-      const cancelled = active.controller.signal.aborted;
+      // Cancelled only when the error is the cancellation itself: a worker that
+      // failed on its own just before a cancel arrived still reports its error.
+      const cancelled = active.controller.signal.aborted && isCancellation(error, active.controller.signal);
       const serialized = cancelled ? serializeError(error) : this.#record("call", error, id);
       await this.#send({ t: "done", id, ok: false, cancelled, error: serialized }).catch((sendError) => {
         this.#log.error({ err: sendError, requestId: id }, "could not report the end of a request");
@@ -215,6 +228,29 @@ export class RankRuntime {
     } finally {
       this.#active.delete(id);
     }
+  }
+
+  #call<R>(active: ActiveRequest, fn: () => R): R {
+    if (this.#current) return this.#current.run(active, fn);
+    this.#single = active;
+    try {
+      const result = fn();
+      // Keep it set while the returned promise runs; cleared when it settles.
+      if (result instanceof Promise) {
+        return result.finally(() => {
+          if (this.#single === active) this.#single = undefined;
+        }) as R;
+      }
+      this.#single = undefined;
+      return result;
+    } catch (error) {
+      this.#single = undefined;
+      throw error;
+    }
+  }
+
+  #currentRequest(): ActiveRequest | undefined {
+    return this.#current ? this.#current.getStore() : this.#single;
   }
 
   #enqueueOnStream(active: ActiveRequest, send: () => Promise<void>): Promise<void> {
@@ -234,7 +270,7 @@ export class RankRuntime {
   }
 
   #requireActive(what: string): ActiveRequest | undefined {
-    const active = this.#current.getStore();
+    const active = this.#currentRequest();
     if (!active) this.#log.warn(`${what} called outside of call(); it was dropped`);
     return active;
   }
@@ -244,7 +280,7 @@ export class RankRuntime {
     if (!active || !this.#worker) return Promise.resolve();
     const worker = this.#worker;
     return this.#enqueueOnStream(active, async () => {
-      const data = await encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat });
+      const data = !containsRawImage(result) ? result : await encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat });
       if (options.asTextEvent) await this.#send({ t: "item", id: active.id, event: formatTextEvent(data) });
       else await this.#send({ t: "item", id: active.id, data });
     });
@@ -258,7 +294,7 @@ export class RankRuntime {
 
   #runInWorker<R>(fn: () => R | Promise<R>): Promise<R> {
     // Inside call() the request already holds the order; queueing would deadlock.
-    if (this.#current.getStore()) return Promise.resolve().then(fn);
+    if (this.#currentRequest()) return Promise.resolve().then(fn);
     return new Promise<R>((resolve, reject) => {
       this.#scheduler.enqueue({
         exclusive: true,
@@ -318,6 +354,12 @@ export class RankRuntime {
     }
     return this.#sender.send([bytes]);
   }
+}
+
+function isCancellation(error: unknown, signal: AbortSignal): boolean {
+  if (error === signal.reason) return true;
+  const name = (error as { name?: unknown } | null)?.name;
+  return name === "AbortError" || (error as { code?: unknown } | null)?.code === "MULTIRANK_ERR_ABORTED";
 }
 
 function describe(message: RankMessage): string {

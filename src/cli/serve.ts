@@ -1,0 +1,144 @@
+/**
+ * `multirank serve`: runs the gateway. With no `--config`, serves
+ * `./gateway.config.ts` when it exists, else the example apps on CPU ranks.
+ * Prints the URL and a ready-to-paste curl; SIGTERM or SIGINT shut it down
+ * gracefully (in-flight requests finish, runners stop) and it exits 0.
+ */
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import { cudaAvailability, listDevices } from "../index.js";
+import { createGateway, exampleApps, loadGatewayConfig, type GatewayConfig } from "../gateway/index.js";
+
+const USAGE = `usage: multirank serve [options]
+
+  --port <n>        port to listen on (default 8000, or $PORT)
+  --host <addr>     address to bind (default 127.0.0.1)
+  --config <file>   app config module (default ./gateway.config.ts if present, else the example apps)
+  --key <id:secret> accept this API key (repeatable; also $MULTIRANK_GATEWAY_KEYS, comma-separated); none = no auth
+  --shutdown-grace <s>  seconds to finish in-flight requests on SIGTERM (default 30)
+  --help            this text
+`;
+
+/**
+ * Runs the gateway until SIGTERM or SIGINT; resolves with the exit code.
+ * @example process.exitCode = await runServeCommand(["--port", "8000"], process.stdout);
+ */
+export async function runServeCommand(argv: string[], out: NodeJS.WritableStream): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        port: { type: "string" },
+        host: { type: "string", default: "127.0.0.1" },
+        config: { type: "string" },
+        key: { type: "string", multiple: true },
+        "shutdown-grace": { type: "string" },
+        help: { type: "boolean", default: false },
+      },
+      strict: true,
+    }));
+  } catch (error) {
+    out.write(`multirank serve: ${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    out.write(USAGE);
+    return 0;
+  }
+  const port = Number(values.port ?? process.env.PORT ?? 8000);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    out.write(`multirank serve: --port must be a port number; got ${values.port}\n`);
+    return 2;
+  }
+  const grace = values["shutdown-grace"] === undefined ? undefined : Number(values["shutdown-grace"]);
+  if (grace !== undefined && !(grace >= 0)) {
+    out.write("multirank serve: --shutdown-grace must be a number of seconds\n");
+    return 2;
+  }
+  const logger = pino({ level: process.env.MULTIRANK_LOG_LEVEL ?? "info" }, pino.destination(2));
+  const gpuCount = countGpus();
+  let config: GatewayConfig;
+  const configPath = values.config ?? (existsSync("gateway.config.ts") ? "gateway.config.ts" : undefined);
+  if (configPath) {
+    config = await loadGatewayConfig(resolve(configPath));
+  } else {
+    config = { apps: exampleApps({ gpuCount }) };
+  }
+  const envKeys = (process.env.MULTIRANK_GATEWAY_KEYS ?? "").split(",").filter(Boolean);
+  const keys = [...(config.keys ?? []), ...(values.key ?? []), ...envKeys];
+  const gateway = await createGateway({ ...config, keys, logger, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
+
+  let stop: (signal: NodeJS.Signals) => void = () => {};
+  const stopped = new Promise<NodeJS.Signals>((resolveStop) => (stop = resolveStop));
+  const onSignal = (signal: NodeJS.Signals): void => stop(signal);
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+
+  let url: string;
+  try {
+    url = await gateway.listen({ port, host: values.host });
+  } catch (error) {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    await gateway.close();
+    out.write(`multirank serve: could not listen on ${values.host}:${port}: ${(error as Error).message}\n`);
+    return 1;
+  }
+  void gateway.warm();
+  out.write(banner(url, gateway.apps.map((app) => ({ name: app.name, input: app.exampleInput, worldSize: app.worldSize })), keys.length > 0, gpuCount));
+
+  const signal = await stopped;
+  out.write(`\n${signal}: shutting down (finishing requests in flight)…\n`);
+  // A second Ctrl-C (not a relayed duplicate: at least a second later) means "now"; repeated SIGTERMs are ignored.
+  const since = Date.now();
+  const ignore = (): void => {};
+  const force = (): void => {
+    if (Date.now() - since < 1000) return;
+    out.write("second Ctrl-C: exiting now\n");
+    process.exit(130);
+  };
+  process.on("SIGTERM", ignore);
+  process.on("SIGINT", force);
+  try {
+    await gateway.close();
+  } finally {
+    process.off("SIGTERM", ignore);
+    process.off("SIGINT", force);
+  }
+  out.write("stopped\n");
+  return 0;
+}
+
+function countGpus(): number {
+  if (!cudaAvailability().available) return 0;
+  try {
+    return listDevices().length;
+  } catch {
+    return 0;
+  }
+}
+
+function banner(url: string, apps: Array<{ name: string; input: unknown; worldSize: number }>, auth: boolean, gpus: number): string {
+  const header = auth ? ` -H 'Authorization: Key $FAL_KEY'` : "";
+  const first = apps.find((a) => a.name.endsWith("/echo")) ?? apps[0]!;
+  const streaming = apps.find((a) => a.name.endsWith("/text-stream"));
+  const lines = [
+    "",
+    `multirank gateway listening on ${url}  (${gpus > 0 ? `${gpus} GPU${gpus === 1 ? "" : "s"}` : "no GPU: ranks run on the CPU"})`,
+    "",
+    `  web page   ${url}/`,
+    `  metrics    ${url}/metrics`,
+    "",
+    "  apps:",
+    ...apps.map((a) => `    ${a.name.padEnd(28)} ${a.worldSize} rank${a.worldSize === 1 ? "" : "s"}   fal: ${url}/fal/run/${a.name}   runpod: ${url}/v2/${a.name.replace("/", "--")}`),
+    "",
+    "  try:",
+    `    curl -s ${url}/fal/run/${first.name}${header} -H 'content-type: application/json' -d '${JSON.stringify(first.input)}'`,
+  ];
+  if (streaming) lines.push(`    curl -N ${url}/fal/run/${streaming.name}/stream${header} -H 'content-type: application/json' -d '${JSON.stringify(streaming.input)}'`);
+  lines.push("", "  Ctrl-C stops it gracefully.", "");
+  return lines.join("\n");
+}

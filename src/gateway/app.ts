@@ -1,0 +1,224 @@
+/**
+ * Apps: a worker plus how it is served. `defineApp` checks the shape once;
+ * {@link resolveApp} fits it to this host (machine type, GPUs, secrets).
+ */
+import { isAbsolute, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ValidationError } from "../errors.js";
+import { ConfigError } from "./errors.js";
+import { parseMachineType, type MachineType } from "./machine-types.js";
+
+/** Which failures a request is retried on. */
+export type RetryReason = "error" | "crash" | "timeout";
+
+/** How a failed request is retried. */
+export interface RetryPolicy {
+  /** Extra attempts after the first. @default 0 */
+  max?: number;
+  /** Failures that are retried: a worker error, a runner crash, an execution timeout. @default ["crash"] */
+  on?: readonly RetryReason[];
+}
+
+/** What `defineApp` takes. Times are in seconds, as in fal. */
+export interface AppOptions {
+  /** `owner/alias`, as fal app ids; also the Runpod endpoint id (with `/` as `--`). */
+  name: string;
+  /** Path or file URL of the worker module; a relative path resolves against the config file's folder. */
+  worker: string | URL;
+  /** Ranks per runner. Give this or `machineType`. @default 1 */
+  worldSize?: number;
+  /** A preset (`cpu`, `cpu-x2`, `gpu`, `gpu-x2`, `gpu-x4`...) that sets `worldSize` and devices. @default "cpu" when `worldSize` is unset */
+  machineType?: MachineType;
+  /** Idle seconds before a warm runner stops. @default 10 */
+  keepAlive?: number;
+  /** Runners started at boot and kept warm. @default 0 */
+  minRunners?: number;
+  /** Most runners at once. @default 1 */
+  maxRunners?: number;
+  /** Requests one runner runs at once (the worker's `static concurrency`). @default 1 */
+  concurrency?: number;
+  /** Per-request execution timeout; each `ctx.progress()` restarts it. @default 300 */
+  timeout?: number;
+  /** Retry policy. @default { max: 0, on: ["crash"] } */
+  retries?: RetryPolicy;
+  /** Seconds a runner may take to start. @default 1800 */
+  startupTimeout?: number;
+  /** Requests waiting beyond this are refused with 429. @default 1000 */
+  maxQueueLength?: number;
+  /** Passed to every rank's `setup(args)`. @default {} */
+  setupArgs?: Record<string, unknown>;
+  /** Runner's keepalive payload. @default {} */
+  keepalivePayload?: unknown;
+  /** Runner's keepalive interval, seconds; unset is off. */
+  keepaliveInterval?: number;
+  /** Extra environment for the ranks. Never logged. @default {} */
+  env?: Record<string, string>;
+  /** Names of environment variables copied from the gateway's environment to the ranks; never logged. @default [] */
+  secrets?: readonly string[];
+  /** A title for the web page. @default name */
+  title?: string;
+  /** An example input for the web page and the printed curl. @default {} */
+  exampleInput?: unknown;
+}
+
+/** A validated app, as `defineApp` returns it (frozen). */
+export interface AppDefinition {
+  readonly name: string;
+  readonly worker: string;
+  readonly worldSize: number | undefined;
+  readonly machineType: MachineType | undefined;
+  readonly keepAlive: number;
+  readonly minRunners: number;
+  readonly maxRunners: number;
+  readonly concurrency: number;
+  readonly timeout: number;
+  readonly retries: Readonly<{ max: number; on: readonly RetryReason[] }>;
+  readonly startupTimeout: number;
+  readonly maxQueueLength: number;
+  readonly setupArgs: Readonly<Record<string, unknown>>;
+  readonly keepalivePayload: unknown;
+  readonly keepaliveInterval: number | undefined;
+  readonly env: Readonly<Record<string, string>>;
+  readonly secrets: readonly string[];
+  readonly title: string;
+  readonly exampleInput: unknown;
+}
+
+/** An app fitted to this host: world size, GPU needs and the ranks' full environment. */
+export interface ResolvedApp extends AppDefinition {
+  readonly worldSize: number;
+  /** GPUs each runner needs (0 on CPU). */
+  readonly gpusPerRunner: number;
+  /** The worker path, absolute. */
+  readonly workerPath: string;
+  /** `env` plus the secrets' values. */
+  readonly rankEnv: Readonly<Record<string, string>>;
+}
+
+const DEFAULTS = Object.freeze({
+  keepAlive: 10,
+  minRunners: 0,
+  maxRunners: 1,
+  concurrency: 1,
+  timeout: 300,
+  startupTimeout: 1800,
+  maxQueueLength: 1000,
+});
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*\/[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const RETRY_REASONS: readonly RetryReason[] = ["error", "crash", "timeout"];
+
+/**
+ * Declares an app. Validates every field once; messages name the field.
+ * @throws {ValidationError} for a wrong field.
+ * @example
+ * export default [defineApp({ name: "acme/echo", worker: "./workers/echo.ts", machineType: "cpu-x2" })];
+ */
+export function defineApp(options: AppOptions): AppDefinition {
+  if (typeof options !== "object" || options === null) throw new ValidationError("app options must be an object");
+  const { name } = options;
+  if (typeof name !== "string" || !NAME.test(name)) throw new ValidationError(`app options.name must look like "owner/alias"; got ${JSON.stringify(name)}`);
+  const field = (key: string): string => `app ${name}: options.${key}`;
+  const worker = options.worker instanceof URL ? options.worker.href : options.worker;
+  if (typeof worker !== "string" || worker.length === 0) throw new ValidationError(`${field("worker")} must be a path or a file URL`);
+  if (options.worldSize !== undefined && options.machineType !== undefined) throw new ValidationError(`${field("worldSize")} and options.machineType are exclusive; give one`);
+  if (options.worldSize !== undefined) positiveInteger(options.worldSize, field("worldSize"));
+  if (options.machineType !== undefined) {
+    try {
+      parseMachineType(options.machineType);
+    } catch (error) {
+      throw new ValidationError(`${field("machineType")}: ${(error as Error).message}`);
+    }
+  }
+  const minRunners = nonNegativeInteger(options.minRunners ?? DEFAULTS.minRunners, field("minRunners"));
+  const maxRunners = positiveInteger(options.maxRunners ?? Math.max(DEFAULTS.maxRunners, minRunners), field("maxRunners"));
+  if (minRunners > maxRunners) throw new ValidationError(`${field("minRunners")} (${minRunners}) is above options.maxRunners (${maxRunners})`);
+  const retries = options.retries ?? {};
+  const on = retries.on ?? ["crash"];
+  if (!Array.isArray(on) || on.some((reason) => !RETRY_REASONS.includes(reason))) {
+    throw new ValidationError(`${field("retries.on")} must list some of ${RETRY_REASONS.join(", ")}`);
+  }
+  const env = options.env ?? {};
+  if (typeof env !== "object" || Object.values(env).some((value) => typeof value !== "string")) throw new ValidationError(`${field("env")} must map names to strings`);
+  const secrets = options.secrets ?? [];
+  if (!Array.isArray(secrets) || secrets.some((s) => typeof s !== "string" || s === "")) throw new ValidationError(`${field("secrets")} must be a list of variable names`);
+  const setupArgs = options.setupArgs ?? {};
+  if (typeof setupArgs !== "object" || setupArgs === null) throw new ValidationError(`${field("setupArgs")} must be an object`);
+  return Object.freeze({
+    name,
+    worker,
+    worldSize: options.worldSize,
+    machineType: options.machineType,
+    keepAlive: nonNegativeNumber(options.keepAlive ?? DEFAULTS.keepAlive, field("keepAlive")),
+    minRunners,
+    maxRunners,
+    concurrency: positiveInteger(options.concurrency ?? DEFAULTS.concurrency, field("concurrency")),
+    timeout: positiveNumber(options.timeout ?? DEFAULTS.timeout, field("timeout")),
+    retries: Object.freeze({ max: nonNegativeInteger(retries.max ?? 0, field("retries.max")), on: Object.freeze([...on]) }),
+    startupTimeout: positiveNumber(options.startupTimeout ?? DEFAULTS.startupTimeout, field("startupTimeout")),
+    maxQueueLength: positiveInteger(options.maxQueueLength ?? DEFAULTS.maxQueueLength, field("maxQueueLength")),
+    setupArgs: Object.freeze({ ...setupArgs }),
+    keepalivePayload: options.keepalivePayload ?? {},
+    keepaliveInterval: options.keepaliveInterval === undefined ? undefined : positiveNumber(options.keepaliveInterval, field("keepaliveInterval")),
+    env: Object.freeze({ ...env }),
+    secrets: Object.freeze([...secrets]),
+    title: typeof options.title === "string" ? options.title : name,
+    exampleInput: options.exampleInput ?? {},
+  });
+}
+
+/** What {@link resolveApp} needs to know about the host. */
+export interface HostInfo {
+  /** CUDA devices on this host. */
+  gpuCount: number;
+  /** Why there are none, when there are none. */
+  noGpuReason?: string;
+  /** Folder a relative `worker` path resolves against. */
+  baseDir: string;
+  /** Where secrets are read from. @default process.env */
+  environment?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Fits an app to this host.
+ * @throws {ConfigError} when the machine type asks for more GPUs than the host has, or a secret is unset.
+ */
+export function resolveApp(app: AppDefinition, host: HostInfo): ResolvedApp {
+  const spec = app.machineType ? parseMachineType(app.machineType) : { worldSize: app.worldSize ?? 1, gpu: false };
+  const gpusPerRunner = spec.gpu ? spec.worldSize : 0;
+  if (gpusPerRunner > host.gpuCount) {
+    const why = host.gpuCount === 0 && host.noGpuReason ? ` (${host.noGpuReason})` : "";
+    throw new ConfigError(
+      `app ${app.name}: machine type ${app.machineType} needs ${gpusPerRunner} GPU${gpusPerRunner === 1 ? "" : "s"} per runner but this host has ${host.gpuCount}${why}; use a cpu machine type or a smaller gpu-x<N>`,
+    );
+  }
+  const environment = host.environment ?? process.env;
+  const secretValues: Record<string, string> = {};
+  for (const secret of app.secrets) {
+    const value = environment[secret];
+    if (value === undefined) throw new ConfigError(`app ${app.name}: secret ${secret} is not set in the gateway's environment`);
+    secretValues[secret] = value;
+  }
+  const workerPath = app.worker.startsWith("file:") ? fileURLToPath(app.worker) : isAbsolute(app.worker) ? app.worker : resolve(host.baseDir, app.worker);
+  return Object.freeze({ ...app, worldSize: spec.worldSize, gpusPerRunner, workerPath, rankEnv: Object.freeze({ ...app.env, ...secretValues }) });
+}
+
+function positiveInteger(value: unknown, name: string): number {
+  if (!Number.isInteger(value) || (value as number) < 1) throw new ValidationError(`${name} must be a positive integer; got ${String(value)}`);
+  return value as number;
+}
+
+function nonNegativeInteger(value: unknown, name: string): number {
+  if (!Number.isInteger(value) || (value as number) < 0) throw new ValidationError(`${name} must be a non-negative integer; got ${String(value)}`);
+  return value as number;
+}
+
+function positiveNumber(value: unknown, name: string): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw new ValidationError(`${name} must be a positive number of seconds; got ${String(value)}`);
+  return value;
+}
+
+function nonNegativeNumber(value: unknown, name: string): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) throw new ValidationError(`${name} must be a non-negative number of seconds; got ${String(value)}`);
+  return value;
+}

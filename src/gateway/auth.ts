@@ -1,0 +1,44 @@
+/**
+ * API keys. fal sends `Authorization: Key <id>:<secret>`; Runpod sends
+ * `Authorization: Bearer <key>` or the bare key. One list of keys serves both.
+ * With no keys configured, authentication is off.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+
+/** Checks `Authorization` headers against a fixed set of keys. */
+export class KeyChecker {
+  readonly #digests: Buffer[];
+
+  /** @param keys accepted keys (`id:secret` for fal; any string for Runpod). */
+  constructor(keys: readonly string[]) {
+    this.#digests = keys.map(digest);
+  }
+
+  /** True when no keys are configured. */
+  get open(): boolean {
+    return this.#digests.length === 0;
+  }
+
+  /** True when the header carries an accepted key (or auth is off). */
+  check(header: string | undefined): boolean {
+    if (this.open) return true;
+    const key = keyFromHeader(header);
+    if (key === undefined) return false;
+    const candidate = digest(key);
+    // Compare against every key, in constant time each, so timing reveals nothing.
+    let ok = false;
+    for (const known of this.#digests) ok = timingSafeEqual(known, candidate) || ok;
+    return ok;
+  }
+}
+
+/** The key in `Key <k>`, `Bearer <k>` or a bare `<k>`; undefined when absent. */
+export function keyFromHeader(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const match = /^\s*(?:(?:key|bearer)\s+)?(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}
+
+function digest(key: string): Buffer {
+  return createHash("sha256").update(key).digest();
+}

@@ -1,0 +1,76 @@
+/**
+ * Gateway errors. Each is a {@link MultirankError} with a stable `code` and
+ * the HTTP status the gateway answers with, so route handlers map errors to
+ * responses in one place.
+ */
+import { MultirankError, type MultirankErrorOptions } from "../errors.js";
+
+/** Codes of the gateway's own errors. */
+export const GATEWAY_ERROR_CODES = Object.freeze({
+  appNotFound: "MULTIRANK_ERR_GATEWAY_APP_NOT_FOUND",
+  jobNotFound: "MULTIRANK_ERR_GATEWAY_JOB_NOT_FOUND",
+  unauthorized: "MULTIRANK_ERR_GATEWAY_UNAUTHORIZED",
+  badRequest: "MULTIRANK_ERR_GATEWAY_BAD_REQUEST",
+  queueFull: "MULTIRANK_ERR_GATEWAY_QUEUE_FULL",
+  shuttingDown: "MULTIRANK_ERR_GATEWAY_SHUTTING_DOWN",
+  config: "MULTIRANK_ERR_GATEWAY_CONFIG",
+} as const);
+
+/** An error the gateway answers with `statusCode`. */
+export class GatewayError extends MultirankError {
+  /** HTTP status the gateway answers with. */
+  readonly statusCode: number;
+  constructor(code: string, message: string, statusCode: number, options?: MultirankErrorOptions) {
+    super(code, message, options);
+    this.statusCode = statusCode;
+  }
+}
+
+/** No app has that name (404). */
+export class AppNotFoundError extends GatewayError {
+  constructor(name: string) {
+    super(GATEWAY_ERROR_CODES.appNotFound, `no app named "${name}"`, 404);
+  }
+}
+
+/** No request has that id, or it expired (404). */
+export class JobNotFoundError extends GatewayError {
+  constructor(id: string) {
+    super(GATEWAY_ERROR_CODES.jobNotFound, `no request with id "${id}"`, 404);
+  }
+}
+
+/** Missing or wrong API key (401). */
+export class UnauthorizedError extends GatewayError {
+  constructor(message = "missing or invalid API key") {
+    super(GATEWAY_ERROR_CODES.unauthorized, message, 401);
+  }
+}
+
+/** The request itself is malformed (400, or 422 for a well-formed body of the wrong shape). */
+export class BadRequestError extends GatewayError {
+  constructor(message: string, statusCode: 400 | 422 = 400) {
+    super(GATEWAY_ERROR_CODES.badRequest, message, statusCode);
+  }
+}
+
+/** The app's queue is at `maxQueueLength` (429). */
+export class QueueFullError extends GatewayError {
+  constructor(app: string, limit: number) {
+    super(GATEWAY_ERROR_CODES.queueFull, `the queue of ${app} is full (${limit} requests); retry later`, 429);
+  }
+}
+
+/** The gateway is shutting down and takes no new work (503). */
+export class ShuttingDownError extends GatewayError {
+  constructor() {
+    super(GATEWAY_ERROR_CODES.shuttingDown, "the gateway is shutting down", 503);
+  }
+}
+
+/** The app configuration cannot run on this host (a machine type asks for missing GPUs, a secret is unset). */
+export class ConfigError extends GatewayError {
+  constructor(message: string, options?: MultirankErrorOptions) {
+    super(GATEWAY_ERROR_CODES.config, message, 500, options);
+  }
+}

@@ -1,0 +1,238 @@
+/**
+ * The gateway: a fastify server that serves apps over fal's and Runpod's
+ * protocols, one dispatcher (queue + runner pool) per app.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { pino, type Logger } from "pino";
+import { cudaAvailability, listDevices, MultirankError, ValidationError } from "../index.js";
+import { defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "./app.js";
+import { KeyChecker } from "./auth.js";
+import { GatewayCore } from "./core.js";
+import { Dispatcher } from "./dispatcher.js";
+import { ConfigError, GatewayError } from "./errors.js";
+import { GpuAllocator } from "./gpu-allocator.js";
+import type { Job } from "./job.js";
+import { MemoryJobQueue, type JobQueue } from "./job-queue.js";
+import { JobStore } from "./job-store.js";
+import { GatewayMetrics } from "./metrics.js";
+import { PAGE_HTML } from "./page/page.js";
+import { falWebhookBody, registerFalRoutes } from "./protocols/fal.js";
+import { registerRunpodRoutes, runpodStatusBody } from "./protocols/runpod.js";
+import { proxyTarget } from "./proxy.js";
+import { LocalRunnerPool, type RunnerFactory, type RunnerPool } from "./runner-pool.js";
+import { WebhookSender, type WebhookOptions } from "./webhook.js";
+
+/** Options of {@link createGateway}. Times are in seconds unless named `...Ms`. */
+export interface GatewayOptions {
+  /** The apps, from `defineApp` or as plain options. */
+  apps: ReadonlyArray<AppDefinition | AppOptions>;
+  /** Accepted API keys (`id:secret` for fal, any string for Runpod); none turns auth off. @default [] */
+  keys?: readonly string[];
+  /** Largest request body, bytes; larger ones get 413. @default 33554432 (32 MiB) */
+  bodyLimit?: number;
+  /** pino logger for request logs and everything else. @default pino at MULTIRANK_LOG_LEVEL or "info" */
+  logger?: Logger;
+  /** Folder relative worker paths resolve against. @default process.cwd() */
+  baseDir?: string;
+  /** Seconds to let queued and running requests finish on close before they are cancelled. @default 30 */
+  shutdownGrace?: number;
+  /** Seconds finished requests stay readable. @default 3600 */
+  resultTtl?: number;
+  /** Webhook retry policy. */
+  webhooks?: WebhookOptions;
+  /** Interval of `:` comments on status streams, ms. @default 15000 */
+  statusKeepAliveMs?: number;
+  /** Longest hold of Runpod `/stream`, ms. @default 10000 */
+  streamHoldMs?: number;
+  /** Serve the web page at `/`. @default true */
+  page?: boolean;
+  /** Export Node's default process metrics too. @default false */
+  defaultMetrics?: boolean;
+  /** Override host facts (GPU count, environment), for tests and dry runs. @default discovered */
+  host?: Partial<Omit<HostInfo, "baseDir">>;
+  /** Makes runners. @default `new DistributedRunner(options)` */
+  createRunner?: RunnerFactory;
+  /** Makes each app's queue. @default a {@link MemoryJobQueue} */
+  createQueue?: (app: ResolvedApp) => JobQueue;
+}
+
+/** A running gateway. */
+export interface Gateway {
+  /** The fastify instance (for `inject` in tests, or more routes). */
+  readonly server: FastifyInstance;
+  /** The apps, as resolved for this host. */
+  readonly apps: readonly ResolvedApp[];
+  /** The metrics registry's owner. */
+  readonly metrics: GatewayMetrics;
+  /** Listens; resolves with the URL (`http://127.0.0.1:8000`). @default port 8000, host "127.0.0.1" */
+  listen(options?: { port?: number; host?: string }): Promise<string>;
+  /** Starts every app's `minRunners`; resolves when they are ready. */
+  warm(): Promise<void>;
+  /** Graceful: refuse new work, finish what is queued and running (up to `shutdownGrace`), stop runners, close the server. Idempotent. */
+  close(): Promise<void>;
+  /** `await using gateway = ...` closes it. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Builds a gateway: checks the apps against this host (machine types, GPUs,
+ * secrets), makes a queue and pool per app, registers the routes.
+ * @throws {ValidationError} for a malformed app; {@link ConfigError} when an app cannot run on this host.
+ * @example
+ * const gateway = await createGateway({ apps: [defineApp({ name: "acme/echo", worker: "./workers/echo.ts" })] });
+ * console.log(await gateway.listen({ port: 8000 }));
+ */
+export async function createGateway(options: GatewayOptions): Promise<Gateway> {
+  if (!options || !Array.isArray(options.apps) || options.apps.length === 0) throw new ValidationError("options.apps must list at least one app");
+  const logger = options.logger ?? pino({ level: process.env.MULTIRANK_LOG_LEVEL ?? "info" });
+  const log = logger.child({ component: "gateway" });
+  const bodyLimit = options.bodyLimit ?? 32 * 1024 * 1024;
+  if (!Number.isInteger(bodyLimit) || bodyLimit < 1) throw new ValidationError("options.bodyLimit must be a positive integer of bytes");
+  const host = hostInfo(options);
+  const apps = options.apps.map((app) => resolveApp(isDefinition(app) ? app : defineApp(app), host));
+  const names = new Set<string>();
+  for (const app of apps) {
+    if (names.has(app.name)) throw new ValidationError(`options.apps has two apps named ${app.name}`);
+    names.add(app.name);
+  }
+
+  const gpus = new GpuAllocator(host.gpuCount);
+  const dispatchers = new Map<string, Dispatcher>();
+  const jobs = new JobStore(options.resultTtl ?? 3600);
+  const webhooks = new WebhookSender(options.webhooks ?? {}, logger);
+  const metrics = new GatewayMetrics(() => dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
+  const onFinished = (job: Job): void => {
+    metrics.jobFinished(job);
+    if (job.webhookUrl) void webhooks.send(job.webhookUrl, job.protocol === "runpod" ? runpodStatusBody(job) : falWebhookBody(job), job.id);
+  };
+  const pools: LocalRunnerPool[] = [];
+  for (const app of apps) {
+    const pool = new LocalRunnerPool(app, { logger, gpus, ...(options.createRunner ? { createRunner: options.createRunner } : {}) });
+    pools.push(pool);
+    const queue = options.createQueue?.(app) ?? new MemoryJobQueue();
+    dispatchers.set(app.name, new Dispatcher({ app, queue, pool: pool as RunnerPool, logger, onFinished }));
+  }
+  const core = new GatewayCore(dispatchers, jobs, new KeyChecker(options.keys ?? []));
+
+  const server = Fastify({
+    loggerInstance: logger.child({ component: "http" }) as FastifyBaseLogger,
+    bodyLimit,
+    // fal's proxy form: one URL, the real target in x-fal-target-url.
+    rewriteUrl: (request) => proxyTarget(request.url ?? "/", request.headers["x-fal-target-url"]),
+    forceCloseConnections: "idle",
+    return503OnClosing: true,
+  });
+  server.removeContentTypeParser("application/json");
+  server.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
+    const text = (body as string).trim();
+    if (text === "") return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (error) {
+      const failure = new Error(`malformed JSON body: ${(error as Error).message}`) as Error & { statusCode: number };
+      failure.statusCode = 400;
+      done(failure, undefined);
+    }
+  });
+  server.setErrorHandler((error: FastifyError | MultirankError, request, reply) => sendError(error, request, reply));
+  server.setNotFoundHandler((request, reply) => {
+    const status = 404;
+    const message = `no route ${request.method} ${request.url.split("?")[0]}`;
+    if (request.url.startsWith("/fal/")) return reply.code(status).header("x-fal-error-type", "not_found").send({ detail: message, error_type: "not_found" });
+    return reply.code(status).send({ error: message });
+  });
+  server.addHook("onResponse", async (request, reply) => {
+    metrics.httpResponse(request.method, request.routeOptions.url ?? "unmatched", reply.statusCode, reply.elapsedTime / 1000);
+  });
+
+  let closing: Promise<void> | undefined;
+  server.get("/healthz", async (_request, reply) => {
+    const body = {
+      status: closing ? "shutting_down" : "ok",
+      apps: Object.fromEntries([...dispatchers].map(([name, d]) => [name, { queue: d.queueLength, running: d.runningCount, runners: d.pool.counts() }])),
+    };
+    return reply.code(closing ? 503 : 200).send(body);
+  });
+  server.get("/metrics", async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+  server.get("/apps", async () => ({
+    apps: apps.map((app) => ({ name: app.name, title: app.title, exampleInput: app.exampleInput, worldSize: app.worldSize, machineType: app.machineType ?? null })),
+  }));
+  if (options.page ?? true) server.get("/", async (_request, reply) => reply.type("text/html; charset=utf-8").send(PAGE_HTML));
+  server.all("/fal/proxy", async () => {
+    throw new GatewayError("MULTIRANK_ERR_GATEWAY_BAD_REQUEST", "the proxy route needs an x-fal-target-url header pointing at https://fal.run/... or https://queue.fal.run/...", 400);
+  });
+  registerFalRoutes(server, core, { keepAliveMs: options.statusKeepAliveMs ?? 15_000 });
+  registerRunpodRoutes(server, core, { maxStreamHoldMs: options.streamHoldMs ?? 10_000 });
+  await server.ready();
+
+  const graceMs = (options.shutdownGrace ?? 30) * 1000;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      log.info({ graceMs }, "shutting down: no new requests; finishing the ones in flight");
+      await Promise.all([...dispatchers.values()].map((d) => d.drain(graceMs)));
+      await Promise.all(pools.map((pool) => pool.close({ timeout: 10 })));
+      await webhooks.close(5000);
+      jobs.close();
+      await server.close();
+      log.info("gateway stopped");
+    })();
+    return closing;
+  };
+
+  return {
+    server,
+    apps,
+    metrics,
+    async listen({ port = 8000, host: address = "127.0.0.1" } = {}) {
+      await server.listen({ port, host: address });
+      const bound = server.server.address();
+      const actualPort = typeof bound === "object" && bound ? bound.port : port;
+      return `http://${address.includes(":") ? `[${address}]` : address}:${actualPort}`;
+    },
+    async warm() {
+      await Promise.all(pools.map((pool) => pool.warm()));
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+function sendError(error: FastifyError | MultirankError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  let status: number;
+  let type: string;
+  if (error instanceof GatewayError) {
+    status = error.statusCode;
+    type = error.code.replace("MULTIRANK_ERR_GATEWAY_", "").toLowerCase();
+  } else if (error instanceof ValidationError) {
+    status = 422;
+    type = "validation_error";
+  } else {
+    const fastifyStatus = (error as FastifyError).statusCode;
+    status = typeof fastifyStatus === "number" && fastifyStatus >= 400 && fastifyStatus < 500 ? fastifyStatus : 500;
+    type = status === 413 ? "payload_too_large" : status === 415 ? "unsupported_media_type" : status < 500 ? "bad_request" : "internal_error";
+  }
+  if (status >= 500) request.log.error({ err: error }, "request failed in the gateway");
+  else request.log.info({ status, reason: error.message }, "request refused");
+  if (request.url.startsWith("/fal/")) return reply.code(status).header("x-fal-error-type", type).send({ detail: error.message, error_type: type });
+  return reply.code(status).send({ error: error.message, code: (error as { code?: string }).code ?? type });
+}
+
+function isDefinition(app: AppDefinition | AppOptions): app is AppDefinition {
+  return Object.isFrozen(app) && typeof (app as AppDefinition).keepAlive === "number" && typeof (app as AppDefinition).retries === "object";
+}
+
+function hostInfo(options: GatewayOptions): HostInfo {
+  const baseDir = options.baseDir ?? process.cwd();
+  if (options.host?.gpuCount !== undefined) return { ...options.host, baseDir, gpuCount: options.host.gpuCount };
+  const cuda = cudaAvailability();
+  if (!cuda.available) return { ...options.host, baseDir, gpuCount: 0, noGpuReason: cuda.reason };
+  let gpuCount = 0;
+  try {
+    gpuCount = listDevices().length;
+  } catch (error) {
+    return { ...options.host, baseDir, gpuCount: 0, noGpuReason: error instanceof Error ? error.message : String(error) };
+  }
+  return { ...options.host, baseDir, gpuCount };
+}
+
+

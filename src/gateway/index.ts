@@ -1,0 +1,24 @@
+/**
+ * The serverless gateway: fal's and Runpod's HTTP protocols over runner
+ * pools. Re-exports only.
+ */
+export { defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp, type RetryPolicy, type RetryReason } from "./app.js";
+export { defineGatewayConfig, loadGatewayConfig, type GatewayConfig } from "./config.js";
+export { exampleApps } from "./example-apps.js";
+export {
+  AppNotFoundError,
+  BadRequestError,
+  ConfigError,
+  GATEWAY_ERROR_CODES,
+  GatewayError,
+  JobNotFoundError,
+  QueueFullError,
+  ShuttingDownError,
+  UnauthorizedError,
+} from "./errors.js";
+export { createGateway, type Gateway, type GatewayOptions } from "./gateway.js";
+export type { Job, JobError, JobErrorType, JobLog, JobPriority, JobStatus } from "./job.js";
+export { MemoryJobQueue, type JobQueue } from "./job-queue.js";
+export { isMachineType, parseMachineType, type MachineSpec, type MachineType } from "./machine-types.js";
+export type { PoolCounts, PoolRunner, RunnerFactory, RunnerLease, RunnerPool } from "./runner-pool.js";
+export type { WebhookOptions } from "./webhook.js";

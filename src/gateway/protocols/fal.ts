@@ -1,0 +1,243 @@
+/**
+ * fal's protocol, as `@fal-ai/client` 1.10.1 speaks it, under `/fal/run/...`
+ * (synchronous and SSE stream) and `/fal/queue/...` (submit, status, status
+ * stream, result, cancel). Failed and cancelled requests end `COMPLETED` in
+ * status, as fal's do, and their error comes from the result URL.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { secondsHeader, type GatewayCore } from "../core.js";
+import type { Dispatcher } from "../dispatcher.js";
+import { BadRequestError } from "../errors.js";
+import type { Job, JobErrorType, JobLog, JobPriority } from "../job.js";
+import { SseWriter } from "../sse.js";
+
+/** Options of {@link registerFalRoutes}. */
+export interface FalRouteOptions {
+  /** Interval of `:` keep-alive comments on status streams, ms. @default 15000 */
+  keepAliveMs?: number;
+}
+
+type AppParams = { owner: string; alias: string; "*"?: string };
+type RequestParams = { owner: string; alias: string; id: string };
+
+/** fal's HTTP status and `error_type` for each way a job can fail. */
+export const FAL_ERROR_STATUS: Readonly<Record<JobErrorType, number>> = Object.freeze({
+  validation_error: 422,
+  worker_error: 500,
+  runner_crash: 500,
+  startup_failed: 500,
+  request_timeout: 504,
+  start_timeout: 504,
+  cancelled: 400,
+  shutdown: 400,
+});
+
+/** Registers the fal routes on `server`. */
+export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, options: FalRouteOptions = {}): void {
+  const keepAliveMs = options.keepAliveMs ?? 15_000;
+
+  const run = async (request: FastifyRequest<{ Params: AppParams }>, reply: FastifyReply): Promise<FastifyReply> => {
+    core.authorize(request);
+    const dispatcher = core.app(appName(request.params));
+    if (request.params["*"] === "stream") return stream(request, reply, dispatcher, request.body, false);
+    const job = core.submit(dispatcher, { input: objectInput(request.body), streaming: false, ...queueHeaders(request) });
+    cancelWhenClientLeaves(reply, dispatcher, job);
+    await job.done;
+    return sendResult(reply, job);
+  };
+  server.post("/fal/run/:owner/:alias", run);
+  server.post("/fal/run/:owner/:alias/*", run);
+
+  // EventSource can only GET: the input travels as ?input=<json>, the key as ?fal_key=.
+  server.get("/fal/run/:owner/:alias/stream", async (request: FastifyRequest<{ Params: AppParams; Querystring: { input?: string } }>, reply) => {
+    core.authorize(request, true);
+    const dispatcher = core.app(appName(request.params));
+    let input: unknown = {};
+    if (request.query.input) {
+      try {
+        input = JSON.parse(request.query.input);
+      } catch (error) {
+        throw new BadRequestError(`query parameter input is not valid JSON: ${(error as Error).message}`);
+      }
+    }
+    return stream(request, reply, dispatcher, input, true);
+  });
+
+  async function stream(request: FastifyRequest, reply: FastifyReply, dispatcher: Dispatcher, body: unknown, eventSource: boolean): Promise<FastifyReply> {
+    const job = core.submit(dispatcher, { input: objectInput(body), streaming: true, keepChunks: false, ...queueHeaders(request) });
+    const sse = new SseWriter(reply, () => dispatcher.cancel(job));
+    let first: () => void = () => {};
+    const firstChunk = new Promise<void>((resolve) => (first = resolve));
+    let chunks = 0;
+    const onChunk = (json: string): void => {
+      chunks++;
+      sse.data(json);
+      first();
+    };
+    job.on("chunk", onChunk);
+    await Promise.race([firstChunk, job.done]);
+    if (job.finished && job.status !== "COMPLETED" && chunks === 0) {
+      job.off("chunk", onChunk);
+      return sendResult(reply, job); // Nothing streamed yet: a plain error response.
+    }
+    void job.done.then(() => {
+      job.off("chunk", onChunk);
+      if (job.status === "COMPLETED") {
+        if (chunks === 0) sse.data(job.outputJson!);
+        if (eventSource) sse.data("{}", "done");
+      } else {
+        sse.data(JSON.stringify(errorBody(job)), "error");
+      }
+      sse.end();
+    });
+    return sse.send(reply, { "x-fal-request-id": job.id });
+  }
+
+  const submit = async (request: FastifyRequest<{ Params: AppParams }>, reply: FastifyReply): Promise<FastifyReply> => {
+    core.authorize(request);
+    const dispatcher = core.app(appName(request.params));
+    const webhook = (request.query as Record<string, unknown>).fal_webhook;
+    if (webhook !== undefined && (typeof webhook !== "string" || !isHttpUrl(webhook))) throw new BadRequestError("fal_webhook must be an http(s) URL");
+    const job = core.submit(dispatcher, {
+      input: objectInput(request.body),
+      streaming: false,
+      ...queueHeaders(request),
+      ...(typeof webhook === "string" ? { webhookUrl: webhook } : {}),
+    });
+    return reply.header("x-fal-request-id", job.id).send({ status: "IN_QUEUE", ...urls(request, job), queue_position: dispatcher.position(job) });
+  };
+  server.post("/fal/queue/:owner/:alias", submit);
+  server.post("/fal/queue/:owner/:alias/*", submit);
+
+  server.get("/fal/queue/:owner/:alias/requests/:id/status", async (request: FastifyRequest<{ Params: RequestParams; Querystring: { logs?: string } }>, reply) => {
+    core.authorize(request);
+    const name = appName(request.params);
+    const job = core.job(name, request.params.id);
+    const body = statusBody(request, job, core.app(name), wantsLogs(request.query.logs) ? job.logs : null);
+    return reply.code(job.finished ? 200 : 202).send(body);
+  });
+
+  server.get("/fal/queue/:owner/:alias/requests/:id/status/stream", async (request: FastifyRequest<{ Params: RequestParams; Querystring: { logs?: string } }>, reply) => {
+    core.authorize(request);
+    const name = appName(request.params);
+    const job = core.job(name, request.params.id);
+    const dispatcher = core.app(name);
+    const logs = wantsLogs(request.query.logs);
+    const sse = new SseWriter(reply, () => cleanup());
+    let sentLogs = 0;
+    const push = (): void => {
+      // Each event carries only the logs not sent before; the client accumulates them.
+      const all = job.logs;
+      const fresh = logs ? all.slice(Math.min(sentLogs, all.length)) : null;
+      sentLogs = all.length;
+      sse.data(JSON.stringify(statusBody(request, job, dispatcher, fresh)));
+      if (job.finished) cleanup();
+    };
+    const timer = setInterval(() => sse.comment(), keepAliveMs);
+    const onLog = (): void => push();
+    const onStatus = (): void => push();
+    function cleanup(): void {
+      clearInterval(timer);
+      job.off("log", onLog);
+      job.off("status", onStatus);
+      sse.end();
+    }
+    job.on("log", onLog);
+    job.on("status", onStatus);
+    push();
+    return sse.send(reply, { "x-fal-request-id": job.id });
+  });
+
+  server.get("/fal/queue/:owner/:alias/requests/:id", async (request: FastifyRequest<{ Params: RequestParams }>, reply) => {
+    core.authorize(request);
+    const job = core.job(appName(request.params), request.params.id);
+    if (!job.finished) {
+      return reply.code(400).header("x-fal-request-id", job.id).send({ detail: `request ${job.id} is ${job.status}; wait for COMPLETED`, error_type: "request_not_completed" });
+    }
+    return sendResult(reply, job);
+  });
+
+  server.put("/fal/queue/:owner/:alias/requests/:id/cancel", async (request: FastifyRequest<{ Params: RequestParams }>, reply) => {
+    core.authorize(request);
+    const name = appName(request.params);
+    const job = core.jobs.get(request.params.id);
+    if (!job || job.app !== name) return reply.code(404).send({ status: "NOT_FOUND" });
+    if (!core.app(name).cancel(job)) return reply.code(400).send({ status: "ALREADY_COMPLETED" });
+    return reply.code(202).send({ status: "CANCELLATION_REQUESTED" });
+  });
+}
+
+/** The fal body of a failed job: `{ detail, error_type }`. */
+export function errorBody(job: Job): { detail: string; error_type: string } {
+  const error = job.error ?? { type: "worker_error" as const, message: `request ${job.status}` };
+  return { detail: error.message, error_type: error.type };
+}
+
+/** The body fal's webhooks carry. */
+export function falWebhookBody(job: Job): string {
+  if (job.status === "COMPLETED") return `{"request_id":${JSON.stringify(job.id)},"gateway_request_id":${JSON.stringify(job.id)},"status":"OK","payload":${job.outputJson}}`;
+  const body = errorBody(job);
+  return JSON.stringify({ request_id: job.id, gateway_request_id: job.id, status: "ERROR", error: body.detail, payload: body });
+}
+
+function sendResult(reply: FastifyReply, job: Job): FastifyReply {
+  reply.header("x-fal-request-id", job.id);
+  if (job.status === "COMPLETED") return reply.type("application/json").send(job.outputJson);
+  const body = errorBody(job);
+  const type = job.error?.type ?? "worker_error";
+  reply.header("x-fal-error-type", type);
+  // fal's client does not retry a 504 marked as the user's own timeout.
+  if (type === "request_timeout" || type === "start_timeout") reply.header("x-fal-request-timeout-type", "user");
+  return reply.code(FAL_ERROR_STATUS[type]).send(body);
+}
+
+function statusBody(request: FastifyRequest, job: Job, dispatcher: Dispatcher, logs: readonly JobLog[] | null): Record<string, unknown> {
+  const links = urls(request, job);
+  if (job.status === "IN_QUEUE") return { status: "IN_QUEUE", ...links, queue_position: dispatcher.position(job), logs };
+  if (job.status === "IN_PROGRESS") return { status: "IN_PROGRESS", ...links, logs };
+  const body: Record<string, unknown> = { status: "COMPLETED", ...links, logs, metrics: { inference_time: job.executionTimeMs / 1000 } };
+  if (job.status !== "COMPLETED") Object.assign(body, { error: job.error?.message, error_type: job.error?.type });
+  return body;
+}
+
+function urls(request: FastifyRequest, job: Job): Record<string, string> {
+  const base = `${request.protocol}://${request.host}/fal/queue/${job.app}/requests/${job.id}`;
+  return { request_id: job.id, response_url: base, status_url: `${base}/status`, cancel_url: `${base}/cancel` };
+}
+
+function queueHeaders(request: FastifyRequest): { priority: JobPriority; startTimeoutMs?: number } {
+  const raw = request.headers["x-fal-queue-priority"];
+  const priority = (Array.isArray(raw) ? raw[0] : raw)?.toLowerCase() ?? "normal";
+  if (priority !== "normal" && priority !== "low") throw new BadRequestError(`header x-fal-queue-priority must be "normal" or "low"; got "${priority}"`);
+  const startTimeout = secondsHeader(request.headers["x-fal-request-timeout"], "x-fal-request-timeout");
+  return { priority, ...(startTimeout === undefined ? {} : { startTimeoutMs: startTimeout * 1000 }) };
+}
+
+function objectInput(body: unknown): unknown {
+  if (body === undefined || body === null) return {};
+  if (typeof body !== "object" || Array.isArray(body)) throw new BadRequestError("the request body must be a JSON object (the app's input)", 422);
+  return body;
+}
+
+function cancelWhenClientLeaves(reply: FastifyReply, dispatcher: Dispatcher, job: Job): void {
+  reply.raw.once("close", () => {
+    if (!reply.raw.writableFinished && !job.finished) dispatcher.cancel(job);
+  });
+}
+
+function appName(params: { owner: string; alias: string }): string {
+  return `${params.owner}/${params.alias}`;
+}
+
+function wantsLogs(value: string | undefined): boolean {
+  return value === "1" || value === "true";
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return url.protocol === "http:" || url.protocol === "https:";
+  } catch {
+    return false;
+  }
+}
