@@ -28,3 +28,4 @@ export {
   type WorkerDevice,
 } from "./devices/index.js";
 export * from "./gateway/index.js";
+export * from "./benchmark/index.js";

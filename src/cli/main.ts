@@ -10,6 +10,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "serve the apps over fal's and Runpod's HTTP protocols (gateway.config.ts, or the examples)",
     load: async () => (await import("./serve.js")).runServeCommand,
   },
+  bench: {
+    summary: "benchmark a worker at several world sizes (table, --json, --chart)",
+    load: async () => (await import("./bench.js")).runBenchCommand,
+  },
   devices: { summary: "list CUDA devices and their local CPU cores (--json for scripts)", load: async () => (await import("./devices.js")).runDevicesCommand },
 };
 

@@ -1,0 +1,14 @@
+/**
+ * Runs every benchmark in bench/ one after another (they would disturb each
+ * other in parallel on a 2-core machine). `npm run bench -- --quick` for the
+ * short version. Each prints its table and writes bench/out/<name>.json.
+ */
+import { main as coldStart } from "./cold-start.js";
+import { main as invoke } from "./invoke.js";
+import { main as jpeg } from "./jpeg.js";
+import { main as payload } from "./payload.js";
+import { main as stream } from "./stream.js";
+
+const started = Date.now();
+for (const bench of [invoke, stream, jpeg, payload, coldStart]) await bench();
+process.stdout.write(`\nall benchmarks done in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
