@@ -1,4 +1,7 @@
+import { fileURLToPath } from "node:url";
+import { pino } from "pino";
 import { describe, expect, it } from "vitest";
+import { waitFor } from "../helpers/processes.js";
 import { childPids } from "../helpers/processes.js";
 import { cleanUpRunners, fixture, makeRunner } from "../helpers/runners.js";
 
@@ -72,5 +75,26 @@ describe("payloads and results", () => {
     await runner.start();
     expect(runner.devices).toHaveLength(2);
     for (const device of runner.devices) expect(device.kind).toBe("cpu");
+  });
+});
+
+describe("worker modules and rank output", () => {
+  it("runs a .ts worker from a project without \"type\": \"module\"", async () => {
+    const worker = fileURLToPath(new URL("../fixtures/cjs-project/worker.ts", import.meta.url));
+    const runner = makeRunner({ worker, worldSize: 2 });
+    await runner.start();
+    expect(await runner.invoke({ a: 21 })).toEqual({ b: 42 });
+  });
+
+  it("relays each rank's stdout and stderr to the runner's logger, tagged with the rank", async () => {
+    const records: Array<{ rank?: number; stream?: string; msg: string; level: number }> = [];
+    const logger = pino({ level: "info" }, { write: (line: string) => void records.push(JSON.parse(line)) });
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2, logger });
+    await runner.start();
+    await runner.invoke({ op: "print", text: "hello" });
+    expect(await waitFor(() => records.filter((r) => r.msg.startsWith("hello")).length === 4, 3000)).toBe(true);
+    const lines = records.filter((r) => r.msg.startsWith("hello"));
+    expect(lines).toContainEqual(expect.objectContaining({ rank: 1, stream: "stdout", msg: "hello (stdout of rank 1)", level: 30 }));
+    expect(lines).toContainEqual(expect.objectContaining({ rank: 0, stream: "stderr", msg: "hello (stderr of rank 0)", level: 40 }));
   });
 });
