@@ -29,16 +29,8 @@ export function row(fields: Omit<BenchRow, "ratio">): BenchRow {
   return { ...fields, ratio: fields.value / fields.baseline };
 }
 
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank]!;
-}
-
-export function summarize(samples: number[]): { p50: number; p90: number; p99: number; mean: number; n: number } {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), mean: sorted.reduce((a, b) => a + b, 0) / sorted.length, n: sorted.length };
-}
+/** The same nearest-rank percentiles `multirank bench` reports. */
+export { percentile, summarize } from "../../src/benchmark/stats.js";
 
 /** Milliseconds since `start` (from `now()`). */
 export function now(): bigint {
