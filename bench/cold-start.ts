@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { DistributedRunner } from "../src/index.js";
+import { DistributedRunner } from "multirank";
 import { msSince, now, QUICK, report, row, summarize, type BenchRow } from "./lib/index.js";
 
 const ECHO_TS = fileURLToPath(new URL("../workers/echo.ts", import.meta.url));

@@ -6,7 +6,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { DistributedRunner } from "../src/index.js";
+import { DistributedRunner } from "multirank";
 import { msSince, now, QUICK, rawPeer, report, row, summarize, type BenchRow } from "./lib/index.js";
 
 const ECHO = fileURLToPath(new URL("../workers/echo.ts", import.meta.url));

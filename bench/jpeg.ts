@@ -7,7 +7,7 @@
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import sharp from "sharp";
-import { DistributedRunner } from "../src/index.js";
+import { DistributedRunner } from "multirank";
 import { msSince, now, QUICK, report, row, type BenchRow } from "./lib/index.js";
 
 const FRAMES_WORKER = fileURLToPath(new URL("./workers/frames.ts", import.meta.url));

@@ -6,7 +6,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { DistributedRunner } from "../src/index.js";
+import { DistributedRunner } from "multirank";
 import { msSince, now, QUICK, report, row, summarize, type BenchRow } from "./lib/index.js";
 
 const ACK = fileURLToPath(new URL("./workers/ack.ts", import.meta.url));

@@ -6,7 +6,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { DistributedRunner } from "../src/index.js";
+import { DistributedRunner } from "multirank";
 import { msSince, now, QUICK, rawPeer, report, row, type BenchRow } from "./lib/index.js";
 
 const MANY = fileURLToPath(new URL("../test/fixtures/workers/many-events.ts", import.meta.url));

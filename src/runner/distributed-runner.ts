@@ -644,8 +644,8 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const request = session.requests.get(message.id);
     if (!request) return; // Finished or never ours: nothing may reach another caller.
     switch (message.t) {
-      case "item":
-        request.item(message.data, message.event);
+      case "items":
+        for (const item of message.items) request.item("event" in item ? undefined : item.data, "event" in item ? item.event : undefined);
         return;
       case "item-error":
         request.itemError(rank, message.error);

@@ -14,6 +14,9 @@ export type RunnerMessage =
   | { t: "cancel"; id: number; reason: "aborted" | "timeout" | "failed" }
   | { t: "teardown" };
 
+/** One streamed result: a value, or a ready Server-Sent Event the rank formatted. */
+export type StreamItem = { data: unknown } | { event: Uint8Array };
+
 /** A log record a rank forwards for one request. */
 export interface ForwardedLog {
   level: number;
@@ -27,7 +30,7 @@ export type RankMessage =
   | { t: "hello"; rank: number; pid: number; token: string }
   | { t: "ready"; device: unknown }
   | { t: "setup-failed"; error: SerializedError }
-  | { t: "item"; id: number; data?: unknown; event?: Uint8Array }
+  | { t: "items"; id: number; items: StreamItem[] }
   | { t: "item-error"; id: number; error: SerializedError }
   | { t: "progress"; id: number; data: unknown }
   | { t: "log"; id: number; log: ForwardedLog }

@@ -7,8 +7,9 @@ import { pack, unpack } from "../codec/packer.js";
 import { formatTextEvent } from "../codec/text-events.js";
 import type { ProcessGroup } from "../collectives/index.js";
 import type { WorkerDevice } from "../devices/index.js";
-import { AbortError, serializeError, type RankPhase } from "../errors.js";
-import type { RankMessage, RunnerMessage } from "../transport/messages.js";
+import { AbortError, MessageTooLargeError, serializeError, type RankPhase } from "../errors.js";
+import type { RankMessage, RunnerMessage, StreamItem } from "../transport/messages.js";
+import { deferred, type Deferred } from "../util/deferred.js";
 import { SerialSender } from "../transport/serial-sender.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
@@ -25,7 +26,15 @@ interface ActiveRequest {
   chain: Promise<void>;
   /** The first error of a stream item (encoding, packing); it fails the request. */
   streamFailure: unknown;
+  /** Plain items waiting to go out together (see #queueItem). */
+  outbox: StreamItem[];
+  outboxSent: Deferred<void> | undefined;
 }
+
+/** Items per message at most; a burst of small events travels in few messages. */
+const MAX_BATCH = 256;
+/** Items holding more binary than this go alone, so batches stay small. */
+const LARGE_ITEM_BYTES = 64 * 1024;
 
 /** How the rank runtime is started; the rank main fills it from the environment. */
 export interface RankRuntimeOptions {
@@ -192,7 +201,7 @@ export class RankRuntime {
       await this.#send({ t: "done", id, ok: false, cancelled: false, error: serializeError(new Error("worker is not set up")) }).catch(() => {});
       return;
     }
-    const active: ActiveRequest = { id, streaming, controller: new AbortController(), chain: Promise.resolve(), streamFailure: undefined };
+    const active: ActiveRequest = { id, streaming, controller: new AbortController(), chain: Promise.resolve(), streamFailure: undefined, outbox: [], outboxSent: undefined };
     this.#active.set(id, active);
     let log: Logger | undefined;
     const rankLog = this.#log;
@@ -208,6 +217,7 @@ export class RankRuntime {
     };
     try {
       const output = await this.#call(active, () => worker.call(payload, ctx));
+      this.#flushOutbox(active);
       await active.chain;
       if (active.streamFailure !== undefined) throw active.streamFailure;
       if (active.controller.signal.aborted) throw active.controller.signal.reason;
@@ -256,6 +266,8 @@ export class RankRuntime {
   #enqueueOnStream(active: ActiveRequest, send: () => Promise<void>): Promise<void> {
     // Only rank 0 speaks for the group; other ranks drop items before any work.
     if (this.#env.rank !== 0) return Promise.resolve();
+    // Items already waiting in the outbox go first: the stream keeps its order.
+    this.#flushOutbox(active);
     const step = active.chain.then(async () => {
       if (active.controller.signal.aborted || active.streamFailure !== undefined) return;
       try {
@@ -277,13 +289,68 @@ export class RankRuntime {
 
   #addStreamingResult(result: unknown, options: StreamingResultOptions): Promise<void> {
     const active = this.#requireActive("addStreamingResult");
-    if (!active || !this.#worker) return Promise.resolve();
+    if (!active || !this.#worker || this.#env.rank !== 0) return Promise.resolve();
     const worker = this.#worker;
+    if (!containsRawImage(result) && !holdsLargeBinary(result)) {
+      // The common case (tokens, small JSON): no async work, so the item joins
+      // the outbox now and leaves with whatever else this tick produced.
+      let item: StreamItem;
+      try {
+        item = options.asTextEvent ? { event: formatTextEvent(result) } : { data: result };
+      } catch (error) {
+        active.streamFailure ??= error;
+        return Promise.reject(error);
+      }
+      return this.#queueItem(active, item);
+    }
     return this.#enqueueOnStream(active, async () => {
-      const data = !containsRawImage(result) ? result : await encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat });
-      if (options.asTextEvent) await this.#send({ t: "item", id: active.id, event: formatTextEvent(data) });
-      else await this.#send({ t: "item", id: active.id, data });
+      const data = containsRawImage(result) ? await encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat }) : result;
+      await this.#sendItems(active, [options.asTextEvent ? { event: formatTextEvent(data) } : { data }]);
     });
+  }
+
+  /** Adds a ready item to the outbox; a microtask later the whole outbox goes out in order. */
+  #queueItem(active: ActiveRequest, item: StreamItem): Promise<void> {
+    active.outbox.push(item);
+    if (!active.outboxSent) {
+      const sent = deferred<void>();
+      sent.promise.catch(() => {});
+      active.outboxSent = sent;
+      queueMicrotask(() => this.#flushOutbox(active));
+    }
+    return active.outboxSent.promise;
+  }
+
+  /** Moves the outbox onto the stream chain (now, so later messages stay behind it). */
+  #flushOutbox(active: ActiveRequest): void {
+    const sent = active.outboxSent;
+    if (!sent) return;
+    const items = active.outbox;
+    active.outbox = [];
+    active.outboxSent = undefined;
+    const step = active.chain.then(async () => {
+      if (active.controller.signal.aborted || active.streamFailure !== undefined) return;
+      for (let start = 0; start < items.length; start += MAX_BATCH) await this.#sendItems(active, items.slice(start, start + MAX_BATCH));
+    });
+    active.chain = step.then(
+      () => sent.resolve(),
+      (error: unknown) => {
+        active.streamFailure ??= error;
+        sent.reject(error);
+      },
+    );
+  }
+
+  /** Sends items in one message, halving the batch when it is over the size limit. */
+  async #sendItems(active: ActiveRequest, items: StreamItem[]): Promise<void> {
+    try {
+      await this.#send({ t: "items", id: active.id, items });
+    } catch (error) {
+      if (!(error instanceof MessageTooLargeError) || items.length === 1) throw error;
+      const half = Math.ceil(items.length / 2);
+      await this.#sendItems(active, items.slice(0, half));
+      await this.#sendItems(active, items.slice(half));
+    }
   }
 
   #addStreamingError(error: unknown): Promise<void> {
@@ -356,6 +423,17 @@ export class RankRuntime {
   }
 }
 
+/** Whether `value` holds typed-array or Buffer data over LARGE_ITEM_BYTES (a few levels deep). */
+function holdsLargeBinary(value: unknown, depth = 0): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (ArrayBuffer.isView(value)) return value.byteLength > LARGE_ITEM_BYTES;
+  if (depth >= 4) return false;
+  if (Array.isArray(value)) return value.some((item) => holdsLargeBinary(item, depth + 1));
+  if (Object.getPrototypeOf(value) !== Object.prototype) return false;
+  for (const key in value) if (holdsLargeBinary((value as Record<string, unknown>)[key], depth + 1)) return true;
+  return false;
+}
+
 function isCancellation(error: unknown, signal: AbortSignal): boolean {
   if (error === signal.reason) return true;
   const name = (error as { name?: unknown } | null)?.name;
@@ -366,8 +444,8 @@ function describe(message: RankMessage): string {
   switch (message.t) {
     case "done":
       return message.ok ? `result of request ${message.id}` : `error of request ${message.id}`;
-    case "item":
-      return `streaming result of request ${message.id}`;
+    case "items":
+      return `streaming results of request ${message.id}`;
     case "progress":
       return `progress of request ${message.id}`;
     default:

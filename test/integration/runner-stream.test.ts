@@ -29,6 +29,17 @@ describe("stream()", () => {
     }
   });
 
+  it("keeps the order of batched items, encoded images and progress", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 1 });
+    await runner.start();
+    const seen: Array<{ n: number; image?: { content_type: string } }> = [];
+    const progress: unknown[] = [];
+    for await (const item of runner.stream<(typeof seen)[number]>({ op: "mixed" }, { onProgress: (p) => progress.push(p) })) seen.push(item);
+    expect(seen.map((item) => item.n)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(seen[2]!.image!.content_type).toBe("image/jpeg");
+    expect(progress).toEqual([{ after: 3 }]);
+  });
+
   it("delivers 10,000 events, all of them, in order", async () => {
     const runner = makeRunner({ worker: fixture("many-events"), worldSize: 2 });
     await runner.start();
