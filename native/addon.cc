@@ -6,6 +6,7 @@
 #include "affinity.h"
 #include "devices.h"
 #include "parent_death.h"
+#include "shared_memory.h"
 
 namespace multirank {
 
@@ -19,6 +20,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getCpuAffinity", Napi::Function::New(env, GetCpuAffinity, "getCpuAffinity"));
   exports.Set("setParentDeathSignal", Napi::Function::New(env, SetParentDeathSignal, "setParentDeathSignal"));
   exports.Set("getParentDeathSignal", Napi::Function::New(env, GetParentDeathSignal, "getParentDeathSignal"));
+  exports.Set("shmCreate", Napi::Function::New(env, ShmCreate, "shmCreate"));
+  exports.Set("shmOpen", Napi::Function::New(env, ShmOpen, "shmOpen"));
+  exports.Set("shmUnlink", Napi::Function::New(env, ShmUnlink, "shmUnlink"));
+  exports.Set("shmClose", Napi::Function::New(env, ShmClose, "shmClose"));
+  exports.Set("shmFreeBytes", Napi::Function::New(env, ShmFreeBytes, "shmFreeBytes"));
+  exports.Set("reduceArrays", Napi::Function::New(env, ReduceArrays, "reduceArrays"));
   return exports;
 }
 

@@ -1,5 +1,6 @@
 import { Packr } from "msgpackr";
 import { MessageTooLargeError, SerializationError } from "../errors.js";
+import { withSharedSegments } from "../transport/shared-payload.js";
 
 function refuseFunction(value: unknown): never {
   const name = typeof value === "function" && value.name ? ` "${value.name}"` : "";
@@ -32,7 +33,7 @@ export function pack(value: unknown, what = "message", limit = Number.POSITIVE_I
 /** Unpacks msgpack bytes; corrupt input becomes a {@link SerializationError}. */
 export function unpack<T = unknown>(bytes: Uint8Array, what = "message"): T {
   try {
-    return packr.unpack(bytes) as T;
+    return withSharedSegments(() => packr.unpack(bytes) as T);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new SerializationError(`${what} could not be unpacked: ${reason}`, { cause: error });

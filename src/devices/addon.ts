@@ -37,6 +37,13 @@ export interface NativeAddon {
   getCpuAffinity(): number[];
   setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
   getParentDeathSignal(): number;
+  // Shared memory (native/shared_memory.h; typed face in src/shm/).
+  shmCreate(name: string, size: number): ArrayBuffer;
+  shmOpen(name: string, readOnly?: boolean): ArrayBuffer;
+  shmUnlink(name: string): void;
+  shmClose(buffer: ArrayBuffer): boolean;
+  shmFreeBytes(dir?: string): number;
+  reduceArrays<A extends Float32Array | Float64Array | Int32Array>(acc: A, sources: readonly A[], op: "sum" | "avg" | "prod" | "min" | "max"): void;
 }
 
 // src/devices/addon.ts and dist/devices/addon.js are both two levels below the

@@ -10,6 +10,7 @@ import { formatTextEvent, parseTextEvent } from "../codec/text-events.js";
 import { childEnvForPlan, planDevices, type RankDevicePlan, type WorkerDevice } from "../devices/index.js";
 import {
   AbortError,
+  MessageTooLargeError,
   MultirankError,
   NativeError,
   RankError,
@@ -21,6 +22,8 @@ import {
 } from "../errors.js";
 import { RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } from "../transport/messages.js";
 import { SerialSender } from "../transport/serial-sender.js";
+import { offloadLargeBuffers } from "../transport/shared-payload.js";
+import type { SharedSegment } from "../shm/index.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { defaultLogger } from "../util/logger.js";
 import { readErrorRecords } from "../worker/error-file.js";
@@ -91,6 +94,8 @@ interface Session {
   setupErrors: MultirankError[];
   startup: Deferred<void>;
   requests: Map<number, PendingRequest>;
+  /** Shared-memory segments of requests still in flight; unlinked when they finish or the session ends. */
+  segments: Set<SharedSegment>;
   fatal: Map<number, RankError>;
   errorFiles: string[];
   failure: MultirankError | undefined;
@@ -267,13 +272,35 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const { signal } = options;
     if (signal?.aborted) throw new AbortError("the request was aborted before it was sent", { cause: signal.reason });
     const id = this.#nextRequestId++;
-    const message: RunnerMessage = { t: "req", id, payload, streaming };
+    // Large buffers go through one shared-memory segment instead of the socket
+    // (once, not once per rank); only on one host, where ipc is the transport.
+    const shared = session.endpoint.startsWith("ipc://") ? offloadLargeBuffers(payload) : { payload, segment: undefined, sharedBytes: 0 };
+    const message: RunnerMessage = { t: "req", id, payload: shared.payload, streaming };
     // Packed once, before anything is sent: a bad payload changes nothing.
-    const bytes = pack(message, "payload", this.#options.maxMessageBytes);
+    let bytes: Buffer;
+    try {
+      bytes = pack(message, "payload", this.#options.maxMessageBytes - shared.sharedBytes);
+    } catch (error) {
+      releaseSegment(shared.segment);
+      if (error instanceof MessageTooLargeError && shared.sharedBytes > 0) {
+        throw new MessageTooLargeError("payload", error.size + shared.sharedBytes, this.#options.maxMessageBytes);
+      }
+      throw error;
+    }
+    // The ranks map the segment by name; this process needs no mapping of its own.
+    shared.segment?.close();
+    if (shared.segment) session.segments.add(shared.segment);
     const ranks = [...Array(this.#options.worldSize).keys()];
     const request = new PendingRequest(id, streaming, ranks, {
       cancelAtRanks: (reason) => this.#sendCancel(session, request, reason),
-      finished: () => session.requests.delete(id),
+      finished: () => {
+        session.requests.delete(id);
+        // Every rank has answered, so every rank has mapped it: the name can go.
+        if (shared.segment) {
+          session.segments.delete(shared.segment);
+          releaseSegment(shared.segment);
+        }
+      },
       onProgress: options.onProgress,
       onLog: options.onLog,
     });
@@ -493,6 +520,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       setupErrors: [],
       startup: deferred<void>(),
       requests: new Map(),
+      segments: new Set(),
       fatal: new Map(),
       errorFiles: [],
       failure: undefined,
@@ -717,6 +745,8 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const reason = session.failure ?? new StateError("the runner stopped before the request finished");
     for (const request of session.requests.values()) request.fail(reason);
     session.requests.clear();
+    for (const segment of session.segments) releaseSegment(segment);
+    session.segments.clear();
     session.startup.reject(reason);
     session.sender.abort(new StateError("the control socket is closed"));
     if (!session.router.closed) session.router.close();
@@ -733,6 +763,17 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       for (const record of records.slice(seen)) this.#harvested.push(new RankError(record.error, record.rank, record.phase));
       this.#errorCursor.set(file, records.length);
     }
+  }
+}
+
+/** Unlinks and unmaps; a segment already gone is not an error here. */
+function releaseSegment(segment: SharedSegment | undefined): void {
+  if (!segment) return;
+  try {
+    segment.unlink();
+    segment.close();
+  } catch {
+    // Swept by someone else, or unmapped already: nothing left to free.
   }
 }
 

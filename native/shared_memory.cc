@@ -1,0 +1,458 @@
+#include "shared_memory.h"
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "errors.h"
+
+namespace multirank {
+namespace {
+
+constexpr const char* kShmDir = "/dev/shm";
+// Names become files in /dev/shm: NAME_MAX bytes at most.
+constexpr size_t kMaxNameLength = 255;
+// JS numbers are exact up to 2^53 - 1; sizes beyond that cannot be asked for exactly.
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+
+// Every live mapping handed to JS, by an id that is never reused. The
+// finalizer and shmClose both look mappings up here, so whichever runs second
+// finds nothing and cannot unmap twice (or unmap a later mapping that the
+// kernel placed at the same address). Worker threads share the table.
+struct Mapping {
+  void* address;
+  size_t size;
+};
+std::mutex g_mutex;
+std::unordered_map<uint64_t, Mapping> g_mappings;
+uint64_t g_next_id = 1;
+
+// Status names for the errnos these calls return; the rest via ErrnoName.
+std::string StatusOf(int err) {
+  switch (err) {
+    case EEXIST: return "EEXIST";
+    case ENOENT: return "ENOENT";
+    case ENOSPC: return "ENOSPC";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case EFBIG: return "EFBIG";
+    case ENODEV: return "ENODEV";
+    case EOVERFLOW: return "EOVERFLOW";
+    case ENOTDIR: return "ENOTDIR";
+    case EROFS: return "EROFS";
+    default: return ErrnoName(err);
+  }
+}
+
+void ThrowErrno(Napi::Env env, const std::string& what, int err) {
+  MakeNativeError(env, what + ": " + StatusOf(err) + " (" + std::strerror(err) + ")", StatusOf(err), err)
+      .ThrowAsJavaScriptException();
+}
+
+// info[index] as a POSIX shared-memory name ("/name"); a leading "/" is optional.
+bool PosixName(const Napi::CallbackInfo& info, size_t index, const char* fn, std::string* out) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= index || !info[index].IsString()) {
+    MakeArgumentError(env, std::string(fn) + ": name must be a string").ThrowAsJavaScriptException();
+    return false;
+  }
+  std::string name = info[index].As<Napi::String>().Utf8Value();
+  if (!name.empty() && name[0] == '/') name.erase(0, 1);
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos || name.size() > kMaxNameLength) {
+    MakeArgumentError(env, std::string(fn) + ": name must be 1 to 255 bytes without \"/\" or NUL (got \"" + name + "\")")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = "/" + name;
+  return true;
+}
+
+// 0 and the free bytes of `dir`, or the errno of statvfs.
+int FreeBytesOf(const char* dir, uint64_t* free) {
+  struct statvfs st;
+  if (statvfs(dir, &st) != 0) return errno;
+  *free = static_cast<uint64_t>(st.f_bavail) * static_cast<uint64_t>(st.f_frsize);
+  return 0;
+}
+
+std::string NoSpaceMessage(const std::string& name, uint64_t size) {
+  uint64_t free = 0;
+  const std::string freeText = FreeBytesOf(kShmDir, &free) == 0 ? std::to_string(free) : "an unknown number of";
+  return "cannot create shared memory segment \"" + name.substr(1) + "\" of " + std::to_string(size) + " bytes: " +
+         kShmDir + " has " + freeText + " bytes free";
+}
+
+void Finalize(napi_env /*env*/, void* /*data*/, void* hint) {
+  const uint64_t id = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(hint));
+  Mapping mapping{};
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = g_mappings.find(id);
+    if (it == g_mappings.end()) return;  // closed explicitly already
+    mapping = it->second;
+    g_mappings.erase(it);
+  }
+  munmap(mapping.address, mapping.size);
+}
+
+// Wraps a mapping as an external ArrayBuffer whose finalizer unmaps it. On
+// failure throws, unmaps, and returns an empty value.
+Napi::Value WrapMapping(Napi::Env env, void* address, size_t size) {
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    id = g_next_id++;
+    g_mappings[id] = Mapping{address, size};
+  }
+  napi_value result = nullptr;
+  const napi_status status = napi_create_external_arraybuffer(
+      env, address, size, Finalize, reinterpret_cast<void*>(static_cast<uintptr_t>(id)), &result);
+  if (status == napi_ok) return Napi::Value(env, result);
+  // Node may already have queued the finalizer; taking the id out first makes it a no-op.
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_mappings.erase(id);
+  }
+  munmap(address, size);
+  std::string detail;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value exception = nullptr;
+    napi_get_and_clear_last_exception(env, &exception);
+    detail = Napi::Value(env, exception).ToString().Utf8Value();
+  }
+  if (status == napi_no_external_buffers_allowed) {
+    MakeNativeError(env,
+                    "this runtime does not allow external ArrayBuffers (V8 sandbox), so shared memory cannot be "
+                    "mapped into JS; use the file fallback",
+                    "MULTIRANK_EXTERNAL_BUFFERS_FORBIDDEN")
+        .ThrowAsJavaScriptException();
+  } else {
+    MakeNativeError(env,
+                    "cannot wrap a shared memory mapping of " + std::to_string(size) +
+                        " bytes as an ArrayBuffer (napi status " + std::to_string(status) + ")" +
+                        (detail.empty() ? "" : ": " + detail),
+                    "MULTIRANK_ARRAYBUFFER_FAILED")
+        .ThrowAsJavaScriptException();
+  }
+  return Napi::Value();
+}
+
+int MapFlags(bool shared) {
+  int flags = shared ? MAP_SHARED : MAP_PRIVATE;
+#ifdef MAP_POPULATE
+  // Fill the page tables now, not one fault per page in the first collective.
+  // Never for private writable mappings: populating those breaks copy-on-write
+  // and copies the whole segment.
+  if (shared) flags |= MAP_POPULATE;
+#endif
+  return flags;
+}
+
+// ---- reduction -------------------------------------------------------------
+
+// Elements per block: acc's block stays in L1/L2 while every source streams through it.
+constexpr size_t kReduceBlock = 4096;
+
+enum class ReduceOp { kSum, kProd, kMin, kMax };
+
+template <typename T>
+inline T Combine(T a, T b, ReduceOp op);
+
+template <>
+inline int32_t Combine<int32_t>(int32_t a, int32_t b, ReduceOp op) {
+  switch (op) {
+    // Through uint32_t: wraps modulo 2^32 like JS's ToInt32 and Math.imul, without signed-overflow UB.
+    case ReduceOp::kSum: return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
+    case ReduceOp::kProd: return static_cast<int32_t>(static_cast<uint32_t>(a) * static_cast<uint32_t>(b));
+    case ReduceOp::kMin: return b < a ? b : a;
+    case ReduceOp::kMax: return b > a ? b : a;
+  }
+  return a;
+}
+
+template <typename T>
+inline T Combine(T a, T b, ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return a + b;
+    case ReduceOp::kProd: return a * b;
+    // `b != b` is NaN: NaN wins, as in reduce-ops.ts.
+    case ReduceOp::kMin: return (b < a || b != b) ? b : a;
+    case ReduceOp::kMax: return (b > a || b != b) ? b : a;
+  }
+  return a;
+}
+
+template <typename T, ReduceOp kOp>
+void ReduceLoop(T* acc, const std::vector<const T*>& sources, size_t length) {
+  for (size_t start = 0; start < length; start += kReduceBlock) {
+    const size_t count = length - start < kReduceBlock ? length - start : kReduceBlock;
+    T* a = acc + start;
+    if (sources[0] != acc) std::memcpy(a, sources[0] + start, count * sizeof(T));
+    for (size_t j = 1; j < sources.size(); ++j) {
+      const T* s = sources[j] + start;
+      for (size_t i = 0; i < count; ++i) a[i] = Combine<T>(a[i], s[i], kOp);
+    }
+  }
+}
+
+template <typename T>
+void ReduceTyped(void* acc, const std::vector<const void*>& raw, size_t length, ReduceOp op) {
+  std::vector<const T*> sources;
+  sources.reserve(raw.size());
+  for (const void* p : raw) sources.push_back(static_cast<const T*>(p));
+  T* a = static_cast<T*>(acc);
+  // The op is a template argument so each inner loop is branch-free and vectorizes.
+  switch (op) {
+    case ReduceOp::kSum: return ReduceLoop<T, ReduceOp::kSum>(a, sources, length);
+    case ReduceOp::kProd: return ReduceLoop<T, ReduceOp::kProd>(a, sources, length);
+    case ReduceOp::kMin: return ReduceLoop<T, ReduceOp::kMin>(a, sources, length);
+    case ReduceOp::kMax: return ReduceLoop<T, ReduceOp::kMax>(a, sources, length);
+  }
+}
+
+struct ArrayInfo {
+  napi_typedarray_type type;
+  size_t length;
+  uint8_t* data;
+};
+
+bool GetArray(napi_env env, napi_value value, ArrayInfo* out) {
+  bool is = false;
+  if (napi_is_typedarray(env, value, &is) != napi_ok || !is) return false;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, value, &out->type, &out->length, &data, nullptr, nullptr) != napi_ok) return false;
+  out->data = static_cast<uint8_t*>(data);
+  return out->type == napi_float32_array || out->type == napi_float64_array || out->type == napi_int32_array;
+}
+
+}  // namespace
+
+Napi::Value ReduceArrays(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto argError = [&](const std::string& message) {
+    MakeArgumentError(env, "reduceArrays: " + message).ThrowAsJavaScriptException();
+    return env.Undefined();
+  };
+  ArrayInfo acc{};
+  if (info.Length() < 3 || !GetArray(env, info[0], &acc)) return argError("acc must be a Float32Array, Float64Array or Int32Array");
+  if (!info[1].IsArray() || info[1].As<Napi::Array>().Length() == 0) return argError("sources must be a non-empty array");
+  if (!info[2].IsString()) return argError("op must be a string");
+  const std::string opName = info[2].As<Napi::String>().Utf8Value();
+  ReduceOp op;
+  if (opName == "sum" || opName == "avg") op = ReduceOp::kSum;
+  else if (opName == "prod") op = ReduceOp::kProd;
+  else if (opName == "min") op = ReduceOp::kMin;
+  else if (opName == "max") op = ReduceOp::kMax;
+  else return argError("op must be one of sum, avg, prod, min, max (got " + opName + ")");
+
+  const size_t element = acc.type == napi_float64_array ? 8 : 4;
+  const uint8_t* accEnd = acc.data + acc.length * element;
+  Napi::Array list = info[1].As<Napi::Array>();
+  std::vector<const void*> sources;
+  for (uint32_t j = 0; j < list.Length(); ++j) {
+    Napi::Value value = list.Get(j);
+    if (env.IsExceptionPending()) return env.Undefined();
+    ArrayInfo source{};
+    if (!GetArray(env, value, &source) || source.type != acc.type || source.length != acc.length) {
+      return argError("sources[" + std::to_string(j) + "] must be an array of acc's type and length");
+    }
+    const uint8_t* sourceEnd = source.data + source.length * element;
+    const bool overlap = acc.length > 0 && source.data < accEnd && acc.data < sourceEnd;
+    if (overlap && !(j == 0 && source.data == acc.data)) {
+      return argError("sources[" + std::to_string(j) + "] overlaps acc (only sources[0] may be acc itself)");
+    }
+    sources.push_back(source.data);
+  }
+  if (acc.length == 0) return env.Undefined();
+  switch (acc.type) {
+    case napi_float32_array: ReduceTyped<float>(acc.data, sources, acc.length, op); break;
+    case napi_float64_array: ReduceTyped<double>(acc.data, sources, acc.length, op); break;
+    default: ReduceTyped<int32_t>(acc.data, sources, acc.length, op); break;
+  }
+  return env.Undefined();
+}
+
+Napi::Value ShmCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name;
+  if (!PosixName(info, 0, "shmCreate", &name)) return env.Undefined();
+  const double requested = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+  if (!(requested >= 1 && requested <= kMaxSafeInteger) || requested != static_cast<double>(static_cast<uint64_t>(requested)) ||
+      static_cast<uint64_t>(requested) > static_cast<uint64_t>(std::numeric_limits<off_t>::max())) {
+    MakeArgumentError(env, "shmCreate: size must be a positive integer number of bytes").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const uint64_t size = static_cast<uint64_t>(requested);
+
+  // Refuse up front what cannot fit: tmpfs allocates lazily, and a page it
+  // cannot allocate later is a SIGBUS in whoever touches it.
+  uint64_t free = 0;
+  if (FreeBytesOf(kShmDir, &free) == 0 && size > free) {
+    MakeNativeError(env, NoSpaceMessage(name, size), "ENOSPC", ENOSPC).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  const int fd = shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    ThrowErrno(env, "shm_open(\"" + name.substr(1) + "\", O_CREAT | O_EXCL)", errno);
+    return env.Undefined();
+  }
+  auto fail = [&](const std::string& what, int err) {
+    close(fd);
+    shm_unlink(name.c_str());
+    if (err == ENOSPC) {
+      MakeNativeError(env, NoSpaceMessage(name, size), "ENOSPC", ENOSPC).ThrowAsJavaScriptException();
+    } else {
+      ThrowErrno(env, what, err);
+    }
+    return env.Undefined();
+  };
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) return fail("ftruncate", errno);
+#ifdef __linux__
+  // Reserve the pages now, so a full /dev/shm is ENOSPC here. Filesystems
+  // without fallocate (not tmpfs) just skip the reservation.
+  if (fallocate(fd, 0, 0, static_cast<off_t>(size)) != 0) {
+    const int err = errno;
+    if (err != EOPNOTSUPP && err != ENOSYS) return fail("fallocate", err);
+  }
+#endif
+  void* address = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, MapFlags(true), fd, 0);
+  if (address == MAP_FAILED) return fail("mmap", errno);
+  close(fd);  // the mapping keeps the memory; the name keeps the segment findable
+  Napi::Value result = WrapMapping(env, address, static_cast<size_t>(size));
+  if (result.IsEmpty()) {
+    shm_unlink(name.c_str());
+    return env.Undefined();
+  }
+  return result;
+}
+
+Napi::Value ShmOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name;
+  if (!PosixName(info, 0, "shmOpen", &name)) return env.Undefined();
+  if (info.Length() > 1 && !info[1].IsBoolean() && !info[1].IsUndefined()) {
+    MakeArgumentError(env, "shmOpen: readOnly must be a boolean").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const bool readOnly = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  const int fd = shm_open(name.c_str(), readOnly ? O_RDONLY : O_RDWR, 0);
+  if (fd < 0) {
+    ThrowErrno(env, "shm_open(\"" + name.substr(1) + "\")", errno);
+    return env.Undefined();
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    ThrowErrno(env, "fstat", err);
+    return env.Undefined();
+  }
+  if (st.st_size <= 0) {
+    close(fd);
+    MakeNativeError(env, "shared memory segment \"" + name.substr(1) + "\" is empty", "EINVAL", EINVAL)
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  // Read-only: a private copy-on-write mapping, writable so that a stray JS
+  // write changes this process's copy instead of raising SIGSEGV.
+  void* address = mmap(nullptr, size, PROT_READ | PROT_WRITE, MapFlags(!readOnly), fd, 0);
+  const int err = errno;
+  close(fd);
+  if (address == MAP_FAILED) {
+    ThrowErrno(env, "mmap", err);
+    return env.Undefined();
+  }
+  Napi::Value result = WrapMapping(env, address, size);
+  return result.IsEmpty() ? env.Undefined() : result;
+}
+
+Napi::Value ShmUnlink(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name;
+  if (!PosixName(info, 0, "shmUnlink", &name)) return env.Undefined();
+  if (shm_unlink(name.c_str()) != 0) ThrowErrno(env, "shm_unlink(\"" + name.substr(1) + "\")", errno);
+  return env.Undefined();
+}
+
+Napi::Value ShmClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) {
+    MakeArgumentError(env, "shmClose: buffer must be an ArrayBuffer").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  napi_value buffer = info[0];
+  bool detached = false;
+  if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached) return Napi::Boolean::New(env, false);
+  void* data = nullptr;
+  size_t length = 0;
+  if (napi_get_arraybuffer_info(env, buffer, &data, &length) != napi_ok) return Napi::Boolean::New(env, false);
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    for (const auto& entry : g_mappings) {
+      if (entry.second.address == data && entry.second.size == length) {
+        id = entry.first;
+        break;
+      }
+    }
+  }
+  if (id == 0) return Napi::Boolean::New(env, false);
+  // Detach first: afterwards no view can reach the memory we unmap.
+  const napi_status status = napi_detach_arraybuffer(env, buffer);
+  if (status != napi_ok) {
+    MakeNativeError(env, "shmClose: the ArrayBuffer cannot be detached (napi status " + std::to_string(status) + ")",
+                    "MULTIRANK_NOT_DETACHABLE")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Mapping mapping{};
+  bool found = false;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = g_mappings.find(id);
+    if (it != g_mappings.end()) {
+      mapping = it->second;
+      g_mappings.erase(it);
+      found = true;
+    }
+  }
+  if (found) munmap(mapping.address, mapping.size);
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value ShmFreeBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string dir = kShmDir;
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsString()) {
+      MakeArgumentError(env, "shmFreeBytes: dir must be a string").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    dir = info[0].As<Napi::String>().Utf8Value();
+  }
+  uint64_t free = 0;
+  const int err = FreeBytesOf(dir.c_str(), &free);
+  if (err != 0) {
+    ThrowErrno(env, "statvfs(\"" + dir + "\")", err);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(free));
+}
+
+}  // namespace multirank

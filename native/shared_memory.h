@@ -1,0 +1,57 @@
+// POSIX shared memory for large buffers: segments made with shm_open, sized,
+// mapped, and handed to JS as ArrayBuffers backed by the mapping itself, so
+// several processes read and write the same bytes without copying through
+// syscalls. The typed face is src/shm/shared-segment.ts.
+//
+// Every function runs on the JS main thread (mapping is cheap; the only slow
+// step, reserving tmpfs pages for a large segment, is bounded by its size).
+#pragma once
+
+#include <napi.h>
+
+namespace multirank {
+
+// shmCreate(name: string, size: number): ArrayBuffer.
+// shm_open(O_CREAT | O_EXCL, 0600) + ftruncate + fallocate (so running out of
+// tmpfs is ENOSPC here, not SIGBUS on first touch) + mmap(MAP_SHARED). `size`
+// is checked against the free bytes of /dev/shm first. Throws NativeError-style
+// errors: status "EEXIST" when the name is taken, "ENOSPC" (message names the
+// size and the free bytes), "MULTIRANK_EXTERNAL_BUFFERS_FORBIDDEN" when the
+// runtime refuses external ArrayBuffers; nothing is left behind on failure.
+Napi::Value ShmCreate(const Napi::CallbackInfo& info);
+
+// shmOpen(name: string, readOnly: boolean): ArrayBuffer over the whole segment.
+// readOnly maps it copy-on-write (MAP_PRIVATE over an O_RDONLY descriptor):
+// the view sees the segment's bytes, and writes through it stay private to
+// this process instead of crashing it. Status "ENOENT" when there is no such segment.
+Napi::Value ShmOpen(const Napi::CallbackInfo& info);
+
+// shmUnlink(name: string): void. Removes the name; mappings stay valid until
+// closed. Status "ENOENT" when there is no such segment.
+Napi::Value ShmUnlink(const Napi::CallbackInfo& info);
+
+// shmClose(buffer: ArrayBuffer): boolean. Detaches `buffer` (every view of it
+// becomes empty, so no later access can reach unmapped memory) and unmaps it
+// now rather than at garbage collection. false when it is not a live mapping
+// made by shmCreate/shmOpen (already closed, or another ArrayBuffer).
+Napi::Value ShmClose(const Napi::CallbackInfo& info);
+
+// reduceArrays(acc: TypedArray, sources: TypedArray[], op: string): void.
+// The reduction step of the shared-memory all-reduce: acc = sources[0] op
+// sources[1] op ... in that order, element by element, where the sources are
+// usually views of peers' mapped segments. One pass over memory (blocked so
+// acc stays in cache) instead of one JS loop per source. Bit-identical to
+// src/collectives/reduce-ops.ts reduceInto applied in the same order: IEEE
+// float/double arithmetic (no fast-math), int32 sum/prod wrapping, NaN
+// winning min/max. acc and every source: the same type (Float32Array,
+// Float64Array, Int32Array) and length; acc may be sources[0] itself but must
+// not otherwise overlap a source. op: "sum" | "avg" (accumulated as sum) |
+// "prod" | "min" | "max". Runs on the JS main thread: it is memory-bound and
+// short (a few ms for 64 MiB), and its inputs are JS-owned views.
+Napi::Value ReduceArrays(const Napi::CallbackInfo& info);
+
+// shmFreeBytes(dir?: string): number. statvfs(dir).f_bavail * f_frsize, the
+// bytes an unprivileged process may still allocate there. @default "/dev/shm"
+Napi::Value ShmFreeBytes(const Napi::CallbackInfo& info);
+
+}  // namespace multirank

@@ -1,0 +1,148 @@
+import { addExtension } from "msgpackr";
+import { SharedSegment, shmAvailable, sweepStaleSegments } from "../shm/index.js";
+
+/**
+ * Large payload buffers through shared memory. The runner copies every Buffer
+ * or typed array of at least `minBytes` into one `/dev/shm` segment, once, and
+ * sends a small reference instead; each rank maps the segment and sees the
+ * same bytes as a view, without the socket copying them N times. Ranks map
+ * copy-on-write, so a worker that writes into its payload changes only its
+ * own copy.
+ */
+
+/** Name prefix of payload segments, so stale ones of a dead runner can be swept. */
+export const PAYLOAD_SEGMENT_PREFIX = "multirank-payload";
+/** Buffers this large or larger go through shared memory. */
+export const SHARED_PAYLOAD_MIN_BYTES = 1024 * 1024;
+
+// Element alignment for every typed array kind (Float64Array needs 8).
+const ALIGN = 8;
+
+type View = Buffer | Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array | Float32Array | Float64Array | BigInt64Array | BigUint64Array;
+const VIEW_TYPES: Record<string, { BYTES_PER_ELEMENT: number; new (buffer: ArrayBuffer, offset: number, length: number): View }> = {
+  Uint8Array,
+  Int8Array,
+  Uint16Array,
+  Int16Array,
+  Uint32Array,
+  Int32Array,
+  Float32Array,
+  Float64Array,
+  BigInt64Array,
+  BigUint64Array,
+};
+
+/** What travels in place of a large buffer. */
+class SharedRef {
+  constructor(
+    readonly segment: string,
+    readonly offset: number,
+    readonly length: number,
+    readonly kind: string,
+  ) {}
+}
+
+// Segments opened while one message is unpacked, so several buffers in one
+// payload share one mapping. Only set during `withSharedSegments`.
+let opened: Map<string, SharedSegment> | undefined;
+
+addExtension({
+  Class: SharedRef,
+  type: 0x4d,
+  pack: (ref: SharedRef) => Buffer.from(JSON.stringify([ref.segment, ref.offset, ref.length, ref.kind])),
+  unpack: (bytes: Buffer) => {
+    const [segment, offset, length, kind] = JSON.parse(bytes.toString()) as [string, number, number, string];
+    let mapped = opened?.get(segment);
+    if (!mapped) {
+      mapped = SharedSegment.open(segment, { readOnly: true });
+      opened?.set(segment, mapped);
+    }
+    if (kind === "Buffer") return Buffer.from(mapped.arrayBuffer, offset, length);
+    const View = VIEW_TYPES[kind] ?? Uint8Array;
+    return new View(mapped.arrayBuffer, offset, length / View.BYTES_PER_ELEMENT);
+  },
+});
+
+/** Runs an unpack so that references to one segment share one mapping. */
+export function withSharedSegments<T>(fn: () => T): T {
+  const outer = opened;
+  opened = new Map();
+  try {
+    return fn();
+  } finally {
+    opened = outer;
+  }
+}
+
+/** A payload with its large buffers moved to a segment, and the segment's name (to unlink later). */
+export interface OffloadedPayload {
+  payload: unknown;
+  segment: SharedSegment | undefined;
+  /** Bytes moved into the segment. */
+  sharedBytes: number;
+}
+
+function collect(value: unknown, minBytes: number, found: View[], depth: number): void {
+  if (typeof value !== "object" || value === null) return;
+  if (ArrayBuffer.isView(value)) {
+    if (value.byteLength >= minBytes && !(value instanceof DataView)) found.push(value as View);
+    return;
+  }
+  if (depth >= 8) return;
+  if (Array.isArray(value)) {
+    for (const item of value) collect(item, minBytes, found, depth + 1);
+    return;
+  }
+  if (Object.getPrototypeOf(value) !== Object.prototype) return;
+  for (const key in value) collect((value as Record<string, unknown>)[key], minBytes, found, depth + 1);
+}
+
+function replace(value: unknown, refs: Map<View, SharedRef>, depth: number): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  if (ArrayBuffer.isView(value)) return refs.get(value as View) ?? value;
+  if (depth >= 8) return value;
+  if (Array.isArray(value)) return value.map((item) => replace(item, refs, depth + 1));
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value;
+  const out: Record<string, unknown> = {};
+  for (const key in value) out[key] = replace((value as Record<string, unknown>)[key], refs, depth + 1);
+  return out;
+}
+
+let sweptStale = false;
+
+/**
+ * Moves the payload's large buffers into one new segment (the caller's value
+ * is not changed). Returns the payload as it is when there are none, when
+ * shared memory is unavailable, or when `/dev/shm` has no room.
+ */
+export function offloadLargeBuffers(payload: unknown, minBytes = SHARED_PAYLOAD_MIN_BYTES): OffloadedPayload {
+  const found: View[] = [];
+  collect(payload, minBytes, found, 0);
+  if (found.length === 0 || !shmAvailable()) return { payload, segment: undefined, sharedBytes: 0 };
+  if (!sweptStale) {
+    sweptStale = true;
+    sweepStaleSegments(PAYLOAD_SEGMENT_PREFIX);
+  }
+  const unique = [...new Set(found)];
+  let size = 0;
+  const offsets = unique.map((view) => {
+    const offset = size;
+    size += Math.ceil(view.byteLength / ALIGN) * ALIGN;
+    return offset;
+  });
+  let segment: SharedSegment;
+  try {
+    segment = SharedSegment.create({ size, prefix: PAYLOAD_SEGMENT_PREFIX });
+  } catch {
+    // No room in /dev/shm (or no addon): the socket path still works.
+    return { payload, segment: undefined, sharedBytes: 0 };
+  }
+  const refs = new Map<View, SharedRef>();
+  const target = segment.buffer;
+  unique.forEach((view, i) => {
+    target.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength), offsets[i]!);
+    const kind = Buffer.isBuffer(view) ? "Buffer" : view.constructor.name;
+    refs.set(view, new SharedRef(segment.name, offsets[i]!, view.byteLength, kind));
+  });
+  return { payload: replace(payload, refs, 0), segment, sharedBytes: size };
+}

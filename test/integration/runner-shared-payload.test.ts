@@ -1,0 +1,67 @@
+import { readdirSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { shmAvailable } from "../../src/shm/index.js";
+import { PAYLOAD_SEGMENT_PREFIX } from "../../src/transport/shared-payload.js";
+import { waitFor } from "../helpers/processes.js";
+import { cleanUpRunners, fixture, makeRunner } from "../helpers/runners.js";
+
+cleanUpRunners();
+
+/** This process's payload segments still in /dev/shm. */
+function ourSegments(): string[] {
+  return readdirSync("/dev/shm").filter((name) => name.startsWith(`${PAYLOAD_SEGMENT_PREFIX}-p${process.pid}-`));
+}
+
+function sampleSum(bytes: Uint8Array): number {
+  let sum = 0;
+  for (let i = 0; i < bytes.length; i += 4096) sum = (sum + bytes[i]!) % 1_000_003;
+  return sum;
+}
+
+describe("large payloads through shared memory", () => {
+  it("is available here (the addon is built)", () => {
+    if (!shmAvailable()) throw new Error("shared memory unavailable: build the addon (npm run build:native)");
+  });
+
+  it("delivers Buffers and typed arrays of every size with the right bytes and types, and removes the segment", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    const big = Buffer.alloc(3 * 1024 * 1024).map((_, i) => (i * 7) & 255);
+    const floats = new Float32Array(600_000).map((_, i) => i / 3);
+    for (const value of [big, floats, Buffer.from("small stays inline")]) {
+      const bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+      const seen = await runner.invoke<{ kind: string; byteLength: number; sum: number }>({ op: "inspect", value });
+      expect(seen).toEqual({ kind: Buffer.isBuffer(value) ? "Buffer" : "Float32Array", byteLength: bytes.length, sum: sampleSum(bytes), rank: 0 });
+      expect(ourSegments()).toEqual([]);
+    }
+    // The caller's payload is untouched.
+    expect(big[1]).toBe(7);
+  });
+
+  it("counts shared bytes against maxMessageBytes", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 1, maxMessageBytes: 2 * 1024 * 1024 });
+    await runner.start();
+    await expect(runner.invoke({ op: "inspect", value: Buffer.alloc(3 * 1024 * 1024) })).rejects.toMatchObject({ code: "MULTIRANK_ERR_MESSAGE_TOO_LARGE", limit: 2 * 1024 * 1024 });
+    expect(ourSegments()).toEqual([]);
+  });
+
+  it("removes segments of requests in flight when a rank is killed", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    const inFlight = runner.invoke({ op: "inspect", value: Buffer.alloc(2 * 1024 * 1024, 1), sleepMs: 10_000 });
+    await waitFor(() => ourSegments().length === 1, 2000);
+    process.kill(runner.pids[1]!, "SIGKILL");
+    await expect(inFlight).rejects.toMatchObject({ code: "MULTIRANK_ERR_RANK_EXIT" });
+    expect(await waitFor(() => ourSegments().length === 0, 5000)).toBe(true);
+  });
+
+  it("removes segments of requests in flight on stop", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    const inFlight = runner.invoke({ op: "inspect", value: Buffer.alloc(2 * 1024 * 1024, 1), sleepMs: 200 });
+    expect(ourSegments()).toHaveLength(1);
+    await runner.stop();
+    await inFlight;
+    expect(ourSegments()).toEqual([]);
+  });
+});
