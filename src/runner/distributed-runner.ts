@@ -107,6 +107,8 @@ interface Session {
 }
 
 const SIGTERM_GRACE_MS = 2000;
+/** How long messages a dead rank sent before it died get to arrive before its requests fail. */
+const LAST_MESSAGES_GRACE_MS = 50;
 
 /**
  * Runs one worker module across `worldSize` rank processes and drives them
@@ -707,14 +709,21 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const expected = session.closed || session.closing || this.#state === "stopping";
     this.emit("rankExit", { ...exit, expected });
     if (expected || session !== this.#session) return;
-    const error = new RankExitError(exit.rank, exit.code, exit.signal, await rank.stderrTail(), { cause: session.fatal.get(exit.rank) });
+    const stderrTail = await rank.stderrTail();
+    // What the rank sent just before dying may still be in the socket: let it land first.
+    await new Promise((resolve) => setTimeout(resolve, LAST_MESSAGES_GRACE_MS));
+    const error = new RankExitError(exit.rank, exit.code, exit.signal, stderrTail, { cause: session.fatal.get(exit.rank) });
     if (session.closed) return;
     this.#log.error({ rank: exit.rank, code: exit.code, signal: exit.signal }, "rank exited unexpectedly; stopping the others");
     this.#runnerErrors.push(error);
     session.failure ??= error;
+    // The dead rank's error file is complete now: read it before anyone asks.
+    this.#harvestErrorFiles(session);
     session.startup.reject(error);
     if (this.#state === "starting") return; // start() closes the session itself
     this.#setState("failed");
+    // Fail what is in flight now, not once the other ranks have exited.
+    for (const request of session.requests.values()) request.fail(error);
     // A group with a dead rank would hang in its next collective: stop the rest.
     await this.#closeSession(session, "SIGTERM");
   }
@@ -742,6 +751,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
 
   async #releaseSession(session: Session): Promise<void> {
     session.closed = true;
+    this.#harvestErrorFiles(session);
     const reason = session.failure ?? new StateError("the runner stopped before the request finished");
     for (const request of session.requests.values()) request.fail(reason);
     session.requests.clear();

@@ -47,6 +47,19 @@ describe("a rank that dies", () => {
     expect(await runner.invoke({ op: "echo", value: "back" })).toBe("back");
   }, 40_000);
 
+  it("an uncaught exception on a rank is reported with its stack, through the error file, as the exit's cause", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    const error = (await runner.invoke({ op: "uncaught", rank: 1 }).catch((e: unknown) => e)) as RankExitError;
+    expect(error).toMatchObject({ code: "MULTIRANK_ERR_RANK_EXIT", rank: 1, exitCode: 1 });
+    expect(error.cause).toMatchObject({ code: "MULTIRANK_ERR_RANK", rank: 1, phase: "process", remoteName: "SyntaxError" });
+    const gathered = runner.gatherErrors();
+    const recorded = gathered.find((e) => e.code === "MULTIRANK_ERR_RANK" && e.phase === "process");
+    expect(recorded).toMatchObject({ rank: 1, remoteName: "SyntaxError" });
+    expect((recorded as Error).message).toContain("corrupt weights in shard");
+    expect(gathered.some((e) => e.code === "MULTIRANK_ERR_RANK_EXIT")).toBe(true);
+  });
+
   it("a rank that exits during setup fails start with the exit", async () => {
     const runner = makeRunner({ worker: fixture("probe"), worldSize: 2, nodeArgs: ["--require", "/nonexistent/preload.cjs"] });
     const error = await runner.start({ timeout: 20 }).catch((e: unknown) => e);
