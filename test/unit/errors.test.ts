@@ -1,3 +1,6 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import * as api from "../../src/index.js";
 import { ERROR_CODES, MultirankError, RankError, RankExitError, RankGroupError, serializeError, TimeoutError, ValidationError } from "../../src/errors.js";
@@ -23,6 +26,22 @@ describe("error catalogue", () => {
     ];
     for (const error of samples) expect(ERROR_CODES).toContain(error.code);
     expect(new Set(samples.map((e) => e.code)).size).toBe(ERROR_CODES.length);
+  });
+
+  it("every code used in the sources is documented in the README's error table", () => {
+    const root = fileURLToPath(new URL("../../", import.meta.url));
+    const codes = new Set<string>();
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) walk(path);
+        else if (entry.name.endsWith(".ts")) for (const m of readFileSync(path, "utf8").matchAll(/"(MULTIRANK_ERR_[A-Z_]+[A-Z])"/g)) codes.add(m[1]!);
+      }
+    };
+    walk(join(root, "src"));
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    expect(codes.size).toBeGreaterThanOrEqual(ERROR_CODES.length);
+    for (const code of codes) expect(readme, `README lacks ${code}`).toContain(`\`${code}\``);
   });
 
   it("instanceof works across copies of the module (branded, not prototype-based)", () => {
