@@ -13,7 +13,8 @@ export type { StreamingResultOptions, WorkerClass } from "./worker/distributed-w
 export type { CallContext } from "./worker/call-context.js";
 export type { EncodedImage, ImageFormat, RawImage } from "./codec/images.js";
 export { formatTextEvent, parseTextEvent, toJsonSafe } from "./codec/text-events.js";
-export type { CollectiveOptions, ProcessGroup, ReduceOp, Reducible } from "./collectives/index.js";
+export type { CollectiveOptions, ProcessGroup, ReduceOp, ReduceOptions, Reducible } from "./collectives/index.js";
+export { SharedSegment, shmAvailable, shmFreeBytes, sweepStaleSegments, type OpenSegmentOptions, type SharedSegmentOptions, type SweepOptions } from "./shm/index.js";
 export {
   cudaAvailability,
   getCpuAffinity,

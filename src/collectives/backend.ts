@@ -34,10 +34,19 @@ export interface CollectiveBackend {
   broadcast(value: unknown, root: number, call: CollectiveCall): Promise<unknown>;
   allGather(value: unknown, call: CollectiveCall): Promise<unknown[]>;
   gather(value: unknown, root: number, call: CollectiveCall): Promise<unknown[] | undefined>;
-  /** Returns a new array; must not modify `data`, and must not let `data`'s memory be read after it returns. */
-  allReduce(data: Reducible, op: ReduceOp, call: CollectiveCall): Promise<Reducible>;
-  /** Returns this rank's chunk (`splitRanges(data.length, size)[rank]`) of the reduction. */
-  reduceScatter(data: Reducible, op: ReduceOp, call: CollectiveCall): Promise<Reducible>;
+  /**
+   * Returns the reduction in `out` when given (same type and length as `data`,
+   * possibly `data` itself: then `data` is overwritten with the result), else
+   * in a new array; must not otherwise modify `data`, and must not let
+   * `data`'s memory be read after it returns.
+   */
+  allReduce(data: Reducible, op: ReduceOp, call: CollectiveCall, out?: Reducible): Promise<Reducible>;
+  /**
+   * Returns this rank's chunk (`splitRanges(data.length, size)[rank]`) of the
+   * reduction, in `out` when given (same type, the chunk's length; it may
+   * share memory with `data`).
+   */
+  reduceScatter(data: Reducible, op: ReduceOp, call: CollectiveCall, out?: Reducible): Promise<Reducible>;
   send(value: unknown, dst: number, signal: AbortSignal): Promise<void>;
   recv(src: number, signal: AbortSignal): Promise<unknown>;
   /** Collective `call` failed here with `error` (not one reported by a peer): tell the peers so theirs end too. */

@@ -2,7 +2,7 @@
  * Collectives among ranks: the process group every worker gets as `this.group`.
  * @module
  */
-export type { CollectiveOptions, ReduceOp, Reducible, ProcessGroup, ProcessGroupOptions } from "./types.js";
+export type { CollectiveOptions, ReduceOp, ReduceOptions, Reducible, ProcessGroup, ProcessGroupOptions } from "./types.js";
 export type { CollectiveBackend, CollectiveCall } from "./backend.js";
 export { createProcessGroup } from "./create.js";
 export { processGroupOptionsFromEnv, GROUP_DEFAULTS } from "./options.js";

@@ -23,13 +23,16 @@ export class LocalBackend implements CollectiveBackend {
   async gather(value: unknown): Promise<unknown[] | undefined> {
     return [value];
   }
-  async allReduce(data: Reducible, op: ReduceOp): Promise<Reducible> {
-    const out = data.slice();
-    finishReduce(out, op, 1);
-    return out;
+  async allReduce(data: Reducible, op: ReduceOp, _call?: CollectiveCall, out?: Reducible): Promise<Reducible> {
+    const result = out ?? data.slice();
+    if (out && out !== data) out.set(data);
+    finishReduce(result, op, 1);
+    return result;
   }
-  async reduceScatter(data: Reducible): Promise<Reducible> {
-    return data.slice();
+  async reduceScatter(data: Reducible, _op?: ReduceOp, _call?: CollectiveCall, out?: Reducible): Promise<Reducible> {
+    if (!out) return data.slice();
+    if (out !== data) out.set(data);
+    return out;
   }
   async send(): Promise<void> {
     throw new ValidationError("send needs a peer: the world size is 1");

@@ -4,7 +4,8 @@ import { abortable } from "./abortable.js";
 import type { CollectiveBackend, CollectiveCall } from "./backend.js";
 import { checkCallOptions } from "./options.js";
 import { checkReduceOp, dtypeOf } from "./reduce-ops.js";
-import type { CollectiveOptions, ProcessGroup, ReduceOp, Reducible } from "./types.js";
+import { splitRanges } from "./chunks.js";
+import type { CollectiveOptions, ProcessGroup, ReduceOp, ReduceOptions, Reducible } from "./types.js";
 
 /**
  * The {@link ProcessGroup} every backend sits behind. It validates arguments
@@ -52,6 +53,17 @@ export class BackendProcessGroup implements ProcessGroup {
   #checkReducible(data: unknown, method: string): Reducible {
     if (!dtypeOf(data)) throw new ValidationError(`${method}: data must be a Float32Array, Float64Array or Int32Array`);
     return data as Reducible;
+  }
+
+  /** Checks `o.out`: the class of `data` and `length` elements. */
+  #checkOut(data: Reducible, o: ReduceOptions | undefined, length: number, method: string): Reducible | undefined {
+    const out = o?.out;
+    if (out === undefined) return undefined;
+    if (!dtypeOf(out) || out.constructor !== data.constructor) {
+      throw new ValidationError(`${method}: options.out must be a ${data.constructor.name} like data (got ${(out as object)?.constructor?.name ?? typeof out})`);
+    }
+    if (out.length !== length) throw new ValidationError(`${method}: options.out must have ${length} elements (got ${out.length})`);
+    return out;
   }
 
   /** A signal that aborts on timeout, on `o.signal`, or when the group fails; its reason is the error to throw. */
@@ -163,29 +175,34 @@ export class BackendProcessGroup implements ProcessGroup {
   }
 
   /** @see ProcessGroup.allReduce */
-  allReduce<A extends Reducible>(data: A, op: ReduceOp = "sum", o?: CollectiveOptions): Promise<A> {
+  allReduce<A extends Reducible>(data: A, op: ReduceOp = "sum", o?: ReduceOptions<A>): Promise<A> {
+    let out: Reducible | undefined;
     try {
       checkCallOptions(o, "allReduce");
       this.#checkReducible(data, "allReduce");
       checkReduceOp(op, "allReduce: op");
+      out = this.#checkOut(data, o, data.length, "allReduce");
     } catch (error) {
       return Promise.reject(error);
     }
     const signature = `allReduce(${dtypeOf(data)}[${data.length}],${op})`;
-    return this.#collective("allReduce", signature, o, (call) => this.#backend.allReduce(data, op, call) as Promise<A>);
+    return this.#collective("allReduce", signature, o, (call) => this.#backend.allReduce(data, op, call, out) as Promise<A>);
   }
 
   /** @see ProcessGroup.reduceScatter */
-  reduceScatter<A extends Reducible>(data: A, op: ReduceOp = "sum", o?: CollectiveOptions): Promise<A> {
+  reduceScatter<A extends Reducible>(data: A, op: ReduceOp = "sum", o?: ReduceOptions<A>): Promise<A> {
+    let out: Reducible | undefined;
     try {
       checkCallOptions(o, "reduceScatter");
       this.#checkReducible(data, "reduceScatter");
       checkReduceOp(op, "reduceScatter: op");
+      const chunk = splitRanges(data.length, this.size)[this.rank];
+      out = this.#checkOut(data, o, chunk.end - chunk.start, "reduceScatter");
     } catch (error) {
       return Promise.reject(error);
     }
     const signature = `reduceScatter(${dtypeOf(data)}[${data.length}],${op})`;
-    return this.#collective("reduceScatter", signature, o, (call) => this.#backend.reduceScatter(data, op, call) as Promise<A>);
+    return this.#collective("reduceScatter", signature, o, (call) => this.#backend.reduceScatter(data, op, call, out) as Promise<A>);
   }
 
   /** @see ProcessGroup.send */

@@ -14,6 +14,23 @@ export interface CollectiveOptions {
 }
 
 /**
+ * Options of `allReduce` and `reduceScatter`: the per-call options plus where
+ * to put the result.
+ */
+export interface ReduceOptions<A extends Reducible = Reducible> extends CollectiveOptions {
+  /**
+   * Array to write the result into instead of allocating one per call (a
+   * 64 MiB all-reduce otherwise allocates, and page-faults, 64 MiB each time);
+   * the call then resolves with `out` itself. Same type as `data`; length
+   * `data.length` for `allReduce`, this rank's chunk length for
+   * `reduceScatter`. It may be `data` itself (an in-place reduction, as
+   * torch.distributed does). Its contents are undefined if the call fails.
+   * @default a new array
+   */
+  out?: A;
+}
+
+/**
  * How values are combined. `avg` is `sum` divided by the world size; on
  * `Int32Array` it truncates toward zero, and Int32 `sum`/`prod` wrap modulo
  * 2^32 as C `int32_t` arithmetic does. `min`/`max` propagate NaN.
@@ -53,17 +70,22 @@ export interface ProcessGroup {
   allGather<T>(data: T, o?: CollectiveOptions): Promise<T[]>;
   /**
    * Element-wise reduction of `data` across ranks. Returns a new array of the
-   * same type and length on every rank (bit-identical on all ranks); `data` is
-   * not modified. @default op "sum"
+   * same type and length on every rank (bit-identical on all ranks), or
+   * `o.out` filled with it; `data` is not modified unless it is `o.out`.
+   * @default op "sum"
+   * @example
+   * const sum = await group.allReduce(partial);                     // new array
+   * await group.allReduce(partial, "sum", { out: partial });        // in place, no allocation
    */
-  allReduce<A extends Reducible>(data: A, op?: ReduceOp, o?: CollectiveOptions): Promise<A>;
+  allReduce<A extends Reducible>(data: A, op?: ReduceOp, o?: ReduceOptions<A>): Promise<A>;
   /**
    * Reduces `data` across ranks and returns this rank's chunk of the result.
    * The split is numpy's `array_split`: with `q = floor(length / size)` and
    * `m = length % size`, ranks `0..m-1` get `q + 1` elements and the others
-   * `q`, in rank order (see `splitRanges`). @default op "sum"
+   * `q`, in rank order (see `splitRanges`). With `o.out` (of the chunk's
+   * length) the chunk is written there and `o.out` returned. @default op "sum"
    */
-  reduceScatter<A extends Reducible>(data: A, op?: ReduceOp, o?: CollectiveOptions): Promise<A>;
+  reduceScatter<A extends Reducible>(data: A, op?: ReduceOp, o?: ReduceOptions<A>): Promise<A>;
   /** `root` gets every rank's `data` indexed by rank; other ranks get `undefined`. @default root 0 */
   gather<T>(data: T, root?: number, o?: CollectiveOptions): Promise<T[] | undefined>;
   /**
@@ -104,8 +126,10 @@ export interface ProcessGroupOptions {
    */
   transport?: "auto" | "ipc" | "tcp";
   /**
-   * Use files in `/dev/shm` for large all-reduces and reduce-scatters when all
-   * ranks share a host (ignored over tcp or where `/dev/shm` is missing). @default true
+   * Use shared memory in `/dev/shm` for large all-reduces and reduce-scatters
+   * when all ranks share a host (ignored over tcp or where `/dev/shm` is
+   * missing): segments mapped by the native addon, or tmpfs files read and
+   * written with pread/pwrite where the addon is not built. @default true
    */
   sharedMemory?: boolean;
   /**

@@ -14,7 +14,7 @@ import { Liveness } from "./liveness.js";
 import { Mesh } from "./mesh.js";
 import { allocLike, finishReduce, reduceInto } from "./reduce-ops.js";
 import { isLoopback, rendezvous, tcpEndpoint, type RendezvousPlan } from "./rendezvous.js";
-import { SharedSlots, SHM_BUFFERS, SHM_DIR, sharedMemoryAvailable, sweepStale } from "./shm.js";
+import { MappedSlots, reduceParts, SharedSlots, SHM_BUFFERS, SHM_DIR, sharedKind, sweepStale, type SharedBuffers } from "./shm.js";
 import type { ReduceOp, Reducible } from "./types.js";
 import { bytesOf, decodeValue, encodeValue, packHeader, viewAs, type Header, type ValueMeta } from "./wire.js";
 
@@ -51,15 +51,18 @@ function firstExternalIPv4(): string | undefined {
 export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend> {
   let pull: zmq.Pull | undefined;
   let ipcPath: string | undefined;
-  let slots: SharedSlots | undefined;
+  let slots: SharedBuffers | undefined;
   let liveness: Liveness | undefined;
   const pushes = new Map<number, zmq.Push>();
   let tcp = false;
   sweepStale(SHM_DIR);
   sweepStale(os.tmpdir());
+  // Mapped segments when the addon has them, else tmpfs files; every rank must
+  // use the same kind (checked at connect), or none.
+  const kind = o.sharedMemory ? sharedKind() : undefined;
   try {
     const { plan } = await rendezvous(
-      { ...o, sharedMemory: o.sharedMemory && sharedMemoryAvailable() },
+      { ...o, sharedMemory: kind !== undefined },
       {
         bind: async (p: RendezvousPlan) => {
           tcp = p.transport === "tcp";
@@ -77,15 +80,16 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
           }
           const live = await Liveness.listen(tcp ? undefined : `${ipcPath}.live`, bindHost);
           liveness = live.liveness;
-          // One string per rank in the table: "<data endpoint> <liveness address> <pid>".
-          endpoint = `${endpoint} ${live.address} ${process.pid}`;
           if (p.sharedMemory) {
             try {
-              slots = SharedSlots.create(p.groupId, o.rank);
+              const peers = [...Array(o.size).keys()].filter((r) => r !== o.rank);
+              slots = kind === "mmap" ? new MappedSlots(p.groupId, o.rank, peers) : SharedSlots.create(p.groupId, o.rank);
             } catch (error) {
               o.log.warn({ err: error }, "shared memory unavailable; large reductions go over sockets");
             }
           }
+          // One string per rank in the table: "<data endpoint> <liveness address> <pid> <shared kind or ->".
+          endpoint = `${endpoint} ${live.address} ${process.pid} ${slots?.kind ?? "-"}`;
           return { endpoint, sharedMemory: slots !== undefined };
         },
         connect: async (table, shm, signal) => {
@@ -105,7 +109,8 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
             pushes.set(peer, push);
           }
           await abortable(Promise.all(connected), signal);
-          if (slots && shm) slots.openPeers([...pushes.keys()], table.map((e) => Number(e.split(" ")[2])));
+          const sameKind = table.every((e) => e.split(" ")[3] === slots?.kind);
+          if (slots && shm && sameKind) slots.openPeers([...pushes.keys()], table.map((e) => Number(e.split(" ")[2])));
           else if (slots) {
             await slots.close();
             slots = undefined;
@@ -135,6 +140,23 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
 
 const mod = (a: number, n: number): number => ((a % n) + n) % n;
 
+/** `result` copied into `out` when the caller gave one, else `result` itself. */
+function into(out: Reducible | undefined, result: Reducible): Reducible {
+  if (!out) return result;
+  out.set(result);
+  return out;
+}
+
+/** Whether two views share any byte. */
+function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
+/** A `like`-typed view of `length` elements of `memory` from byte `offset` (a mapped shared buffer). */
+function typedView(like: Reducible, memory: ArrayBuffer, offset: number, length: number): Reducible {
+  return new (like.constructor as new (b: ArrayBuffer, o: number, n: number) => Reducible)(memory, offset, length);
+}
+
 /** Rebuilds the error a peer reported when it abandoned a collective. */
 function errorFromAbort(e: NonNullable<Header["e"]> & { timeoutMs?: number }): Error {
   switch (e.code) {
@@ -161,7 +183,7 @@ export class ZmqBackend implements CollectiveBackend {
   readonly size: number;
   readonly #mesh: Mesh;
   readonly #mailbox = new Mailbox();
-  readonly #slots: SharedSlots | undefined;
+  readonly #slots: SharedBuffers | undefined;
   readonly #liveness: Liveness;
   readonly #log: Logger;
   readonly #peers: number[];
@@ -183,7 +205,7 @@ export class ZmqBackend implements CollectiveBackend {
   #failure: Error | undefined;
   #closing = false;
 
-  constructor(rank: number, size: number, mesh: Mesh, liveness: Liveness, slots: SharedSlots | undefined, log: Logger) {
+  constructor(rank: number, size: number, mesh: Mesh, liveness: Liveness, slots: SharedBuffers | undefined, log: Logger) {
     this.rank = rank;
     this.size = size;
     this.#mesh = mesh;
@@ -201,6 +223,11 @@ export class ZmqBackend implements CollectiveBackend {
     return this.#slots !== undefined;
   }
 
+  /** How large reductions share memory: mapped segments, tmpfs files, or not at all. */
+  get sharedKind(): "mmap" | "file" | undefined {
+    return this.#slots?.kind;
+  }
+
   // ---- incoming ------------------------------------------------------------
 
   #onMessage(h: Header, frames: Buffer[]): void {
@@ -214,6 +241,8 @@ export class ZmqBackend implements CollectiveBackend {
         return;
       case "r":
         this.#release(h.s, h.q ?? -1);
+        // i = 1: the sender mapped our buffer of that collective; its name may go.
+        if (h.i === 1 && typeof h.q === "number") this.#slots?.attached(h.s, h.q % SHM_BUFFERS, h.q);
         return;
       case "x": {
         if (typeof h.q !== "number" || !h.e) return;
@@ -411,34 +440,37 @@ export class ZmqBackend implements CollectiveBackend {
     return out;
   }
 
-  async allReduce(data: Reducible, op: ReduceOp, call: CollectiveCall): Promise<Reducible> {
+  async allReduce(data: Reducible, op: ReduceOp, call: CollectiveCall, out?: Reducible): Promise<Reducible> {
     switch (chooseReduceAlgorithm({ bytes: data.byteLength, size: this.size, sharedMemory: this.sharedMemory })) {
       case "local": {
-        const out = data.slice();
-        finishReduce(out, op, 1);
-        return out;
+        const result = out ?? data.slice();
+        if (out && out !== data) out.set(data);
+        finishReduce(result, op, 1);
+        return result;
       }
       case "direct":
-        return this.#directReduce(data, op, call, false);
+        return into(out, await this.#directReduce(data, op, call, false));
       case "shm":
-        return this.#shmReduce(data, op, call, false);
+        return this.#shmReduce(data, op, call, false, out);
       case "ring": {
         const mine = await this.#ringReduceScatter(data, op, call);
-        return this.#ringAllGather(data, mine, call);
+        return this.#ringAllGather(data, mine, call, out);
       }
     }
   }
 
-  async reduceScatter(data: Reducible, op: ReduceOp, call: CollectiveCall): Promise<Reducible> {
+  async reduceScatter(data: Reducible, op: ReduceOp, call: CollectiveCall, out?: Reducible): Promise<Reducible> {
     switch (chooseReduceAlgorithm({ bytes: data.byteLength, size: this.size, sharedMemory: this.sharedMemory })) {
       case "local":
-        return data.slice();
+        return into(out, data.slice());
       case "direct":
-        return this.#directReduce(data, op, call, true);
+        return into(out, await this.#directReduce(data, op, call, true));
       case "shm":
-        return this.#shmReduce(data, op, call, true);
-      case "ring":
-        return (await this.#ringReduceScatter(data, op, call)).slice();
+        return this.#shmReduce(data, op, call, true, out);
+      case "ring": {
+        const held = await this.#ringReduceScatter(data, op, call);
+        return out ? into(out, held) : held.slice();
+      }
     }
   }
 
@@ -498,14 +530,19 @@ export class ZmqBackend implements CollectiveBackend {
     return held!;
   }
 
-  /** Ring all-gather of each rank's chunk `mine` into a new array shaped like `data`. */
-  async #ringAllGather(data: Reducible, mine: Reducible, call: CollectiveCall): Promise<Reducible> {
+  /**
+   * Ring all-gather of each rank's chunk `mine` into `out` (a new array shaped
+   * like `data` when absent). `out` may be `data` itself: the reduce-scatter is
+   * over, and every chunk written here was received, which proves the bytes
+   * of `data` sent without copying have been read.
+   */
+  async #ringAllGather(data: Reducible, mine: Reducible, call: CollectiveCall, given?: Reducible): Promise<Reducible> {
     const n = this.size;
     const r = this.rank;
     const chunks = splitRanges(data.length, n);
     const next = mod(r + 1, n);
     const prev = mod(r - 1, n);
-    const out = allocLike(data, data.length);
+    const out = given ?? allocLike(data, data.length);
     out.set(mine, chunks[r].start);
     let forward = mine;
     for (let k = 0; k < n - 1; k++) {
@@ -546,52 +583,94 @@ export class ZmqBackend implements CollectiveBackend {
   }
 
   /**
-   * Shared-memory reduction (one host). Each rank owns two tmpfs buffers,
+   * Shared-memory reduction (one host). Each rank owns two shared buffers,
    * alternating by sequence number. Steps: (1) write my array, except my own
    * chunk, into my buffer; (2) exchange "written" (this also checks the
-   * signatures); (3) read chunk `rank` from every peer and reduce in rank
-   * order; for all-reduce (4) write the reduced chunk into my buffer, (5)
-   * exchange "reduced", (6) read every other reduced chunk from its owner.
-   * Finally tell peers I no longer read their buffers, so they may reuse them.
+   * signatures, and carries the name of a mapped buffer so peers can map it);
+   * (3) reduce chunk `rank` of every rank's array in rank order, straight from
+   * the peers' mapped buffers (the file fallback reads them into scratch
+   * first); for all-reduce (4) write the reduced chunk into my buffer, (5)
+   * exchange "reduced", (6) copy every other reduced chunk from its owner.
+   * Finally tell peers I no longer read their buffers, so they may reuse them
+   * (and, when I mapped them, unlink their names).
+   *
+   * `given` (the caller's `out`) receives the result; it may share memory
+   * with `data`, in which case my whole array goes to my buffer first and my
+   * own contribution is read back from there.
    */
-  async #shmReduce(data: Reducible, op: ReduceOp, call: CollectiveCall, scatter: boolean): Promise<Reducible> {
+  async #shmReduce(data: Reducible, op: ReduceOp, call: CollectiveCall, scatter: boolean, given?: Reducible): Promise<Reducible> {
     const slots = this.#slots!;
+    const mapped = slots.kind === "mmap";
     const n = this.size;
     const r = this.rank;
     const bpe = data.BYTES_PER_ELEMENT;
     const chunks = splitRanges(data.length, n);
     const own = chunks[r];
+    const ownLength = own.end - own.start;
     const b = call.seq % SHM_BUFFERS;
     await this.#awaitRelease(b, call);
     this.#lastUse[b] = call.seq;
+    let attachedAll = false;
     try {
       const sig = call.signal;
-      await abortable(
-        Promise.all([slots.write(b, bytesOf(data.subarray(0, own.start)), 0), slots.write(b, bytesOf(data.subarray(own.end)), own.end * bpe)]),
-        sig,
-      );
-      await Promise.all([...this.#peers.map((p) => this.#send(call, p, undefined, undefined, 1)), ...this.#peers.map((p) => this.#take(call, p, 1))]);
-
-      const out = scatter ? allocLike(data, own.end - own.start) : allocLike(data, data.length);
-      const acc = scatter ? out : out.subarray(own.start, own.end);
-      const reads = new Map<number, Promise<Reducible>>();
-      for (const p of this.#peers) {
-        // Rank 0's chunk lands straight in the accumulator; others in scratch.
-        const target = p === 0 ? acc : this.#scratchView(data, p, own.end - own.start);
-        reads.set(p, slots.read(p, b, bytesOf(target), own.start * bpe).then(() => target));
+      const aliased = given !== undefined && overlaps(given, data);
+      const token = slots.prepare(b, data.byteLength, call.seq);
+      if (aliased && mapped) await slots.write(b, bytesOf(data), 0);
+      else {
+        await abortable(
+          Promise.all([slots.write(b, bytesOf(data.subarray(0, own.start)), 0), slots.write(b, bytesOf(data.subarray(own.end)), own.end * bpe)]),
+          sig,
+        );
       }
-      if (r === 0) acc.set(data.subarray(own.start, own.end));
-      else await abortable(reads.get(0)!, sig);
-      for (let j = 1; j < n; j++) reduceInto(acc, j === r ? data.subarray(own.start, own.end) : await abortable(reads.get(j)!, sig), op);
+      const tokenFrame = token ? Buffer.from(token) : undefined;
+      await Promise.all([
+        ...this.#peers.map((p) => this.#send(call, p, tokenFrame, undefined, 1)),
+        ...this.#peers.map(async (p) => {
+          const m = await this.#take(call, p, 1);
+          if (mapped) slots.attach(p, b, m.frames[0]?.toString() ?? "");
+        }),
+      ]);
+      attachedAll = mapped;
+
+      // My contribution, saved before `out` overwrites it when the two alias.
+      const mine = !aliased ? data.subarray(own.start, own.end) : mapped ? typedView(data, slots.memory(r, b)!, own.start * bpe, ownLength) : data.slice(own.start, own.end);
+      const out = given ?? (scatter ? allocLike(data, ownLength) : allocLike(data, data.length));
+      const acc = scatter ? out : out.subarray(own.start, own.end);
+      if (mapped) {
+        const parts = [...Array(n).keys()].map((j) => (j === r ? mine : typedView(data, slots.memory(j, b)!, own.start * bpe, ownLength)));
+        reduceParts(acc, parts, op);
+      } else {
+        const reads = new Map<number, Promise<Reducible>>();
+        for (const p of this.#peers) {
+          // Rank 0's chunk lands straight in the accumulator; others in scratch.
+          const target = p === 0 ? acc : this.#scratchView(data, p, ownLength);
+          reads.set(p, slots.read(p, b, bytesOf(target), own.start * bpe).then(() => target));
+        }
+        if (r === 0) acc.set(mine);
+        else await abortable(reads.get(0)!, sig);
+        for (let j = 1; j < n; j++) reduceInto(acc, j === r ? mine : await abortable(reads.get(j)!, sig), op);
+      }
       finishReduce(acc, op, n);
       if (scatter) return out;
 
       await abortable(slots.write(b, bytesOf(acc), own.start * bpe), sig);
-      await Promise.all([...this.#peers.map((p) => this.#send(call, p, undefined, undefined, 2)), ...this.#peers.map((p) => this.#take(call, p, 2))]);
-      await abortable(Promise.all(this.#peers.map((p) => slots.read(p, b, bytesOf(out.subarray(chunks[p].start, chunks[p].end)), chunks[p].start * bpe))), sig);
+      if (mapped) {
+        // Copy each reduced chunk as soon as its owner reports it, not after the slowest.
+        await Promise.all([
+          ...this.#peers.map((p) => this.#send(call, p, undefined, undefined, 2)),
+          ...this.#peers.map(async (p) => {
+            await this.#take(call, p, 2);
+            const c = chunks[p];
+            out.set(typedView(data, slots.memory(p, b)!, c.start * bpe, c.end - c.start), c.start);
+          }),
+        ]);
+      } else {
+        await Promise.all([...this.#peers.map((p) => this.#send(call, p, undefined, undefined, 2)), ...this.#peers.map((p) => this.#take(call, p, 2))]);
+        await abortable(Promise.all(this.#peers.map((p) => slots.read(p, b, bytesOf(out.subarray(chunks[p].start, chunks[p].end)), chunks[p].start * bpe))), sig);
+      }
       return out;
     } finally {
-      const done = [packHeader({ k: "r", s: r, q: call.seq })];
+      const done = [packHeader(attachedAll ? { k: "r", s: r, q: call.seq, i: 1 } : { k: "r", s: r, q: call.seq })];
       for (const p of this.#peers) if (!this.#departed.has(p)) this.#mesh.send(p, done).catch(() => {});
     }
   }

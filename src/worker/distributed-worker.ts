@@ -126,13 +126,15 @@ export abstract class DistributedWorker<Input = unknown, Output = unknown, Setup
    * Sends one streaming result to the caller of the current request (rank 0
    * only; other ranks' results are dropped here, before any encoding). Raw
    * images are encoded in this rank. Items keep their order. The promise
-   * resolves once the item is on the wire; awaiting it gives backpressure.
+   * resolves once ZeroMQ has taken the item (encoded and queued to send);
+   * awaiting it gives backpressure. A rank that crashes right after may lose
+   * items ZeroMQ had not written out yet.
    */
   addStreamingResult(result: unknown, options: StreamingResultOptions = {}): Promise<void> {
     return this.#bound().addStreamingResult(result, options);
   }
 
-  /** Sends an error item to the caller's stream without ending the request (rank 0 only). */
+  /** Fails the caller's stream with `error` (rank 0 only), as fal does: the caller's loop throws a `RankError`. */
   addStreamingError(error: unknown): Promise<void> {
     return this.#bound().addStreamingError(error);
   }
