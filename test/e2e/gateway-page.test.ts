@@ -26,6 +26,9 @@ afterEach(async () => {
 });
 
 // Skipped only outside CI when Chromium is not installed; CI installs it and must run this.
+if (!existsSync(CHROMIUM) && !process.env.CI) {
+  process.stderr.write(`skipping the Chromium page test: ${CHROMIUM} is missing (apt-get install chromium)\n`);
+}
 describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("the web page in Chromium", () => {
   it("runs the image app and draws the streamed JPEG frames; the text app shows tokens", async () => {
     const { url } = await startGateway({
