@@ -30,8 +30,8 @@ async function rawBaseline(): Promise<number> {
   }
 }
 
-async function measure(worldSize: number): Promise<{ invoke: ReturnType<typeof summarize>; stream: ReturnType<typeof summarize> }> {
-  const runner = new DistributedRunner({ worker: ECHO, worldSize, logger: pino({ level: "warn" }) });
+async function measure(worldSize: number, transport: "auto" | "tcp" = "auto"): Promise<{ invoke: ReturnType<typeof summarize>; stream: ReturnType<typeof summarize> }> {
+  const runner = new DistributedRunner({ worker: ECHO, worldSize, transport, logger: pino({ level: "warn" }) });
   await runner.start();
   try {
     const payload = { text: "hi" };
@@ -65,6 +65,11 @@ export async function main(): Promise<BenchRow[]> {
     const target = worldSize === 1 ? { max: 1.5 } : worldSize === 4 ? { max: 3 } : undefined;
     rows.push(row({ name: `invoke p50, world ${worldSize}`, value: invoke.p50, unit: "ms", baselineName: "raw zmq round trip p50", baseline: raw, lowerIsBetter: true, ...(target ? { target } : {}), extra: { p90: invoke.p90, p99: invoke.p99 } }));
     rows.push(row({ name: `stream (1 item) p50, world ${worldSize}`, value: stream.p50, unit: "ms", baselineName: "raw zmq round trip p50", baseline: raw, lowerIsBetter: true, extra: { p99: stream.p99 } }));
+    if (worldSize === 1) {
+      // Does the ipc:// default pay? The same runner over loopback TCP, for comparison.
+      const tcp = await measure(1, "tcp");
+      rows.push(row({ name: "invoke p50, world 1, over tcp://127.0.0.1", value: tcp.invoke.p50, unit: "ms", baselineName: "same over ipc:// (default)", baseline: invoke.p50, lowerIsBetter: true }));
+    }
   }
   report("invoke", rows, { requests: N });
   return rows;

@@ -128,6 +128,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
   #state: RunnerState = "idle";
   #session: Session | undefined;
   #setupArgs: Record<string, unknown> = {};
+  #setupMessage: Buffer | undefined;
   #startTimeoutSeconds: number | undefined;
   #nextRequestId = 1;
   #runnerErrors: MultirankError[] = [];
@@ -184,6 +185,8 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     if (this.#state === "starting" || this.#state === "ready") throw new StateError(`runner is already ${this.#state}`);
     if (this.#state === "stopping") throw new StateError("runner is stopping; await stop() before start()");
     signal?.throwIfAborted();
+    // Packed once, before any process exists: an argument that cannot be sent fails here.
+    this.#setupMessage = pack({ t: "setup", args: setupArgs } satisfies RunnerMessage, "setup arguments", this.#options.maxMessageBytes);
     this.#setupArgs = setupArgs;
     this.#startTimeoutSeconds = timeout;
     this.#setState("starting");
@@ -322,6 +325,9 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     for (const rank of ranks) {
       session.sender.send([session.routingIds[rank]!, bytes]).catch((error: unknown) => {
         request.fail(new TransportError(`could not send request ${id} to rank ${rank}`, { rank, cause: error }));
+        // That rank will never answer; the others must not wait for it in a collective.
+        request.forgetRank(rank);
+        this.#sendCancel(session, request, "failed");
       });
     }
     return { request, session };
@@ -576,7 +582,9 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
         deathPipe: options.deathPipe,
       });
       session.ranks.push(process_);
-      void process_.exited.then((exit) => this.#onRankExit(session, process_, exit));
+      void process_.exited
+        .then((exit) => this.#onRankExit(session, process_, exit))
+        .catch((error: unknown) => this.#log.error({ err: error, rank }, "handling a rank exit failed"));
     }
     return session;
   }
@@ -616,7 +624,12 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
           this.#foreign(identity, `message before hello from rank ${rank}'s identity`);
           continue;
         }
-        this.#onMessage(session, rank, message);
+        try {
+          this.#onMessage(session, rank, message);
+        } catch (error) {
+          // One message must never end the loop: everything in flight depends on it.
+          this.#log.error({ err: error, rank, type: message.t }, "handling a control message failed");
+        }
       }
     } catch (error) {
       if (!session.closed) this.#log.error({ err: error }, "control socket receive loop failed");
@@ -639,8 +652,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
           return;
         }
         session.connected.add(rank);
-        const setup = pack({ t: "setup", args: this.#setupArgs } satisfies RunnerMessage, "setup arguments", this.#options.maxMessageBytes);
-        session.sender.send([session.routingIds[rank]!, setup]).catch((error: unknown) => {
+        session.sender.send([session.routingIds[rank]!, this.#setupMessage!]).catch((error: unknown) => {
           session.startup.reject(new TransportError(`could not send setup to rank ${rank}`, { rank, cause: error }));
         });
         return;
@@ -652,7 +664,6 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
         return;
       case "setup-failed":
         session.setupErrors.push(new RankError(message.error, rank, "setup"));
-        session.ready.delete(rank);
         if (session.setupErrors.length === 1) {
           // Give the other ranks a moment to report their own setup errors too.
           setTimeout(() => this.#failStartup(session), 1000).unref();
@@ -717,6 +728,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     this.#log.error({ rank: exit.rank, code: exit.code, signal: exit.signal }, "rank exited unexpectedly; stopping the others");
     this.#runnerErrors.push(error);
     session.failure ??= error;
+    this.maybeCancelKeepalive();
     // The dead rank's error file is complete now: read it before anyone asks.
     this.#harvestErrorFiles(session);
     session.startup.reject(error);

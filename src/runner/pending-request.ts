@@ -83,11 +83,11 @@ export class PendingRequest {
   }
 
   progress(data: unknown): void {
-    if (!this.#settled) this.#hooks.onProgress?.(data);
+    if (!this.#settled) callUser(this.#hooks.onProgress, data);
   }
 
   log(log: ForwardedLog): void {
-    if (!this.#settled) this.#hooks.onLog?.(log);
+    if (!this.#settled) callUser(this.#hooks.onLog, log);
   }
 
   /** A rank finished the request: ok, failed, or cancelled. */
@@ -149,5 +149,15 @@ export class PendingRequest {
     this.#settled = true;
     if (this.#graceTimer) clearTimeout(this.#graceTimer);
     for (const cleanup of this.#onSettle.splice(0)) cleanup();
+  }
+}
+
+/** A caller's callback may throw; that is the caller's bug and must not break the runner. */
+function callUser<T>(callback: ((value: T) => void) | undefined, value: T): void {
+  if (!callback) return;
+  try {
+    callback(value);
+  } catch (error) {
+    process.emitWarning(`multirank: an onProgress/onLog callback threw: ${error instanceof Error ? error.message : String(error)}`);
   }
 }

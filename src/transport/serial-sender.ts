@@ -1,5 +1,3 @@
-import type { Socket } from "zeromq";
-
 type Frames = Array<Buffer | Uint8Array | string>;
 
 /**
@@ -12,7 +10,7 @@ export class SerialSender {
   #queue: Array<{ frames: Frames; resolve: () => void; reject: (error: unknown) => void }> = [];
   #draining = false;
 
-  constructor(socket: Pick<Socket, never> & { send(frames: Frames): Promise<void> }) {
+  constructor(socket: { send(frames: Frames): Promise<void> }) {
     this.#socket = socket;
   }
 
@@ -21,7 +19,14 @@ export class SerialSender {
     if (!this.#draining) {
       // Nothing queued: hand the frames to ZeroMQ now, and hold later sends until it took them.
       this.#draining = true;
-      const sent = this.#socket.send(frames);
+      let sent: Promise<void>;
+      try {
+        sent = this.#socket.send(frames);
+      } catch (error) {
+        // zeromq.js throws synchronously on a closed or busy socket: keep the queue usable.
+        this.#afterDirectSend();
+        return Promise.reject(error);
+      }
       sent.then(
         () => this.#afterDirectSend(),
         () => this.#afterDirectSend(),

@@ -18,9 +18,10 @@ export const SHARED_PAYLOAD_MIN_BYTES = 1024 * 1024;
 // Element alignment for every typed array kind (Float64Array needs 8).
 const ALIGN = 8;
 
-type View = Buffer | Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array | Float32Array | Float64Array | BigInt64Array | BigUint64Array;
+type View = Buffer | Uint8Array | Uint8ClampedArray | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array | Float32Array | Float64Array | BigInt64Array | BigUint64Array;
 const VIEW_TYPES: Record<string, { BYTES_PER_ELEMENT: number; new (buffer: ArrayBuffer, offset: number, length: number): View }> = {
   Uint8Array,
+  Uint8ClampedArray,
   Int8Array,
   Uint16Array,
   Int16Array,

@@ -299,7 +299,10 @@ export class RankRuntime {
         item = options.asTextEvent ? { event: formatTextEvent(result) } : { data: result };
       } catch (error) {
         active.streamFailure ??= error;
-        return Promise.reject(error);
+        const failed = Promise.reject(error);
+        // Awaiting is optional: the request fails through streamFailure either way.
+        failed.catch(() => {});
+        return failed;
       }
       return this.#queueItem(active, item);
     }

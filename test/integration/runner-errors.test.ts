@@ -110,6 +110,35 @@ describe("bad input", () => {
     expect(await runner.invoke({ op: "echo", value: "still fine" })).toBe("still fine");
   });
 
+  it("a caller's onProgress that throws breaks neither that request nor the runner", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 1 });
+    await runner.start();
+    const onProgress = (): void => {
+      throw new Error("caller bug");
+    };
+    const warned = new Promise((resolve) => process.once("warning", resolve));
+    expect(await runner.invoke({ op: "progress", steps: 2 }, { onProgress })).toBe("done");
+    expect(String(await warned)).toContain("caller bug");
+    expect(await runner.invoke({ op: "echo", value: "next" })).toBe("next");
+  });
+
+  it("setup arguments that cannot be packed fail start at once, before any process exists", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await expect(runner.start({ callback: () => 1 })).rejects.toMatchObject({ code: "MULTIRANK_ERR_SERIALIZATION" });
+    expect(childPids()).toEqual([]);
+    await runner.start({ model: "fine" });
+    expect(runner.isAlive()).toBe(true);
+  });
+
+  it("stop() still cleans up after the control socket was closed by hand", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    runner.closeZmqSocket();
+    await runner.stop({ timeout: 0.5 });
+    expect(runner.state).toBe("stopped");
+    expect(childPids()).toEqual([]);
+  });
+
   it("rejects invalid options naming the field", async () => {
     const { DistributedRunner } = await import("../../src/index.js");
     expect(() => new DistributedRunner({ worker: fixture("probe"), worldSize: 0 })).toThrow(/options.worldSize must be a positive integer/);
