@@ -1,4 +1,5 @@
 import { ValidationError } from "../errors.js";
+import { walkData } from "../util/walk-data.js";
 
 /** Raw pixels, row-major, `channels` interleaved bytes per pixel (1, 3 or 4). */
 export interface RawImage {
@@ -80,18 +81,9 @@ export async function encodeImage(image: RawImage, options: ImageEncodeOptions):
 
 const MAX_DEPTH = 6;
 
-/** Whether `value` holds a raw image where {@link encodeImagesIn} would find one; synchronous and allocation-free. */
-export function containsRawImage(value: unknown, depth = 0): boolean {
-  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value)) return false;
-  if (isRawImage(value)) return true;
-  if (depth >= MAX_DEPTH) return false;
-  if (Array.isArray(value)) {
-    for (const item of value) if (containsRawImage(item, depth + 1)) return true;
-    return false;
-  }
-  if (Object.getPrototypeOf(value) !== Object.prototype) return false;
-  for (const key in value) if (containsRawImage((value as Record<string, unknown>)[key], depth + 1)) return true;
-  return false;
+/** Whether `value` holds a raw image where {@link encodeImagesIn} would find one; synchronous. */
+export function containsRawImage(value: unknown): boolean {
+  return walkData(value, (v) => (isRawImage(v) ? "stop" : undefined), MAX_DEPTH);
 }
 
 /**

@@ -1,5 +1,6 @@
 import { addExtension } from "msgpackr";
 import { SharedSegment, shmAvailable, sweepStaleSegments } from "../shm/index.js";
+import { walkData } from "../util/walk-data.js";
 
 /**
  * Large payload buffers through shared memory. The runner copies every Buffer
@@ -83,21 +84,6 @@ export interface OffloadedPayload {
   sharedBytes: number;
 }
 
-function collect(value: unknown, minBytes: number, found: View[], depth: number): void {
-  if (typeof value !== "object" || value === null) return;
-  if (ArrayBuffer.isView(value)) {
-    if (value.byteLength >= minBytes && !(value instanceof DataView)) found.push(value as View);
-    return;
-  }
-  if (depth >= 8) return;
-  if (Array.isArray(value)) {
-    for (const item of value) collect(item, minBytes, found, depth + 1);
-    return;
-  }
-  if (Object.getPrototypeOf(value) !== Object.prototype) return;
-  for (const key in value) collect((value as Record<string, unknown>)[key], minBytes, found, depth + 1);
-}
-
 function replace(value: unknown, refs: Map<View, SharedRef>, depth: number): unknown {
   if (typeof value !== "object" || value === null) return value;
   if (ArrayBuffer.isView(value)) return refs.get(value as View) ?? value;
@@ -118,7 +104,9 @@ let sweptStale = false;
  */
 export function offloadLargeBuffers(payload: unknown, minBytes = SHARED_PAYLOAD_MIN_BYTES): OffloadedPayload {
   const found: View[] = [];
-  collect(payload, minBytes, found, 0);
+  walkData(payload, (v) => {
+    if (ArrayBuffer.isView(v) && !(v instanceof DataView) && v.byteLength >= minBytes) found.push(v as View);
+  }, 8);
   if (found.length === 0 || !shmAvailable()) return { payload, segment: undefined, sharedBytes: 0 };
   if (!sweptStale) {
     sweptStale = true;

@@ -10,6 +10,7 @@ import type { WorkerDevice } from "../devices/index.js";
 import { AbortError, MessageTooLargeError, serializeError, type RankPhase } from "../errors.js";
 import type { RankMessage, RunnerMessage, StreamItem } from "../transport/messages.js";
 import { deferred, type Deferred } from "../util/deferred.js";
+import { walkData } from "../util/walk-data.js";
 import { SerialSender } from "../transport/serial-sender.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
@@ -427,14 +428,8 @@ export class RankRuntime {
 }
 
 /** Whether `value` holds typed-array or Buffer data over LARGE_ITEM_BYTES (a few levels deep). */
-function holdsLargeBinary(value: unknown, depth = 0): boolean {
-  if (typeof value !== "object" || value === null) return false;
-  if (ArrayBuffer.isView(value)) return value.byteLength > LARGE_ITEM_BYTES;
-  if (depth >= 4) return false;
-  if (Array.isArray(value)) return value.some((item) => holdsLargeBinary(item, depth + 1));
-  if (Object.getPrototypeOf(value) !== Object.prototype) return false;
-  for (const key in value) if (holdsLargeBinary((value as Record<string, unknown>)[key], depth + 1)) return true;
-  return false;
+function holdsLargeBinary(value: unknown): boolean {
+  return walkData(value, (v) => (ArrayBuffer.isView(v) && v.byteLength > LARGE_ITEM_BYTES ? "stop" : undefined), 4);
 }
 
 function isCancellation(error: unknown, signal: AbortSignal): boolean {
