@@ -59,11 +59,10 @@ export class RankRuntime {
   readonly #dealer: Dealer;
   readonly #sender: SerialSender;
   readonly #active = new Map<number, ActiveRequest>();
-  // With one request at a time (the default) the running request is simply
-  // remembered; AsyncLocalStorage is only needed when calls interleave, and on
-  // Node 20 it turns on promise hooks that tax every promise in the rank.
-  #single: ActiveRequest | undefined;
-  #current: AsyncLocalStorage<ActiveRequest> | undefined;
+  // The request an addStreamingResult belongs to is the one whose call() it
+  // runs under, async context included: a loop a finished request left behind
+  // must not stream into the next request (a "current request" field would).
+  readonly #current = new AsyncLocalStorage<ActiveRequest>();
   #scheduler = new RequestScheduler(1);
   #worker: DistributedWorker<unknown, unknown, object> | undefined;
   #group: ProcessGroup | undefined;
@@ -151,7 +150,6 @@ export class RankRuntime {
       const WorkerCtor = await this.#options.loadWorker();
       const concurrency = WorkerCtor.concurrency ?? 1;
       this.#scheduler = new RequestScheduler(concurrency);
-      if (concurrency > 1) this.#current = new AsyncLocalStorage<ActiveRequest>();
       const worker = new WorkerCtor();
       this.#group = await this.#options.createGroup();
       worker[kBindWorker](this.#binding(this.#group));
@@ -242,26 +240,13 @@ export class RankRuntime {
   }
 
   #call<R>(active: ActiveRequest, fn: () => R): R {
-    if (this.#current) return this.#current.run(active, fn);
-    this.#single = active;
-    try {
-      const result = fn();
-      // Keep it set while the returned promise runs; cleared when it settles.
-      if (result instanceof Promise) {
-        return result.finally(() => {
-          if (this.#single === active) this.#single = undefined;
-        }) as R;
-      }
-      this.#single = undefined;
-      return result;
-    } catch (error) {
-      this.#single = undefined;
-      throw error;
-    }
+    return this.#current.run(active, fn);
   }
 
+  /** The request whose call() the current code runs under, if it is still running. */
   #currentRequest(): ActiveRequest | undefined {
-    return this.#current ? this.#current.getStore() : this.#single;
+    const active = this.#current.getStore();
+    return active && this.#active.get(active.id) === active ? active : undefined;
   }
 
   #enqueueOnStream(active: ActiveRequest, send: () => Promise<void>): Promise<void> {

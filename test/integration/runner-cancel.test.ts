@@ -58,6 +58,16 @@ describe("cancellation", () => {
     await expect(iterate()).rejects.toMatchObject({ code: "MULTIRANK_ERR_TIMEOUT" });
   });
 
+  it("items a finished request's leftover loop adds never reach the next request's caller", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 1 });
+    await runner.start();
+    expect(await runner.invoke({ op: "leaveLoop" })).toBe("left a loop running");
+    const seen: unknown[] = [];
+    for await (const item of runner.stream({ op: "stream", count: 20, delayMs: 10 })) seen.push(item);
+    expect(seen.filter((item) => (item as { stray?: boolean }).stray)).toEqual([]);
+    expect(seen).toHaveLength(21);
+  });
+
   it("never hands one request's results to another, also after cancellations", async () => {
     const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
     await runner.start();
