@@ -2,6 +2,7 @@
  * Number formatting shared by the table and the chart, so both show the same
  * digits for the same value. Pure.
  */
+import type { BenchmarkSettings } from "./report.js";
 
 /**
  * Milliseconds: 2 decimals under 1 s, 1 above, so a column of latencies
@@ -53,14 +54,7 @@ export function formatBytes(bytes: number): string {
 }
 
 /** One line describing how a report was measured, for the table and the chart. */
-export function describeSettings(settings: {
-  requests: number;
-  concurrency: number;
-  warmup: number;
-  payloadBytes: number;
-  payloadKind: "default" | "bytes" | "custom";
-  stream: boolean;
-}): string {
+export function describeSettings(settings: Pick<BenchmarkSettings, "requests" | "concurrency" | "warmup" | "payloadBytes" | "payloadKind" | "stream">): string {
   const payload = settings.payloadKind === "bytes" ? formatBytes(settings.payloadBytes) : settings.payloadKind === "custom" ? "custom" : "tiny";
   return `${settings.stream ? "stream" : "invoke"}, ${settings.requests} requests, concurrency ${settings.concurrency}, warmup ${settings.warmup}, payload ${payload}`;
 }

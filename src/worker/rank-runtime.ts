@@ -254,10 +254,18 @@ export class RankRuntime {
     if (this.#env.rank !== 0) return Promise.resolve();
     // Items already waiting in the outbox go first: the stream keeps its order.
     this.#flushOutbox(active);
+    return this.#appendStep(active, send);
+  }
+
+  /**
+   * Runs `work` after everything already on the request's stream, unless the
+   * request was cancelled or its stream failed; a failure fails the stream.
+   */
+  #appendStep(active: ActiveRequest, work: () => Promise<void>): Promise<void> {
     const step = active.chain.then(async () => {
       if (active.controller.signal.aborted || active.streamFailure !== undefined) return;
       try {
-        await send();
+        await work();
       } catch (error) {
         active.streamFailure ??= error;
         throw error;
@@ -317,16 +325,11 @@ export class RankRuntime {
     const items = active.outbox;
     active.outbox = [];
     active.outboxSent = undefined;
-    const step = active.chain.then(async () => {
-      if (active.controller.signal.aborted || active.streamFailure !== undefined) return;
+    this.#appendStep(active, async () => {
       for (let start = 0; start < items.length; start += MAX_BATCH) await this.#sendItems(active, items.slice(start, start + MAX_BATCH));
-    });
-    active.chain = step.then(
+    }).then(
       () => sent.resolve(),
-      (error: unknown) => {
-        active.streamFailure ??= error;
-        sent.reject(error);
-      },
+      (error: unknown) => sent.reject(error),
     );
   }
 

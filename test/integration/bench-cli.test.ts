@@ -11,6 +11,7 @@ import type { WorldSizeBenchmarkReport } from "../../src/benchmark/report.js";
 import { runBenchCommand } from "../../src/cli/bench.js";
 import { childPids, waitFor } from "../helpers/processes.js";
 import { example, fixture, testLogger } from "../helpers/runners.js";
+import { unbalancedTags } from "../helpers/svg.js";
 
 const execFileAsync = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), "multirank-bench-"));
@@ -164,16 +165,3 @@ describe("benchmarkWorldSizes", () => {
     ).rejects.toMatchObject({ code: "MULTIRANK_ERR_RANK", phase: "setup" });
   });
 });
-
-/** Opening tags without their closing tag (or the reverse), in document order. */
-function unbalancedTags(svg: string): string[] {
-  const stack: string[] = [];
-  const problems: string[] = [];
-  for (const match of svg.matchAll(/<(\/?)([a-zA-Z][\w:-]*)[^>]*?(\/?)>/g)) {
-    const [, closing, name, selfClosing] = match;
-    if (selfClosing) continue;
-    if (!closing) stack.push(name!);
-    else if (stack.pop() !== name) problems.push(`</${name}>`);
-  }
-  return [...problems, ...stack.map((name) => `<${name}>`)];
-}

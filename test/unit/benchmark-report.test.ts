@@ -5,6 +5,7 @@ import { niceTicks } from "../../src/benchmark/scale.js";
 import { REPORT_SCHEMA, assertValidReport, validateAgainstSchema } from "../../src/benchmark/schema.js";
 import type { LatencySummary } from "../../src/benchmark/stats.js";
 import { formatReportTable } from "../../src/benchmark/table.js";
+import { unbalancedTags } from "../helpers/svg.js";
 
 function latency(p50: number, p99: number): LatencySummary {
   return { count: 20, p50, p90: (p50 + p99) / 2, p99, mean: p50 * 1.1, min: p50 / 2, max: p99 * 1.5 };
@@ -207,17 +208,4 @@ describe("REPORT_SCHEMA", () => {
 
 function count(text: string, needle: string): number {
   return text.split(needle).length - 1;
-}
-
-/** Opening tags without their closing tag (or the reverse), in document order. */
-function unbalancedTags(svg: string): string[] {
-  const stack: string[] = [];
-  const problems: string[] = [];
-  for (const match of svg.matchAll(/<(\/?)([a-zA-Z][\w:-]*)[^>]*?(\/?)>/g)) {
-    const [, closing, name, selfClosing] = match;
-    if (selfClosing) continue;
-    if (!closing) stack.push(name!);
-    else if (stack.pop() !== name) problems.push(`</${name}>`);
-  }
-  return [...problems, ...stack.map((name) => `<${name}>`)];
 }
