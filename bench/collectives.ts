@@ -85,7 +85,9 @@ async function rank(): Promise<void> {
     if (i === 0 && out[1] !== (1 % 97) * WORLD + 6) throw new Error(`wrong all-reduce result ${out[1]}`);
   }
   const barrier: number[] = [];
-  for (let i = 0; i < 50; i++) await group.barrier();
+  // Warm until the JIT has compiled the hot path (a few hundred calls): a
+  // barrier is short enough that the first ones measure the compiler.
+  for (let i = 0; i < 1000; i++) await group.barrier();
   for (let i = 0; i < iters * 50; i++) {
     const t = performance.now();
     await group.barrier();
@@ -118,7 +120,7 @@ async function rawBaselines(iters: number): Promise<{ transfer: number[]; roundT
     if (i >= 0) transfer.push(performance.now() - t);
   }
   const small = Buffer.from("ping");
-  for (let i = -50; i < iters * 50; i++) {
+  for (let i = -1000; i < iters * 50; i++) {
     const t = performance.now();
     await push.send(small);
     await ack.receive();

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { TransportError } from "../errors.js";
 import { unpackHeader, type Header } from "./wire.js";
 
-/** What the mesh reports upward. */
+/** What a mesh reports upward. */
 export interface MeshEvents {
   /** A data message arrived. */
   onMessage(header: Header, frames: Buffer[]): void;
@@ -11,41 +11,50 @@ export interface MeshEvents {
   onDisconnect(peer: number): void;
 }
 
+/** How a rank's data messages reach its peers: ZeroMQ across hosts, unix stream links on one. */
+export interface MessageMesh {
+  /** Starts delivering messages (and, where the mesh watches them, disconnects). Call once. */
+  start(events: MeshEvents): void;
+  /**
+   * Queues `frames` to `peer` as one message. A mesh may send large frames by
+   * reference and resolve before they leave: their memory must not change
+   * until the peer has them (the algorithms prove that by a later message).
+   */
+  send(peer: number, frames: Buffer[]): Promise<void>;
+  /** Closes the mesh; `lingerMs` is how long queued messages may still be flushed (0 drops them). */
+  close(lingerMs: number): void;
+}
+
 /**
- * The data sockets of one rank: a PULL bound at this rank's endpoint that every
+ * The ZeroMQ data sockets of one rank (used across hosts): a PULL bound at this rank's endpoint that every
  * peer pushes into, and one PUSH connected to each peer. One PUSH per peer
  * gives per-pair ordering, lets sends to different peers run at once, and makes
  * the PUSH's monitor a per-peer liveness signal (a `disconnect` names the peer).
  */
-export class Mesh {
+export class ZmqMesh implements MessageMesh {
   readonly #pull: zmq.Pull;
   readonly #pushes: Map<number, zmq.Push>;
   // zeromq.js allows one send in flight per socket: chain them per peer.
   readonly #tails = new Map<number, Promise<unknown>>();
   readonly #log: Logger;
-  readonly #watch: boolean;
   #closed = false;
 
-  /**
-   * `watch` turns on ZeroMQ socket monitors to report disconnects (needed over
-   * tcp, where heartbeats find dead hosts); they cost a wake-up per message, so
-   * on one host the liveness links do that job instead.
-   */
-  constructor(pull: zmq.Pull, pushes: Map<number, zmq.Push>, log: Logger, watch: boolean) {
+  constructor(pull: zmq.Pull, pushes: Map<number, zmq.Push>, log: Logger) {
     this.#pull = pull;
     this.#pushes = pushes;
     this.#log = log;
-    this.#watch = watch;
   }
 
-  /** Starts the receive loop and the disconnect watch. Call once. */
+  /**
+   * Starts the receive loop and the disconnect watch: the PUSH sockets'
+   * monitors report a peer whose heartbeats stopped (a dead host, which the
+   * peer links over tcp do not notice).
+   */
   start(events: MeshEvents): void {
-    if (this.#watch) {
-      for (const [peer, push] of this.#pushes) {
-        push.events.on("disconnect", () => {
-          if (!this.#closed) events.onDisconnect(peer);
-        });
-      }
+    for (const [peer, push] of this.#pushes) {
+      push.events.on("disconnect", () => {
+        if (!this.#closed) events.onDisconnect(peer);
+      });
     }
     void this.#receiveLoop(events);
   }

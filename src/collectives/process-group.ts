@@ -107,6 +107,8 @@ export class BackendProcessGroup implements ProcessGroup {
       try {
         if (controller.signal.aborted) throw controller.signal.reason;
         this.#backend.begin(call);
+        // begin() ends the call at once when a peer already gave up on it or made another call.
+        if (controller.signal.aborted) throw controller.signal.reason;
         return await abortable(body(call), controller.signal);
       } catch (error) {
         this.#backend.abandon(call, error as Error);

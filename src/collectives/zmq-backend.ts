@@ -1,4 +1,3 @@
-import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { isIP } from "node:net";
@@ -10,8 +9,8 @@ import { chooseReduceAlgorithm } from "./algorithm.js";
 import type { CollectiveBackend, CollectiveCall } from "./backend.js";
 import { splitRanges, type Range } from "./chunks.js";
 import { Mailbox, type Message } from "./mailbox.js";
-import { Liveness } from "./liveness.js";
-import { Mesh } from "./mesh.js";
+import { PeerLinks } from "./links.js";
+import { ZmqMesh, type MessageMesh } from "./mesh.js";
 import { allocLike, finishReduce, reduceInto } from "./reduce-ops.js";
 import { isLoopback, rendezvous, tcpEndpoint, type RendezvousPlan } from "./rendezvous.js";
 import { MappedSlots, reduceParts, SharedSlots, SHM_BUFFERS, SHM_DIR, sharedKind, sweepStale, type SharedBuffers } from "./shm.js";
@@ -34,8 +33,8 @@ export interface ZmqBackendOptions {
 
 /** How long a dropped connection may wait for the peer's goodbye before it counts as a death. */
 const GOODBYE_GRACE_MS = 150;
-/** Broadcasts to more ranks than this go down a binomial tree instead of straight from the root. */
-const FLAT_BROADCAST_MAX = 8;
+/** Broadcasts and barriers among more ranks than this go down a binomial tree instead of straight from the root. */
+const FLAT_TREE_MAX = 8;
 
 function firstExternalIPv4(): string | undefined {
   for (const list of Object.values(os.networkInterfaces())) {
@@ -45,14 +44,15 @@ function firstExternalIPv4(): string | undefined {
 }
 
 /**
- * Rendezvous, then build the mesh: the CPU backend over ZeroMQ.
+ * Rendezvous, then build the mesh: the CPU backend. Across hosts its messages
+ * go over ZeroMQ (tcp, with heartbeats); on one host over unix stream links
+ * (see {@link PeerLinks} for why), with large reductions in `/dev/shm`.
  * @throws whatever {@link rendezvous} throws; the zmq error when a data socket cannot bind.
  */
 export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend> {
   let pull: zmq.Pull | undefined;
-  let ipcPath: string | undefined;
   let slots: SharedBuffers | undefined;
-  let liveness: Liveness | undefined;
+  let links: PeerLinks | undefined;
   const pushes = new Map<number, zmq.Push>();
   let tcp = false;
   sweepStale(SHM_DIR);
@@ -68,18 +68,16 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
           tcp = p.transport === "tcp";
           const host = o.hostAddr ?? (isLoopback(o.masterAddr) ? o.masterAddr : process.env.MULTIRANK_HOST_ADDR ?? firstExternalIPv4() ?? o.masterAddr);
           const bindHost = host === "localhost" ? "127.0.0.1" : host;
-          pull = new zmq.Pull({ linger: 0, ipv6: isIP(bindHost) === 6 });
-          let endpoint: string;
+          // Across hosts the data goes over ZeroMQ; on one host over the peer links.
+          let endpoint = "links";
           if (tcp) {
+            pull = new zmq.Pull({ linger: 0, ipv6: isIP(bindHost) === 6 });
             await pull.bind(tcpEndpoint(bindHost, "*"));
             endpoint = pull.lastEndpoint ?? "";
-          } else {
-            ipcPath = path.join(os.tmpdir(), `multirank-${p.groupId}-r${o.rank}-p${process.pid}.sock`);
-            endpoint = `ipc://${ipcPath}`;
-            await pull.bind(endpoint);
           }
-          const live = await Liveness.listen(tcp ? undefined : `${ipcPath}.live`, bindHost);
-          liveness = live.liveness;
+          const linkPath = tcp ? undefined : path.join(os.tmpdir(), `multirank-${p.groupId}-r${o.rank}-p${process.pid}.sock`);
+          const listening = await PeerLinks.listen(linkPath, bindHost, o.log);
+          links = listening.links;
           if (p.sharedMemory) {
             try {
               const peers = [...Array(o.size).keys()].filter((r) => r !== o.rank);
@@ -88,29 +86,28 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
               o.log.warn({ err: error }, "shared memory unavailable; large reductions go over sockets");
             }
           }
-          // One string per rank in the table: "<data endpoint> <liveness address> <pid> <shared kind or ->".
-          endpoint = `${endpoint} ${live.address} ${process.pid} ${slots?.kind ?? "-"}`;
+          // One string per rank in the table: "<zmq data endpoint or links> <links address> <pid> <shared kind or ->".
+          endpoint = `${endpoint} ${listening.address} ${process.pid} ${slots?.kind ?? "-"}`;
           return { endpoint, sharedMemory: slots !== undefined };
         },
         connect: async (table, shm, signal) => {
           const endpoints = table.map((e) => e.split(" ")[0]);
-          const connected: Promise<void>[] = [liveness!.link(o.rank, table.map((e) => e.split(" ")[1] ?? ""), signal)];
-          for (let peer = 0; peer < o.size; peer++) {
+          const connected: Promise<void>[] = [links!.link(o.rank, table.map((e) => e.split(" ")[1] ?? ""), signal)];
+          for (let peer = 0; peer < o.size && tcp; peer++) {
             if (peer === o.rank) continue;
             const push = new zmq.Push({ linger: 500, ipv6: endpoints[peer].startsWith("tcp://[") });
             // ZMTP heartbeats turn a silent peer (host down, cable pulled) into a
             // disconnect within a second; on one host the kernel reports deaths at once.
-            if (tcp) {
-              push.heartbeatInterval = 250;
-              push.heartbeatTimeout = 750;
-              connected.push(new Promise((resolve) => push.events.on("connect", () => resolve())));
-            }
+            push.heartbeatInterval = 250;
+            push.heartbeatTimeout = 750;
+            connected.push(new Promise((resolve) => push.events.on("connect", () => resolve())));
             push.connect(endpoints[peer]);
             pushes.set(peer, push);
           }
           await abortable(Promise.all(connected), signal);
           const sameKind = table.every((e) => e.split(" ")[3] === slots?.kind);
-          if (slots && shm && sameKind) slots.openPeers([...pushes.keys()], table.map((e) => Number(e.split(" ")[2])));
+          const peers = [...Array(o.size).keys()].filter((r) => r !== o.rank);
+          if (slots && shm && sameKind) slots.openPeers(peers, table.map((e) => Number(e.split(" ")[2])));
           else if (slots) {
             await slots.close();
             slots = undefined;
@@ -120,25 +117,50 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
     );
     // Every rank has connected and opened our files: the names can go, so a
     // killed rank leaves nothing behind in /tmp or /dev/shm.
-    if (ipcPath) fs.rmSync(ipcPath, { force: true });
     slots?.unlinkOwn();
-    liveness!.unlink();
+    links!.unlink();
     o.log.debug({ transport: plan.transport, sharedMemory: plan.sharedMemory && slots !== undefined }, "process group connected");
-    return new ZmqBackend(o.rank, o.size, new Mesh(pull!, pushes, o.log, tcp), liveness!, slots, o.log);
+    const mesh = tcp ? new ZmqMesh(pull!, pushes, o.log) : links!;
+    return new ZmqBackend(o.rank, o.size, mesh, links!, slots, o.log);
   } catch (error) {
     for (const push of pushes.values()) {
       push.linger = 0;
       push.close();
     }
     pull?.close();
-    liveness?.close();
-    if (ipcPath) fs.rmSync(ipcPath, { force: true });
+    links?.close();
     await slots?.close();
     throw error;
   }
 }
 
 const mod = (a: number, n: number): number => ((a % n) + n) % n;
+
+/**
+ * This rank's place in the tree rooted at `root` that broadcasts and barriers
+ * use: flat (the root linked to everyone) up to {@link FLAT_TREE_MAX} ranks,
+ * above that binomial, log2(size) levels deep.
+ */
+export function treeLinks(rank: number, root: number, size: number): { parent: number; children: number[] } {
+  const vr = mod(rank - root, size);
+  let parent = -1;
+  const children: number[] = [];
+  if (size <= FLAT_TREE_MAX) {
+    if (vr === 0) for (let p = 0; p < size; p++) if (p !== rank) children.push(p);
+    if (vr !== 0) parent = root;
+    return { parent, children };
+  }
+  let mask = 1;
+  while (mask < size) {
+    if (vr & mask) {
+      parent = mod(vr - mask + root, size);
+      break;
+    }
+    mask <<= 1;
+  }
+  for (mask >>= 1; mask > 0; mask >>= 1) if (vr + mask < size) children.push(mod(vr + mask + root, size));
+  return { parent, children };
+}
 
 /** `result` copied into `out` when the caller gave one, else `result` itself. */
 function into(out: Reducible | undefined, result: Reducible): Reducible {
@@ -181,15 +203,17 @@ export class ZmqBackend implements CollectiveBackend {
   readonly name = "zmq";
   readonly rank: number;
   readonly size: number;
-  readonly #mesh: Mesh;
+  readonly #mesh: MessageMesh;
   readonly #mailbox = new Mailbox();
   readonly #slots: SharedBuffers | undefined;
-  readonly #liveness: Liveness;
+  readonly #links: PeerLinks;
   readonly #log: Logger;
   readonly #peers: number[];
   readonly #running = new Map<number, CollectiveCall>();
   /** Aborts that peers sent for collectives this rank has not started yet. */
   readonly #earlyAborts = new Map<number, Error>();
+  /** Per collective not begun here yet: the first signature a peer sent for it. */
+  readonly #earlySignatures = new Map<number, { src: number; signature: string | undefined }>();
   /** Errors that came from peers: they are not echoed back. */
   readonly #remoteErrors = new WeakSet<Error>();
   readonly #departed = new Map<number, Error>();
@@ -205,12 +229,12 @@ export class ZmqBackend implements CollectiveBackend {
   #failure: Error | undefined;
   #closing = false;
 
-  constructor(rank: number, size: number, mesh: Mesh, liveness: Liveness, slots: SharedBuffers | undefined, log: Logger) {
+  constructor(rank: number, size: number, mesh: MessageMesh, links: PeerLinks, slots: SharedBuffers | undefined, log: Logger) {
     this.rank = rank;
     this.size = size;
     this.#mesh = mesh;
-    this.#liveness = liveness;
-    liveness.onLost((p) => this.#onDisconnect(p));
+    this.#links = links;
+    links.onLost((p) => this.#onDisconnect(p));
     this.#slots = slots;
     this.#log = log;
     this.#peers = [...Array(size).keys()].filter((p) => p !== rank);
@@ -234,7 +258,9 @@ export class ZmqBackend implements CollectiveBackend {
     if (h.s < 0 || h.s >= this.size || h.s === this.rank) return;
     switch (h.k) {
       case "c":
-        if (typeof h.q === "number") this.#mailbox.deliver(h.s, h.q, { header: h, frames });
+        if (typeof h.q !== "number") return;
+        this.#checkSignature(h.q, h.s, h.g);
+        this.#mailbox.deliver(h.s, h.q, { header: h, frames });
         return;
       case "p":
         this.#mailbox.deliver(h.s, "p", { header: h, frames });
@@ -266,6 +292,24 @@ export class ZmqBackend implements CollectiveBackend {
     }
   }
 
+  /**
+   * A message of collective `seq` ends the call at once when this rank made a
+   * different call there, even if it would never read that peer's messages: a
+   * rank that only waits (a broadcast's receiver) would otherwise wait out its
+   * timeout. Signatures of collectives not begun here yet are checked at begin.
+   */
+  #checkSignature(seq: number, src: number, signature: string | undefined): void {
+    if (seq < this.#finishedBelow) return;
+    const call = this.#running.get(seq);
+    if (call) {
+      if (signature !== call.signature) call.abort(this.#mismatch(call, src, signature));
+    } else if (!this.#earlySignatures.has(seq)) this.#earlySignatures.set(seq, { src, signature });
+  }
+
+  #mismatch(call: CollectiveCall, src: number, theirs: string | undefined): CollectiveMismatchError {
+    return new CollectiveMismatchError(`collective #${call.seq} does not match across ranks: rank ${this.rank} called ${call.signature} but rank ${src} called ${theirs}`, { rank: src });
+  }
+
   #onDisconnect(peer: number): void {
     if (this.#closing || this.#failure || this.#departed.has(peer)) return;
     // The goodbye travels on the other socket of the pair; give it a moment.
@@ -292,7 +336,9 @@ export class ZmqBackend implements CollectiveBackend {
   begin(call: CollectiveCall): void {
     this.#running.set(call.seq, call);
     const early = this.#earlyAborts.get(call.seq);
+    const seen = this.#earlySignatures.get(call.seq);
     if (early) call.abort(early);
+    else if (seen && seen.signature !== call.signature) call.abort(this.#mismatch(call, seen.src, seen.signature));
   }
 
   finish(seq: number): void {
@@ -300,6 +346,7 @@ export class ZmqBackend implements CollectiveBackend {
     this.#finishedBelow = Math.max(this.#finishedBelow, seq + 1);
     this.#mailbox.closeCollective(seq);
     for (const s of this.#earlyAborts.keys()) if (s <= seq) this.#earlyAborts.delete(s);
+    for (const s of this.#earlySignatures.keys()) if (s <= seq) this.#earlySignatures.delete(s);
   }
 
   abandon(call: CollectiveCall, error: Error): void {
@@ -332,7 +379,7 @@ export class ZmqBackend implements CollectiveBackend {
     this.#mailbox.fail(this.#failure ?? new AbortError("process group closed", { rank: this.rank }));
     this.#wakeReleaseWaiters();
     this.#mesh.close(this.#failure ? 0 : 500);
-    this.#liveness.close();
+    if (this.#links !== this.#mesh) this.#links.close();
     await this.#slots?.close();
   }
 
@@ -348,12 +395,7 @@ export class ZmqBackend implements CollectiveBackend {
 
   async #take(call: CollectiveCall, src: number, index?: number): Promise<Message> {
     const m = await this.#mailbox.take(src, call.seq, call.signal);
-    if (m.header.g !== call.signature) {
-      throw new CollectiveMismatchError(
-        `collective #${call.seq} does not match across ranks: rank ${this.rank} called ${call.signature} but rank ${src} called ${m.header.g}`,
-        { rank: src },
-      );
-    }
+    if (m.header.g !== call.signature) throw this.#mismatch(call, src, m.header.g);
     if (index !== undefined && m.header.i !== index) {
       throw new CollectiveMismatchError(`collective #${call.seq} (${call.signature}): rank ${src} sent part ${m.header.i}, rank ${this.rank} expected ${index}`, { rank: src });
     }
@@ -369,31 +411,23 @@ export class ZmqBackend implements CollectiveBackend {
 
   // ---- collectives ---------------------------------------------------------
 
+  /**
+   * Dissemination barrier: in round k every rank tells rank + 2^k and waits
+   * for rank - 2^k, so after log2(size) rounds each has heard, directly or
+   * not, from all. That is size log2(size) messages against size (size-1)
+   * for everyone-to-everyone, and on a few cores a barrier's time is its
+   * messages. Every rank sends before it waits, so a rank that made a
+   * different call still gets a message of this one and reports the mismatch.
+   */
   async barrier(call: CollectiveCall): Promise<void> {
-    await Promise.all([...this.#peers.map((p) => this.#send(call, p)), ...this.#peers.map((p) => this.#take(call, p))]);
+    const n = this.size;
+    for (let k = 1, round = 0; k < n; k <<= 1, round++) {
+      await Promise.all([this.#send(call, mod(this.rank + k, n), undefined, undefined, round), this.#take(call, mod(this.rank - k, n), round)]);
+    }
   }
 
   async broadcast(value: unknown, root: number, call: CollectiveCall): Promise<unknown> {
-    const n = this.size;
-    const vr = mod(this.rank - root, n);
-    // Flat: the root sends to all. Tree: binomial, log2(n) rounds, each rank
-    // forwarding the frame it received (its own buffer, safe to send zero-copy).
-    let parent = -1;
-    const children: number[] = [];
-    if (n <= FLAT_BROADCAST_MAX) {
-      if (vr === 0) children.push(...this.#peers);
-      else parent = root;
-    } else {
-      let mask = 1;
-      while (mask < n) {
-        if (vr & mask) {
-          parent = mod(vr - mask + root, n);
-          break;
-        }
-        mask <<= 1;
-      }
-      for (mask >>= 1; mask > 0; mask >>= 1) if (vr + mask < n) children.push(mod(vr + mask + root, n));
-    }
+    const { parent, children } = treeLinks(this.rank, root, this.size);
     let meta: ValueMeta;
     let frame: Buffer;
     let result: unknown = value;

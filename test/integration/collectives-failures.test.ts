@@ -30,7 +30,7 @@ describe("collectives: failures never hang", () => {
     const ranks = await spawnRanks(3, SCRIPT, { SCENARIO: "mismatch" });
     const results = (await Promise.all(ranks.map((r) => r.result))) as Record<string, ErrorInfo | number[]>[];
     for (const res of results) {
-      for (const name of ["small", "large", "op"]) expect((res[name] as ErrorInfo).code, name).toBe("MULTIRANK_ERR_COLLECTIVE_MISMATCH");
+      for (const name of ["small", "large", "op", "waiting"]) expect((res[name] as ErrorInfo).code, name).toBe("MULTIRANK_ERR_COLLECTIVE_MISMATCH");
       expect((res.small as ErrorInfo).message).toMatch(/float32\[999\]|rank 1/);
       expect(res.after).toEqual([6]);
     }

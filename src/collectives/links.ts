@@ -1,0 +1,198 @@
+import fs from "node:fs";
+import net from "node:net";
+import type { Logger } from "pino";
+import { TransportError } from "../errors.js";
+import type { MeshEvents, MessageMesh } from "./mesh.js";
+import { bodyLength, COPY_MAX_BYTES, encodeMessage, encodePrefix, MAX_MESSAGE_BYTES, MessageDecoder } from "./stream-framing.js";
+import { unpackHeader, type Header } from "./wire.js";
+
+/**
+ * One stream socket per pair of ranks (unix sockets on one host, tcp across
+ * hosts), for two jobs:
+ *
+ * - Death detection that costs nothing while all is well: when a process dies
+ *   its kernel closes the socket and the peer sees `close` at once, without
+ *   heartbeats (which a busy event loop could miss).
+ * - On one host, carrying the data messages ({@link MessageMesh}). A round trip
+ *   over a unix stream socket from Node takes about a quarter of a zeromq.js
+ *   ipc round trip (42 µs against 191 µs on the 2-core development machine;
+ *   see bench/RESULTS.md): zeromq hands every message to an I/O thread on each
+ *   side, and on a few cores those extra wake-ups are what a barrier costs.
+ *
+ * Over tcp a dead host is not noticed by `close`; ZeroMQ heartbeats on the
+ * data sockets cover that case, so across hosts ZeroMQ carries the data.
+ */
+export class PeerLinks implements MessageMesh {
+  readonly #server: net.Server;
+  readonly #sockets = new Map<number, net.Socket>();
+  readonly #path: string | undefined;
+  readonly #log: Logger;
+  #onLost: (peer: number) => void = () => {};
+  #events: MeshEvents | undefined;
+  /** Messages that arrived before {@link start}. */
+  readonly #early: [Header, Buffer[]][] = [];
+  #closed = false;
+  // Peers may connect before link() runs (they got the table first): park them.
+  readonly #parked: [number, net.Socket, Buffer][] = [];
+  #accepted: (peer: number, socket: net.Socket, rest: Buffer) => void = (peer, socket, rest) => void this.#parked.push([peer, socket, rest]);
+
+  private constructor(server: net.Server, path: string | undefined, log: Logger) {
+    this.#server = server;
+    this.#path = path;
+    this.#log = log;
+    server.on("connection", (socket) => {
+      socket.on("error", () => {});
+      // The connecting peer names itself with its rank (4 bytes); what follows is messages.
+      let hello = Buffer.alloc(0);
+      const onHello = (d: Buffer): void => {
+        hello = Buffer.concat([hello, d]);
+        if (hello.byteLength < 4) return;
+        socket.off("data", onHello);
+        // Paused until link() attaches its reader, so no byte is read without one.
+        socket.pause();
+        this.#accepted(hello.readUInt32LE(0), socket, hello.subarray(4));
+      };
+      socket.on("data", onHello);
+    });
+  }
+
+  /** Listens on a unix socket at `path`, or on tcp `host` (random port) when `path` is undefined. Resolves with the address to give peers. */
+  static async listen(path: string | undefined, host: string, log: Logger): Promise<{ links: PeerLinks; address: string }> {
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      if (path) server.listen(path, resolve);
+      else server.listen(0, host, resolve);
+    });
+    server.unref();
+    const a = server.address();
+    const address = typeof a === "string" ? `unix:${a}` : `tcp:${a!.family === "IPv6" ? `[${a!.address}]` : a!.address}:${a!.port}`;
+    return { links: new PeerLinks(server, path, log), address };
+  }
+
+  /** Links with every peer: connects to higher ranks, accepts lower ones. Resolves once all `size - 1` links are up. */
+  async link(rank: number, addresses: string[], signal: AbortSignal): Promise<void> {
+    const expected = addresses.length - 1;
+    await new Promise<void>((resolve, reject) => {
+      const add = (peer: number, socket: net.Socket, rest: Buffer): void => {
+        if (this.#sockets.has(peer) || peer === rank || peer >= addresses.length) return void socket.destroy();
+        this.#sockets.set(peer, socket);
+        socket.unref();
+        socket.setNoDelay(true);
+        socket.setKeepAlive(true, 1000);
+        const decoder = new MessageDecoder(
+          (frames) => this.#receive(peer, frames),
+          () => {
+            this.#log.warn({ peer }, "malformed message on the link to a peer; dropping the link");
+            socket.destroy();
+          },
+        );
+        socket.on("data", (chunk: Buffer) => decoder.push(chunk));
+        socket.on("close", () => {
+          if (!this.#closed) this.#onLost(peer);
+        });
+        if (rest.byteLength > 0) decoder.push(rest);
+        socket.resume();
+        if (this.#sockets.size === expected) {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        }
+      };
+      const onAbort = (): void => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#accepted = add;
+      for (const [peer, socket, rest] of this.#parked.splice(0)) add(peer, socket, rest);
+      for (let peer = rank + 1; peer < addresses.length; peer++) {
+        const a = addresses[peer];
+        const socket = a.startsWith("unix:")
+          ? net.connect(a.slice(5))
+          : net.connect(Number(a.slice(a.lastIndexOf(":") + 1)), a.slice(4, a.lastIndexOf(":")).replace(/^\[|\]$/g, ""));
+        socket.on("error", () => {});
+        socket.once("connect", () => {
+          const hello = Buffer.alloc(4);
+          hello.writeUInt32LE(rank);
+          socket.write(hello);
+          add(peer, socket, Buffer.alloc(0));
+        });
+      }
+      if (expected === 0) resolve();
+    });
+  }
+
+  #receive(peer: number, frames: Buffer[]): void {
+    const header = frames.length > 0 ? unpackHeader(frames[0]) : undefined;
+    // The sender is the link's peer, whatever the header claims.
+    if (!header || header.s !== peer) {
+      this.#log.warn({ peer }, "dropped a data message without a valid header");
+      return;
+    }
+    if (this.#events) this.#events.onMessage(header, frames.slice(1));
+    else this.#early.push([header, frames.slice(1)]);
+  }
+
+  /** Calls `listener(peer)` when the link to `peer` drops. */
+  onLost(listener: (peer: number) => void): void {
+    this.#onLost = listener;
+  }
+
+  /**
+   * Starts delivering data messages (those that came early first). The links
+   * then keep the process alive, as a pending ZeroMQ receive would, until
+   * {@link close}. Disconnects are reported through {@link onLost}.
+   */
+  start(events: MeshEvents): void {
+    this.#events = events;
+    for (const socket of this.#sockets.values()) socket.ref();
+    for (const [header, frames] of this.#early.splice(0)) events.onMessage(header, frames);
+  }
+
+  /**
+   * Writes `frames` to `peer` as one message. Small messages are copied and the
+   * promise is already settled; larger frames are written by reference and it
+   * resolves once the kernel has them, so their memory may change after that.
+   */
+  send(peer: number, frames: Buffer[]): Promise<void> {
+    const socket = this.#sockets.get(peer);
+    if (!socket || socket.destroyed) return Promise.reject(new TransportError(`no link to rank ${peer}`));
+    const body = bodyLength(frames);
+    if (body > MAX_MESSAGE_BYTES) return Promise.reject(new TransportError(`a message of ${body} bytes to rank ${peer} exceeds the link's limit of ${MAX_MESSAGE_BYTES} bytes`));
+    if (body <= COPY_MAX_BYTES) {
+      socket.write(encodeMessage(frames));
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      socket.cork();
+      socket.write(encodePrefix(frames, body));
+      for (let i = 0; i < frames.length - 1; i++) socket.write(frames[i]);
+      socket.write(frames.length > 0 ? frames[frames.length - 1] : Buffer.alloc(0), (error) => {
+        if (error) reject(new TransportError(`send to rank ${peer} failed: ${error.message}`, { cause: error }));
+        else resolve();
+      });
+      socket.uncork();
+    });
+  }
+
+  /** Removes the unix socket's name (links stay up). */
+  unlink(): void {
+    if (this.#path) fs.rmSync(this.#path, { force: true });
+  }
+
+  /**
+   * Closes every link and the listener. With `lingerMs` > 0 the links end
+   * gracefully (written messages, a goodbye, still arrive) and are destroyed
+   * after at most that long; with 0 they are destroyed at once.
+   */
+  close(lingerMs = 0): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of this.#sockets.values()) {
+      if (lingerMs > 0 && !s.destroyed) {
+        s.end();
+        setTimeout(() => s.destroy(), lingerMs).unref();
+        s.unref();
+      } else s.destroy();
+    }
+    this.#server.close();
+    this.unlink();
+  }
+}
