@@ -9,5 +9,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: "forks",
+    // A poll may wait through a cold start of rank processes (half a second
+    // alone, several under a loaded CI machine); 1 s, vitest's default, flaked.
+    expect: { poll: { timeout: 15_000 } },
   },
 });

@@ -3,6 +3,8 @@
  * one-item stream, against a raw zeromq.js DEALER/ROUTER round trip between
  * two processes measured in the same run.
  * Targets (issue 4): p50 at world size 1 <= 1.5x raw; world size 4 <= 3x raw.
+ * The runner's default control channel on one host is a unix stream socket;
+ * rows "over ZeroMQ ..." run the same runner with ZeroMQ instead.
  */
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
@@ -30,7 +32,7 @@ async function rawBaseline(): Promise<number> {
   }
 }
 
-async function measure(worldSize: number, transport: "auto" | "tcp" = "auto"): Promise<{ invoke: ReturnType<typeof summarize>; stream: ReturnType<typeof summarize> }> {
+async function measure(worldSize: number, transport: "auto" | "ipc" | "tcp" = "auto"): Promise<{ invoke: ReturnType<typeof summarize>; stream: ReturnType<typeof summarize> }> {
   const runner = new DistributedRunner({ worker: ECHO, worldSize, transport, logger: pino({ level: "warn" }) });
   await runner.start();
   try {
@@ -65,10 +67,14 @@ export async function main(): Promise<BenchRow[]> {
     const target = worldSize === 1 ? { max: 1.5 } : worldSize === 4 ? { max: 3 } : undefined;
     rows.push(row({ name: `invoke p50, world ${worldSize}`, value: invoke.p50, unit: "ms", baselineName: "raw zmq round trip p50", baseline: raw, lowerIsBetter: true, ...(target ? { target } : {}), extra: { p90: invoke.p90, p99: invoke.p99 } }));
     rows.push(row({ name: `stream (1 item) p50, world ${worldSize}`, value: stream.p50, unit: "ms", baselineName: "raw zmq round trip p50", baseline: raw, lowerIsBetter: true, extra: { p99: stream.p99 } }));
-    if (worldSize === 1) {
-      // Does the ipc:// default pay? The same runner over loopback TCP, for comparison.
-      const tcp = await measure(1, "tcp");
-      rows.push(row({ name: "invoke p50, world 1, over tcp://127.0.0.1", value: tcp.invoke.p50, unit: "ms", baselineName: "same over ipc:// (default)", baseline: invoke.p50, lowerIsBetter: true }));
+    if (worldSize === 1 || worldSize === 4) {
+      // Does the unix-socket default pay? The same runner with ZeroMQ as its
+      // control channel (ipc://, then loopback tcp), against the default.
+      for (const transport of ["ipc", "tcp"] as const) {
+        const other = await measure(worldSize, transport);
+        const where = transport === "ipc" ? "ZeroMQ ipc://" : "ZeroMQ tcp://127.0.0.1";
+        rows.push(row({ name: `invoke p50, world ${worldSize}, over ${where}`, value: other.invoke.p50, unit: "ms", baselineName: "raw zmq round trip p50", baseline: raw, lowerIsBetter: true, extra: { defaultP50: invoke.p50 } }));
+      }
     }
   }
   report("invoke", rows, { requests: N });

@@ -3,7 +3,8 @@ import net from "node:net";
 import type { Logger } from "pino";
 import { TransportError } from "../errors.js";
 import type { MeshEvents, MessageMesh } from "./mesh.js";
-import { bodyLength, COPY_MAX_BYTES, encodeMessage, encodePrefix, MAX_MESSAGE_BYTES, MessageDecoder } from "./stream-framing.js";
+import { MessageDecoder } from "../transport/stream-framing.js";
+import { writeMessage } from "../transport/stream-sockets.js";
 import { unpackHeader, type Header } from "./wire.js";
 
 /**
@@ -82,8 +83,8 @@ export class PeerLinks implements MessageMesh {
         socket.setKeepAlive(true, 1000);
         const decoder = new MessageDecoder(
           (frames) => this.#receive(peer, frames),
-          () => {
-            this.#log.warn({ peer }, "malformed message on the link to a peer; dropping the link");
+          (why) => {
+            this.#log.warn({ peer, why }, "malformed message on the link to a peer; dropping the link");
             socket.destroy();
           },
         );
@@ -153,23 +154,9 @@ export class PeerLinks implements MessageMesh {
    */
   send(peer: number, frames: Buffer[]): Promise<void> {
     const socket = this.#sockets.get(peer);
-    if (!socket || socket.destroyed) return Promise.reject(new TransportError(`no link to rank ${peer}`));
-    const body = bodyLength(frames);
-    if (body > MAX_MESSAGE_BYTES) return Promise.reject(new TransportError(`a message of ${body} bytes to rank ${peer} exceeds the link's limit of ${MAX_MESSAGE_BYTES} bytes`));
-    if (body <= COPY_MAX_BYTES) {
-      socket.write(encodeMessage(frames));
-      return Promise.resolve();
-    }
-    return new Promise<void>((resolve, reject) => {
-      socket.cork();
-      socket.write(encodePrefix(frames, body));
-      for (let i = 0; i < frames.length - 1; i++) socket.write(frames[i]);
-      socket.write(frames.length > 0 ? frames[frames.length - 1] : Buffer.alloc(0), (error) => {
-        if (error) reject(new TransportError(`send to rank ${peer} failed: ${error.message}`, { cause: error }));
-        else resolve();
-      });
-      socket.uncork();
-    });
+    if (!socket) return Promise.reject(new TransportError(`no link to rank ${peer}`));
+    // A broken link is reported by its close (a lost peer), so small sends need not wait.
+    return writeMessage(socket, frames, `send to rank ${peer}`, true);
   }
 
   /** Removes the unix socket's name (links stay up). */

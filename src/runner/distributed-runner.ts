@@ -22,12 +22,13 @@ import {
 } from "../errors.js";
 import { RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } from "../transport/messages.js";
 import { SerialSender } from "../transport/serial-sender.js";
+import { StreamRouter, UNIX_ENDPOINT_PREFIX } from "../transport/stream-sockets.js";
 import { offloadLargeBuffers } from "../transport/shared-payload.js";
 import type { SharedSegment } from "../shm/index.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { defaultLogger } from "../util/logger.js";
 import { readErrorRecords } from "../worker/error-file.js";
-import { chooseControlEndpoint, findFreePort } from "./endpoints.js";
+import { chooseControlEndpoint, findFreePort, isSameHostEndpoint } from "./endpoints.js";
 import { KeepaliveTimer } from "./keepalive-timer.js";
 import { resolveRunnerOptions, timeoutToMs, type DistributedRunnerOptions, type ResolvedRunnerOptions } from "./options.js";
 import { PendingRequest, type StreamEvent } from "./pending-request.js";
@@ -81,8 +82,9 @@ export interface RunnerEvents {
 /** Everything one `start()` creates and `stop()` removes. */
 interface Session {
   runDir: string;
-  router: Router;
-  sender: SerialSender;
+  /** The control socket: ZeroMQ ROUTER, or on one host a unix stream socket of the same shape. */
+  router: Router | StreamRouter;
+  sender: { send(frames: Buffer[]): Promise<void>; abort(error: unknown): void };
   endpoint: string;
   token: string;
   ranks: RankProcess[];
@@ -279,7 +281,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const id = this.#nextRequestId++;
     // Large buffers go through one shared-memory segment instead of the socket
     // (once, not once per rank); only on one host, where ipc is the transport.
-    const shared = session.endpoint.startsWith("ipc://") ? offloadLargeBuffers(payload) : { payload, segment: undefined, sharedBytes: 0 };
+    const shared = isSameHostEndpoint(session.endpoint) ? offloadLargeBuffers(payload) : { payload, segment: undefined, sharedBytes: 0 };
     const message: RunnerMessage = { t: "req", id, payload: shared.payload, streaming };
     // Packed once, before anything is sent: a bad payload changes nothing.
     let bytes: Buffer;
@@ -413,10 +415,18 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       .finally(() => this.maybeStartKeepalive());
   }
 
-  /** The runner's ZeroMQ ROUTER socket (fal's `get_zmq_socket`), while running. */
+  /**
+   * The runner's ZeroMQ ROUTER socket (fal's `get_zmq_socket`), while running.
+   * @throws StateError when not running, or when the control channel is the
+   * unix stream socket (the default on one host; pass `transport: "ipc"` or
+   * `"tcp"` for a ZeroMQ socket).
+   */
   getZmqSocket(): Router {
     const session = this.#session;
     if (!session || session.closed) throw new StateError(`runner is ${this.#state}; there is no socket`);
+    if (session.router instanceof StreamRouter) {
+      throw new StateError('the control channel is a unix stream socket, not ZeroMQ; pass transport: "ipc" or "tcp" to get a ZeroMQ socket');
+    }
     return session.router;
   }
 
@@ -486,18 +496,10 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const runDir = mkdtempSync(join(tmpdir(), "multirank-"));
     const endpoint = chooseControlEndpoint({ transport: options.transport, workerAddr: options.workerAddr, workerPort: options.workerPort, runDir });
     const serverKeys = endpoint.secure ? curveKeyPair() : undefined;
-    const router = new Router({
-      linger: 0,
-      mandatory: true,
-      maxMessageSize: options.maxMessageBytes + 64 * 1024,
-      sendHighWaterMark: 10_000,
-      receiveHighWaterMark: 10_000,
-      ...(serverKeys ? { curveServer: true, curveSecretKey: serverKeys.secretKey } : {}),
-    });
+    let router: Router | StreamRouter;
     try {
-      await router.bind(endpoint.bind);
+      router = await bindControlSocket(endpoint.bind, options.maxMessageBytes + 64 * 1024, serverKeys?.secretKey, this.#log);
     } catch (error) {
-      router.close();
       rmSync(runDir, { recursive: true, force: true });
       throw new TransportError(`could not bind the control socket at ${endpoint.bind}`, { cause: error });
     }
@@ -516,7 +518,8 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const session: Session = {
       runDir,
       router,
-      sender: new SerialSender(router),
+      // zeromq.js takes one send at a time per socket; a stream socket takes any number.
+      sender: router instanceof StreamRouter ? { send: (frames) => (router as StreamRouter).send(frames), abort: () => {} } : new SerialSender(router),
       endpoint: boundEndpoint,
       token: randomBytes(16).toString("hex"),
       ranks: [],
@@ -819,4 +822,24 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Binds the runner's control socket at `bind`: a unix stream socket (`unix:`) or a ZeroMQ ROUTER. */
+async function bindControlSocket(bind: string, maxMessageBytes: number, curveSecretKey: string | undefined, log: Logger): Promise<Router | StreamRouter> {
+  if (bind.startsWith(UNIX_ENDPOINT_PREFIX)) return StreamRouter.bind(bind.slice(UNIX_ENDPOINT_PREFIX.length), { maxMessageBytes, log });
+  const router = new Router({
+    linger: 0,
+    mandatory: true,
+    maxMessageSize: maxMessageBytes,
+    sendHighWaterMark: 10_000,
+    receiveHighWaterMark: 10_000,
+    ...(curveSecretKey ? { curveServer: true, curveSecretKey } : {}),
+  });
+  try {
+    await router.bind(bind);
+  } catch (error) {
+    router.close();
+    throw error;
+  }
+  return router;
 }

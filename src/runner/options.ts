@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { DeviceSelection } from "../devices/index.js";
 import { ValidationError } from "../errors.js";
+import type { ControlTransport } from "./endpoints.js";
 
 /** Options of `new DistributedRunner(options)`. Times are in seconds, as in fal. */
 export interface DistributedRunnerOptions {
@@ -14,10 +15,16 @@ export interface DistributedRunnerOptions {
   masterPort?: number;
   /** Address the control socket binds. @default "127.0.0.1" */
   workerAddr?: string;
-  /** Port of the control socket; 0 picks one (an `ipc://` endpoint on loopback). @default 0 */
+  /** Port of the control socket; 0 picks one (a unix socket on loopback). @default 0 */
   workerPort?: number;
-  /** `"auto"`: ipc on loopback with port 0, tcp otherwise. @default "auto" */
-  transport?: "auto" | "ipc" | "tcp";
+  /**
+   * How the runner talks to its ranks. `"auto"`: a unix stream socket on
+   * loopback with port 0 (the fastest on one host), ZeroMQ over tcp
+   * otherwise. `"unix"` forces the unix socket, `"ipc"` ZeroMQ over `ipc://`,
+   * `"tcp"` ZeroMQ over tcp (CURVE-secured off loopback). `getZmqSocket()`
+   * needs a ZeroMQ transport. @default "auto"
+   */
+  transport?: ControlTransport;
   /** Default per-request timeout, seconds. @default 86400 */
   timeout?: number;
   /** What `keepalive()` sends. @default {} */
@@ -52,7 +59,7 @@ export interface ResolvedRunnerOptions {
   masterPort: number;
   workerAddr: string;
   workerPort: number;
-  transport: "auto" | "ipc" | "tcp";
+  transport: ControlTransport;
   timeoutMs: number;
   keepalivePayload: unknown;
   keepaliveIntervalMs: number | undefined;
@@ -108,7 +115,7 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
   check(isPort(merged.masterPort), `options.masterPort must be an integer from 0 to 65535, got ${String(merged.masterPort)}`);
   check(typeof merged.workerAddr === "string" && merged.workerAddr.length > 0, "options.workerAddr must be a host address");
   check(isPort(merged.workerPort), `options.workerPort must be an integer from 0 to 65535, got ${String(merged.workerPort)}`);
-  check(["auto", "ipc", "tcp"].includes(merged.transport), `options.transport must be "auto", "ipc" or "tcp", got ${String(merged.transport)}`);
+  check(["auto", "unix", "ipc", "tcp"].includes(merged.transport), `options.transport must be "auto", "unix", "ipc" or "tcp", got ${String(merged.transport)}`);
   const timeoutMs = timeoutToMs(merged.timeout, "options.timeout");
   let keepaliveIntervalMs: number | undefined;
   if (options.keepaliveInterval !== undefined && options.keepaliveInterval !== null) {

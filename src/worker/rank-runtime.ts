@@ -12,6 +12,7 @@ import type { RankMessage, RunnerMessage, StreamItem } from "../transport/messag
 import { deferred, type Deferred } from "../util/deferred.js";
 import { walkData } from "../util/walk-data.js";
 import { SerialSender } from "../transport/serial-sender.js";
+import { StreamDealer, UNIX_ENDPOINT_PREFIX } from "../transport/stream-sockets.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
 import { appendErrorRecord } from "./error-file.js";
@@ -49,15 +50,16 @@ export interface RankRuntimeOptions {
 }
 
 /**
- * The rank side of the control protocol: one DEALER to the runner, one
+ * The rank side of the control protocol: one connection to the runner, one
  * worker instance, requests run in the runner's order.
  */
 export class RankRuntime {
   readonly #env: RankEnv;
   readonly #log: Logger;
   readonly #options: RankRuntimeOptions;
-  readonly #dealer: Dealer;
-  readonly #sender: SerialSender;
+  /** The runner's end: a ZeroMQ DEALER, or on one host a unix stream socket of the same shape. */
+  readonly #dealer: Dealer | StreamDealer;
+  readonly #sender: { send(frames: Buffer[]): Promise<void>; abort(error: unknown): void };
   readonly #active = new Map<number, ActiveRequest>();
   // The request an addStreamingResult belongs to is the one whose call() it
   // runs under, async context included: a loop a finished request left behind
@@ -74,11 +76,18 @@ export class RankRuntime {
     this.#env = options.env;
     this.#log = options.logger;
     const { env } = options;
+    // A little over the limit: the header around a maximal payload must still fit.
+    const maxMessageBytes = env.maxMessageBytes + 64 * 1024;
+    if (env.controlEndpoint.startsWith(UNIX_ENDPOINT_PREFIX)) {
+      const dealer = new StreamDealer(env.routingId, { maxMessageBytes, lingerMs: 2000, log: options.logger });
+      this.#dealer = dealer;
+      this.#sender = { send: (frames) => dealer.send(frames), abort: () => {} };
+      return;
+    }
     this.#dealer = new Dealer({
       routingId: env.routingId,
       linger: 2000,
-      // A little over the limit: the header around a maximal payload must still fit.
-      maxMessageSize: env.maxMessageBytes + 64 * 1024,
+      maxMessageSize: maxMessageBytes,
       sendHighWaterMark: 10_000,
       receiveHighWaterMark: 10_000,
       ...(env.curve ? { curveServerKey: env.curve.serverKey, curvePublicKey: env.curve.publicKey, curveSecretKey: env.curve.secretKey } : {}),

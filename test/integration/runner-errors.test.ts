@@ -1,6 +1,8 @@
-import { Dealer } from "zeromq";
+import net from "node:net";
+import { Dealer, Router } from "zeromq";
 import { describe, expect, it } from "vitest";
 import { MessageTooLargeError, RankError, RankGroupError, SerializationError } from "../../src/index.js";
+import { encodeMessage } from "../../src/transport/stream-framing.js";
 import { childPids } from "../helpers/processes.js";
 import { cleanUpRunners, fixture, makeRunner } from "../helpers/runners.js";
 
@@ -91,9 +93,11 @@ describe("bad input", () => {
     expect(await runner.invoke({ op: "echo", value: 1 })).toBe(1);
   });
 
-  it("ignores a foreign peer sending garbage to the control socket; in-flight requests are unaffected", async () => {
-    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+  it("ignores a foreign ZeroMQ peer sending garbage to the control socket; in-flight requests are unaffected", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2, transport: "ipc" });
     await runner.start();
+    expect(runner.endpoint).toMatch(/^ipc:\/\//);
+    expect(runner.getZmqSocket()).toBeInstanceOf(Router);
     const inFlight = runner.invoke({ op: "sleep", ms: 300 });
     const intruder = new Dealer({ linger: 0 });
     try {
@@ -105,6 +109,36 @@ describe("bad input", () => {
       await intruder.send([Buffer.from("r0-deadbeef"), Buffer.from("x")]);
     } finally {
       intruder.close();
+    }
+    expect(await inFlight).toEqual({ slept: 300, rank: 0 });
+    expect(await runner.invoke({ op: "echo", value: "still fine" })).toBe("still fine");
+  });
+
+  it("ignores foreign connections to the unix control socket, framed or not; in-flight requests are unaffected", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    expect(runner.endpoint).toMatch(/^unix:\//);
+    expect(() => runner.getZmqSocket()).toThrow(/unix stream socket.*transport: "ipc"/);
+    const path = runner.endpoint!.slice("unix:".length);
+    const inFlight = runner.invoke({ op: "sleep", ms: 300 });
+    const frame = (...frames: Buffer[]): Buffer => encodeMessage(frames);
+    const attempts = [
+      // Not framed at all: the length it implies is over the limit.
+      Buffer.from("not msgpack \xff\xfe".repeat(4)),
+      // Framed, but the first message is no identity.
+      Buffer.concat([frame(), frame(Buffer.from("x"))]),
+      // A made-up rank identity, then garbage and a message shaped like a rank's.
+      Buffer.concat([frame(Buffer.from("r0-deadbeef")), frame(Buffer.from([0xc1])), frame(Buffer.alloc(0)), frame(Buffer.from([0x81, 0xa1, 0x74, 0xa4, 0x64, 0x6f, 0x6e, 0x65]))]),
+      // A frame table that does not add up.
+      Buffer.from([6, 0, 0, 0, 1, 0, 99, 0, 0, 0]),
+    ];
+    for (const bytes of attempts) {
+      const socket = net.connect(path);
+      socket.on("error", () => {});
+      await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+      socket.write(bytes);
+      await new Promise((r) => setTimeout(r, 20));
+      socket.destroy();
     }
     expect(await inFlight).toEqual({ slept: 300, rank: 0 });
     expect(await runner.invoke({ op: "echo", value: "still fine" })).toBe("still fine");

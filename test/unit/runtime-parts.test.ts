@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import { resolveRunnerOptions } from "../../src/runner/options.js";
-import { chooseControlEndpoint, isLoopback } from "../../src/runner/endpoints.js";
+import { chooseControlEndpoint, isLoopback, isSameHostEndpoint } from "../../src/runner/endpoints.js";
 import { PendingRequest } from "../../src/runner/pending-request.js";
 import { KeepaliveTimer } from "../../src/runner/keepalive-timer.js";
 import { RequestScheduler } from "../../src/worker/request-scheduler.js";
@@ -28,13 +28,16 @@ describe("runner options", () => {
 });
 
 describe("control endpoint", () => {
-  it("uses ipc on loopback with port 0, tcp otherwise, CURVE off loopback", () => {
-    expect(chooseControlEndpoint({ transport: "auto", workerAddr: "127.0.0.1", workerPort: 0, runDir: "/tmp/x" })).toEqual({ bind: "ipc:///tmp/x/control.sock", secure: false });
+  it("uses a unix socket on loopback with port 0, ZeroMQ ipc when asked, tcp otherwise, CURVE off loopback", () => {
+    expect(chooseControlEndpoint({ transport: "auto", workerAddr: "127.0.0.1", workerPort: 0, runDir: "/tmp/x" })).toEqual({ bind: "unix:/tmp/x/control.sock", secure: false });
+    expect(chooseControlEndpoint({ transport: "unix", workerAddr: "127.0.0.1", workerPort: 5555, runDir: "/tmp/x" })).toEqual({ bind: "unix:/tmp/x/control.sock", secure: false });
+    expect(chooseControlEndpoint({ transport: "ipc", workerAddr: "127.0.0.1", workerPort: 0, runDir: "/tmp/x" })).toEqual({ bind: "ipc:///tmp/x/control.sock", secure: false });
     expect(chooseControlEndpoint({ transport: "auto", workerAddr: "127.0.0.1", workerPort: 5555, runDir: "/tmp/x" })).toEqual({ bind: "tcp://127.0.0.1:5555", secure: false });
     expect(chooseControlEndpoint({ transport: "tcp", workerAddr: "10.0.0.5", workerPort: 0, runDir: "/tmp/x" })).toEqual({ bind: "tcp://10.0.0.5:*", secure: true });
     expect(chooseControlEndpoint({ transport: "auto", workerAddr: "::1", workerPort: 0, runDir: `/tmp/${"x".repeat(200)}` }).bind).toBe("tcp://[::1]:*");
     expect(isLoopback("127.0.0.2")).toBe(true);
     expect(isLoopback("0.0.0.0")).toBe(false);
+    expect([isSameHostEndpoint("unix:/a"), isSameHostEndpoint("ipc:///a"), isSameHostEndpoint("tcp://127.0.0.1:1")]).toEqual([true, true, false]);
   });
 });
 

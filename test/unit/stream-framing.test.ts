@@ -1,11 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { bodyLength, encodeMessage, encodePrefix, MessageDecoder } from "../../src/collectives/stream-framing.js";
+import { bodyLength, encodeMessage, encodePrefix, MessageDecoder } from "../../src/transport/stream-framing.js";
 
-function decoder(): { messages: string[][]; malformed: number; push(b: Buffer): void } {
-  const out = { messages: [] as string[][], malformed: 0, push: (b: Buffer) => d.push(b) };
+function decoder(maxBytes?: number): { messages: string[][]; malformed: number; why: string[]; push(b: Buffer): void } {
+  const out = { messages: [] as string[][], malformed: 0, why: [] as string[], push: (b: Buffer) => d.push(b) };
   const d = new MessageDecoder(
     (frames) => out.messages.push(frames.map((f) => f.toString())),
-    () => out.malformed++,
+    (why) => {
+      out.malformed++;
+      out.why.push(why);
+    },
+    maxBytes,
   );
   return out;
 }
@@ -52,5 +56,16 @@ describe("stream framing", () => {
     d.push(Buffer.concat([bad, msg("after")]));
     expect(d.malformed).toBe(1);
     expect(d.messages).toEqual([]);
+  });
+
+  it("refuses a message announced over the limit before allocating it, whole or cut", () => {
+    const big = msg("x".repeat(100));
+    for (const cut of [big.byteLength, 2]) {
+      const d = decoder(50);
+      d.push(big.subarray(0, cut));
+      d.push(big.subarray(cut));
+      expect(d.messages).toEqual([]);
+      expect(d.why).toEqual([`a message of ${big.byteLength - 4} bytes is over the limit of 50`]);
+    }
   });
 });

@@ -63,7 +63,7 @@ function splitBody(body: Buffer): Buffer[] | undefined {
  */
 export class MessageDecoder {
   readonly #onMessage: (frames: Buffer[]) => void;
-  readonly #onMalformed: () => void;
+  readonly #onMalformed: (why: string) => void;
   /** Bytes of a length prefix cut by a chunk boundary. */
   #prefix: Buffer | undefined;
   /** The body being assembled, and how much of it has arrived. */
@@ -71,9 +71,13 @@ export class MessageDecoder {
   #filled = 0;
   #broken = false;
 
-  constructor(onMessage: (frames: Buffer[]) => void, onMalformed: () => void) {
+  readonly #maxBytes: number;
+
+  /** `maxBytes`: a longer announced body counts as malformed (a peer must not make us allocate gigabytes). */
+  constructor(onMessage: (frames: Buffer[]) => void, onMalformed: (why: string) => void, maxBytes = MAX_MESSAGE_BYTES) {
     this.#onMessage = onMessage;
     this.#onMalformed = onMalformed;
+    this.#maxBytes = maxBytes;
   }
 
   /** Feeds the next chunk of the stream. */
@@ -100,11 +104,13 @@ export class MessageDecoder {
         if (this.#prefix.byteLength < 4) return;
         const len = this.#prefix.readUInt32LE(0);
         this.#prefix = undefined;
+        if (len > this.#maxBytes) return this.#tooLong(len);
         this.#startBody(len);
         continue;
       }
       const len = chunk.readUInt32LE(at);
       at += 4;
+      if (len > this.#maxBytes) return this.#tooLong(len);
       if (chunk.byteLength - at >= len) {
         this.#emit(chunk.subarray(at, at + len));
         at += len;
@@ -123,12 +129,17 @@ export class MessageDecoder {
     }
   }
 
+  #tooLong(len: number): void {
+    this.#broken = true;
+    this.#onMalformed(`a message of ${len} bytes is over the limit of ${this.#maxBytes}`);
+  }
+
   #emit(body: Buffer): void {
     const frames = splitBody(body);
     if (frames) this.#onMessage(frames);
     else {
       this.#broken = true;
-      this.#onMalformed();
+      this.#onMalformed("a message's frame table does not match its length");
     }
   }
 }

@@ -1,0 +1,211 @@
+import net from "node:net";
+import type { Logger } from "pino";
+import { TransportError } from "../errors.js";
+import { AsyncQueue } from "../util/async-queue.js";
+import { bodyLength, COPY_MAX_BYTES, encodeMessage, encodePrefix, MAX_MESSAGE_BYTES, MessageDecoder } from "./stream-framing.js";
+
+/**
+ * The runner's control channel on one host, over a unix stream socket in the
+ * runner's private directory, with the shape of the ZeroMQ ROUTER/DEALER pair
+ * it replaces there: a {@link StreamRouter} yields `[identity, ...frames]` and
+ * sends to an identity; a {@link StreamDealer} names itself with its identity
+ * when it connects. A round trip costs about a quarter of a zeromq.js `ipc://`
+ * round trip (no I/O thread on either side; see bench/RESULTS.md), which is
+ * most of an invoke's latency. Across hosts the control channel stays ZeroMQ
+ * (tcp, CURVE off loopback).
+ */
+
+/** Prefix of a unix stream control endpoint (`unix:/path/to/control.sock`). */
+export const UNIX_ENDPOINT_PREFIX = "unix:";
+
+const SENT = Promise.resolve();
+
+/**
+ * Writes `frames` to `socket` as one message. The promise settles once the
+ * kernel has the bytes, so the frames' memory may change after it; with
+ * `settleCopiedAtOnce`, a small message (copied into one buffer first) is
+ * settled at once instead, saving a callback where the caller learns of a
+ * broken connection another way.
+ */
+export function writeMessage(socket: net.Socket, frames: readonly Buffer[], what: string, settleCopiedAtOnce = false): Promise<void> {
+  if (socket.destroyed || !socket.writable) return Promise.reject(new TransportError(`${what}: the connection is closed`));
+  const body = bodyLength(frames);
+  if (body > MAX_MESSAGE_BYTES) return Promise.reject(new TransportError(`${what}: a message of ${body} bytes exceeds the limit of ${MAX_MESSAGE_BYTES} bytes`));
+  if (settleCopiedAtOnce && body <= COPY_MAX_BYTES) {
+    socket.write(encodeMessage(frames));
+    return SENT;
+  }
+  return new Promise<void>((resolve, reject) => {
+    const done = (error?: Error | null): void => {
+      if (error) reject(new TransportError(`${what} failed: ${error.message}`, { cause: error }));
+      else resolve();
+    };
+    if (body <= COPY_MAX_BYTES) {
+      socket.write(encodeMessage(frames), done);
+      return;
+    }
+    socket.cork();
+    socket.write(encodePrefix(frames, body));
+    for (let i = 0; i < frames.length - 1; i++) socket.write(frames[i]);
+    socket.write(frames[frames.length - 1], done);
+    socket.uncork();
+  });
+}
+
+const asBuffer = (frame: Buffer | Uint8Array | string): Buffer =>
+  typeof frame === "string" ? Buffer.from(frame) : Buffer.isBuffer(frame) ? frame : Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+
+/** Options of {@link StreamRouter.bind} and {@link StreamDealer}. */
+export interface StreamSocketOptions {
+  /** Largest message accepted; a peer announcing more is disconnected. */
+  maxMessageBytes: number;
+  log: Logger;
+}
+
+/** The runner's end: accepts rank connections, each naming itself by its first message. */
+export class StreamRouter implements AsyncIterable<Buffer[]> {
+  readonly #server: net.Server;
+  readonly #peers = new Map<string, net.Socket>();
+  readonly #inbox = new AsyncQueue<Buffer[]>();
+  readonly #options: StreamSocketOptions;
+  /** The endpoint ranks connect to (`unix:<path>`). */
+  readonly lastEndpoint: string;
+  #closed = false;
+
+  private constructor(server: net.Server, path: string, options: StreamSocketOptions) {
+    this.#server = server;
+    this.#options = options;
+    this.lastEndpoint = `${UNIX_ENDPOINT_PREFIX}${path}`;
+    server.on("connection", (socket) => this.#accept(socket));
+  }
+
+  /** Listens at `path` (a unix socket). @throws the listen error (path taken, too long, directory missing). */
+  static async bind(path: string, options: StreamSocketOptions): Promise<StreamRouter> {
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(path, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    return new StreamRouter(server, path, options);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #accept(socket: net.Socket): void {
+    socket.setNoDelay(true);
+    let identity: string | undefined;
+    const decoder = new MessageDecoder(
+      (frames) => {
+        if (identity !== undefined) {
+          this.#inbox.push([Buffer.from(identity, "latin1"), ...frames]);
+          return;
+        }
+        const name = frames[0]?.toString("latin1") ?? "";
+        if (frames.length !== 1 || name === "" || this.#peers.has(name)) {
+          this.#options.log.warn({ identity: name }, "refused a control connection: no identity, or one already connected");
+          socket.destroy();
+          return;
+        }
+        identity = name;
+        this.#peers.set(name, socket);
+      },
+      (why) => {
+        this.#options.log.warn({ identity, why }, "dropped a control connection that sent a malformed message");
+        socket.destroy();
+      },
+      this.#options.maxMessageBytes,
+    );
+    socket.on("data", (chunk: Buffer) => decoder.push(chunk));
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      if (identity !== undefined && this.#peers.get(identity) === socket) this.#peers.delete(identity);
+    });
+  }
+
+  /** Sends `frames[1..]` to the peer named `frames[0]`; rejects when no such peer is connected. */
+  send(frames: Array<Buffer | Uint8Array | string>): Promise<void> {
+    const [identity, ...rest] = frames.map(asBuffer);
+    const name = identity?.toString("latin1") ?? "";
+    const socket = this.#peers.get(name);
+    if (!socket) return Promise.reject(new TransportError(`no control connection from ${JSON.stringify(name)}`));
+    return writeMessage(socket, rest, `send to ${name}`);
+  }
+
+  /** Closes the listener and every connection; the iteration ends. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const socket of this.#peers.values()) socket.destroy();
+    this.#peers.clear();
+    this.#server.close();
+    this.#inbox.end();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Buffer[]> {
+    return { next: () => this.#inbox.next() };
+  }
+}
+
+/** A rank's end: one connection to the runner's {@link StreamRouter}. */
+export class StreamDealer implements AsyncIterable<Buffer[]> {
+  readonly #routingId: string;
+  readonly #options: StreamSocketOptions & { lingerMs: number };
+  readonly #inbox = new AsyncQueue<Buffer[]>();
+  #socket: net.Socket | undefined;
+  #closed = false;
+
+  constructor(routingId: string, options: StreamSocketOptions & { lingerMs: number }) {
+    this.#routingId = routingId;
+    this.#options = options;
+  }
+
+  /** Connects to `endpoint` (`unix:<path>`) and names itself; messages sent before the connection is up wait for it. */
+  connect(endpoint: string): void {
+    if (!endpoint.startsWith(UNIX_ENDPOINT_PREFIX)) throw new TransportError(`not a unix stream endpoint: ${endpoint}`);
+    const socket = net.connect(endpoint.slice(UNIX_ENDPOINT_PREFIX.length));
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    const decoder = new MessageDecoder(
+      (frames) => this.#inbox.push(frames),
+      (why) => {
+        this.#options.log.warn({ why }, "the control connection sent a malformed message; closing it");
+        socket.destroy();
+      },
+      this.#options.maxMessageBytes,
+    );
+    socket.on("data", (chunk: Buffer) => decoder.push(chunk));
+    socket.on("error", (error) => {
+      if (!this.#closed) this.#options.log.warn({ err: error }, "control connection error");
+    });
+    // The runner closing its end is the end of the conversation.
+    socket.on("close", () => this.#inbox.end());
+    socket.write(encodeMessage([Buffer.from(this.#routingId, "latin1")]));
+  }
+
+  /** Sends one message; resolves once the kernel has it. */
+  send(frames: Array<Buffer | Uint8Array | string>): Promise<void> {
+    if (!this.#socket) return Promise.reject(new TransportError("the control connection is not open"));
+    return writeMessage(this.#socket, frames.map(asBuffer), "send to the runner");
+  }
+
+  /** Ends the connection after what is written (for at most `lingerMs`); the iteration ends. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const socket = this.#socket;
+    if (socket && !socket.destroyed) {
+      socket.end();
+      setTimeout(() => socket.destroy(), this.#options.lingerMs).unref();
+    }
+    this.#inbox.end();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Buffer[]> {
+    return { next: () => this.#inbox.next() };
+  }
+}
