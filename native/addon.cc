@@ -22,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getParentDeathSignal", Napi::Function::New(env, GetParentDeathSignal, "getParentDeathSignal"));
   exports.Set("shmCreate", Napi::Function::New(env, ShmCreate, "shmCreate"));
   exports.Set("shmOpen", Napi::Function::New(env, ShmOpen, "shmOpen"));
+  exports.Set("shmRemap", Napi::Function::New(env, ShmRemap, "shmRemap"));
   exports.Set("shmUnlink", Napi::Function::New(env, ShmUnlink, "shmUnlink"));
   exports.Set("shmClose", Napi::Function::New(env, ShmClose, "shmClose"));
   exports.Set("shmFreeBytes", Napi::Function::New(env, ShmFreeBytes, "shmFreeBytes"));

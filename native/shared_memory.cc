@@ -95,6 +95,15 @@ std::string NoSpaceMessage(const std::string& name, uint64_t size) {
          kShmDir + " has " + freeText + " bytes free";
 }
 
+// The id of the live mapping at `address` of `size` bytes, or 0 when there is none.
+uint64_t MappingIdOf(const void* address, size_t size) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  for (const auto& entry : g_mappings) {
+    if (entry.second.address == address && entry.second.size == size) return entry.first;
+  }
+  return 0;
+}
+
 void Finalize(napi_env /*env*/, void* /*data*/, void* hint) {
   const uint64_t id = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(hint));
   Mapping mapping{};
@@ -402,16 +411,7 @@ Napi::Value ShmClose(const Napi::CallbackInfo& info) {
   void* data = nullptr;
   size_t length = 0;
   if (napi_get_arraybuffer_info(env, buffer, &data, &length) != napi_ok) return Napi::Boolean::New(env, false);
-  uint64_t id = 0;
-  {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    for (const auto& entry : g_mappings) {
-      if (entry.second.address == data && entry.second.size == length) {
-        id = entry.first;
-        break;
-      }
-    }
-  }
+  const uint64_t id = MappingIdOf(data, length);
   if (id == 0) return Napi::Boolean::New(env, false);
   // Detach first: afterwards no view can reach the memory we unmap.
   const napi_status status = napi_detach_arraybuffer(env, buffer);
@@ -434,6 +434,54 @@ Napi::Value ShmClose(const Napi::CallbackInfo& info) {
   }
   if (found) munmap(mapping.address, mapping.size);
   return Napi::Boolean::New(env, true);
+}
+
+Napi::Value ShmRemap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsArrayBuffer()) {
+    MakeArgumentError(env, "shmRemap: buffer must be an ArrayBuffer").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string name;
+  if (!PosixName(info, 1, "shmRemap", &name)) return env.Undefined();
+  napi_value buffer = info[0];
+  bool detached = false;
+  void* data = nullptr;
+  size_t length = 0;
+  if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached ||
+      napi_get_arraybuffer_info(env, buffer, &data, &length) != napi_ok) {
+    MakeNativeError(env, "shmRemap: the buffer is detached or unreadable", "EINVAL", EINVAL).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  // MAP_FIXED over memory that is not one of our mappings would corrupt the process.
+  if (MappingIdOf(data, length) == 0) {
+    MakeNativeError(env, "shmRemap: the buffer is not a live shared memory mapping", "EINVAL", EINVAL).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int fd = shm_open(name.c_str(), O_RDONLY, 0);
+  if (fd < 0) {
+    ThrowErrno(env, "shm_open(\"" + name.substr(1) + "\")", errno);
+    return env.Undefined();
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != length) {
+    const int err = errno;
+    close(fd);
+    MakeNativeError(env, "shmRemap: segment \"" + name.substr(1) + "\" is not " + std::to_string(length) + " bytes long", "EINVAL",
+                    err ? err : EINVAL)
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  // Same address, same length: the ArrayBuffer and its views stay valid and
+  // now show the segment's current bytes; private copies made by writes are dropped.
+  void* address = mmap(data, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+  const int err = errno;
+  close(fd);
+  if (address == MAP_FAILED) {
+    ThrowErrno(env, "mmap(MAP_FIXED)", err);
+    return env.Undefined();
+  }
+  return env.Undefined();
 }
 
 Napi::Value ShmFreeBytes(const Napi::CallbackInfo& info) {

@@ -36,6 +36,15 @@ Napi::Value ShmUnlink(const Napi::CallbackInfo& info);
 // made by shmCreate/shmOpen (already closed, or another ArrayBuffer).
 Napi::Value ShmClose(const Napi::CallbackInfo& info);
 
+// shmRemap(buffer: ArrayBuffer, name: string): void. `buffer` is a copy-on-write
+// mapping made by shmOpen(name, true); maps the segment again over the same
+// address, so the buffer shows the segment's current bytes and drops this
+// process's private copies, without a new ArrayBuffer (a new 64 MiB one per
+// request makes V8 run a full GC per request). Status "EINVAL" for a buffer
+// that is not a live mapping or a segment of another size, "ENOENT" when the
+// segment is gone.
+Napi::Value ShmRemap(const Napi::CallbackInfo& info);
+
 // reduceArrays(acc: TypedArray, sources: TypedArray[], op: string): void.
 // The reduction step of the shared-memory all-reduce: acc = sources[0] op
 // sources[1] op ... in that order, element by element, where the sources are

@@ -8,6 +8,7 @@ export type { InvokeOptions, RunnerEvents, RunnerState, StartOptions, StopOption
 export type { DistributedRunnerOptions } from "./runner/options.js";
 export type { RankExit } from "./runner/rank-process.js";
 export type { ForwardedLog } from "./transport/messages.js";
+export { allocSharedBuffer } from "./transport/shared-payload.js";
 export { DistributedWorker } from "./worker/distributed-worker.js";
 export type { StreamingResultOptions, WorkerClass } from "./worker/distributed-worker.js";
 export type { CallContext } from "./worker/call-context.js";

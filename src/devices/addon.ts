@@ -40,6 +40,7 @@ export interface NativeAddon {
   // Shared memory (native/shared_memory.h; typed face in src/shm/).
   shmCreate(name: string, size: number): ArrayBuffer;
   shmOpen(name: string, readOnly?: boolean): ArrayBuffer;
+  shmRemap(buffer: ArrayBuffer, name: string): void;
   shmUnlink(name: string): void;
   shmClose(buffer: ArrayBuffer): boolean;
   shmFreeBytes(dir?: string): number;

@@ -106,6 +106,20 @@ export class SharedSegment {
     return new SharedSegment(bare, arrayBuffer, false, readOnly);
   }
 
+  /**
+   * For a copy-on-write mapping ({@link OpenSegmentOptions.readOnly}): shows
+   * the segment's current bytes again and drops this process's private
+   * copies, keeping the same ArrayBuffer (so no new allocation for V8 to
+   * collect). Views made earlier see the new bytes too.
+   * @throws {StateError} after {@link close}, or on a writable mapping.
+   * @throws {NativeError} status `"ENOENT"` when the segment was unlinked.
+   */
+  refresh(): void {
+    const arrayBuffer = this.arrayBuffer;
+    if (!this.readOnly) throw new StateError(`shared memory segment ${this.name} is mapped writable; only copy-on-write mappings refresh`);
+    callNative((addon) => addon.shmRemap(arrayBuffer, this.name));
+  }
+
   /** The pid embedded in the name by {@link create}, or `undefined` for foreign names. */
   get ownerPid(): number | undefined {
     return segmentOwner(this.name);

@@ -1,5 +1,7 @@
+import { rmSync } from "node:fs";
+import { join } from "node:path";
 import { addExtension } from "msgpackr";
-import { SharedSegment, shmAvailable, sweepStaleSegments } from "../shm/index.js";
+import { SHM_DIR, SharedSegment, shmAvailable, sweepStaleSegments } from "../shm/index.js";
 import { walkData } from "../util/walk-data.js";
 
 /**
@@ -41,6 +43,8 @@ class SharedRef {
     readonly offset: number,
     readonly length: number,
     readonly kind: string,
+    /** An {@link allocSharedBuffer} segment: it outlives the request, so ranks keep their mapping of it. */
+    readonly reusable: boolean,
   ) {}
 }
 
@@ -48,15 +52,42 @@ class SharedRef {
 // payload share one mapping. Only set during `withSharedSegments`.
 let opened: Map<string, SharedSegment> | undefined;
 
+/**
+ * A rank's mappings of allocSharedBuffer segments, most recent last. Mapping
+ * a new 64 MiB ArrayBuffer per request makes V8 run a full collection per
+ * request (tens of ms on every rank); refreshing a kept mapping does not.
+ */
+const kept = new Map<string, SharedSegment>();
+const KEPT_MAX = 8;
+
+function mapReusable(name: string): SharedSegment {
+  const mapping = kept.get(name);
+  if (mapping) {
+    kept.delete(name);
+    try {
+      mapping.refresh();
+      kept.set(name, mapping);
+      return mapping;
+    } catch {
+      // Unlinked and made again, or resized: map it afresh below.
+    }
+  }
+  const fresh = SharedSegment.open(name, { readOnly: true });
+  kept.set(name, fresh);
+  // Dropped, not closed: a worker may still hold views; the collector unmaps it.
+  if (kept.size > KEPT_MAX) kept.delete(kept.keys().next().value!);
+  return fresh;
+}
+
 addExtension({
   Class: SharedRef,
   type: 0x4d,
-  pack: (ref: SharedRef) => Buffer.from(JSON.stringify([ref.segment, ref.offset, ref.length, ref.kind])),
+  pack: (ref: SharedRef) => Buffer.from(JSON.stringify([ref.segment, ref.offset, ref.length, ref.kind, ref.reusable ? 1 : 0])),
   unpack: (bytes: Buffer) => {
-    const [segment, offset, length, kind] = JSON.parse(bytes.toString()) as [string, number, number, string];
+    const [segment, offset, length, kind, reusable] = JSON.parse(bytes.toString()) as [string, number, number, string, number?];
     let mapped = opened?.get(segment);
     if (!mapped) {
-      mapped = SharedSegment.open(segment, { readOnly: true });
+      mapped = reusable === 1 ? mapReusable(segment) : SharedSegment.open(segment, { readOnly: true });
       opened?.set(segment, mapped);
     }
     if (kind === "Buffer") return Buffer.from(mapped.arrayBuffer, offset, length);
@@ -97,6 +128,49 @@ function replace(value: unknown, refs: Map<View, SharedRef>, depth: number): unk
 
 let sweptStale = false;
 
+/** Segments made by {@link allocSharedBuffer}, by the memory they map. */
+const userSegments = new WeakMap<ArrayBufferLike, SharedSegment>();
+/** Their names, to unlink when the memory is collected or the process exits. */
+const userSegmentNames = new Set<string>();
+const unlinkWhenCollected = new FinalizationRegistry<string>((name) => unlinkName(name));
+let unlinkAtExit = false;
+
+function unlinkName(name: string): void {
+  userSegmentNames.delete(name);
+  // On Linux shm_unlink(name) is exactly this unlink. Already gone (swept) is fine.
+  rmSync(join(SHM_DIR, name), { force: true });
+}
+
+/**
+ * A Buffer of `bytes` in shared memory that ranks on this host read without
+ * any copy: pass it (or typed-array views of it of at least 1 MiB) in
+ * payloads, and only a reference travels. Reuse it across requests, like a
+ * pinned staging buffer, so its pages are allocated once; an ordinary Buffer
+ * is copied into a fresh segment for every request instead.
+ *
+ * It is shared, not copied: write into it only while no request that carries
+ * it is running, and have workers copy what they keep past `call()`. Ranks
+ * map it copy-on-write, so a worker that writes into its payload changes only
+ * its own copy. Over tcp (ranks on other hosts) it is sent as bytes like any
+ * Buffer. Its memory is freed when it is garbage-collected.
+ * @throws {ValidationError} `bytes` not a positive integer.
+ * @throws {NativeError} without the native addon, or when `/dev/shm` has no room (`"ENOSPC"`).
+ */
+export function allocSharedBuffer(bytes: number): Buffer {
+  const segment = SharedSegment.create({ size: bytes, prefix: PAYLOAD_SEGMENT_PREFIX });
+  const memory = segment.arrayBuffer;
+  userSegments.set(memory, segment);
+  userSegmentNames.add(segment.name);
+  unlinkWhenCollected.register(memory, segment.name);
+  if (!unlinkAtExit) {
+    unlinkAtExit = true;
+    process.once("exit", () => {
+      for (const name of [...userSegmentNames]) unlinkName(name);
+    });
+  }
+  return Buffer.from(memory, 0, bytes);
+}
+
 /**
  * Moves the payload's large buffers into one new segment (the caller's value
  * is not changed). Returns the payload as it is when there are none, when
@@ -112,7 +186,15 @@ export function offloadLargeBuffers(payload: unknown, minBytes = SHARED_PAYLOAD_
     sweptStale = true;
     sweepStaleSegments(PAYLOAD_SEGMENT_PREFIX);
   }
-  const unique = [...new Set(found)];
+  const refs = new Map<View, SharedRef>();
+  const kindOf = (view: View): string => (Buffer.isBuffer(view) ? "Buffer" : view.constructor.name);
+  // Views of allocSharedBuffer memory travel as references to it, uncopied.
+  const unique = [...new Set(found)].filter((view) => {
+    const own = userSegments.get(view.buffer);
+    if (own) refs.set(view, new SharedRef(own.name, view.byteOffset, view.byteLength, kindOf(view), true));
+    return !own;
+  });
+  if (unique.length === 0) return { payload: replace(payload, refs, 0), segment: undefined, sharedBytes: 0 };
   let size = 0;
   const offsets = unique.map((view) => {
     const offset = size;
@@ -123,15 +205,13 @@ export function offloadLargeBuffers(payload: unknown, minBytes = SHARED_PAYLOAD_
   try {
     segment = SharedSegment.create({ size, prefix: PAYLOAD_SEGMENT_PREFIX });
   } catch {
-    // No room in /dev/shm (or no addon): the socket path still works.
-    return { payload, segment: undefined, sharedBytes: 0 };
+    // No room in /dev/shm (or no addon): the socket path still works for these.
+    return { payload: replace(payload, refs, 0), segment: undefined, sharedBytes: 0 };
   }
-  const refs = new Map<View, SharedRef>();
   const target = segment.buffer;
   unique.forEach((view, i) => {
     target.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength), offsets[i]!);
-    const kind = Buffer.isBuffer(view) ? "Buffer" : view.constructor.name;
-    refs.set(view, new SharedRef(segment.name, offsets[i]!, view.byteLength, kind));
+    refs.set(view, new SharedRef(segment.name, offsets[i]!, view.byteLength, kindOf(view), false));
   });
   return { payload: replace(payload, refs, 0), segment, sharedBytes: size };
 }

@@ -1,11 +1,15 @@
+import { execFileSync } from "node:child_process";
 import { readdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { shmAvailable } from "../../src/shm/index.js";
-import { PAYLOAD_SEGMENT_PREFIX } from "../../src/transport/shared-payload.js";
+import { allocSharedBuffer, PAYLOAD_SEGMENT_PREFIX } from "../../src/transport/shared-payload.js";
 import { waitFor } from "../helpers/processes.js";
 import { cleanUpRunners, fixture, makeRunner } from "../helpers/runners.js";
 
 cleanUpRunners();
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
 /** This process's payload segments still in /dev/shm. */
 function ourSegments(): string[] {
@@ -63,5 +67,44 @@ describe("large payloads through shared memory", () => {
     await runner.stop();
     await inFlight;
     expect(ourSegments()).toEqual([]);
+  });
+
+  it("sends allocSharedBuffer memory by reference, uncopied: edits between requests reach the ranks, a rank's writes stay its own", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    const shared = allocSharedBuffer(4 * 1024 * 1024);
+    const mine = ourSegments();
+    expect(mine).toHaveLength(1);
+    for (const fill of [1, 2]) {
+      shared.fill(fill);
+      const inFlight = runner.invoke({ op: "inspect", value: shared, sleepMs: 100, scribble: true });
+      // No per-request segment: the reference is to the caller's own.
+      expect(ourSegments()).toEqual(mine);
+      expect(await inFlight).toEqual({ kind: "Buffer", byteLength: shared.length, sum: sampleSum(shared), rank: 0 });
+      expect(shared[0]).toBe(fill);
+    }
+    // A typed-array view of part of it keeps its class and offset.
+    const floats = new Float32Array(shared.buffer, shared.byteOffset + 8, 300_000).map((_, i) => i / 4);
+    const seen = await runner.invoke<{ kind: string; byteLength: number; sum: number }>({ op: "inspect", value: floats });
+    expect(seen).toEqual({ kind: "Float32Array", byteLength: floats.byteLength, sum: sampleSum(new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength)), rank: 0 });
+    await runner.stop();
+    // Stopping the runner does not take the caller's buffer away.
+    expect(ourSegments()).toEqual(mine);
+    expect(shared[4]).toBe(2);
+  });
+
+  it("is sent as plain bytes over tcp, where ranks may be on other hosts", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 1, transport: "tcp" });
+    await runner.start();
+    const shared = allocSharedBuffer(2 * 1024 * 1024).fill(9);
+    expect(await runner.invoke({ op: "inspect", value: shared })).toEqual({ kind: "Buffer", byteLength: shared.length, sum: sampleSum(shared), rank: 0 });
+  });
+
+  it("unlinks allocSharedBuffer segments when the process exits", () => {
+    const script = 'import { allocSharedBuffer } from "multirank"; allocSharedBuffer(1 << 20).fill(1); const names = (await import("node:fs")).readdirSync("/dev/shm").filter((n) => n.includes(`-p${process.pid}-`)); console.log(JSON.stringify({ pid: process.pid, names }));';
+    const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], { cwd: ROOT, encoding: "utf8" });
+    const { pid, names } = JSON.parse(out) as { pid: number; names: string[] };
+    expect(names).toHaveLength(1);
+    expect(readdirSync("/dev/shm").filter((n) => n.includes(`-p${pid}-`))).toEqual([]);
   });
 });

@@ -7,6 +7,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { NativeError, StateError, ValidationError } from "../../src/errors.js";
+import { loadAddon } from "../../src/devices/addon.js";
 import { SharedSegment, segmentOwner, shmAvailable, shmFreeBytes, SHM_DIR } from "../../src/shm/index.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -41,6 +42,11 @@ function create(size: number): SharedSegment {
   const seg = SharedSegment.create({ size, prefix: PREFIX });
   segments.push(seg);
   return seg;
+}
+
+/** The addon's shmRemap, called directly (SharedSegment.refresh always passes its own name). */
+function callRemap(buffer: ArrayBuffer, name: string): void {
+  loadAddon().shmRemap(buffer, name);
 }
 
 const leftovers = (): string[] => fs.readdirSync(SHM_DIR).filter((n) => n.startsWith(PREFIX));
@@ -86,6 +92,31 @@ describe("SharedSegment", () => {
     const { lines } = await runChild({ MODE: "open-ro", NAME: seg.name });
     expect(lines.SEEN).toEqual({ before: 42, after: 0x11, readOnly: true });
     expect(seg.buffer[0]).toBe(42);
+  });
+
+  it("refresh shows a copy-on-write mapping the segment's current bytes again, in the same ArrayBuffer", () => {
+    const seg = create(8192);
+    seg.buffer.fill(1);
+    const view = SharedSegment.open(seg.name, { readOnly: true });
+    const memory = view.arrayBuffer;
+    const bytes = new Uint8Array(memory);
+    bytes[0] = 99; // a private copy of the first page
+    seg.buffer[1] = 2;
+    seg.buffer[5000] = 3;
+    expect([bytes[0], bytes[1], bytes[5000]]).toEqual([99, 1, 3]);
+    view.refresh();
+    expect(view.arrayBuffer).toBe(memory);
+    expect([bytes[0], bytes[1], bytes[5000]]).toEqual([1, 2, 3]);
+    expect(seg.buffer[0]).toBe(1);
+    // Only copy-on-write mappings refresh, and only live ones of the same segment.
+    expect(() => seg.refresh()).toThrow(StateError);
+    view.close();
+    expect(() => view.refresh()).toThrow(StateError);
+    const other = create(4096);
+    const wrongSize = SharedSegment.open(other.name, { readOnly: true });
+    expect(() => callRemap(wrongSize.arrayBuffer, seg.name)).toThrow(/is not 4096 bytes long/);
+    expect(() => callRemap(new ArrayBuffer(4096), seg.name)).toThrow(/not a live shared memory mapping/);
+    wrongSize.close();
   });
 
   it("unlink removes the name (open then fails with ENOENT) while mappings stay valid", () => {
