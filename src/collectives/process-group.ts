@@ -23,6 +23,8 @@ export class BackendProcessGroup implements ProcessGroup {
   readonly #active = new Set<AbortController>();
   #seq = 0;
   #tail: Promise<unknown> = Promise.resolve();
+  /** Collectives called and not yet finished (queued or running). */
+  #inFlight = 0;
   #failure: Error | undefined;
   #closed: Promise<void> | undefined;
 
@@ -102,8 +104,12 @@ export class BackendProcessGroup implements ProcessGroup {
     const { controller, dispose } = this.#scope(what, o ?? {});
     const call: CollectiveCall = { seq, signature, signal: controller.signal, abort: (error) => controller.abort(error) };
     const previous = this.#tail;
+    // Collectives are usually awaited one by one: with none queued or running
+    // this one starts now, and needs neither the wait nor the outer race below.
+    const queued = this.#inFlight > 0;
+    this.#inFlight++;
     const run = (async (): Promise<T> => {
-      await previous;
+      if (queued) await previous;
       try {
         if (controller.signal.aborted) throw controller.signal.reason;
         this.#backend.begin(call);
@@ -116,11 +122,12 @@ export class BackendProcessGroup implements ProcessGroup {
       } finally {
         dispose();
         this.#backend.finish(seq);
+        this.#inFlight--;
       }
     })();
     this.#tail = run.catch(() => {});
     // The caller hears of a timeout even while the call is still queued.
-    return abortable(run, controller.signal);
+    return queued ? abortable(run, controller.signal) : run;
   }
 
   async #p2p<T>(method: string, o: CollectiveOptions | undefined, body: (signal: AbortSignal) => Promise<T>): Promise<T> {

@@ -11,6 +11,7 @@ import { splitRanges, type Range } from "./chunks.js";
 import { Mailbox, type Message } from "./mailbox.js";
 import { PeerLinks } from "./links.js";
 import { ZmqMesh, type MessageMesh } from "./mesh.js";
+import { SENT } from "../transport/stream-sockets.js";
 import { allocLike, finishReduce, reduceInto } from "./reduce-ops.js";
 import { isLoopback, rendezvous, tcpEndpoint, type RendezvousPlan } from "./rendezvous.js";
 import { MappedSlots, reduceParts, SharedSlots, SHM_BUFFERS, SHM_DIR, sharedKind, sweepStale, type SharedBuffers } from "./shm.js";
@@ -390,7 +391,9 @@ export class ZmqBackend implements CollectiveBackend {
     if (meta) header.v = meta;
     if (i !== undefined) header.i = i;
     const frames = payload ? [packHeader(header), payload] : [packHeader(header)];
-    return abortable(this.#mesh.send(dst, frames), call.signal);
+    const sent = this.#mesh.send(dst, frames);
+    // Already settled (a small message on a link): nothing to race.
+    return sent === SENT ? sent : abortable(sent, call.signal);
   }
 
   async #take(call: CollectiveCall, src: number, index?: number): Promise<Message> {

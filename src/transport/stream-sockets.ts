@@ -18,7 +18,8 @@ import { bodyLength, COPY_MAX_BYTES, encodeMessage, encodePrefix, MAX_MESSAGE_BY
 /** Prefix of a unix stream control endpoint (`unix:/path/to/control.sock`). */
 export const UNIX_ENDPOINT_PREFIX = "unix:";
 
-const SENT = Promise.resolve();
+/** What a send that completed at once returns (callers may skip racing it against a signal). */
+export const SENT: Promise<void> = Promise.resolve();
 
 /**
  * Writes `frames` to `socket` as one message. The promise settles once the

@@ -4,6 +4,9 @@ import { resolveGroupOptions, processGroupOptionsFromEnv } from "../../src/colle
 import { decodeValue, encodeValue } from "../../src/collectives/wire.js";
 import { Mailbox } from "../../src/collectives/mailbox.js";
 import { createProcessGroup } from "../../src/collectives/index.js";
+import type { CollectiveBackend, CollectiveCall } from "../../src/collectives/backend.js";
+import { BackendProcessGroup } from "../../src/collectives/process-group.js";
+import { pino } from "pino";
 
 describe("reduction ops", () => {
   it("sum, min, max, prod, avg on Float32Array", () => {
@@ -139,5 +142,36 @@ describe("world size 1 (no sockets)", () => {
     await expect(g.barrier()).rejects.toThrow("boom");
     await g.close();
     await g.close(); // idempotent
+  });
+});
+
+describe("call order and timeouts in the facade", () => {
+  it("starts a collective at once when idle, queues it behind a running one, and times a queued one out", async () => {
+    const begun: number[] = [];
+    let release: () => void = () => {};
+    const backend = {
+      name: "fake",
+      rank: 0,
+      size: 2,
+      begin: (call: CollectiveCall) => void begun.push(call.seq),
+      // The first barrier hangs until released; later ones finish at once.
+      barrier: (call: CollectiveCall) => (call.seq === 0 ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve()),
+      abandon: () => {},
+      finish: () => {},
+      onFailure: () => {},
+      fail: () => {},
+      close: async () => {},
+    } as unknown as CollectiveBackend;
+    const g = new BackendProcessGroup(backend, pino({ level: "silent" }), 60_000);
+    const first = g.barrier();
+    expect(begun).toEqual([0]); // started in the caller's tick: nothing was queued
+    const queued = g.barrier({ timeout: 0.05 });
+    const third = g.barrier();
+    await expect(queued).rejects.toMatchObject({ code: "MULTIRANK_ERR_TIMEOUT" });
+    expect(begun).toEqual([0]); // still waiting for the first
+    release();
+    await first;
+    await third;
+    expect(begun).toEqual([0, 2]);
   });
 });
