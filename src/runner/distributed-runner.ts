@@ -114,7 +114,7 @@ const LAST_MESSAGES_GRACE_MS = 50;
 
 /**
  * Runs one worker module across `worldSize` rank processes and drives them
- * over ZeroMQ: the Node counterpart of fal's `fal.distributed.DistributedRunner`,
+ * over a unix socket on one host or ZeroMQ across hosts: the Node counterpart of fal's `fal.distributed.DistributedRunner`,
  * with fal's method names in camelCase.
  *
  * @example

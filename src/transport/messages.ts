@@ -1,8 +1,9 @@
 import type { SerializedError } from "../errors.js";
 
 /**
- * The control protocol between the runner (ROUTER) and its ranks (DEALER).
- * Every message is one msgpack-encoded object in the first ZeroMQ frame; `t`
+ * The control protocol between the runner (ROUTER) and its ranks (DEALER), over
+ * ZeroMQ or the unix stream sockets of the same shape (stream-sockets.ts).
+ * Every message is one msgpack-encoded object in the message's frame; `t`
  * says which. Requests carry a runner-unique `id`, so no message of one
  * request can be mistaken for another's, cancelled ones included.
  */
