@@ -309,8 +309,15 @@ export class RankRuntime {
       }
       return this.#queueItem(active, item);
     }
+    // Encoding starts now, so frames a worker keeps in flight encode in
+    // parallel and while earlier ones are sent; only sending keeps the order.
+    const encoded = containsRawImage(result) && !active.controller.signal.aborted
+      ? encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat })
+      : Promise.resolve(result);
+    // Awaited by the step below; a failure surfaces there, in order.
+    encoded.catch(() => {});
     return this.#enqueueOnStream(active, async () => {
-      const data = containsRawImage(result) ? await encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat }) : result;
+      const data = await encoded;
       await this.#sendItems(active, [options.asTextEvent ? { event: formatTextEvent(data) } : { data }]);
     });
   }

@@ -40,6 +40,15 @@ describe("stream()", () => {
     expect(progress).toEqual([{ after: 3 }]);
   });
 
+  it("keeps the order of images that encode in parallel, the slow before the fast, and of items between them", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 1 });
+    await runner.start();
+    const seen: Array<{ n: number; image?: { width: number } }> = [];
+    for await (const item of runner.stream<(typeof seen)[number]>({ op: "images", count: 9 })) seen.push(item);
+    expect(seen.map((item) => item.n)).toEqual([0, 1, 2, 2.5, 3, 4, 5, 5.5, 6, 7, 8, 8.5, 9]);
+    expect(seen.filter((item) => item.image).map((item) => item.image!.width)).toEqual([768, 4, 768, 4, 768, 4, 768, 4, 768]);
+  });
+
   it("delivers 10,000 events, all of them, in order", async () => {
     const runner = makeRunner({ worker: fixture("many-events"), worldSize: 2 });
     await runner.start();
