@@ -28,6 +28,15 @@ function copyMs(size: number, reps: number): number {
   return summarize(samples).p50;
 }
 
+async function withSharedPayloadsOff<T>(fn: () => Promise<T>): Promise<T> {
+  process.env.MULTIRANK_SHARED_PAYLOAD_MIN_BYTES = String(Number.MAX_SAFE_INTEGER);
+  try {
+    return await fn();
+  } finally {
+    delete process.env.MULTIRANK_SHARED_PAYLOAD_MIN_BYTES;
+  }
+}
+
 async function invokeMs(runner: DistributedRunner, data: Buffer, reps: number): Promise<number> {
   await runner.invoke({ data });
   const samples: number[] = [];
@@ -45,6 +54,16 @@ export async function main(): Promise<BenchRow[]> {
   const runner = new DistributedRunner({ worker: ACK, worldSize: 4, logger: pino({ level: "warn" }), maxMessageBytes: 256 * MiB });
   await runner.start();
   try {
+    // Mid-size payloads: through a shared-memory segment (the default from
+    // 64 KiB) against through the socket, each to 4 ranks.
+    for (const kib of [64, 256, 768]) {
+      const size = kib * 1024;
+      const reps = QUICK ? 30 : 150;
+      const data = Buffer.alloc(size, 5);
+      const shared = await invokeMs(runner, data, reps);
+      const socket = await withSharedPayloadsOff(() => invokeMs(runner, data, reps));
+      rows.push(row({ name: `${kib} KiB to 4 ranks, p50 ms, shared memory`, value: shared, unit: "ms", baselineName: "same through the socket", baseline: socket, lowerIsBetter: true }));
+    }
     for (const mib of [1, 16, 64]) {
       const size = mib * MiB;
       const reps = QUICK ? (mib >= 64 ? 3 : 8) : mib >= 64 ? 10 : 30;

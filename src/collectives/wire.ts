@@ -1,5 +1,6 @@
 import { Packr } from "msgpackr";
 import { SerializationError } from "../errors.js";
+import { viewKind, viewOver } from "../util/typed-views.js";
 
 // useRecords: false keeps messages self-describing between independently
 // started processes; moreTypes round-trips typed arrays nested in objects.
@@ -38,23 +39,6 @@ export interface Header {
   e?: { code: string; message: string; rank: number };
 }
 
-type ViewCtor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): ArrayBufferView; new (length: number): ArrayBufferView; BYTES_PER_ELEMENT?: number };
-
-const VIEW_CTORS: Record<string, ViewCtor> = {
-  Int8Array,
-  Uint8Array,
-  Uint8ClampedArray,
-  Int16Array,
-  Uint16Array,
-  Int32Array,
-  Uint32Array,
-  Float32Array,
-  Float64Array,
-  BigInt64Array,
-  BigUint64Array,
-  DataView: DataView as unknown as ViewCtor,
-};
-
 /** Packs a header. */
 export function packHeader(header: Header): Buffer {
   return packr.pack(header);
@@ -85,9 +69,8 @@ export function bytesOf(view: ArrayBufferView): Buffer {
  */
 export function encodeValue(value: unknown, copy: boolean): { meta: ValueMeta; frame: Buffer } {
   if (ArrayBuffer.isView(value)) {
-    const d = Buffer.isBuffer(value) ? "Buffer" : value.constructor.name;
     const bytes = bytesOf(value);
-    return { meta: { t: "ta", d: d in VIEW_CTORS || d === "Buffer" ? d : "Uint8Array" }, frame: copy ? Buffer.from(bytes) : bytes };
+    return { meta: { t: "ta", d: viewKind(value) }, frame: copy ? Buffer.from(bytes) : bytes };
   }
   if (value instanceof ArrayBuffer) {
     const bytes = Buffer.from(value);
@@ -114,15 +97,7 @@ export function decodeValue(meta: ValueMeta | undefined, frame: Buffer | undefin
     }
   }
   if (meta.t === "ab") return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-  if (meta.d === "Buffer") return bytes;
-  const Ctor = VIEW_CTORS[meta.d] ?? Uint8Array;
-  const size = Ctor.BYTES_PER_ELEMENT ?? 1;
-  if (bytes.byteOffset % size === 0) {
-    return new Ctor(bytes.buffer, bytes.byteOffset, Ctor === VIEW_CTORS.DataView ? bytes.byteLength : bytes.byteLength / size);
-  }
-  const copy = new Uint8Array(bytes.byteLength);
-  copy.set(bytes);
-  return new Ctor(copy.buffer, 0, Ctor === VIEW_CTORS.DataView ? bytes.byteLength : bytes.byteLength / size);
+  return viewOver(bytes, meta.d);
 }
 
 /**

@@ -2,7 +2,8 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { addExtension } from "msgpackr";
 import { SHM_DIR, SharedSegment, shmAvailable, sweepStaleSegments } from "../shm/index.js";
-import { walkData } from "../util/walk-data.js";
+import { viewKind, viewOver } from "../util/typed-views.js";
+import { replaceViews, walkData } from "../util/walk-data.js";
 
 /**
  * Large payload buffers through shared memory. The runner copies every Buffer
@@ -15,26 +16,24 @@ import { walkData } from "../util/walk-data.js";
 
 /** Name prefix of payload segments, so stale ones of a dead runner can be swept. */
 export const PAYLOAD_SEGMENT_PREFIX = "multirank-payload";
-/** Buffers this large or larger go through shared memory. */
-export const SHARED_PAYLOAD_MIN_BYTES = 1024 * 1024;
+/**
+ * Buffers this large or larger go through shared memory. 64 KiB: from there
+ * on a segment beats the socket (bench/payload: 256 KiB to 4 ranks in about
+ * half the time); below it the segment's setup costs more than it saves.
+ */
+export const SHARED_PAYLOAD_MIN_BYTES = 64 * 1024;
+
+/** The threshold in force: `MULTIRANK_SHARED_PAYLOAD_MIN_BYTES` when set (bench/payload compares), else {@link SHARED_PAYLOAD_MIN_BYTES}. */
+function sharedPayloadMinBytes(): number {
+  const set = process.env.MULTIRANK_SHARED_PAYLOAD_MIN_BYTES;
+  const n = set === undefined ? Number.NaN : Number(set);
+  return n > 0 ? n : SHARED_PAYLOAD_MIN_BYTES;
+}
 
 // Element alignment for every typed array kind (Float64Array needs 8).
 const ALIGN = 8;
 
-type View = Buffer | Uint8Array | Uint8ClampedArray | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array | Float32Array | Float64Array | BigInt64Array | BigUint64Array;
-const VIEW_TYPES: Record<string, { BYTES_PER_ELEMENT: number; new (buffer: ArrayBuffer, offset: number, length: number): View }> = {
-  Uint8Array,
-  Uint8ClampedArray,
-  Int8Array,
-  Uint16Array,
-  Int16Array,
-  Uint32Array,
-  Int32Array,
-  Float32Array,
-  Float64Array,
-  BigInt64Array,
-  BigUint64Array,
-};
+type View = ArrayBufferView;
 
 /** What travels in place of a large buffer. */
 class SharedRef {
@@ -90,9 +89,8 @@ addExtension({
       mapped = reusable === 1 ? mapReusable(segment) : SharedSegment.open(segment, { readOnly: true });
       opened?.set(segment, mapped);
     }
-    if (kind === "Buffer") return Buffer.from(mapped.arrayBuffer, offset, length);
-    const View = VIEW_TYPES[kind] ?? Uint8Array;
-    return new View(mapped.arrayBuffer, offset, length / View.BYTES_PER_ELEMENT);
+    // Offsets are 8-aligned in a page-aligned mapping: the view never copies.
+    return viewOver(Buffer.from(mapped.arrayBuffer, offset, length), kind);
   },
 });
 
@@ -115,17 +113,6 @@ export interface OffloadedPayload {
   sharedBytes: number;
 }
 
-function replace(value: unknown, refs: Map<View, SharedRef>, depth: number): unknown {
-  if (typeof value !== "object" || value === null) return value;
-  if (ArrayBuffer.isView(value)) return refs.get(value as View) ?? value;
-  if (depth >= 8) return value;
-  if (Array.isArray(value)) return value.map((item) => replace(item, refs, depth + 1));
-  if (Object.getPrototypeOf(value) !== Object.prototype) return value;
-  const out: Record<string, unknown> = {};
-  for (const key in value) out[key] = replace((value as Record<string, unknown>)[key], refs, depth + 1);
-  return out;
-}
-
 let sweptStale = false;
 
 /** Segments made by {@link allocSharedBuffer}, by the memory they map. */
@@ -143,7 +130,7 @@ function unlinkName(name: string): void {
 
 /**
  * A Buffer of `bytes` in shared memory that ranks on this host read without
- * any copy: pass it (or typed-array views of it of at least 1 MiB) in
+ * any copy: pass it (or typed-array views of it of at least 64 KiB) in
  * payloads, and only a reference travels. Reuse it across requests, like a
  * pinned staging buffer, so its pages are allocated once; an ordinary Buffer
  * is copied into a fresh segment for every request instead.
@@ -176,7 +163,7 @@ export function allocSharedBuffer(bytes: number): Buffer {
  * is not changed). Returns the payload as it is when there are none, when
  * shared memory is unavailable, or when `/dev/shm` has no room.
  */
-export function offloadLargeBuffers(payload: unknown, minBytes = SHARED_PAYLOAD_MIN_BYTES): OffloadedPayload {
+export function offloadLargeBuffers(payload: unknown, minBytes = sharedPayloadMinBytes()): OffloadedPayload {
   const found: View[] = [];
   walkData(payload, (v) => {
     if (ArrayBuffer.isView(v) && !(v instanceof DataView) && v.byteLength >= minBytes) found.push(v as View);
@@ -187,14 +174,14 @@ export function offloadLargeBuffers(payload: unknown, minBytes = SHARED_PAYLOAD_
     sweepStaleSegments(PAYLOAD_SEGMENT_PREFIX);
   }
   const refs = new Map<View, SharedRef>();
-  const kindOf = (view: View): string => (Buffer.isBuffer(view) ? "Buffer" : view.constructor.name);
+  const kindOf = viewKind;
   // Views of allocSharedBuffer memory travel as references to it, uncopied.
   const unique = [...new Set(found)].filter((view) => {
     const own = userSegments.get(view.buffer);
     if (own) refs.set(view, new SharedRef(own.name, view.byteOffset, view.byteLength, kindOf(view), true));
     return !own;
   });
-  if (unique.length === 0) return { payload: replace(payload, refs, 0), segment: undefined, sharedBytes: 0 };
+  if (unique.length === 0) return { payload: replaceViews(payload, refs), segment: undefined, sharedBytes: 0 };
   let size = 0;
   const offsets = unique.map((view) => {
     const offset = size;
@@ -206,12 +193,12 @@ export function offloadLargeBuffers(payload: unknown, minBytes = SHARED_PAYLOAD_
     segment = SharedSegment.create({ size, prefix: PAYLOAD_SEGMENT_PREFIX });
   } catch {
     // No room in /dev/shm (or no addon): the socket path still works for these.
-    return { payload: replace(payload, refs, 0), segment: undefined, sharedBytes: 0 };
+    return { payload: replaceViews(payload, refs), segment: undefined, sharedBytes: 0 };
   }
   const target = segment.buffer;
   unique.forEach((view, i) => {
     target.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength), offsets[i]!);
     refs.set(view, new SharedRef(segment.name, offsets[i]!, view.byteLength, kindOf(view), false));
   });
-  return { payload: replace(payload, refs, 0), segment, sharedBytes: size };
+  return { payload: replaceViews(payload, refs), segment, sharedBytes: size };
 }

@@ -17,3 +17,19 @@ export function walkData(value: unknown, visit: (value: unknown) => "stop" | "sk
   for (const key in value) if (walkData((value as Record<string, unknown>)[key], visit, maxDepth, depth + 1)) return true;
   return false;
 }
+
+/**
+ * A copy of plain data (as {@link walkData} enters it) in which every
+ * ArrayBufferView that is a key of `refs` is replaced by its value. Only the
+ * containers on the way are copied; `value` itself is not changed.
+ */
+export function replaceViews(value: unknown, refs: ReadonlyMap<ArrayBufferView, unknown>, maxDepth = 8, depth = 0): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  if (ArrayBuffer.isView(value)) return refs.has(value) ? refs.get(value) : value;
+  if (depth >= maxDepth) return value;
+  if (Array.isArray(value)) return value.map((item) => replaceViews(item, refs, maxDepth, depth + 1));
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value;
+  const out: Record<string, unknown> = {};
+  for (const key in value) out[key] = replaceViews((value as Record<string, unknown>)[key], refs, maxDepth, depth + 1);
+  return out;
+}

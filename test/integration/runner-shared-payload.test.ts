@@ -3,7 +3,7 @@ import { readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { shmAvailable } from "../../src/shm/index.js";
-import { allocSharedBuffer, PAYLOAD_SEGMENT_PREFIX } from "../../src/transport/shared-payload.js";
+import { allocSharedBuffer, PAYLOAD_SEGMENT_PREFIX, SHARED_PAYLOAD_MIN_BYTES } from "../../src/transport/shared-payload.js";
 import { waitFor } from "../helpers/processes.js";
 import { cleanUpRunners, fixture, makeRunner } from "../helpers/runners.js";
 
@@ -40,6 +40,18 @@ describe("large payloads through shared memory", () => {
     }
     // The caller's payload is untouched.
     expect(big[1]).toBe(7);
+  });
+
+  it("moves buffers from 64 KiB up to shared memory and keeps smaller ones in the message", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    for (const [size, segments] of [[SHARED_PAYLOAD_MIN_BYTES, 1], [SHARED_PAYLOAD_MIN_BYTES - 1, 0]] as const) {
+      const value = Buffer.alloc(size, 3);
+      const inFlight = runner.invoke({ op: "inspect", value, sleepMs: 150 });
+      expect(ourSegments(), `${size} bytes`).toHaveLength(segments);
+      expect(await inFlight).toEqual({ kind: "Buffer", byteLength: size, sum: sampleSum(value), rank: 0 });
+    }
+    expect(SHARED_PAYLOAD_MIN_BYTES).toBe(64 * 1024);
   });
 
   it("counts shared bytes against maxMessageBytes", async () => {
