@@ -9,7 +9,7 @@ import type { WorkerDevice } from "../devices/index.js";
 import { createRankGroup, pinRank } from "./rank-platform.js";
 import { loadWorkerClass } from "./load-worker.js";
 import { readRankEnv, type RankEnv } from "./rank-env.js";
-import { RankRuntime } from "./rank-runtime.js";
+import { RankRuntime, RUNNER_GONE_EXIT_CODE } from "./rank-runtime.js";
 
 const FORWARD_LEVEL = pino.levels.values.info!;
 
@@ -55,7 +55,7 @@ async function main(): Promise<void> {
     process.stderr.write(`multirank rank: ${(error as Error).message}\n`);
     process.exit(2);
   }
-  if (env.deathPipeFd !== undefined) watchDeathPipe(env.deathPipeFd, () => process.exit(70));
+  if (env.deathPipeFd !== undefined) watchDeathPipe(env.deathPipeFd, () => process.exit(RUNNER_GONE_EXIT_CODE));
 
   let forward: (line: string) => void = () => {};
   const logger = createLogger(env, (line) => forward(line));

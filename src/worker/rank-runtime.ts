@@ -38,6 +38,9 @@ const MAX_BATCH = 256;
 /** Items holding more binary than this go alone, so batches stay small. */
 const LARGE_ITEM_BYTES = 64 * 1024;
 
+/** Exit code of a rank whose runner is gone (also the death pipe's). */
+export const RUNNER_GONE_EXIT_CODE = 70;
+
 /** How the rank runtime is started; the rank main fills it from the environment. */
 export interface RankRuntimeOptions {
   env: RankEnv;
@@ -108,6 +111,13 @@ export class RankRuntime {
         continue;
       }
       this.#handle(message);
+    }
+    // The connection ended without a teardown: the runner closed it or is gone
+    // (a unix socket ends; a ZeroMQ DEALER would wait). A rank nobody can reach
+    // must not linger.
+    if (!this.#stopping) {
+      this.#log.warn("the runner closed the control connection; the rank exits");
+      this.#options.exit(RUNNER_GONE_EXIT_CODE);
     }
   }
 

@@ -3,7 +3,7 @@ import { Dealer, Router } from "zeromq";
 import { describe, expect, it } from "vitest";
 import { MessageTooLargeError, RankError, RankGroupError, SerializationError } from "../../src/index.js";
 import { encodeMessage } from "../../src/transport/stream-framing.js";
-import { childPids } from "../helpers/processes.js";
+import { childPids, waitFor } from "../helpers/processes.js";
 import { cleanUpRunners, fixture, makeRunner } from "../helpers/runners.js";
 
 cleanUpRunners();
@@ -171,6 +171,17 @@ describe("bad input", () => {
     await runner.stop({ timeout: 0.5 });
     expect(runner.state).toBe("stopped");
     expect(childPids()).toEqual([]);
+  });
+
+  it("ranks exit by themselves once the unix control socket is closed, and an in-flight request fails", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
+    await runner.start();
+    const inFlight = runner.invoke({ op: "sleep", ms: 10_000 }).catch((e: unknown) => e);
+    runner.closeZmqSocket();
+    expect(await waitFor(() => childPids().length === 0, 5000)).toBe(true);
+    expect(await inFlight).toMatchObject({ code: "MULTIRANK_ERR_RANK_EXIT" });
+    await runner.stop({ timeout: 0.5 });
+    expect(runner.state).toBe("stopped");
   });
 
   it("rejects invalid options naming the field", async () => {
