@@ -472,13 +472,23 @@ Napi::Value ShmRemap(const Napi::CallbackInfo& info) {
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  // Same address, same length: the ArrayBuffer and its views stay valid and
-  // now show the segment's current bytes; private copies made by writes are dropped.
-  void* address = mmap(data, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
-  const int err = errno;
+  // Map anew elsewhere, then move that mapping over the old one in one step
+  // (mremap replaces the range atomically): a failure leaves the old mapping
+  // as it was, never a hole. Same address, same length: the ArrayBuffer and
+  // its views stay valid and now show the segment's current bytes; private
+  // copies made by writes are dropped.
+  void* fresh = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  const int mapErr = errno;
   close(fd);
-  if (address == MAP_FAILED) {
-    ThrowErrno(env, "mmap(MAP_FIXED)", err);
+  if (fresh == MAP_FAILED) {
+    ThrowErrno(env, "mmap", mapErr);
+    return env.Undefined();
+  }
+  void* moved = mremap(fresh, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, data);
+  if (moved == MAP_FAILED) {
+    const int err = errno;
+    munmap(fresh, length);
+    ThrowErrno(env, "mremap", err);
     return env.Undefined();
   }
   return env.Undefined();

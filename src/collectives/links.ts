@@ -7,6 +7,9 @@ import { MessageDecoder } from "../transport/stream-framing.js";
 import { writeMessage } from "../transport/stream-sockets.js";
 import { unpackHeader, type Header } from "./wire.js";
 
+/** Messages held for {@link PeerLinks.start} at most (the collectives' window is far smaller). */
+const MAX_EARLY_MESSAGES = 10_000;
+
 /**
  * One stream socket per pair of ranks (unix sockets on one host, tcp across
  * hosts), for two jobs:
@@ -28,7 +31,11 @@ export class PeerLinks implements MessageMesh {
   readonly #sockets = new Map<number, net.Socket>();
   readonly #path: string | undefined;
   readonly #log: Logger;
-  #onLost: (peer: number) => void = () => {};
+  /** Peers lost before anyone listened (between link() and onLost()): told to the listener when it comes. */
+  readonly #lostEarly: number[] = [];
+  #onLost: (peer: number) => void = (peer) => void this.#lostEarly.push(peer);
+  /** Sockets not linked yet (connecting, or accepted before link()): closed with the rest. */
+  readonly #unlinked = new Set<net.Socket>();
   #events: MeshEvents | undefined;
   /** Messages that arrived before {@link start}. */
   readonly #early: [Header, Buffer[]][] = [];
@@ -43,12 +50,15 @@ export class PeerLinks implements MessageMesh {
     this.#log = log;
     server.on("connection", (socket) => {
       socket.on("error", () => {});
+      this.#unlinked.add(socket);
+      socket.once("close", () => this.#unlinked.delete(socket));
       // The connecting peer names itself with its rank (4 bytes); what follows is messages.
       let hello = Buffer.alloc(0);
       const onHello = (d: Buffer): void => {
         hello = Buffer.concat([hello, d]);
         if (hello.byteLength < 4) return;
         socket.off("data", onHello);
+        if (this.#closed) return void socket.destroy();
         // Paused until link() attaches its reader, so no byte is read without one.
         socket.pause();
         this.#accepted(hello.readUInt32LE(0), socket, hello.subarray(4));
@@ -76,7 +86,8 @@ export class PeerLinks implements MessageMesh {
     const expected = addresses.length - 1;
     await new Promise<void>((resolve, reject) => {
       const add = (peer: number, socket: net.Socket, rest: Buffer): void => {
-        if (this.#sockets.has(peer) || peer === rank || peer >= addresses.length) return void socket.destroy();
+        this.#unlinked.delete(socket);
+        if (this.#closed || this.#sockets.has(peer) || peer === rank || peer >= addresses.length) return void socket.destroy();
         this.#sockets.set(peer, socket);
         socket.unref();
         socket.setNoDelay(true);
@@ -109,6 +120,8 @@ export class PeerLinks implements MessageMesh {
           ? net.connect(a.slice(5))
           : net.connect(Number(a.slice(a.lastIndexOf(":") + 1)), a.slice(4, a.lastIndexOf(":")).replace(/^\[|\]$/g, ""));
         socket.on("error", () => {});
+        this.#unlinked.add(socket);
+        socket.once("close", () => this.#unlinked.delete(socket));
         socket.once("connect", () => {
           const hello = Buffer.alloc(4);
           hello.writeUInt32LE(rank);
@@ -128,12 +141,15 @@ export class PeerLinks implements MessageMesh {
       return;
     }
     if (this.#events) this.#events.onMessage(header, frames.slice(1));
-    else this.#early.push([header, frames.slice(1)]);
+    else if (this.#early.length < MAX_EARLY_MESSAGES) this.#early.push([header, frames.slice(1)]);
+    // Over tcp the links carry no data: a peer that sends anyway is not heard.
+    else this.#log.warn({ peer }, "dropped a message on a link that carries no data");
   }
 
   /** Calls `listener(peer)` when the link to `peer` drops. */
   onLost(listener: (peer: number) => void): void {
     this.#onLost = listener;
+    for (const peer of this.#lostEarly.splice(0)) listener(peer);
   }
 
   /**
@@ -172,6 +188,8 @@ export class PeerLinks implements MessageMesh {
   close(lingerMs = 0): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const s of this.#unlinked) s.destroy();
+    this.#unlinked.clear();
     for (const s of this.#sockets.values()) {
       if (lingerMs > 0 && !s.destroyed) {
         s.end();

@@ -213,8 +213,8 @@ export class ZmqBackend implements CollectiveBackend {
   readonly #running = new Map<number, CollectiveCall>();
   /** Aborts that peers sent for collectives this rank has not started yet. */
   readonly #earlyAborts = new Map<number, Error>();
-  /** Per collective not begun here yet: the first signature a peer sent for it. */
-  readonly #earlySignatures = new Map<number, { src: number; signature: string | undefined }>();
+  /** Per collective not begun here yet: the distinct signatures peers sent for it. */
+  readonly #earlySignatures = new Map<number, { src: number; signature: string | undefined }[]>();
   /** Errors that came from peers: they are not echoed back. */
   readonly #remoteErrors = new WeakSet<Error>();
   readonly #departed = new Map<number, Error>();
@@ -304,7 +304,12 @@ export class ZmqBackend implements CollectiveBackend {
     const call = this.#running.get(seq);
     if (call) {
       if (signature !== call.signature) call.abort(this.#mismatch(call, src, signature));
-    } else if (!this.#earlySignatures.has(seq)) this.#earlySignatures.set(seq, { src, signature });
+    } else {
+      // One signature per distinct call seen is enough: begin() needs any that differs from its own.
+      const seen = this.#earlySignatures.get(seq);
+      if (!seen) this.#earlySignatures.set(seq, [{ src, signature }]);
+      else if (!seen.some((s) => s.signature === signature)) seen.push({ src, signature });
+    }
   }
 
   #mismatch(call: CollectiveCall, src: number, theirs: string | undefined): CollectiveMismatchError {
@@ -337,9 +342,9 @@ export class ZmqBackend implements CollectiveBackend {
   begin(call: CollectiveCall): void {
     this.#running.set(call.seq, call);
     const early = this.#earlyAborts.get(call.seq);
-    const seen = this.#earlySignatures.get(call.seq);
+    const differing = this.#earlySignatures.get(call.seq)?.find((s) => s.signature !== call.signature);
     if (early) call.abort(early);
-    else if (seen && seen.signature !== call.signature) call.abort(this.#mismatch(call, seen.src, seen.signature));
+    else if (differing) call.abort(this.#mismatch(call, differing.src, differing.signature));
   }
 
   finish(seq: number): void {

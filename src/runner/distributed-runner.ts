@@ -281,7 +281,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const id = this.#nextRequestId++;
     // Large buffers go through one shared-memory segment instead of the socket
     // (once, not once per rank); only on one host, where ipc is the transport.
-    const shared = isSameHostEndpoint(session.endpoint) ? offloadLargeBuffers(payload) : { payload, segment: undefined, sharedBytes: 0 };
+    const shared = isSameHostEndpoint(session.endpoint) ? offloadLargeBuffers(payload) : { payload, segment: undefined, sharedBytes: 0, retained: [] };
     const message: RunnerMessage = { t: "req", id, payload: shared.payload, streaming };
     // Packed once, before anything is sent: a bad payload changes nothing.
     let bytes: Buffer;
@@ -302,6 +302,8 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       cancelAtRanks: (reason) => this.#sendCancel(session, request, reason),
       finished: () => {
         session.requests.delete(id);
+        // Reachable until here: collecting it would unlink a name a rank may not have mapped yet.
+        shared.retained.length = 0;
         // Every rank has answered, so every rank has mapped it: the name can go.
         if (shared.segment) {
           session.segments.delete(shared.segment);

@@ -1,4 +1,4 @@
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { addExtension } from "msgpackr";
 import { SHM_DIR, SharedSegment, shmAvailable, sweepStaleSegments } from "../shm/index.js";
@@ -58,14 +58,23 @@ let opened: Map<string, SharedSegment> | undefined;
  */
 const kept = new Map<string, SharedSegment>();
 const KEPT_MAX = 8;
+/** Kept mappings that requests not yet finished use: those must not be refreshed under them. */
+const inUse = new Map<SharedSegment, number>();
+/** Kept mappings the current unpack used (see {@link holdKeptMappings}). */
+let usedByUnpack: SharedSegment[] = [];
 
 function mapReusable(name: string): SharedSegment {
+  // Names their owner unlinked (the buffer was collected) would pin the pages.
+  for (const old of kept.keys()) if (old !== name && !existsSync(join(SHM_DIR, old))) kept.delete(old);
   const mapping = kept.get(name);
+  // A request still running on it keeps its bytes: this one gets its own mapping.
+  if (mapping && inUse.has(mapping)) return SharedSegment.open(name, { readOnly: true });
   if (mapping) {
     kept.delete(name);
     try {
       mapping.refresh();
       kept.set(name, mapping);
+      usedByUnpack.push(mapping);
       return mapping;
     } catch {
       // Unlinked and made again, or resized: map it afresh below.
@@ -73,9 +82,31 @@ function mapReusable(name: string): SharedSegment {
   }
   const fresh = SharedSegment.open(name, { readOnly: true });
   kept.set(name, fresh);
+  usedByUnpack.push(fresh);
   // Dropped, not closed: a worker may still hold views; the collector unmaps it.
   if (kept.size > KEPT_MAX) kept.delete(kept.keys().next().value!);
   return fresh;
+}
+
+/**
+ * Marks the kept mappings the last unpack used as in use until the returned
+ * function is called (when that request ends), so a later request carrying the
+ * same buffer maps it anew instead of changing the bytes under this one.
+ */
+export function holdKeptMappings(): () => void {
+  const held = usedByUnpack;
+  usedByUnpack = [];
+  for (const m of held) inUse.set(m, (inUse.get(m) ?? 0) + 1);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    for (const m of held) {
+      const n = (inUse.get(m) ?? 1) - 1;
+      if (n <= 0) inUse.delete(m);
+      else inUse.set(m, n);
+    }
+  };
 }
 
 addExtension({
@@ -98,6 +129,7 @@ addExtension({
 export function withSharedSegments<T>(fn: () => T): T {
   const outer = opened;
   opened = new Map();
+  usedByUnpack = [];
   try {
     return fn();
   } finally {
@@ -111,6 +143,12 @@ export interface OffloadedPayload {
   segment: SharedSegment | undefined;
   /** Bytes moved into the segment. */
   sharedBytes: number;
+  /**
+   * allocSharedBuffer memory the payload refers to by name: the caller keeps
+   * it reachable until the request ends, or collecting it would unlink the
+   * name before every rank has mapped it.
+   */
+  retained: ArrayBufferLike[];
 }
 
 let sweptStale = false;
@@ -168,20 +206,24 @@ export function offloadLargeBuffers(payload: unknown, minBytes = sharedPayloadMi
   walkData(payload, (v) => {
     if (ArrayBuffer.isView(v) && !(v instanceof DataView) && v.byteLength >= minBytes) found.push(v as View);
   }, 8);
-  if (found.length === 0 || !shmAvailable()) return { payload, segment: undefined, sharedBytes: 0 };
+  if (found.length === 0 || !shmAvailable()) return { payload, segment: undefined, sharedBytes: 0, retained: [] };
   if (!sweptStale) {
     sweptStale = true;
     sweepStaleSegments(PAYLOAD_SEGMENT_PREFIX);
   }
   const refs = new Map<View, SharedRef>();
   const kindOf = viewKind;
+  const retained: ArrayBufferLike[] = [];
   // Views of allocSharedBuffer memory travel as references to it, uncopied.
   const unique = [...new Set(found)].filter((view) => {
     const own = userSegments.get(view.buffer);
-    if (own) refs.set(view, new SharedRef(own.name, view.byteOffset, view.byteLength, kindOf(view), true));
+    if (own) {
+      refs.set(view, new SharedRef(own.name, view.byteOffset, view.byteLength, kindOf(view), true));
+      retained.push(view.buffer);
+    }
     return !own;
   });
-  if (unique.length === 0) return { payload: replaceViews(payload, refs), segment: undefined, sharedBytes: 0 };
+  if (unique.length === 0) return { payload: replaceViews(payload, refs), segment: undefined, sharedBytes: 0, retained };
   let size = 0;
   const offsets = unique.map((view) => {
     const offset = size;
@@ -193,12 +235,12 @@ export function offloadLargeBuffers(payload: unknown, minBytes = sharedPayloadMi
     segment = SharedSegment.create({ size, prefix: PAYLOAD_SEGMENT_PREFIX });
   } catch {
     // No room in /dev/shm (or no addon): the socket path still works for these.
-    return { payload: replaceViews(payload, refs), segment: undefined, sharedBytes: 0 };
+    return { payload: replaceViews(payload, refs), segment: undefined, sharedBytes: 0, retained };
   }
   const target = segment.buffer;
   unique.forEach((view, i) => {
     target.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength), offsets[i]!);
     refs.set(view, new SharedRef(segment.name, offsets[i]!, view.byteLength, kindOf(view), false));
   });
-  return { payload: replaceViews(payload, refs), segment, sharedBytes: size };
+  return { payload: replaceViews(payload, refs), segment, sharedBytes: size, retained };
 }

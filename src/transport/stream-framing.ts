@@ -80,6 +80,11 @@ export class MessageDecoder {
     this.#maxBytes = maxBytes;
   }
 
+  /** Stops handing out messages, even from the chunk being read (the connection is being dropped). */
+  stop(): void {
+    this.#broken = true;
+  }
+
   /** Feeds the next chunk of the stream. */
   push(chunk: Buffer): void {
     let at = 0;

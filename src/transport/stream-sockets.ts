@@ -67,6 +67,7 @@ export interface StreamSocketOptions {
 export class StreamRouter implements AsyncIterable<Buffer[]> {
   readonly #server: net.Server;
   readonly #peers = new Map<string, net.Socket>();
+  readonly #connections = new Set<net.Socket>();
   readonly #inbox = new AsyncQueue<Buffer[]>();
   readonly #options: StreamSocketOptions;
   /** The endpoint ranks connect to (`unix:<path>`). */
@@ -77,7 +78,10 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
     this.#server = server;
     this.#options = options;
     this.lastEndpoint = `${UNIX_ENDPOINT_PREFIX}${path}`;
-    server.on("connection", (socket) => this.#accept(socket));
+    server.on("connection", (socket) => {
+      if (this.#closed) socket.destroy();
+      else this.#accept(socket);
+    });
   }
 
   /** Listens at `path` (a unix socket). @throws the listen error (path taken, too long, directory missing). */
@@ -109,6 +113,7 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
         const name = frames[0]?.toString("latin1") ?? "";
         if (frames.length !== 1 || name === "" || this.#peers.has(name)) {
           this.#options.log.warn({ identity: name }, "refused a control connection: no identity, or one already connected");
+          decoder.stop();
           socket.destroy();
           return;
         }
@@ -123,7 +128,9 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
     );
     socket.on("data", (chunk: Buffer) => decoder.push(chunk));
     socket.on("error", () => {});
+    this.#connections.add(socket);
     socket.on("close", () => {
+      this.#connections.delete(socket);
       if (identity !== undefined && this.#peers.get(identity) === socket) this.#peers.delete(identity);
     });
   }
@@ -141,7 +148,9 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const socket of this.#peers.values()) socket.destroy();
+    // Every connection, named or not.
+    for (const socket of this.#connections) socket.destroy();
+    this.#connections.clear();
     this.#peers.clear();
     this.#server.close();
     this.#inbox.end();

@@ -12,6 +12,7 @@ import type { RankMessage, RunnerMessage, StreamItem } from "../transport/messag
 import { deferred, type Deferred } from "../util/deferred.js";
 import { walkData } from "../util/walk-data.js";
 import { SerialSender } from "../transport/serial-sender.js";
+import { holdKeptMappings } from "../transport/shared-payload.js";
 import { StreamDealer, UNIX_ENDPOINT_PREFIX } from "../transport/stream-sockets.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
@@ -31,10 +32,14 @@ interface ActiveRequest {
   /** Plain items waiting to go out together (see #queueItem). */
   outbox: StreamItem[];
   outboxSent: Deferred<void> | undefined;
+  /** Images of this request being encoded ahead of their turn. */
+  encoding: number;
 }
 
 /** Items per message at most; a burst of small events travels in few messages. */
 const MAX_BATCH = 256;
+/** Images a request may have encoding ahead of their turn to be sent. */
+const MAX_EARLY_ENCODES = 4;
 /** Items holding more binary than this go alone, so batches stay small. */
 const LARGE_ITEM_BYTES = 64 * 1024;
 
@@ -110,7 +115,13 @@ export class RankRuntime {
         this.#log.warn({ err: error }, "ignoring a control message that could not be unpacked");
         continue;
       }
-      this.#handle(message);
+      // The request holds the shared buffers it was given until it ends.
+      const release = holdKeptMappings();
+      if (message.t === "req") this.#enqueueRequest(message.id, message.payload, message.streaming, release);
+      else {
+        release();
+        this.#handle(message);
+      }
     }
     // The connection ended without a teardown: the runner closed it or is gone
     // (a unix socket ends; a ZeroMQ DEALER would wait). A rank nobody can reach
@@ -151,7 +162,7 @@ export class RankRuntime {
         }
         return;
       case "req":
-        this.#enqueueRequest(message.id, message.payload, message.streaming);
+        this.#enqueueRequest(message.id, message.payload, message.streaming, () => {});
         return;
       case "cancel":
         this.#cancel(message.id, message.reason);
@@ -195,13 +206,14 @@ export class RankRuntime {
     };
   }
 
-  #enqueueRequest(id: number, payload: unknown, streaming: boolean): void {
-    if (this.#stopping) return;
+  #enqueueRequest(id: number, payload: unknown, streaming: boolean, release: () => void): void {
+    if (this.#stopping) return release();
     this.#scheduler.enqueue({
       id,
       exclusive: false,
-      run: () => this.#runRequest(id, payload, streaming),
+      run: () => this.#runRequest(id, payload, streaming).finally(release),
       dropped: (reason) => {
+        release();
         void this.#send({ t: "done", id, ok: false, cancelled: true, error: serializeError(new AbortError(`request ${id} cancelled before it started (${reason})`)) }).catch(() => {});
       },
     });
@@ -219,7 +231,7 @@ export class RankRuntime {
       await this.#send({ t: "done", id, ok: false, cancelled: false, error: serializeError(new Error("worker is not set up")) }).catch(() => {});
       return;
     }
-    const active: ActiveRequest = { id, streaming, controller: new AbortController(), chain: Promise.resolve(), streamFailure: undefined, outbox: [], outboxSent: undefined };
+    const active: ActiveRequest = { id, streaming, controller: new AbortController(), chain: Promise.resolve(), streamFailure: undefined, outbox: [], outboxSent: undefined, encoding: 0 };
     this.#active.set(id, active);
     let log: Logger | undefined;
     const rankLog = this.#log;
@@ -319,15 +331,20 @@ export class RankRuntime {
       }
       return this.#queueItem(active, item);
     }
-    // Encoding starts now, so frames a worker keeps in flight encode in
-    // parallel and while earlier ones are sent; only sending keeps the order.
-    const encoded = containsRawImage(result) && !active.controller.signal.aborted
-      ? encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat })
-      : Promise.resolve(result);
-    // Awaited by the step below; a failure surfaces there, in order.
-    encoded.catch(() => {});
+    const encode = (): Promise<unknown> =>
+      containsRawImage(result) ? encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat }) : Promise.resolve(result);
+    // Up to a few images start encoding now, so frames a worker keeps in
+    // flight encode in parallel and while earlier ones are sent; only sending
+    // keeps the order. More than that wait for their turn in the chain.
+    let early: Promise<unknown> | undefined;
+    if (containsRawImage(result) && active.encoding < MAX_EARLY_ENCODES && !active.controller.signal.aborted && active.streamFailure === undefined) {
+      active.encoding++;
+      early = encode().finally(() => active.encoding--);
+      // Awaited by the step below; a failure surfaces there, in order.
+      early.catch(() => {});
+    }
     return this.#enqueueOnStream(active, async () => {
-      const data = await encoded;
+      const data = await (early ?? encode());
       await this.#sendItems(active, [options.asTextEvent ? { event: formatTextEvent(data) } : { data }]);
     });
   }

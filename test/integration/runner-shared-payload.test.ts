@@ -105,6 +105,20 @@ describe("large payloads through shared memory", () => {
     expect(shared[4]).toBe(2);
   });
 
+  it("a later request carrying the same allocSharedBuffer does not change the bytes under a running one", async () => {
+    const runner = makeRunner({ worker: fixture("probe"), worldSize: 1, maxMessageBytes: 64 * 1024 * 1024 });
+    await runner.start();
+    const shared = allocSharedBuffer(1024 * 1024).fill(1);
+    await runner.invoke({ op: "inspect", value: shared }); // the rank now keeps a mapping of it
+    const running = runner.invoke<boolean>({ op: "scribbleThenCheck", value: shared, ms: 400 });
+    await new Promise((r) => setTimeout(r, 100));
+    // Arrives, and is unpacked, while the first still runs.
+    const next = runner.invoke({ op: "inspect", value: shared });
+    expect(await running).toBe(true);
+    expect(await next).toEqual({ kind: "Buffer", byteLength: shared.length, sum: sampleSum(shared), rank: 0 });
+    expect(shared[0]).toBe(1);
+  });
+
   it("is sent as plain bytes over tcp, where ranks may be on other hosts", async () => {
     const runner = makeRunner({ worker: fixture("probe"), worldSize: 1, transport: "tcp" });
     await runner.start();
