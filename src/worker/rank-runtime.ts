@@ -211,7 +211,7 @@ export class RankRuntime {
     this.#scheduler.enqueue({
       id,
       exclusive: false,
-      run: () => this.#runRequest(id, payload, streaming).finally(release),
+      run: () => this.#runRequest(id, payload, streaming, release),
       dropped: (reason) => {
         release();
         void this.#send({ t: "done", id, ok: false, cancelled: true, error: serializeError(new AbortError(`request ${id} cancelled before it started (${reason})`)) }).catch(() => {});
@@ -225,9 +225,15 @@ export class RankRuntime {
     if (active && !active.controller.signal.aborted) active.controller.abort(new AbortError(`request ${id} was cancelled by the runner (${reason})`));
   }
 
-  async #runRequest(id: number, payload: unknown, streaming: boolean): Promise<void> {
+  /**
+   * `release` ends the hold on the shared buffers the payload came in: called
+   * as soon as the answer is packed (nothing reads the payload after that),
+   * before it is sent, so the runner's next request finds the mapping free.
+   */
+  async #runRequest(id: number, payload: unknown, streaming: boolean, release: () => void): Promise<void> {
     const worker = this.#worker;
     if (!worker) {
+      release();
       await this.#send({ t: "done", id, ok: false, cancelled: false, error: serializeError(new Error("worker is not set up")) }).catch(() => {});
       return;
     }
@@ -253,8 +259,11 @@ export class RankRuntime {
       if (active.controller.signal.aborted) throw active.controller.signal.reason;
       if (this.#env.rank === 0) {
         const result = containsRawImage(output) ? await encodeImagesIn(output, { quality: worker.imageQuality.final, format: worker.imageFormat }) : output;
-        await this.#send({ t: "done", id, ok: true, result, hasResult: output !== undefined });
+        const sending = this.#send({ t: "done", id, ok: true, result, hasResult: output !== undefined });
+        release();
+        await sending;
       } else {
+        release();
         await this.#send({ t: "done", id, ok: true, hasResult: false });
       }
     } catch (error) {
@@ -262,10 +271,12 @@ export class RankRuntime {
       // failed on its own just before a cancel arrived still reports its error.
       const cancelled = active.controller.signal.aborted && isCancellation(error, active.controller.signal);
       const serialized = cancelled ? serializeError(error) : this.#record("call", error, id);
+      release();
       await this.#send({ t: "done", id, ok: false, cancelled, error: serialized }).catch((sendError) => {
         this.#log.error({ err: sendError, requestId: id }, "could not report the end of a request");
       });
     } finally {
+      release();
       this.#active.delete(id);
     }
   }
