@@ -135,13 +135,18 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
     });
   }
 
-  /** Sends `frames[1..]` to the peer named `frames[0]`; rejects when no such peer is connected. */
+  /**
+   * Sends `frames[1..]` to the peer named `frames[0]`; rejects when no such
+   * peer is connected. Settles at once for small messages (copied), else once
+   * the kernel has the bytes.
+   */
   send(frames: Array<Buffer | Uint8Array | string>): Promise<void> {
     const [identity, ...rest] = frames.map(asBuffer);
     const name = identity?.toString("latin1") ?? "";
     const socket = this.#peers.get(name);
     if (!socket) return Promise.reject(new TransportError(`no control connection from ${JSON.stringify(name)}`));
-    return writeMessage(socket, rest, `send to ${name}`);
+    // A broken connection shows as the rank's exit: small sends need not wait for the kernel.
+    return writeMessage(socket, rest, `send to ${name}`, true);
   }
 
   /** Closes the listener and every connection; the iteration ends. */
@@ -197,10 +202,11 @@ export class StreamDealer implements AsyncIterable<Buffer[]> {
     socket.write(encodeMessage([Buffer.from(this.#routingId, "latin1")]));
   }
 
-  /** Sends one message; resolves once the kernel has it. */
+  /** Sends one message; settles at once for small messages (copied), else once the kernel has the bytes. */
   send(frames: Array<Buffer | Uint8Array | string>): Promise<void> {
     if (!this.#socket) return Promise.reject(new TransportError("the control connection is not open"));
-    return writeMessage(this.#socket, frames.map(asBuffer), "send to the runner");
+    // A broken connection ends the conversation (and the rank): small sends need not wait for the kernel.
+    return writeMessage(this.#socket, frames.map(asBuffer), "send to the runner", true);
   }
 
   /** Ends the connection after what is written (for at most `lingerMs`); the iteration ends. */
