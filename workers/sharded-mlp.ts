@@ -43,6 +43,9 @@ export default class ShardedMlp extends DistributedWorker<Input, Output> {
   }
 
   async call(input: Input, ctx: CallContext): Promise<Output> {
+    if (!(input?.x instanceof Float32Array) && !Array.isArray(input?.x)) {
+      throw new TypeError(`input.x must be a Float32Array or an array of numbers, batch × ${this.#dims.model} long (got ${input?.x === undefined ? "nothing" : typeof input.x})`);
+    }
     let x = input.x instanceof Float32Array ? input.x : Float32Array.from(input.x);
     if (x.length === 0 || x.length % this.#dims.model !== 0) throw new TypeError(`input.x must hold batch × ${this.#dims.model} numbers (got ${x.length})`);
     for (const shard of this.#shards) {

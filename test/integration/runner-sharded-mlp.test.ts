@@ -30,6 +30,10 @@ describe("the tensor-parallel MLP through the runner", () => {
     const runner = makeRunner({ worker: example("sharded-mlp"), worldSize: 2 });
     await runner.start({ seed, dims });
     await expect(runner.invoke({ x: [1, 2, 3] })).rejects.toMatchObject({ code: "MULTIRANK_ERR_RANKS_FAILED" });
+    // No x at all (an empty request body through the gateway) names the field too.
+    const missing = await runner.invoke({}).catch((e: unknown) => e);
+    expect(missing).toMatchObject({ code: "MULTIRANK_ERR_RANKS_FAILED" });
+    expect((missing as Error).message).toContain("input.x must be a Float32Array or an array of numbers");
     const { y } = await runner.invoke<{ y: Float32Array }>({ x: input(1) });
     expect(y.length).toBe(dims.model);
   });
