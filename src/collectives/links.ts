@@ -19,9 +19,9 @@ const MAX_EARLY_MESSAGES = 10_000;
  *   heartbeats (which a busy event loop could miss).
  * - On one host, carrying the data messages ({@link MessageMesh}). A round trip
  *   over a unix stream socket from Node takes about a quarter of a zeromq.js
- *   ipc round trip (42 µs against 191 µs on the 2-core development machine;
- *   see bench/RESULTS.md): zeromq hands every message to an I/O thread on each
- *   side, and on a few cores those extra wake-ups are what a barrier costs.
+ *   ipc round trip (bench/invoke.ts prints both): zeromq hands every message
+ *   to an I/O thread on each side, and on a few cores those extra wake-ups are
+ *   what a barrier costs.
  *
  * Over tcp a dead host is not noticed by `close`; ZeroMQ heartbeats on the
  * data sockets cover that case, so across hosts ZeroMQ carries the data.
@@ -171,8 +171,7 @@ export class PeerLinks implements MessageMesh {
   send(peer: number, frames: Buffer[]): Promise<void> {
     const socket = this.#sockets.get(peer);
     if (!socket) return Promise.reject(new TransportError(`no link to rank ${peer}`));
-    // A broken link is reported by its close (a lost peer), so small sends need not wait.
-    return writeMessage(socket, frames, `send to rank ${peer}`, true);
+    return writeMessage(socket, frames, `send to rank ${peer}`);
   }
 
   /** Removes the unix socket's name (links stay up). */

@@ -34,8 +34,8 @@ export interface ZmqBackendOptions {
 
 /** How long a dropped connection may wait for the peer's goodbye before it counts as a death. */
 const GOODBYE_GRACE_MS = 150;
-/** Broadcasts and barriers among more ranks than this go down a binomial tree instead of straight from the root. */
-const FLAT_TREE_MAX = 8;
+/** Broadcasts to more ranks than this go down a binomial tree instead of straight from the root. */
+const FLAT_BROADCAST_MAX = 8;
 
 function firstExternalIPv4(): string | undefined {
   for (const list of Object.values(os.networkInterfaces())) {
@@ -55,6 +55,7 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
   let slots: SharedBuffers | undefined;
   let links: PeerLinks | undefined;
   const pushes = new Map<number, zmq.Push>();
+  const peers = [...Array(o.size).keys()].filter((r) => r !== o.rank);
   let tcp = false;
   sweepStale(SHM_DIR);
   sweepStale(os.tmpdir());
@@ -81,7 +82,6 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
           links = listening.links;
           if (p.sharedMemory) {
             try {
-              const peers = [...Array(o.size).keys()].filter((r) => r !== o.rank);
               slots = kind === "mmap" ? new MappedSlots(p.groupId, o.rank, peers) : SharedSlots.create(p.groupId, o.rank);
             } catch (error) {
               o.log.warn({ err: error }, "shared memory unavailable; large reductions go over sockets");
@@ -94,8 +94,7 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
         connect: async (table, shm, signal) => {
           const endpoints = table.map((e) => e.split(" ")[0]);
           const connected: Promise<void>[] = [links!.link(o.rank, table.map((e) => e.split(" ")[1] ?? ""), signal)];
-          for (let peer = 0; peer < o.size && tcp; peer++) {
-            if (peer === o.rank) continue;
+          for (const peer of tcp ? peers : []) {
             const push = new zmq.Push({ linger: 500, ipv6: endpoints[peer].startsWith("tcp://[") });
             // ZMTP heartbeats turn a silent peer (host down, cable pulled) into a
             // disconnect within a second; on one host the kernel reports deaths at once.
@@ -107,7 +106,6 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
           }
           await abortable(Promise.all(connected), signal);
           const sameKind = table.every((e) => e.split(" ")[3] === slots?.kind);
-          const peers = [...Array(o.size).keys()].filter((r) => r !== o.rank);
           if (slots && shm && sameKind) slots.openPeers(peers, table.map((e) => Number(e.split(" ")[2])));
           else if (slots) {
             await slots.close();
@@ -136,32 +134,6 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
 }
 
 const mod = (a: number, n: number): number => ((a % n) + n) % n;
-
-/**
- * This rank's place in the tree rooted at `root` that broadcasts and barriers
- * use: flat (the root linked to everyone) up to {@link FLAT_TREE_MAX} ranks,
- * above that binomial, log2(size) levels deep.
- */
-export function treeLinks(rank: number, root: number, size: number): { parent: number; children: number[] } {
-  const vr = mod(rank - root, size);
-  let parent = -1;
-  const children: number[] = [];
-  if (size <= FLAT_TREE_MAX) {
-    if (vr === 0) for (let p = 0; p < size; p++) if (p !== rank) children.push(p);
-    if (vr !== 0) parent = root;
-    return { parent, children };
-  }
-  let mask = 1;
-  while (mask < size) {
-    if (vr & mask) {
-      parent = mod(vr - mask + root, size);
-      break;
-    }
-    mask <<= 1;
-  }
-  for (mask >>= 1; mask > 0; mask >>= 1) if (vr + mask < size) children.push(mod(vr + mask + root, size));
-  return { parent, children };
-}
 
 /** `result` copied into `out` when the caller gave one, else `result` itself. */
 function into(out: Reducible | undefined, result: Reducible): Reducible {
@@ -435,7 +407,26 @@ export class ZmqBackend implements CollectiveBackend {
   }
 
   async broadcast(value: unknown, root: number, call: CollectiveCall): Promise<unknown> {
-    const { parent, children } = treeLinks(this.rank, root, this.size);
+    const n = this.size;
+    const vr = mod(this.rank - root, n);
+    // Flat: the root sends to all. Tree: binomial, log2(n) rounds, each rank
+    // forwarding the frame it received (its own buffer, safe to send zero-copy).
+    let parent = -1;
+    const children: number[] = [];
+    if (n <= FLAT_BROADCAST_MAX) {
+      if (vr === 0) children.push(...this.#peers);
+      else parent = root;
+    } else {
+      let mask = 1;
+      while (mask < n) {
+        if (vr & mask) {
+          parent = mod(vr - mask + root, n);
+          break;
+        }
+        mask <<= 1;
+      }
+      for (mask >>= 1; mask > 0; mask >>= 1) if (vr + mask < n) children.push(mod(vr + mask + root, n));
+    }
     let meta: ValueMeta;
     let frame: Buffer;
     let result: unknown = value;

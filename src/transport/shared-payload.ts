@@ -33,8 +33,6 @@ function sharedPayloadMinBytes(): number {
 // Element alignment for every typed array kind (Float64Array needs 8).
 const ALIGN = 8;
 
-type View = ArrayBufferView;
-
 /** What travels in place of a large buffer. */
 class SharedRef {
   constructor(
@@ -201,24 +199,28 @@ export function allocSharedBuffer(bytes: number): Buffer {
  * is not changed). Returns the payload as it is when there are none, when
  * shared memory is unavailable, or when `/dev/shm` has no room.
  */
-export function offloadLargeBuffers(payload: unknown, minBytes = sharedPayloadMinBytes()): OffloadedPayload {
-  const found: View[] = [];
+export function offloadLargeBuffers(payload: unknown, minBytes?: number): OffloadedPayload {
+  const views: ArrayBufferView[] = [];
   walkData(payload, (v) => {
-    if (ArrayBuffer.isView(v) && !(v instanceof DataView) && v.byteLength >= minBytes) found.push(v as View);
+    if (ArrayBuffer.isView(v) && !(v instanceof DataView)) views.push(v);
   }, 8);
-  if (found.length === 0 || !shmAvailable()) return { payload, segment: undefined, sharedBytes: 0, retained: [] };
+  const none: OffloadedPayload = { payload, segment: undefined, sharedBytes: 0, retained: [] };
+  // Most payloads hold no binary: they cost one walk, nothing more.
+  if (views.length === 0) return none;
+  const min = minBytes ?? sharedPayloadMinBytes();
+  const found = views.filter((v) => v.byteLength >= min);
+  if (found.length === 0 || !shmAvailable()) return none;
   if (!sweptStale) {
     sweptStale = true;
     sweepStaleSegments(PAYLOAD_SEGMENT_PREFIX);
   }
-  const refs = new Map<View, SharedRef>();
-  const kindOf = viewKind;
+  const refs = new Map<ArrayBufferView, SharedRef>();
   const retained: ArrayBufferLike[] = [];
   // Views of allocSharedBuffer memory travel as references to it, uncopied.
   const unique = [...new Set(found)].filter((view) => {
     const own = userSegments.get(view.buffer);
     if (own) {
-      refs.set(view, new SharedRef(own.name, view.byteOffset, view.byteLength, kindOf(view), true));
+      refs.set(view, new SharedRef(own.name, view.byteOffset, view.byteLength, viewKind(view), true));
       retained.push(view.buffer);
     }
     return !own;
@@ -240,7 +242,7 @@ export function offloadLargeBuffers(payload: unknown, minBytes = sharedPayloadMi
   const target = segment.buffer;
   unique.forEach((view, i) => {
     target.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength), offsets[i]!);
-    refs.set(view, new SharedRef(segment.name, offsets[i]!, view.byteLength, kindOf(view), false));
+    refs.set(view, new SharedRef(segment.name, offsets[i]!, view.byteLength, viewKind(view), false));
   });
   return { payload: replaceViews(payload, refs), segment, sharedBytes: size, retained };
 }

@@ -22,17 +22,17 @@ export const UNIX_ENDPOINT_PREFIX = "unix:";
 export const SENT: Promise<void> = Promise.resolve();
 
 /**
- * Writes `frames` to `socket` as one message. The promise settles once the
- * kernel has the bytes, so the frames' memory may change after it; with
- * `settleCopiedAtOnce`, a small message (copied into one buffer first) is
- * settled at once instead, saving a callback where the caller learns of a
- * broken connection another way.
+ * Writes `frames` to `socket` as one message. A small message is copied into
+ * one buffer and the promise is already settled: a broken connection reaches
+ * every caller another way (a lost peer, a rank's exit, the end of the
+ * conversation). A larger one is written by reference and the promise settles
+ * once the kernel has the bytes, so the frames' memory may change after it.
  */
-export function writeMessage(socket: net.Socket, frames: readonly Buffer[], what: string, settleCopiedAtOnce = false): Promise<void> {
+export function writeMessage(socket: net.Socket, frames: readonly Buffer[], what: string): Promise<void> {
   if (socket.destroyed || !socket.writable) return Promise.reject(new TransportError(`${what}: the connection is closed`));
   const body = bodyLength(frames);
   if (body > MAX_MESSAGE_BYTES) return Promise.reject(new TransportError(`${what}: a message of ${body} bytes exceeds the limit of ${MAX_MESSAGE_BYTES} bytes`));
-  if (settleCopiedAtOnce && body <= COPY_MAX_BYTES) {
+  if (body <= COPY_MAX_BYTES) {
     socket.write(encodeMessage(frames));
     return SENT;
   }
@@ -41,10 +41,6 @@ export function writeMessage(socket: net.Socket, frames: readonly Buffer[], what
       if (error) reject(new TransportError(`${what} failed: ${error.message}`, { cause: error }));
       else resolve();
     };
-    if (body <= COPY_MAX_BYTES) {
-      socket.write(encodeMessage(frames), done);
-      return;
-    }
     socket.cork();
     socket.write(encodePrefix(frames, body));
     for (let i = 0; i < frames.length - 1; i++) socket.write(frames[i]);
@@ -104,10 +100,11 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
   #accept(socket: net.Socket): void {
     socket.setNoDelay(true);
     let identity: string | undefined;
+    let identityFrame: Buffer | undefined;
     const decoder = new MessageDecoder(
       (frames) => {
-        if (identity !== undefined) {
-          this.#inbox.push([Buffer.from(identity, "latin1"), ...frames]);
+        if (identityFrame) {
+          this.#inbox.push([identityFrame, ...frames]);
           return;
         }
         const name = frames[0]?.toString("latin1") ?? "";
@@ -118,6 +115,7 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
           return;
         }
         identity = name;
+        identityFrame = Buffer.from(frames[0]!); // a copy: a view would keep the first chunk alive
         this.#peers.set(name, socket);
       },
       (why) => {
@@ -145,8 +143,7 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
     const name = identity?.toString("latin1") ?? "";
     const socket = this.#peers.get(name);
     if (!socket) return Promise.reject(new TransportError(`no control connection from ${JSON.stringify(name)}`));
-    // A broken connection shows as the rank's exit: small sends need not wait for the kernel.
-    return writeMessage(socket, rest, `send to ${name}`, true);
+    return writeMessage(socket, rest, `send to ${name}`);
   }
 
   /** Closes the listener and every connection; the iteration ends. */
@@ -205,8 +202,7 @@ export class StreamDealer implements AsyncIterable<Buffer[]> {
   /** Sends one message; settles at once for small messages (copied), else once the kernel has the bytes. */
   send(frames: Array<Buffer | Uint8Array | string>): Promise<void> {
     if (!this.#socket) return Promise.reject(new TransportError("the control connection is not open"));
-    // A broken connection ends the conversation (and the rank): small sends need not wait for the kernel.
-    return writeMessage(this.#socket, frames.map(asBuffer), "send to the runner", true);
+    return writeMessage(this.#socket, frames.map(asBuffer), "send to the runner");
   }
 
   /** Ends the connection after what is written (for at most `lingerMs`); the iteration ends. */

@@ -115,13 +115,8 @@ export class RankRuntime {
         this.#log.warn({ err: error }, "ignoring a control message that could not be unpacked");
         continue;
       }
-      // The request holds the shared buffers it was given until it ends.
-      const release = holdKeptMappings();
-      if (message.t === "req") this.#enqueueRequest(message.id, message.payload, message.streaming, release);
-      else {
-        release();
-        this.#handle(message);
-      }
+      // A request holds the shared buffers it was given until it ends.
+      this.#handle(message, holdKeptMappings());
     }
     // The connection ended without a teardown: the runner closed it or is gone
     // (a unix socket ends; a ZeroMQ DEALER would wait). A rank nobody can reach
@@ -153,7 +148,9 @@ export class RankRuntime {
     await Promise.race([this.#send({ t: "fatal", error: serialized }).catch(() => {}), new Promise((r) => setTimeout(r, 200))]);
   }
 
-  #handle(message: RunnerMessage): void {
+  /** `release` ends the hold on shared buffers the message came with (only a request keeps it). */
+  #handle(message: RunnerMessage, release: () => void): void {
+    if (message.t !== "req") release();
     switch (message.t) {
       case "setup":
         if (!this.#setupStarted) {
@@ -162,7 +159,7 @@ export class RankRuntime {
         }
         return;
       case "req":
-        this.#enqueueRequest(message.id, message.payload, message.streaming, () => {});
+        this.#enqueueRequest(message.id, message.payload, message.streaming, release);
         return;
       case "cancel":
         this.#cancel(message.id, message.reason);
@@ -327,7 +324,8 @@ export class RankRuntime {
     const active = this.#requireActive("addStreamingResult");
     if (!active || !this.#worker || this.#env.rank !== 0) return Promise.resolve();
     const worker = this.#worker;
-    if (!containsRawImage(result) && !holdsLargeBinary(result)) {
+    const image = containsRawImage(result);
+    if (!image && !holdsLargeBinary(result)) {
       // The common case (tokens, small JSON): no async work, so the item joins
       // the outbox now and leaves with whatever else this tick produced.
       let item: StreamItem;
@@ -343,12 +341,12 @@ export class RankRuntime {
       return this.#queueItem(active, item);
     }
     const encode = (): Promise<unknown> =>
-      containsRawImage(result) ? encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat }) : Promise.resolve(result);
+      image ? encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat }) : Promise.resolve(result);
     // Up to a few images start encoding now, so frames a worker keeps in
     // flight encode in parallel and while earlier ones are sent; only sending
     // keeps the order. More than that wait for their turn in the chain.
     let early: Promise<unknown> | undefined;
-    if (containsRawImage(result) && active.encoding < MAX_EARLY_ENCODES && !active.controller.signal.aborted && active.streamFailure === undefined) {
+    if (image && active.encoding < MAX_EARLY_ENCODES && !active.controller.signal.aborted && active.streamFailure === undefined) {
       active.encoding++;
       early = encode().finally(() => active.encoding--);
       // Awaited by the step below; a failure surfaces there, in order.
