@@ -9,14 +9,14 @@
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { DistributedRunner } from "multirank";
-import { msSince, now, QUICK, rawPeer, report, row, summarize, type BenchRow } from "./lib/index.js";
+import { msSince, now, QUICK, rawPeer, rawUnixPeer, report, row, summarize, type BenchRow } from "./lib/index.js";
 
 const ECHO = fileURLToPath(new URL("../workers/echo.ts", import.meta.url));
 const N = QUICK ? 300 : 3000;
 const WARMUP = QUICK ? 50 : 300;
 
-async function rawBaseline(): Promise<number> {
-  const peer = await rawPeer();
+async function rawBaseline(open: () => Promise<{ roundTrip(body: Buffer): Promise<void>; close(): Promise<void> }> = rawPeer): Promise<number> {
+  const peer = await open();
   try {
     const body = Buffer.from('{"text":"hi"}');
     for (let i = 0; i < WARMUP; i++) await peer.roundTrip(body);
@@ -67,6 +67,11 @@ export async function main(): Promise<BenchRow[]> {
     const target = worldSize === 1 ? { max: 1.5 } : worldSize === 4 ? { max: 3 } : undefined;
     rows.push(row({ name: `invoke p50, world ${worldSize}`, value: invoke.p50, unit: "ms", baselineName: "raw zmq round trip p50", baseline: raw, lowerIsBetter: true, ...(target ? { target } : {}), extra: { p90: invoke.p90, p99: invoke.p99 } }));
     rows.push(row({ name: `stream (1 item) p50, world ${worldSize}`, value: stream.p50, unit: "ms", baselineName: "raw zmq round trip p50", baseline: raw, lowerIsBetter: true, extra: { p99: stream.p99 } }));
+    if (worldSize === 1) {
+      // What the default control channel's socket costs by itself.
+      const unix = await rawBaseline(rawUnixPeer);
+      rows.push(row({ name: "raw unix stream socket round trip p50", value: unix, unit: "ms", baselineName: "raw zmq round trip p50", baseline: raw, lowerIsBetter: true }));
+    }
     if (worldSize === 1 || worldSize === 4) {
       // Does the unix-socket default pay? The same runner with ZeroMQ as its
       // control channel (ipc://, then loopback tcp), against the default.
