@@ -162,6 +162,24 @@ export class RankExitError extends MultirankError {
   }
 }
 
+/**
+ * A rank's event loop stopped answering heartbeats for longer than the
+ * runner's `heartbeatTimeout`: it is stuck (a synchronous loop, a deadlock in
+ * native code). The runner stops the group, as after a crash.
+ */
+export class RankHungError extends MultirankError {
+  /** How long the rank had been silent when it was declared hung, ms. */
+  readonly silentMs: number;
+  constructor(rank: number, silentMs: number, timeoutMs: number) {
+    super(
+      "MULTIRANK_ERR_RANK_HUNG",
+      `rank ${rank} is hung: its event loop answered no heartbeat for ${(silentMs / 1000).toFixed(1)} s (heartbeatTimeout is ${timeoutMs / 1000} s); the group was stopped`,
+      { rank, phase: "process" },
+    );
+    this.silentMs = silentMs;
+  }
+}
+
 /** Several ranks failed at once (start-up, for example); `errors` holds each. */
 export class RankGroupError extends MultirankError {
   readonly errors: readonly MultirankError[];

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import type { Logger } from "pino";
-import { curveKeyPair, Router } from "zeromq";
+import { curveKeyPair, type Router } from "zeromq";
 import { pack, unpack } from "../codec/packer.js";
 import { formatTextEvent, parseTextEvent } from "../codec/text-events.js";
 import { childEnvForPlan, planDevices, type RankDevicePlan, type WorkerDevice } from "../devices/index.js";
@@ -16,19 +16,20 @@ import {
   RankError,
   RankExitError,
   RankGroupError,
+  RankHungError,
   StateError,
   TimeoutError,
   TransportError,
 } from "../errors.js";
 import { RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } from "../transport/messages.js";
-import { SerialSender } from "../transport/serial-sender.js";
-import { StreamRouter, UNIX_ENDPOINT_PREFIX } from "../transport/stream-sockets.js";
+import { openRunnerChannel, type RunnerChannel } from "../transport/control-channel.js";
 import { offloadLargeBuffers } from "../transport/shared-payload.js";
 import type { SharedSegment } from "../shm/index.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { defaultLogger } from "../util/logger.js";
 import { readErrorRecords } from "../worker/error-file.js";
 import { chooseControlEndpoint, findFreePort, isSameHostEndpoint } from "./endpoints.js";
+import { HeartbeatMonitor } from "./heartbeat-monitor.js";
 import { KeepaliveTimer } from "./keepalive-timer.js";
 import { resolveRunnerOptions, timeoutToMs, type DistributedRunnerOptions, type ResolvedRunnerOptions } from "./options.js";
 import { PendingRequest, type StreamEvent } from "./pending-request.js";
@@ -82,9 +83,8 @@ export interface RunnerEvents {
 /** Everything one `start()` creates and `stop()` removes. */
 interface Session {
   runDir: string;
-  /** The control socket: ZeroMQ ROUTER, or on one host a unix stream socket of the same shape. */
-  router: Router | StreamRouter;
-  sender: { send(frames: Buffer[]): Promise<void>; abort(error: unknown): void };
+  /** The control channel: a unix stream socket on one host, else ZeroMQ. */
+  channel: RunnerChannel;
   endpoint: string;
   token: string;
   ranks: RankProcess[];
@@ -106,6 +106,8 @@ interface Session {
   closing: boolean;
   cleanup: Promise<void> | undefined;
   receiveLoop: Promise<void>;
+  /** Watches the ranks' event loops once the group is ready (unless heartbeats are off). */
+  heartbeats: HeartbeatMonitor | undefined;
 }
 
 const SIGTERM_GRACE_MS = 2000;
@@ -215,8 +217,37 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
     }
+    this.#startHeartbeats(session);
     this.#setState("ready");
     this.maybeStartKeepalive();
+  }
+
+  #startHeartbeats(session: Session): void {
+    const timeoutMs = this.#options.heartbeatTimeoutMs;
+    if (timeoutMs === 0) return;
+    session.heartbeats = new HeartbeatMonitor(this.#options.worldSize, timeoutMs, {
+      ping: (n) => {
+        if (session.closed) return;
+        const bytes = pack({ t: "ping", n } satisfies RunnerMessage);
+        for (const rank of session.connected) session.channel.send([session.routingIds[rank]!, bytes]).catch(() => {});
+      },
+      hung: (rank, silentMs) => void this.#onRankHung(session, rank, silentMs),
+    });
+    session.heartbeats.start();
+  }
+
+  /** A rank stopped answering heartbeats: handled like a crash, except that nothing can be asked of it. */
+  async #onRankHung(session: Session, rank: number, silentMs: number): Promise<void> {
+    if (session.closed || session.closing || session !== this.#session) return;
+    const error = new RankHungError(rank, silentMs, this.#options.heartbeatTimeoutMs);
+    this.#log.error({ rank, silentMs: Math.round(silentMs) }, "rank is hung (no heartbeat); stopping the group");
+    this.#runnerErrors.push(error);
+    session.failure ??= error;
+    this.maybeCancelKeepalive();
+    this.#setState("failed");
+    for (const request of session.requests.values()) request.fail(error);
+    // A hung event loop cannot run a teardown, and may not even run a SIGTERM handler.
+    await this.#closeSession(session, "SIGKILL");
   }
 
   /**
@@ -261,7 +292,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
         }
         let next: IteratorResult<StreamEvent>;
         try {
-          next = await events.next();
+          next = await request.nextEvent();
         } finally {
           if (timer) clearTimeout(timer);
         }
@@ -300,6 +331,12 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const ranks = [...Array(this.#options.worldSize).keys()];
     const request = new PendingRequest(id, streaming, ranks, {
       cancelAtRanks: (reason) => this.#sendCancel(session, request, reason),
+      grantCredit: (bytes) => {
+        // Only rank 0's results are forwarded, so only rank 0 is held by the window.
+        if (session.closed || !request.waitingOn.has(0)) return;
+        session.channel.send([session.routingIds[0]!, pack({ t: "credit", id, bytes } satisfies RunnerMessage)]).catch(() => {});
+      },
+      creditThreshold: Math.max(1, Math.floor(this.#options.streamHighWaterMark / 4)),
       finished: () => {
         session.requests.delete(id);
         // Reachable until here: collecting it would unlink a name a rank may not have mapped yet.
@@ -327,7 +364,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       this.maybeResetKeepalive();
     });
     for (const rank of ranks) {
-      session.sender.send([session.routingIds[rank]!, bytes]).catch((error: unknown) => {
+      session.channel.send([session.routingIds[rank]!, bytes]).catch((error: unknown) => {
         request.fail(new TransportError(`could not send request ${id} to rank ${rank}`, { rank, cause: error }));
         // That rank will never answer; the others must not wait for it in a collective.
         request.forgetRank(rank);
@@ -347,7 +384,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     if (session.closed) return;
     const bytes = pack({ t: "cancel", id: request.id, reason } satisfies RunnerMessage);
     for (const rank of request.waitingOn) {
-      session.sender.send([session.routingIds[rank]!, bytes]).catch(() => {});
+      session.channel.send([session.routingIds[rank]!, bytes]).catch(() => {});
     }
   }
 
@@ -426,16 +463,15 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
   getZmqSocket(): Router {
     const session = this.#session;
     if (!session || session.closed) throw new StateError(`runner is ${this.#state}; there is no socket`);
-    if (session.router instanceof StreamRouter) {
-      throw new StateError('the control channel is a unix stream socket, not ZeroMQ; pass transport: "ipc" or "tcp" to get a ZeroMQ socket');
-    }
-    return session.router;
+    const socket = session.channel.zmqSocket;
+    if (!socket) throw new StateError('the control channel is a unix stream socket, not ZeroMQ; pass transport: "ipc" or "tcp" to get a ZeroMQ socket');
+    return socket;
   }
 
   /** Closes the control socket (fal's `close_zmq_socket`); ranks are then unreachable. Prefer `stop()`. */
   closeZmqSocket(): void {
     const session = this.#session;
-    if (session && !session.router.closed) session.router.close();
+    if (session && !session.channel.closed) session.channel.close();
   }
 
   /**
@@ -460,7 +496,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     }
     this.#setState("stopping");
     const teardown = pack({ t: "teardown" } satisfies RunnerMessage);
-    for (const rank of session.connected) session.sender.send([session.routingIds[rank]!, teardown]).catch(() => {});
+    for (const rank of session.connected) session.channel.send([session.routingIds[rank]!, teardown]).catch(() => {});
     await this.#closeSession(session, undefined, timeoutMs);
     this.#setState("stopped");
   }
@@ -498,30 +534,29 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const runDir = mkdtempSync(join(tmpdir(), "multirank-"));
     const endpoint = chooseControlEndpoint({ transport: options.transport, workerAddr: options.workerAddr, workerPort: options.workerPort, runDir });
     const serverKeys = endpoint.secure ? curveKeyPair() : undefined;
-    let router: Router | StreamRouter;
+    let channel: RunnerChannel;
     try {
-      router = await bindControlSocket(endpoint.bind, options.maxMessageBytes + 64 * 1024, serverKeys?.secretKey, this.#log);
+      // A little over the limit: the header around a maximal payload must still fit.
+      channel = await openRunnerChannel(endpoint.bind, { maxMessageBytes: options.maxMessageBytes + 64 * 1024, curveSecretKey: serverKeys?.secretKey, log: this.#log });
     } catch (error) {
       rmSync(runDir, { recursive: true, force: true });
       throw new TransportError(`could not bind the control socket at ${endpoint.bind}`, { cause: error });
     }
-    const boundEndpoint = router.lastEndpoint ?? endpoint.bind;
+    const boundEndpoint = channel.endpoint || endpoint.bind;
     let plans: RankDevicePlan[] | undefined;
     let masterPort = options.masterPort;
     try {
       plans = this.#planDevices();
       if (masterPort === 0) masterPort = await findFreePort(options.masterAddr);
     } catch (error) {
-      router.close();
+      channel.close();
       rmSync(runDir, { recursive: true, force: true });
       throw error;
     }
     const nonce = randomBytes(4).toString("hex");
     const session: Session = {
       runDir,
-      router,
-      // zeromq.js takes one send at a time per socket; a stream socket takes any number.
-      sender: router instanceof StreamRouter ? { send: (frames) => (router as StreamRouter).send(frames), abort: () => {} } : new SerialSender(router),
+      channel,
       endpoint: boundEndpoint,
       token: randomBytes(16).toString("hex"),
       ranks: [],
@@ -541,6 +576,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       closing: false,
       cleanup: undefined,
       receiveLoop: Promise.resolve(),
+      heartbeats: undefined,
     };
     session.startup.promise.catch(() => {});
     this.#session = session;
@@ -571,6 +607,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
         [RANK_ENV.errorFile]: errorFile,
         [RANK_ENV.maxMessageBytes]: String(options.maxMessageBytes),
         [RANK_ENV.logLevel]: this.#log.level,
+        [RANK_ENV.streamWindow]: String(options.streamHighWaterMark),
         ...(options.deathPipe ? { [RANK_ENV.deathPipeFd]: "3" } : {}),
         ...(serverKeys && rankKeys
           ? { [RANK_ENV.curveServerKey]: serverKeys.publicKey, [RANK_ENV.curvePublicKey]: rankKeys.publicKey, [RANK_ENV.curveSecretKey]: rankKeys.secretKey }
@@ -610,7 +647,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
 
   async #receive(session: Session): Promise<void> {
     try {
-      for await (const frames of session.router) {
+      for await (const frames of session.channel) {
         const [identity, body] = frames;
         const rank = identity ? session.rankOf.get(identity.toString("latin1")) : undefined;
         if (rank === undefined || !body) {
@@ -629,8 +666,9 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
           this.#foreign(identity, `message before hello from rank ${rank}'s identity`);
           continue;
         }
+        session.heartbeats?.heard(rank);
         try {
-          this.#onMessage(session, rank, message);
+          this.#onMessage(session, rank, message, body.byteLength);
         } catch (error) {
           // One message must never end the loop: everything in flight depends on it.
           this.#log.error({ err: error, rank, type: message.t }, "handling a control message failed");
@@ -649,7 +687,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     }
   }
 
-  #onMessage(session: Session, rank: number, message: RankMessage): void {
+  #onMessage(session: Session, rank: number, message: RankMessage, bytes: number): void {
     switch (message.t) {
       case "hello": {
         if (message.token !== session.token) {
@@ -657,7 +695,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
           return;
         }
         session.connected.add(rank);
-        session.sender.send([session.routingIds[rank]!, this.#setupMessage!]).catch((error: unknown) => {
+        session.channel.send([session.routingIds[rank]!, this.#setupMessage!]).catch((error: unknown) => {
           session.startup.reject(new TransportError(`could not send setup to rank ${rank}`, { rank, cause: error }));
         });
         return;
@@ -679,19 +717,21 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
         session.fatal.set(rank, new RankError(message.error, rank, "process"));
         return;
       case "teardown-done":
+      case "pong":
         return;
       default:
-        this.#routeToRequest(session, rank, message);
+        this.#routeToRequest(session, rank, message, bytes);
     }
   }
 
-  #routeToRequest(session: Session, rank: number, message: RankMessage): void {
+  /** `bytes`: the message's size on the wire, counted against the request's stream window. */
+  #routeToRequest(session: Session, rank: number, message: RankMessage, bytes: number): void {
     if (!("id" in message)) return;
     const request = session.requests.get(message.id);
     if (!request) return; // Finished or never ours: nothing may reach another caller.
     switch (message.t) {
       case "items":
-        for (const item of message.items) request.item("event" in item ? undefined : item.data, "event" in item ? item.event : undefined);
+        request.items(message.items, bytes);
         return;
       case "item-error":
         request.itemError(rank, message.error);
@@ -753,6 +793,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
    */
   async #closeSession(session: Session, signal: NodeJS.Signals | undefined, graceMs = 0): Promise<void> {
     session.closing = true;
+    session.heartbeats?.stop();
     const allExited = Promise.all(session.ranks.map((rank) => rank.exited));
     if (graceMs > 0 && !(await settlesWithin(allExited, graceMs))) signal ??= "SIGTERM";
     if (signal) {
@@ -768,6 +809,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
 
   async #releaseSession(session: Session): Promise<void> {
     session.closed = true;
+    session.heartbeats?.stop();
     this.#harvestErrorFiles(session);
     const reason = session.failure ?? new StateError("the runner stopped before the request finished");
     for (const request of session.requests.values()) request.fail(reason);
@@ -775,8 +817,8 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     for (const segment of session.segments) releaseSegment(segment);
     session.segments.clear();
     session.startup.reject(reason);
-    session.sender.abort(new StateError("the control socket is closed"));
-    if (!session.router.closed) session.router.close();
+    session.channel.abortSends(new StateError("the control socket is closed"));
+    session.channel.close();
     await session.receiveLoop;
     this.#harvestErrorFiles(session);
     for (const file of session.errorFiles) this.#errorCursor.delete(file);
@@ -824,24 +866,4 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Binds the runner's control socket at `bind`: a unix stream socket (`unix:`) or a ZeroMQ ROUTER. */
-async function bindControlSocket(bind: string, maxMessageBytes: number, curveSecretKey: string | undefined, log: Logger): Promise<Router | StreamRouter> {
-  if (bind.startsWith(UNIX_ENDPOINT_PREFIX)) return StreamRouter.bind(bind.slice(UNIX_ENDPOINT_PREFIX.length), { maxMessageBytes, log });
-  const router = new Router({
-    linger: 0,
-    mandatory: true,
-    maxMessageSize: maxMessageBytes,
-    sendHighWaterMark: 10_000,
-    receiveHighWaterMark: 10_000,
-    ...(curveSecretKey ? { curveServer: true, curveSecretKey } : {}),
-  });
-  try {
-    await router.bind(bind);
-  } catch (error) {
-    router.close();
-    throw error;
-  }
-  return router;
 }

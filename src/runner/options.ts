@@ -49,6 +49,25 @@ export interface DistributedRunnerOptions {
   deathPipe?: boolean;
   /** Lines of each rank's stderr kept for crash reports. @default 40 */
   stderrTailLines?: number;
+  /**
+   * Seconds a rank's event loop may go without answering the runner's
+   * heartbeat once the group is ready. Past it the rank is declared hung: its
+   * requests fail with `RankHungError` and the group is stopped, as after a
+   * crash. Heartbeats are answered by the rank's main thread, so a worker that
+   * blocks it (a synchronous loop) is caught; one that awaits long async work
+   * is not. `setup()` is judged by the start timeout instead. 0 turns it off.
+   * The default, a minute, is far above any pause a healthy event loop shows
+   * (GC, a large JSON parse) and far below the day a hang cost before; NCCL's
+   * watchdog makes the same trade at minutes. @default 60
+   */
+  heartbeatTimeout?: number;
+  /**
+   * Bytes of streamed results a request may have on their way to a consumer
+   * that has not taken them (the rank's stream window). Past it the rank's
+   * `addStreamingResult` waits until the consumer of `stream()` catches up.
+   * @default 4194304 (4 MiB)
+   */
+  streamHighWaterMark?: number;
 }
 
 /** The options after defaults, as the runner uses them. */
@@ -72,6 +91,9 @@ export interface ResolvedRunnerOptions {
   nodeArgs: readonly string[];
   deathPipe: boolean;
   stderrTailLines: number;
+  /** 0 when heartbeats are off. */
+  heartbeatTimeoutMs: number;
+  streamHighWaterMark: number;
 }
 
 export const RUNNER_DEFAULTS = Object.freeze({
@@ -88,6 +110,8 @@ export const RUNNER_DEFAULTS = Object.freeze({
   isolateDevices: false,
   deathPipe: true,
   stderrTailLines: 40,
+  heartbeatTimeout: 60,
+  streamHighWaterMark: 4 * 1024 * 1024,
 });
 
 function check(condition: boolean, message: string): void {
@@ -141,6 +165,15 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
   const nodeArgs = options.nodeArgs ?? [];
   check(Array.isArray(nodeArgs) && nodeArgs.every((a) => typeof a === "string"), "options.nodeArgs must be a list of strings");
   check(Number.isInteger(merged.stderrTailLines) && merged.stderrTailLines >= 0, "options.stderrTailLines must be a non-negative integer");
+  check(
+    typeof merged.heartbeatTimeout === "number" && merged.heartbeatTimeout >= 0,
+    `options.heartbeatTimeout must be a non-negative number of seconds (0 turns heartbeats off), got ${String(merged.heartbeatTimeout)}`,
+  );
+  const heartbeatTimeoutMs = merged.heartbeatTimeout === 0 ? 0 : timeoutToMs(merged.heartbeatTimeout, "options.heartbeatTimeout");
+  check(
+    Number.isInteger(merged.streamHighWaterMark) && merged.streamHighWaterMark >= 1024,
+    `options.streamHighWaterMark must be an integer number of bytes of at least 1024, got ${String(merged.streamHighWaterMark)}`,
+  );
   return Object.freeze({
     worker,
     worldSize: merged.worldSize,
@@ -161,6 +194,8 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
     nodeArgs: Object.freeze([...nodeArgs]),
     deathPipe: Boolean(merged.deathPipe),
     stderrTailLines: merged.stderrTailLines,
+    heartbeatTimeoutMs,
+    streamHighWaterMark: merged.streamHighWaterMark,
   });
 }
 

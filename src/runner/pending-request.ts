@@ -1,10 +1,10 @@
 import { RankError, RankGroupError, type MultirankError, type SerializedError } from "../errors.js";
-import type { ForwardedLog } from "../transport/messages.js";
+import type { ForwardedLog, StreamItem } from "../transport/messages.js";
 import { AsyncQueue } from "../util/async-queue.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 
-/** What a stream hands its consumer, before formatting. */
-export type StreamEvent = { kind: "item"; data?: unknown; event?: Uint8Array } | { kind: "result"; data: unknown };
+/** What a stream hands its consumer, before formatting. `bytes`: its share of the wire size, for the stream window. */
+export type StreamEvent = { kind: "item"; data?: unknown; event?: Uint8Array; bytes: number } | { kind: "result"; data: unknown };
 
 /** Callbacks a request uses to reach back into its runner. */
 export interface PendingRequestHooks {
@@ -12,6 +12,10 @@ export interface PendingRequestHooks {
   cancelAtRanks(reason: "failed"): void;
   /** Every rank has reported: the request can be forgotten. */
   finished(): void;
+  /** The consumer took `bytes` of streamed results: rank 0 may send that much more. */
+  grantCredit(bytes: number): void;
+  /** Credit is granted in steps of at least this many bytes (fewer messages). */
+  creditThreshold: number;
   onProgress?: ((data: unknown) => void) | undefined;
   onLog?: ((log: ForwardedLog) => void) | undefined;
 }
@@ -40,6 +44,8 @@ export class PendingRequest {
   #hasResult = false;
   #settled = false;
   #graceTimer: NodeJS.Timeout | undefined;
+  /** Bytes the consumer took that were not granted back to the rank yet. */
+  #consumed = 0;
 
   constructor(id: number, streaming: boolean, ranks: Iterable<number>, hooks: PendingRequestHooks) {
     this.id = id;
@@ -70,9 +76,29 @@ export class PendingRequest {
     else this.#onSettle.push(cleanup);
   }
 
-  item(data: unknown, event: Uint8Array | undefined): void {
+  /** Rank 0 streamed `items` in a message of `bytes` bytes; each item carries its share, returned as credit once consumed. */
+  items(items: readonly StreamItem[], bytes: number): void {
     if (this.#settled || !this.events) return;
-    this.events.push(event ? { kind: "item", event } : { kind: "item", data });
+    const share = Math.ceil(bytes / Math.max(1, items.length));
+    for (const item of items) this.events.push("event" in item ? { kind: "item", event: item.event, bytes: share } : { kind: "item", data: item.data, bytes: share });
+  }
+
+  /**
+   * The next stream event for the consumer. Taking an item hands its bytes
+   * back to the rank as credit, so the rank sends only as fast as the
+   * consumer takes: what waits here stays within the stream window.
+   */
+  async nextEvent(): Promise<IteratorResult<StreamEvent>> {
+    const next = await this.events!.next();
+    if (!next.done && next.value.kind === "item" && !this.#settled) {
+      this.#consumed += next.value.bytes;
+      if (this.#consumed >= this.#hooks.creditThreshold) {
+        const bytes = this.#consumed;
+        this.#consumed = 0;
+        this.#hooks.grantCredit(bytes);
+      }
+    }
+    return next;
   }
 
   /** `addStreamingError` on rank 0: the stream fails with it, as in fal. */

@@ -13,6 +13,10 @@ export type RunnerMessage =
   | { t: "setup"; args: Record<string, unknown> }
   | { t: "req"; id: number; payload: unknown; streaming: boolean }
   | { t: "cancel"; id: number; reason: "aborted" | "timeout" | "failed" }
+  /** The consumer took `bytes` of the request's streamed results: rank 0 may send that much more. */
+  | { t: "credit"; id: number; bytes: number }
+  /** A heartbeat: the rank's main thread answers with a `pong` of the same `n`. */
+  | { t: "ping"; n: number }
   | { t: "teardown" };
 
 /** One streamed result: a value, or a ready Server-Sent Event the rank formatted. */
@@ -37,6 +41,7 @@ export type RankMessage =
   | { t: "log"; id: number; log: ForwardedLog }
   | { t: "done"; id: number; ok: true; result?: unknown; hasResult: boolean }
   | { t: "done"; id: number; ok: false; error: SerializedError; cancelled: boolean }
+  | { t: "pong"; n: number }
   | { t: "teardown-done"; error?: SerializedError }
   | { t: "fatal"; error: SerializedError };
 
@@ -53,4 +58,5 @@ export const RANK_ENV = Object.freeze({
   curveSecretKey: "MULTIRANK_CURVE_SECRET_KEY",
   deathPipeFd: "MULTIRANK_DEATH_PIPE_FD",
   logLevel: "MULTIRANK_LOG_LEVEL",
+  streamWindow: "MULTIRANK_STREAM_WINDOW",
 });

@@ -2,6 +2,7 @@ import net from "node:net";
 import type { Logger } from "pino";
 import { TransportError } from "../errors.js";
 import { AsyncQueue } from "../util/async-queue.js";
+import type { RankChannel, RunnerChannel } from "./control-channel.js";
 import { bodyLength, COPY_MAX_BYTES, encodeMessage, encodePrefix, MAX_MESSAGE_BYTES, MessageDecoder } from "./stream-framing.js";
 
 /**
@@ -27,13 +28,17 @@ export const SENT: Promise<void> = Promise.resolve();
  * every caller another way (a lost peer, a rank's exit, the end of the
  * conversation). A larger one is written by reference and the promise settles
  * once the kernel has the bytes, so the frames' memory may change after it.
+ * With `highWaterMark`, a small message's promise instead waits while the
+ * socket holds more than that many unsent bytes (the peer reads slower than
+ * we write), so a sender that awaits it cannot grow this process.
  */
-export function writeMessage(socket: net.Socket, frames: readonly Buffer[], what: string): Promise<void> {
+export function writeMessage(socket: net.Socket, frames: readonly Buffer[], what: string, highWaterMark?: number): Promise<void> {
   if (socket.destroyed || !socket.writable) return Promise.reject(new TransportError(`${what}: the connection is closed`));
   const body = bodyLength(frames);
   if (body > MAX_MESSAGE_BYTES) return Promise.reject(new TransportError(`${what}: a message of ${body} bytes exceeds the limit of ${MAX_MESSAGE_BYTES} bytes`));
   if (body <= COPY_MAX_BYTES) {
     socket.write(encodeMessage(frames));
+    if (highWaterMark !== undefined && socket.writableLength > highWaterMark) return drained(socket, what);
     return SENT;
   }
   return new Promise<void>((resolve, reject) => {
@@ -49,6 +54,73 @@ export function writeMessage(socket: net.Socket, frames: readonly Buffer[], what
   });
 }
 
+const drains = new WeakMap<net.Socket, Promise<void>>();
+
+/** Resolves when `socket` has written what it holds; rejects when it closes first. One promise per socket, however many wait. */
+function drained(socket: net.Socket, what: string): Promise<void> {
+  let promise = drains.get(socket);
+  if (promise) return promise;
+  promise = new Promise<void>((resolve, reject) => {
+    const onDrain = (): void => {
+      socket.off("close", onClose);
+      drains.delete(socket);
+      resolve();
+    };
+    const onClose = (): void => {
+      socket.off("drain", onDrain);
+      drains.delete(socket);
+      reject(new TransportError(`${what}: the connection closed while the message waited to be written`));
+    };
+    socket.once("drain", onDrain);
+    socket.once("close", onClose);
+  });
+  drains.set(socket, promise);
+  return promise;
+}
+
+/**
+ * Received messages waiting for the consumer, counted in bytes: past
+ * `highWaterMark` the sockets feeding it are paused until it drains to half.
+ */
+class Inbox {
+  readonly #queue = new AsyncQueue<Buffer[]>();
+  readonly #highWaterMark: number;
+  readonly #paused = new Set<net.Socket>();
+  #bytes = 0;
+
+  constructor(highWaterMark: number) {
+    this.#highWaterMark = highWaterMark;
+  }
+
+  /** Queues a message `from` a socket; pauses that socket when the inbox is full. */
+  push(frames: Buffer[], from: net.Socket): void {
+    if (this.#queue.closed) return;
+    this.#bytes += bodyLength(frames);
+    this.#queue.push(frames);
+    if (this.#bytes > this.#highWaterMark && !this.#paused.has(from)) {
+      this.#paused.add(from);
+      from.pause();
+    }
+  }
+
+  end(): void {
+    this.#queue.end();
+    this.#paused.clear();
+  }
+
+  async next(): Promise<IteratorResult<Buffer[]>> {
+    const result = await this.#queue.next();
+    if (!result.done) {
+      this.#bytes -= bodyLength(result.value);
+      if (this.#paused.size > 0 && this.#bytes <= this.#highWaterMark / 2) {
+        for (const socket of this.#paused) if (!socket.destroyed) socket.resume();
+        this.#paused.clear();
+      }
+    }
+    return result;
+  }
+}
+
 const asBuffer = (frame: Buffer | Uint8Array | string): Buffer =>
   typeof frame === "string" ? Buffer.from(frame) : Buffer.isBuffer(frame) ? frame : Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
 
@@ -56,24 +128,28 @@ const asBuffer = (frame: Buffer | Uint8Array | string): Buffer =>
 export interface StreamSocketOptions {
   /** Largest message accepted; a peer announcing more is disconnected. */
   maxMessageBytes: number;
+  /** Unsent bytes per connection before a send waits, and unread bytes before reading pauses. */
+  highWaterMark: number;
   log: Logger;
 }
 
 /** The runner's end: accepts rank connections, each naming itself by its first message. */
-export class StreamRouter implements AsyncIterable<Buffer[]> {
+export class StreamRouter implements RunnerChannel {
   readonly #server: net.Server;
   readonly #peers = new Map<string, net.Socket>();
   readonly #connections = new Set<net.Socket>();
-  readonly #inbox = new AsyncQueue<Buffer[]>();
+  readonly #inbox: Inbox;
   readonly #options: StreamSocketOptions;
   /** The endpoint ranks connect to (`unix:<path>`). */
-  readonly lastEndpoint: string;
+  readonly endpoint: string;
+  readonly zmqSocket = undefined;
   #closed = false;
 
   private constructor(server: net.Server, path: string, options: StreamSocketOptions) {
     this.#server = server;
     this.#options = options;
-    this.lastEndpoint = `${UNIX_ENDPOINT_PREFIX}${path}`;
+    this.#inbox = new Inbox(options.highWaterMark);
+    this.endpoint = `${UNIX_ENDPOINT_PREFIX}${path}`;
     server.on("connection", (socket) => {
       if (this.#closed) socket.destroy();
       else this.#accept(socket);
@@ -104,7 +180,7 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
     const decoder = new MessageDecoder(
       (frames) => {
         if (identityFrame) {
-          this.#inbox.push([identityFrame, ...frames]);
+          this.#inbox.push([identityFrame, ...frames], socket);
           return;
         }
         const name = frames[0]?.toString("latin1") ?? "";
@@ -135,16 +211,20 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
 
   /**
    * Sends `frames[1..]` to the peer named `frames[0]`; rejects when no such
-   * peer is connected. Settles at once for small messages (copied), else once
-   * the kernel has the bytes.
+   * peer is connected. Settles at once for small messages (copied) while the
+   * connection holds less than the high-water mark unsent, else once it
+   * drains; a large message settles once the kernel has its bytes.
    */
   send(frames: Array<Buffer | Uint8Array | string>): Promise<void> {
     const [identity, ...rest] = frames.map(asBuffer);
     const name = identity?.toString("latin1") ?? "";
     const socket = this.#peers.get(name);
     if (!socket) return Promise.reject(new TransportError(`no control connection from ${JSON.stringify(name)}`));
-    return writeMessage(socket, rest, `send to ${name}`);
+    return writeMessage(socket, rest, `send to ${name}`, this.#options.highWaterMark);
   }
+
+  /** Sends waiting for a drain reject when their connection closes; nothing else is queued here. */
+  abortSends(): void {}
 
   /** Closes the listener and every connection; the iteration ends. */
   close(): void {
@@ -164,16 +244,21 @@ export class StreamRouter implements AsyncIterable<Buffer[]> {
 }
 
 /** A rank's end: one connection to the runner's {@link StreamRouter}. */
-export class StreamDealer implements AsyncIterable<Buffer[]> {
+export class StreamDealer implements RankChannel {
   readonly #routingId: string;
   readonly #options: StreamSocketOptions & { lingerMs: number };
-  readonly #inbox = new AsyncQueue<Buffer[]>();
+  readonly #inbox: Inbox;
   #socket: net.Socket | undefined;
   #closed = false;
 
   constructor(routingId: string, options: StreamSocketOptions & { lingerMs: number }) {
     this.#routingId = routingId;
     this.#options = options;
+    this.#inbox = new Inbox(options.highWaterMark);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
   }
 
   /** Connects to `endpoint` (`unix:<path>`) and names itself; messages sent before the connection is up wait for it. */
@@ -183,7 +268,7 @@ export class StreamDealer implements AsyncIterable<Buffer[]> {
     this.#socket = socket;
     socket.setNoDelay(true);
     const decoder = new MessageDecoder(
-      (frames) => this.#inbox.push(frames),
+      (frames) => this.#inbox.push(frames, socket),
       (why) => {
         this.#options.log.warn({ why }, "the control connection sent a malformed message; closing it");
         socket.destroy();
@@ -199,11 +284,18 @@ export class StreamDealer implements AsyncIterable<Buffer[]> {
     socket.write(encodeMessage([Buffer.from(this.#routingId, "latin1")]));
   }
 
-  /** Sends one message; settles at once for small messages (copied), else once the kernel has the bytes. */
+  /**
+   * Sends one message; settles at once for small messages (copied) while the
+   * connection holds less than the high-water mark unsent, else once it
+   * drains; a large message settles once the kernel has its bytes.
+   */
   send(frames: Array<Buffer | Uint8Array | string>): Promise<void> {
     if (!this.#socket) return Promise.reject(new TransportError("the control connection is not open"));
-    return writeMessage(this.#socket, frames.map(asBuffer), "send to the runner");
+    return writeMessage(this.#socket, frames.map(asBuffer), "send to the runner", this.#options.highWaterMark);
   }
+
+  /** Sends waiting for a drain reject when the connection closes; nothing else is queued here. */
+  abortSends(): void {}
 
   /** Ends the connection after what is written (for at most `lingerMs`); the iteration ends. */
   close(): void {

@@ -124,11 +124,16 @@ export abstract class DistributedWorker<Input = unknown, Output = unknown, Setup
 
   /**
    * Sends one streaming result to the caller of the current request (rank 0
-   * only; other ranks' results are dropped here, before any encoding). Raw
-   * images are encoded in this rank. Items keep their order. The promise
-   * resolves once ZeroMQ has taken the item (encoded and queued to send);
-   * awaiting it gives backpressure. A rank that crashes right after may lose
-   * items ZeroMQ had not written out yet.
+   * only; other ranks' results, and results of a request called with
+   * `invoke()`, are dropped here, before any encoding). Raw images are encoded
+   * in this rank. Items keep their order. The promise resolves once the item
+   * is on its way; it waits while the caller is behind: more than the
+   * runner's `streamHighWaterMark` bytes (4 MiB by default) not yet taken by
+   * the consumer of `stream()` (an SSE client, a Runpod `/stream` poller), or
+   * the control connection is full. Await it and a slow consumer slows the
+   * worker down instead of filling memory. It rejects once the request is
+   * cancelled. A rank that crashes right after may lose items not yet
+   * written out.
    */
   addStreamingResult(result: unknown, options: StreamingResultOptions = {}): Promise<void> {
     return this.#bound().addStreamingResult(result, options);

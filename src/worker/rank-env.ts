@@ -16,7 +16,12 @@ export interface RankEnv {
   deathPipeFd: number | undefined;
   logLevel: string;
   curve: { serverKey: string; publicKey: string; secretKey: string } | undefined;
+  /** Bytes of streamed results a request may send ahead of the runner's credit. */
+  streamWindow: number;
 }
+
+/** The runner's default `streamHighWaterMark`, for ranks started without one. */
+const DEFAULT_STREAM_WINDOW = 4 * 1024 * 1024;
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
   const value = env[name];
@@ -51,6 +56,7 @@ export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
     maxMessageBytes: integer(env, RANK_ENV.maxMessageBytes, 1),
     deathPipeFd: env[RANK_ENV.deathPipeFd] ? integer(env, RANK_ENV.deathPipeFd) : undefined,
     logLevel: env[RANK_ENV.logLevel] || "info",
+    streamWindow: env[RANK_ENV.streamWindow] ? integer(env, RANK_ENV.streamWindow, 1) : DEFAULT_STREAM_WINDOW,
     curve: serverKey
       ? { serverKey, publicKey: required(env, RANK_ENV.curvePublicKey), secretKey: required(env, RANK_ENV.curveSecretKey) }
       : undefined,

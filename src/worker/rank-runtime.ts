@@ -1,7 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
-import { Dealer } from "zeromq";
 import { containsRawImage, encodeImagesIn } from "../codec/images.js";
 import { pack, unpack } from "../codec/packer.js";
 import { formatTextEvent } from "../codec/text-events.js";
@@ -11,9 +10,8 @@ import { AbortError, MessageTooLargeError, serializeError, type RankPhase } from
 import type { RankMessage, RunnerMessage, StreamItem } from "../transport/messages.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { walkData } from "../util/walk-data.js";
-import { SerialSender } from "../transport/serial-sender.js";
+import { createRankChannel, type RankChannel } from "../transport/control-channel.js";
 import { holdKeptMappings } from "../transport/shared-payload.js";
-import { StreamDealer, UNIX_ENDPOINT_PREFIX } from "../transport/stream-sockets.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
 import { appendErrorRecord } from "./error-file.js";
@@ -34,6 +32,10 @@ interface ActiveRequest {
   outboxSent: Deferred<void> | undefined;
   /** Images of this request being encoded ahead of their turn. */
   encoding: number;
+  /** Bytes of streamed results this request may still send before the runner's next credit. */
+  credit: number;
+  /** Sends waiting for credit; woken by a credit or the request's end. */
+  creditWaiters: Array<() => void>;
 }
 
 /** Items per message at most; a burst of small events travels in few messages. */
@@ -65,9 +67,8 @@ export class RankRuntime {
   readonly #env: RankEnv;
   readonly #log: Logger;
   readonly #options: RankRuntimeOptions;
-  /** The runner's end: a ZeroMQ DEALER, or on one host a unix stream socket of the same shape. */
-  readonly #dealer: Dealer | StreamDealer;
-  readonly #sender: { send(frames: Buffer[]): Promise<void>; abort(error: unknown): void };
+  /** The connection to the runner: a unix stream socket on one host, else ZeroMQ. */
+  readonly #channel: RankChannel;
   readonly #active = new Map<number, ActiveRequest>();
   // The request an addStreamingResult belongs to is the one whose call() it
   // runs under, async context included: a loop a finished request left behind
@@ -84,30 +85,22 @@ export class RankRuntime {
     this.#env = options.env;
     this.#log = options.logger;
     const { env } = options;
-    // A little over the limit: the header around a maximal payload must still fit.
-    const maxMessageBytes = env.maxMessageBytes + 64 * 1024;
-    if (env.controlEndpoint.startsWith(UNIX_ENDPOINT_PREFIX)) {
-      const dealer = new StreamDealer(env.routingId, { maxMessageBytes, lingerMs: 2000, log: options.logger });
-      this.#dealer = dealer;
-      this.#sender = { send: (frames) => dealer.send(frames), abort: () => {} };
-      return;
-    }
-    this.#dealer = new Dealer({
+    this.#channel = createRankChannel({
       routingId: env.routingId,
-      linger: 2000,
-      maxMessageSize: maxMessageBytes,
-      sendHighWaterMark: 10_000,
-      receiveHighWaterMark: 10_000,
-      ...(env.curve ? { curveServerKey: env.curve.serverKey, curvePublicKey: env.curve.publicKey, curveSecretKey: env.curve.secretKey } : {}),
+      endpoint: env.controlEndpoint,
+      // A little over the limit: the header around a maximal payload must still fit.
+      maxMessageBytes: env.maxMessageBytes + 64 * 1024,
+      lingerMs: 2000,
+      curve: env.curve,
+      log: options.logger,
     });
-    this.#sender = new SerialSender(this.#dealer);
   }
 
   /** Connects, says hello, and serves the runner's messages until teardown. */
   async run(): Promise<void> {
-    this.#dealer.connect(this.#env.controlEndpoint);
+    this.#channel.connect(this.#env.controlEndpoint);
     await this.#send({ t: "hello", rank: this.#env.rank, pid: process.pid, token: this.#env.token });
-    for await (const frames of this.#dealer) {
+    for await (const frames of this.#channel) {
       let message: RunnerMessage;
       try {
         message = unpack<RunnerMessage>(frames[0]!, "control message");
@@ -163,6 +156,13 @@ export class RankRuntime {
         return;
       case "cancel":
         this.#cancel(message.id, message.reason);
+        return;
+      case "ping":
+        // Answered here, on the main thread: a blocked event loop does not answer.
+        this.#send({ t: "pong", n: message.n }).catch(() => {});
+        return;
+      case "credit":
+        this.#credit(message.id, message.bytes);
         return;
       case "teardown":
         void this.#teardown();
@@ -234,7 +234,20 @@ export class RankRuntime {
       await this.#send({ t: "done", id, ok: false, cancelled: false, error: serializeError(new Error("worker is not set up")) }).catch(() => {});
       return;
     }
-    const active: ActiveRequest = { id, streaming, controller: new AbortController(), chain: Promise.resolve(), streamFailure: undefined, outbox: [], outboxSent: undefined, encoding: 0 };
+    const active: ActiveRequest = {
+      id,
+      streaming,
+      controller: new AbortController(),
+      chain: Promise.resolve(),
+      streamFailure: undefined,
+      outbox: [],
+      outboxSent: undefined,
+      encoding: 0,
+      credit: this.#env.streamWindow,
+      creditWaiters: [],
+    };
+    // However the request ends, nothing may stay parked waiting for credit.
+    active.controller.signal.addEventListener("abort", () => wake(active), { once: true });
     this.#active.set(id, active);
     let log: Logger | undefined;
     const rankLog = this.#log;
@@ -275,6 +288,27 @@ export class RankRuntime {
     } finally {
       release();
       this.#active.delete(id);
+      wake(active);
+    }
+  }
+
+  #credit(id: number, bytes: number): void {
+    const active = this.#active.get(id);
+    if (!active || !(bytes > 0)) return;
+    active.credit += bytes;
+    wake(active);
+  }
+
+  /**
+   * Waits until the request may send streamed results: while its window has
+   * room (one message may overshoot it, so an item larger than the window
+   * still goes). Rejects once the request was cancelled.
+   */
+  async #awaitCredit(active: ActiveRequest): Promise<void> {
+    while (active.credit <= 0) {
+      if (active.controller.signal.aborted) throw active.controller.signal.reason;
+      if (this.#active.get(active.id) !== active) throw new AbortError(`request ${active.id} has ended`);
+      await new Promise<void>((resolve) => active.creditWaiters.push(resolve));
     }
   }
 
@@ -322,7 +356,8 @@ export class RankRuntime {
 
   #addStreamingResult(result: unknown, options: StreamingResultOptions): Promise<void> {
     const active = this.#requireActive("addStreamingResult");
-    if (!active || !this.#worker || this.#env.rank !== 0) return Promise.resolve();
+    // Only rank 0 speaks for the group, and only a streaming caller hears it (invoke drops items).
+    if (!active || !this.#worker || this.#env.rank !== 0 || !active.streaming) return Promise.resolve();
     const worker = this.#worker;
     const image = containsRawImage(result);
     if (!image && !holdsLargeBinary(result)) {
@@ -385,16 +420,26 @@ export class RankRuntime {
     );
   }
 
-  /** Sends items in one message, halving the batch when it is over the size limit. */
+  /**
+   * Sends items in one message, halving the batch when it is over the size
+   * limit. Waits for the request's stream window first: a consumer that does
+   * not keep up makes this (and so `addStreamingResult`) wait.
+   */
   async #sendItems(active: ActiveRequest, items: StreamItem[]): Promise<void> {
+    const message: RankMessage = { t: "items", id: active.id, items };
+    let bytes: Buffer;
     try {
-      await this.#send({ t: "items", id: active.id, items });
+      bytes = pack(message, describe(message), this.#env.maxMessageBytes);
     } catch (error) {
       if (!(error instanceof MessageTooLargeError) || items.length === 1) throw error;
       const half = Math.ceil(items.length / 2);
       await this.#sendItems(active, items.slice(0, half));
       await this.#sendItems(active, items.slice(half));
+      return;
     }
+    await this.#awaitCredit(active);
+    active.credit -= bytes.byteLength;
+    await this.#channel.send([bytes]);
   }
 
   #addStreamingError(error: unknown): Promise<void> {
@@ -437,8 +482,8 @@ export class RankRuntime {
       this.#log.warn({ err: caught }, "closing the process group failed");
     }
     await this.#send(error ? { t: "teardown-done", error } : { t: "teardown-done" }).catch(() => {});
-    this.#sender.abort(new AbortError("rank is exiting"));
-    this.#dealer.close();
+    this.#channel.abortSends(new AbortError("rank is exiting"));
+    this.#channel.close();
     this.#options.exit(0);
   }
 
@@ -463,8 +508,13 @@ export class RankRuntime {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#sender.send([bytes]);
+    return this.#channel.send([bytes]);
   }
+}
+
+/** Wakes every send of `active` waiting for credit (they check again). */
+function wake(active: ActiveRequest): void {
+  for (const resolve of active.creditWaiters.splice(0)) resolve();
 }
 
 /** Whether `value` holds typed-array or Buffer data over LARGE_ITEM_BYTES (a few levels deep). */

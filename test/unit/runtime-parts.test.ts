@@ -1,6 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { resolveRunnerOptions } from "../../src/runner/options.js";
 import { chooseControlEndpoint, isLoopback, isSameHostEndpoint } from "../../src/runner/endpoints.js";
+import { HeartbeatMonitor } from "../../src/runner/heartbeat-monitor.js";
 import { PendingRequest } from "../../src/runner/pending-request.js";
 import { KeepaliveTimer } from "../../src/runner/keepalive-timer.js";
 import { RequestScheduler } from "../../src/worker/request-scheduler.js";
@@ -42,7 +43,7 @@ describe("control endpoint", () => {
 });
 
 describe("PendingRequest", () => {
-  const hooks = () => ({ cancelAtRanks: vi.fn(), finished: vi.fn() });
+  const hooks = () => ({ cancelAtRanks: vi.fn(), finished: vi.fn(), grantCredit: vi.fn(), creditThreshold: 100 });
 
   it("resolves with rank 0's result once every rank is done", async () => {
     const h = hooks();
@@ -66,13 +67,55 @@ describe("PendingRequest", () => {
   it("absorbs everything after it settled", async () => {
     const h = hooks();
     const request = new PendingRequest(1, true, [0], h);
-    request.item({ a: 1 }, undefined);
+    request.items([{ data: { a: 1 } }], 10);
     request.fail(new Error("aborted"));
-    request.item({ a: 2 }, undefined);
+    request.items([{ data: { a: 2 } }], 10);
     request.rankDone(0, { ok: true, result: "late", hasResult: true });
-    expect(await request.events!.next()).toEqual({ value: { kind: "item", data: { a: 1 } }, done: false });
+    expect(await request.events!.next()).toEqual({ value: { kind: "item", data: { a: 1 }, bytes: 10 }, done: false });
     await expect(request.events!.next()).rejects.toThrow("aborted");
     expect(h.finished).toHaveBeenCalledOnce();
+  });
+
+  it("hands consumed stream bytes back as credit, in steps of the threshold", async () => {
+    const h = hooks();
+    const request = new PendingRequest(1, true, [0], h);
+    request.items([{ data: 1 }, { data: 2 }], 120); // 60 bytes each
+    request.items([{ data: 3 }], 60);
+    await request.nextEvent();
+    expect(h.grantCredit).not.toHaveBeenCalled();
+    await request.nextEvent();
+    expect(h.grantCredit).toHaveBeenCalledWith(120);
+    await request.nextEvent();
+    expect(h.grantCredit).toHaveBeenCalledOnce();
+  });
+});
+
+describe("HeartbeatMonitor", () => {
+  it("pings, and reports a rank silent past the timeout once; one that answers is never reported", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setImmediate", "Date"] });
+    try {
+      const hung: Array<[number, number]> = [];
+      let pings = 0;
+      const monitor = new HeartbeatMonitor(2, 1000, { ping: () => void pings++, hung: (rank, silent) => void hung.push([rank, silent]) }, () => Date.now());
+      monitor.start();
+      for (let i = 0; i < 3; i++) {
+        await vi.advanceTimersByTimeAsync(250);
+        monitor.heard(0);
+        monitor.heard(1);
+      }
+      expect(pings).toBeGreaterThanOrEqual(2);
+      expect(hung).toEqual([]);
+      for (let i = 0; i < 6; i++) {
+        await vi.advanceTimersByTimeAsync(250);
+        monitor.heard(0);
+      }
+      expect(hung).toHaveLength(1);
+      expect(hung[0]![0]).toBe(1);
+      expect(hung[0]![1]).toBeGreaterThan(1000);
+      expect(hung[0]![1]).toBeLessThanOrEqual(1500);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
