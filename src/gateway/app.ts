@@ -43,6 +43,12 @@ export interface AppOptions {
   retries?: RetryPolicy;
   /** Seconds a runner may take to start. @default 1800 */
   startupTimeout?: number;
+  /**
+   * Seconds a rank's event loop may go without answering a heartbeat before
+   * its runner is declared hung (`MULTIRANK_ERR_RANK_HUNG`), stopped and
+   * replaced, as after a crash; 0 turns heartbeats off. @default 60
+   */
+  heartbeatTimeout?: number;
   /** Requests waiting beyond this are refused with 429. @default 1000 */
   maxQueueLength?: number;
   /** Passed to every rank's `setup(args)`. @default {} */
@@ -74,6 +80,7 @@ export interface AppDefinition {
   readonly timeout: number;
   readonly retries: Readonly<{ max: number; on: readonly RetryReason[] }>;
   readonly startupTimeout: number;
+  readonly heartbeatTimeout: number;
   readonly maxQueueLength: number;
   readonly setupArgs: Readonly<Record<string, unknown>>;
   readonly keepalivePayload: unknown;
@@ -102,6 +109,7 @@ const DEFAULTS = Object.freeze({
   concurrency: 1,
   timeout: 300,
   startupTimeout: 1800,
+  heartbeatTimeout: 60,
   maxQueueLength: 1000,
 });
 
@@ -156,6 +164,7 @@ export function defineApp(options: AppOptions): AppDefinition {
     timeout: positiveNumber(options.timeout ?? DEFAULTS.timeout, field("timeout")),
     retries: Object.freeze({ max: nonNegativeInteger(retries.max ?? 0, field("retries.max")), on: Object.freeze([...on]) }),
     startupTimeout: positiveNumber(options.startupTimeout ?? DEFAULTS.startupTimeout, field("startupTimeout")),
+    heartbeatTimeout: nonNegativeNumber(options.heartbeatTimeout ?? DEFAULTS.heartbeatTimeout, field("heartbeatTimeout")),
     maxQueueLength: positiveInteger(options.maxQueueLength ?? DEFAULTS.maxQueueLength, field("maxQueueLength")),
     setupArgs: Object.freeze({ ...setupArgs }),
     keepalivePayload: options.keepalivePayload ?? {},

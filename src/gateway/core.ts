@@ -19,11 +19,14 @@ export class GatewayCore {
   readonly dispatchers: ReadonlyMap<string, Dispatcher>;
   readonly jobs: JobStore;
   readonly #keys: KeyChecker;
+  readonly #chunkHighWaterMark: number | undefined;
 
-  constructor(dispatchers: ReadonlyMap<string, Dispatcher>, jobs: JobStore, keys: KeyChecker) {
+  /** `chunkHighWaterMark`: each streaming job's {@link JobInit.chunkHighWaterMark}. */
+  constructor(dispatchers: ReadonlyMap<string, Dispatcher>, jobs: JobStore, keys: KeyChecker, chunkHighWaterMark?: number) {
     this.dispatchers = dispatchers;
     this.jobs = jobs;
     this.#keys = keys;
+    this.#chunkHighWaterMark = chunkHighWaterMark;
   }
 
   /** The app's dispatcher. @throws {AppNotFoundError} */
@@ -45,7 +48,13 @@ export class GatewayCore {
 
   /** Creates, stores and queues a job. @throws {QueueFullError} {ShuttingDownError} */
   submit(dispatcher: Dispatcher, options: SubmitOptions): Job {
-    const job = new Job({ ...options, id: randomUUID(), app: dispatcher.app.name, timeoutMs: options.timeoutMs ?? dispatcher.app.timeout * 1000 });
+    const job = new Job({
+      ...(this.#chunkHighWaterMark === undefined ? {} : { chunkHighWaterMark: this.#chunkHighWaterMark }),
+      ...options,
+      id: randomUUID(),
+      app: dispatcher.app.name,
+      timeoutMs: options.timeoutMs ?? dispatcher.app.timeout * 1000,
+    });
     dispatcher.submit(job);
     this.jobs.add(job);
     return job;

@@ -211,7 +211,9 @@ export class Dispatcher {
       if (job.streaming) {
         let last: Buffer | undefined;
         for await (const event of lease.runner.stream(job.input, { asTextEvents: true, signal, onProgress, onLog })) {
-          job.pushChunk(event);
+          // Past the job's high-water mark, stop pulling until a reader catches up.
+          const room = job.pushChunk(event);
+          if (room) await room;
           last = event;
         }
         if (signal.aborted) throw signal.reason;

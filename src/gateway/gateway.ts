@@ -11,7 +11,7 @@ import { GatewayCore } from "./core.js";
 import { Dispatcher } from "./dispatcher.js";
 import { ConfigError, GatewayError } from "./errors.js";
 import { GpuAllocator } from "./gpu-allocator.js";
-import type { Job } from "./job.js";
+import { DEFAULT_CHUNK_HIGH_WATER_MARK, type Job } from "./job.js";
 import { MemoryJobQueue, type JobQueue } from "./job-queue.js";
 import { JobStore } from "./job-store.js";
 import { GatewayMetrics } from "./metrics.js";
@@ -44,6 +44,13 @@ export interface GatewayOptions {
   statusKeepAliveMs?: number;
   /** Longest hold of Runpod `/stream`, ms. @default 10000 */
   streamHoldMs?: number;
+  /**
+   * Bytes of a streaming job's results held for its reader (an SSE client, a
+   * Runpod `/stream` poller) before the gateway stops pulling from the runner;
+   * the runner's own window (`streamHighWaterMark`, 4 MiB) then holds the rank.
+   * @default 4194304 (4 MiB)
+   */
+  streamHighWaterMark?: number;
   /** Serve the web page at `/`. @default true */
   page?: boolean;
   /** Export Node's default process metrics too. @default false */
@@ -112,7 +119,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const queue = options.createQueue?.(app) ?? new MemoryJobQueue();
     dispatchers.set(app.name, new Dispatcher({ app, queue, pool: pool as RunnerPool, logger, onFinished }));
   }
-  const core = new GatewayCore(dispatchers, jobs, new KeyChecker(options.keys ?? []));
+  const core = new GatewayCore(dispatchers, jobs, new KeyChecker(options.keys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
 
   const server = Fastify({
     loggerInstance: logger.child({ component: "http" }) as FastifyBaseLogger,
@@ -149,7 +156,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   server.get("/healthz", async (_request, reply) => {
     const body = {
       status: closing ? "shutting_down" : "ok",
-      apps: Object.fromEntries([...dispatchers].map(([name, d]) => [name, { queue: d.queueLength, running: d.runningCount, runners: d.pool.counts() }])),
+      apps: Object.fromEntries([...dispatchers].map(([name, d]) => [name, { queue: d.queueLength, running: d.runningCount, runners: d.pool.counts(), ...(d.pool.failures ? { failures: d.pool.failures() } : {}) }])),
     };
     return reply.code(closing ? 503 : 200).send(body);
   });
@@ -236,3 +243,9 @@ function hostInfo(options: GatewayOptions): HostInfo {
 }
 
 
+
+function chunkHighWaterMark(value: number | undefined): number {
+  if (value === undefined) return DEFAULT_CHUNK_HIGH_WATER_MARK;
+  if (!Number.isInteger(value) || value < 1024) throw new ValidationError(`options.streamHighWaterMark must be an integer number of bytes of at least 1024, got ${String(value)}`);
+  return value;
+}

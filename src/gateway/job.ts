@@ -60,8 +60,13 @@ export interface JobInit {
   webhookUrl?: string;
   /** Which protocol submitted it (decides the webhook body). @default "fal" */
   protocol?: "fal" | "runpod";
-  /** Keep chunks for later readers (Runpod `/stream`); live listeners get them either way. @default true */
-  keepChunks?: boolean;
+  /**
+   * Bytes of stream chunks held for readers (an SSE connection, Runpod
+   * `/stream` polls) before the producer must wait: {@link pushChunk} then
+   * returns a promise, and the dispatcher stops pulling from the runner until
+   * a reader takes chunks. @default 4194304 (4 MiB)
+   */
+  chunkHighWaterMark?: number;
 }
 
 /** Events of a {@link Job}. */
@@ -73,7 +78,10 @@ export interface JobEvents {
 
 const FINAL: ReadonlySet<JobStatus> = new Set(["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]);
 const MAX_LOGS = 1000;
-const MAX_KEPT_CHUNKS = 10_000;
+/** Unread chunks at most, whatever their size: a second high-water mark, for floods of tiny chunks. */
+const MAX_UNREAD_CHUNKS = 10_000;
+/** Default of {@link JobInit.chunkHighWaterMark}. */
+export const DEFAULT_CHUNK_HIGH_WATER_MARK = 4 * 1024 * 1024;
 
 /** A request moving through the gateway. */
 export class Job extends EventEmitter<JobEvents> {
@@ -85,7 +93,7 @@ export class Job extends EventEmitter<JobEvents> {
   readonly timeoutMs: number;
   readonly startTimeoutMs: number | undefined;
   readonly webhookUrl: string | undefined;
-  readonly keepChunks: boolean;
+  readonly chunkHighWaterMark: number;
   readonly protocol: "fal" | "runpod";
   readonly createdAt = Date.now();
   #status: JobStatus = "IN_QUEUE";
@@ -96,8 +104,11 @@ export class Job extends EventEmitter<JobEvents> {
   #error: JobError | undefined;
   #workerId: string | undefined;
   readonly #logs: JobLog[] = [];
-  readonly #chunks: string[] = [];
-  #chunksRead = 0;
+  /** Chunks no reader has taken yet, oldest first, and their size in bytes (UTF-16 length, near enough). */
+  #chunks: string[] = [];
+  #chunkBytes = 0;
+  /** A producer waiting for readers to make room. */
+  #spaceWaiters: Array<() => void> = [];
   #cancelRequested = false;
   #abort: AbortController | undefined;
   #done: Promise<Job>;
@@ -114,7 +125,7 @@ export class Job extends EventEmitter<JobEvents> {
     this.timeoutMs = init.timeoutMs;
     this.startTimeoutMs = init.startTimeoutMs;
     this.webhookUrl = init.webhookUrl;
-    this.keepChunks = init.keepChunks ?? true;
+    this.chunkHighWaterMark = init.chunkHighWaterMark ?? DEFAULT_CHUNK_HIGH_WATER_MARK;
     this.protocol = init.protocol ?? "fal";
     this.#done = new Promise((resolve) => {
       this.#resolveDone = resolve;
@@ -180,8 +191,7 @@ export class Job extends EventEmitter<JobEvents> {
     if (this.finished) return;
     this.log("WARN", `attempt ${this.#attempts} failed (${reason}); retrying`, "gateway");
     this.#abort = undefined;
-    this.#chunks.length = 0;
-    this.#chunksRead = 0;
+    this.#dropChunks();
     this.#setStatus("IN_QUEUE");
   }
 
@@ -193,8 +203,7 @@ export class Job extends EventEmitter<JobEvents> {
     this.#cancelRequested = false;
     this.#startedAt = undefined;
     this.#finishedAt = undefined;
-    this.#chunks.length = 0;
-    this.#chunksRead = 0;
+    this.#dropChunks();
     this.#done = new Promise((resolve) => {
       this.#resolveDone = resolve;
     });
@@ -233,38 +242,70 @@ export class Job extends EventEmitter<JobEvents> {
     this.#cancelRequested = true;
     if (this.#status === "IN_QUEUE") this.fail("CANCELLED", { type: "cancelled", message: "the request was cancelled" });
     else this.#abort?.abort(new Error("cancelled"));
+    // Nobody reads a cancelled stream: free what it held and let the producer see the abort.
+    this.#dropChunks();
     return true;
   }
 
   /** Aborts the running attempt with `reason` (timeouts, shutdown). */
   abortAttempt(reason: Error): void {
     this.#abort?.abort(reason);
+    this.#wakeProducer();
   }
 
-  /** Adds a stream chunk (a `data: <json>\n\n` event or JSON text). */
-  pushChunk(event: Buffer | string): void {
-    if (this.finished) return;
+  /**
+   * Adds a stream chunk (a `data: <json>\n\n` event or JSON text) for the
+   * readers, and emits `chunk`. Returns `undefined` while the unread chunks
+   * stay within {@link chunkHighWaterMark}; past it, a promise that resolves
+   * once readers took enough (or the job ended, or its attempt was aborted):
+   * the producer awaits it, so a reader that does not read holds the runner,
+   * not memory.
+   */
+  pushChunk(event: Buffer | string): Promise<void> | undefined {
+    if (this.finished) return undefined;
     const json = typeof event === "string" ? event : eventToJson(event);
-    if (this.keepChunks) {
-      if (this.#chunks.length >= MAX_KEPT_CHUNKS) {
-        this.#chunks.shift();
-        this.#chunksRead = Math.max(0, this.#chunksRead - 1);
-      }
-      this.#chunks.push(json);
-    }
+    this.#chunks.push(json);
+    this.#chunkBytes += json.length;
     this.emit("chunk", json);
+    if (!this.#full()) return undefined;
+    return new Promise<void>((resolve) => this.#spaceWaiters.push(resolve));
   }
 
-  /** Chunks not yet taken by {@link takeChunks} (Runpod `/stream` reads each chunk once). */
+  /** Chunks not yet taken by a reader. */
   get unreadChunks(): number {
-    return this.#chunks.length - this.#chunksRead;
+    return this.#chunks.length;
   }
 
-  /** Returns the chunks added since the last call, as JSON texts. */
+  /** Takes every unread chunk, as JSON texts (Runpod `/stream` reads each chunk once). */
   takeChunks(): string[] {
-    const chunks = this.#chunks.slice(this.#chunksRead);
-    this.#chunksRead = this.#chunks.length;
+    const chunks = this.#chunks;
+    this.#chunks = [];
+    this.#chunkBytes = 0;
+    this.#wakeProducer();
     return chunks;
+  }
+
+  /** Takes the oldest unread chunk, or `undefined` when there is none (an SSE connection, one at a time as it drains). */
+  takeChunk(): string | undefined {
+    const json = this.#chunks.shift();
+    if (json === undefined) return undefined;
+    this.#chunkBytes -= json.length;
+    if (!this.#full()) this.#wakeProducer();
+    return json;
+  }
+
+  #full(): boolean {
+    return this.#chunkBytes > this.chunkHighWaterMark || this.#chunks.length > MAX_UNREAD_CHUNKS;
+  }
+
+  #wakeProducer(): void {
+    for (const resolve of this.#spaceWaiters.splice(0)) resolve();
+  }
+
+  #dropChunks(): void {
+    this.#chunks = [];
+    this.#chunkBytes = 0;
+    this.#wakeProducer();
   }
 
   /** Adds a status log line. */
@@ -278,6 +319,8 @@ export class Job extends EventEmitter<JobEvents> {
   #finish(status: JobStatus): void {
     this.#finishedAt = Date.now();
     this.#abort = undefined;
+    // Unread chunks stay for the last read; the producer is done either way.
+    this.#wakeProducer();
     this.#setStatus(status);
     this.#resolveDone(this);
   }

@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
-import { DistributedRunner, StateError, type DistributedRunnerOptions, type RunnerState } from "../index.js";
+import { DistributedRunner, StateError, type DistributedRunnerOptions, type MultirankError, type RunnerState } from "../index.js";
 import type { ResolvedApp } from "./app.js";
 import type { GpuAllocator } from "./gpu-allocator.js";
 
@@ -32,6 +32,12 @@ export interface PoolCounts {
   stopping: number;
 }
 
+/** Failures of a pool's runners, for health reports. */
+export interface PoolFailures {
+  replaced: number;
+  last?: { at: string; code: string; message: string };
+}
+
 /** What a dispatcher needs from a pool. */
 export interface RunnerPool {
   /** True when {@link acquire} can lend a runner without exceeding the limits. */
@@ -40,6 +46,8 @@ export interface RunnerPool {
   acquire(): Promise<RunnerLease>;
   /** Runner counts, for metrics and health. */
   counts(): PoolCounts;
+  /** Runners replaced after a failure (a rank died or hung) since the pool started, and the last failure. */
+  failures?(): PoolFailures;
   /** Emits "change" when capacity may have grown (a runner became ready, stopped, or was replaced). */
   on(event: "change", listener: () => void): this;
   /** Stops every runner; `terminate` kills instead of stopping gracefully. */
@@ -75,6 +83,8 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
   readonly #slots = new Set<Slot>();
   #nextId = 1;
   #closed = false;
+  #replaced = 0;
+  #lastFailure: PoolFailures["last"];
 
   constructor(app: ResolvedApp, options: LocalRunnerPoolOptions) {
     super();
@@ -160,6 +170,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
       env: { ...app.rankEnv },
       logger: this.#log.child({ runner: id }),
       keepalivePayload: app.keepalivePayload,
+      heartbeatTimeout: app.heartbeatTimeout,
       ...(app.keepaliveInterval === undefined ? {} : { keepaliveInterval: app.keepaliveInterval }),
     });
     const slot: Slot = { id, runner, state: "starting", active: 0, ready: Promise.resolve(), idleTimer: undefined, gpus };
@@ -172,6 +183,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
         slot.state = "ready";
         this.#log.info({ runner: id, ms: Date.now() - started }, "runner ready");
         runner.on("state", (state: RunnerState) => this.#onRunnerState(slot, state));
+        runner.on("failure", (error: MultirankError) => this.#onRunnerFailure(slot, error));
         if (slot.active === 0) this.#armIdle(slot);
         this.emit("change");
       },
@@ -203,9 +215,19 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
     slot.idleTimer.unref();
   }
 
+  failures(): PoolFailures {
+    return { replaced: this.#replaced, ...(this.#lastFailure ? { last: this.#lastFailure } : {}) };
+  }
+
+  #onRunnerFailure(slot: Slot, error: MultirankError): void {
+    this.#lastFailure = { at: new Date().toISOString(), code: error.code, message: error.message.split("\n")[0]! };
+    this.#log.error({ runner: slot.id, code: error.code, err: error }, "runner failed");
+  }
+
   #onRunnerState(slot: Slot, state: RunnerState): void {
     if (state !== "failed" || slot.state === "stopping") return;
-    this.#log.error({ runner: slot.id }, "runner failed (a rank died); replacing it");
+    this.#replaced++;
+    this.#log.error({ runner: slot.id, reason: this.#lastFailure?.code }, "runner failed (a rank died or hung); replacing it");
     void this.#removeSlot(slot, true).then(() => {
       this.#fillToMinimum();
       this.emit("change");

@@ -15,17 +15,34 @@ export class SseWriter {
   readonly stream = new PassThrough();
   #closed = false;
 
-  /** Ends the stream when the client goes away. */
+  /** Ends the stream when the client goes away, and frees what it held at once. */
   constructor(reply: FastifyReply, onClientGone?: () => void) {
     reply.raw.once("close", () => {
       const wasClosed = this.#closed;
       this.#closed = true;
-      if (!wasClosed) onClientGone?.();
+      if (!wasClosed) {
+        this.stream.destroy();
+        onClientGone?.();
+      }
     });
   }
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /**
+   * True while the client is behind: the stream holds more than its
+   * high-water mark (16 KiB) that the socket has not taken. Writers stop and
+   * wait for {@link onDrain}, so a client that does not read costs no memory.
+   */
+  get full(): boolean {
+    return this.stream.writableNeedDrain;
+  }
+
+  /** Calls `listener` each time the stream drained after being {@link full}. */
+  onDrain(listener: () => void): void {
+    this.stream.on("drain", listener);
   }
 
   /** Writes `data: <json>\n\n` (and `event: <name>` first when given). */

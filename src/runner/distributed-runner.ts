@@ -78,6 +78,8 @@ export interface StopOptions {
 export interface RunnerEvents {
   state: [state: RunnerState];
   rankExit: [exit: RankExit & { expected: boolean }];
+  /** The runner failed while ready (a rank died or hung), with why; `state` turns `failed` right after. */
+  failure: [error: MultirankError];
 }
 
 /** Everything one `start()` creates and `stop()` removes. */
@@ -244,6 +246,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     this.#runnerErrors.push(error);
     session.failure ??= error;
     this.maybeCancelKeepalive();
+    this.emit("failure", error);
     this.#setState("failed");
     for (const request of session.requests.values()) request.fail(error);
     // A hung event loop cannot run a teardown, and may not even run a SIGTERM handler.
@@ -778,6 +781,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     this.#harvestErrorFiles(session);
     session.startup.reject(error);
     if (this.#state === "starting") return; // start() closes the session itself
+    this.emit("failure", error);
     this.#setState("failed");
     // Fail what is in flight now, not once the other ranks have exited.
     for (const request of session.requests.values()) request.fail(error);

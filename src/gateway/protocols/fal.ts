@@ -64,24 +64,38 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
   });
 
   async function stream(request: FastifyRequest, reply: FastifyReply, dispatcher: Dispatcher, body: unknown, eventSource: boolean): Promise<FastifyReply> {
-    const job = core.submit(dispatcher, { input: objectInput(body), streaming: true, keepChunks: false, ...queueHeaders(request) });
+    const job = core.submit(dispatcher, { input: objectInput(body), streaming: true, ...queueHeaders(request) });
     const sse = new SseWriter(reply, () => dispatcher.cancel(job));
-    let first: () => void = () => {};
-    const firstChunk = new Promise<void>((resolve) => (first = resolve));
-    let chunks = 0;
-    const onChunk = (json: string): void => {
-      chunks++;
-      sse.data(json);
-      first();
-    };
-    job.on("chunk", onChunk);
-    await Promise.race([firstChunk, job.done]);
-    if (job.finished && job.status !== "COMPLETED" && chunks === 0) {
-      job.off("chunk", onChunk);
+    let firstChunk!: () => void;
+    const first = new Promise<void>((resolve) => (firstChunk = resolve));
+    job.once("chunk", firstChunk);
+    await Promise.race([first, job.done]);
+    job.off("chunk", firstChunk);
+    if (job.finished && job.status !== "COMPLETED" && job.unreadChunks === 0) {
       return sendResult(reply, job); // Nothing streamed yet: a plain error response.
     }
+    let chunks = 0;
+    // Chunks move from the job to the socket only as fast as the client reads:
+    // while the SSE stream is full they wait in the job, whose high-water mark
+    // stops the dispatcher pulling from the runner, whose window stops the rank.
+    const pump = (): void => {
+      while (!sse.closed && !sse.full) {
+        const json = job.takeChunk();
+        if (json === undefined) return;
+        chunks++;
+        sse.data(json);
+      }
+    };
+    job.on("chunk", pump);
+    sse.onDrain(pump);
+    pump();
     void job.done.then(() => {
-      job.off("chunk", onChunk);
+      job.off("chunk", pump);
+      // The producer is done, so what is left is bounded: write it out.
+      for (let json = job.takeChunk(); json !== undefined && !sse.closed; json = job.takeChunk()) {
+        chunks++;
+        sse.data(json);
+      }
       if (job.status === "COMPLETED") {
         if (chunks === 0) sse.data(job.outputJson!);
         if (eventSource) sse.data("{}", "done");
