@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { cudaAvailability, listDevices } from "../index.js";
 import { createGateway, exampleApps, loadGatewayConfig, type GatewayConfig } from "../gateway/index.js";
+import { sweepLeftovers } from "../shm/sweep.js";
 
 const USAGE = `usage: multirank serve [options]
 
@@ -59,6 +60,9 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
     return 2;
   }
   const logger = pino({ level: process.env.MULTIRANK_LOG_LEVEL ?? "info" }, pino.destination(2));
+  // A server killed earlier (or its runners) left run dirs and /dev/shm segments that nothing else removes.
+  const swept = sweepLeftovers();
+  if (swept.tmp.length + swept.shm.length > 0) logger.info({ swept }, "removed leftovers of runners that are gone");
   const gpuCount = countGpus();
   let config: GatewayConfig;
   const configPath = values.config ?? (existsSync("gateway.config.ts") ? "gateway.config.ts" : undefined);

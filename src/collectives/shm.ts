@@ -1,21 +1,20 @@
 import fs from "node:fs";
 import path from "node:path";
 import { SharedSegment } from "../shm/shared-segment.js";
-import { shmAddon, shmAvailable } from "../shm/available.js";
+import { SHM_DIR, shmAddon, shmAvailable } from "../shm/available.js";
 import { reduceInto } from "./reduce-ops.js";
 import type { ReduceOp, Reducible } from "./types.js";
-import { sweepStaleSegments } from "../shm/sweep.js";
 
-/** Directory of the shared-memory files (tmpfs on Linux). */
-export const SHM_DIR = "/dev/shm";
+// One SHM_DIR for the package: the shm layer's.
+export { SHM_DIR };
 
 /** Number of buffers per rank; collectives alternate by sequence number so one can be read while the next is written. */
 export const SHM_BUFFERS = 2;
 
 /**
  * Prefix of the segments {@link MappedSlots} makes
- * (`multirank-coll-<group>-r<rank>-p<pid>-<hex>`); `sweepStaleSegments` with it
- * (or with "multirank") removes those of dead ranks.
+ * (`multirank-coll-<group>-r<rank>-p<pid>-<hex>`); `sweepLeftovers` removes
+ * those of dead ranks.
  */
 export const COLLECTIVE_SEGMENT_PREFIX = "multirank-coll";
 
@@ -85,38 +84,6 @@ export interface SharedBuffers {
 // The owner's pid is in the name so a later group can sweep what a killed rank left.
 function fileName(dir: string, groupId: string, rank: number, pid: number, buffer: number): string {
   return path.join(dir, `multirank-${groupId}-r${rank}-p${pid}-b${buffer}`);
-}
-
-/**
- * Removes `multirank-<group>-r<rank>-p<pid>...` entries of `dir` whose process
- * is gone: files of ranks killed before their group finished connecting (after
- * that, names are unlinked at once). Best effort; never throws.
- */
-export function sweepStale(dir: string): void {
-  if (dir === SHM_DIR) {
-    try {
-      sweepStaleSegments(COLLECTIVE_SEGMENT_PREFIX, { dir });
-    } catch {
-      // best effort
-    }
-  }
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    const m = /^multirank-[0-9a-f]+-r\d+-p(\d+)(?:-b\d+|\.sock|\.sock\.live)$/.exec(name);
-    if (!m) continue;
-    try {
-      process.kill(Number(m[1]), 0);
-      continue; // alive (or not ours to signal): leave it
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ESRCH") continue;
-    }
-    fs.rmSync(path.join(dir, name), { force: true });
-  }
 }
 
 function readAt(fd: number, target: Uint8Array, position: number): Promise<number> {

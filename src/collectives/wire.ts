@@ -1,10 +1,14 @@
 import { Packr } from "msgpackr";
+import { createPackr } from "../codec/packer.js";
 import { SerializationError } from "../errors.js";
 import { viewKind, viewOver } from "../util/typed-views.js";
 
-// useRecords: false keeps messages self-describing between independently
-// started processes; moreTypes round-trips typed arrays nested in objects.
+// Headers: small fixed-shape objects on the hot path, never a Map, so plain
+// msgpack maps (about half the cost of records per message).
 const packr = new Packr({ useRecords: false, moreTypes: true });
+// Values (broadcast, allGather, send) cross like payloads do: the same codec
+// options, so a Map stays a Map and a function is refused, not dropped.
+const values = createPackr();
 
 /** Message kinds on the data sockets. */
 export type MessageKind =
@@ -77,8 +81,9 @@ export function encodeValue(value: unknown, copy: boolean): { meta: ValueMeta; f
     return { meta: { t: "ab" }, frame: copy ? Buffer.from(bytes) : bytes };
   }
   try {
-    return { meta: { t: "mp" }, frame: packr.pack(value) };
+    return { meta: { t: "mp" }, frame: values.pack(value) };
   } catch (cause) {
+    if (cause instanceof SerializationError) throw cause;
     throw new SerializationError(`value cannot be packed: ${(cause as Error).message}`, { cause });
   }
 }
@@ -91,7 +96,7 @@ export function decodeValue(meta: ValueMeta | undefined, frame: Buffer | undefin
   const bytes = frame ?? Buffer.alloc(0);
   if (!meta || meta.t === "mp") {
     try {
-      return packr.unpack(bytes);
+      return values.unpack(bytes);
     } catch (cause) {
       throw new SerializationError(`received frame cannot be unpacked: ${(cause as Error).message}`, { cause });
     }

@@ -14,7 +14,8 @@ import { ZmqMesh, type MessageMesh } from "./mesh.js";
 import { SENT } from "../transport/stream-sockets.js";
 import { allocLike, finishReduce, reduceInto } from "./reduce-ops.js";
 import { isLoopback, rendezvous, tcpEndpoint, type RendezvousPlan } from "./rendezvous.js";
-import { MappedSlots, reduceParts, SharedSlots, SHM_BUFFERS, SHM_DIR, sharedKind, sweepStale, type SharedBuffers } from "./shm.js";
+import { MappedSlots, reduceParts, SharedSlots, SHM_BUFFERS, sharedKind, type SharedBuffers } from "./shm.js";
+import { sweepLeftovers } from "../shm/sweep.js";
 import type { ReduceOp, Reducible } from "./types.js";
 import { bytesOf, decodeValue, encodeValue, packHeader, viewAs, type Header, type ValueMeta } from "./wire.js";
 
@@ -57,8 +58,8 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
   const pushes = new Map<number, zmq.Push>();
   const peers = [...Array(o.size).keys()].filter((r) => r !== o.rank);
   let tcp = false;
-  sweepStale(SHM_DIR);
-  sweepStale(os.tmpdir());
+  // What ranks (and runners) killed earlier left on this host: segments, files, link sockets.
+  sweepLeftovers();
   // Mapped segments when the addon has them, else tmpfs files; every rank must
   // use the same kind (checked at connect), or none.
   const kind = o.sharedMemory ? sharedKind() : undefined;

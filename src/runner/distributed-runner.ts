@@ -24,7 +24,7 @@ import {
 import { RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } from "../transport/messages.js";
 import { openRunnerChannel, type RunnerChannel } from "../transport/control-channel.js";
 import { offloadLargeBuffers } from "../transport/shared-payload.js";
-import type { SharedSegment } from "../shm/index.js";
+import { runDirPrefix, sweepLeftovers, type SharedSegment } from "../shm/index.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { defaultLogger } from "../util/logger.js";
 import { readErrorRecords } from "../worker/error-file.js";
@@ -534,7 +534,12 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
 
   async #openSession(): Promise<Session> {
     const options = this.#options;
-    const runDir = mkdtempSync(join(tmpdir(), "multirank-"));
+    // What killed runners and ranks left (run dirs, /dev/shm segments, link
+    // sockets): nobody else would ever remove it. Synchronous and cheap.
+    const swept = sweepLeftovers();
+    if (swept.tmp.length + swept.shm.length > 0) this.#log.debug({ swept }, "removed leftovers of processes that are gone");
+    // The owner's pid and start time in the name tell a later sweep whether it is still in use.
+    const runDir = mkdtempSync(join(tmpdir(), runDirPrefix()));
     const endpoint = chooseControlEndpoint({ transport: options.transport, workerAddr: options.workerAddr, workerPort: options.workerPort, runDir });
     const serverKeys = endpoint.secure ? curveKeyPair() : undefined;
     let channel: RunnerChannel;

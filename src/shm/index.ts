@@ -5,6 +5,7 @@
  * @module
  */
 export { SharedSegment, type OpenSegmentOptions, type SharedSegmentOptions } from "./shared-segment.js";
-export { sweepStaleSegments, processAlive, type SweepOptions } from "./sweep.js";
+export { sweepLeftovers, sweepStaleSegments, type LeftoverSweepOptions, type SweepOptions, type SweptLeftovers } from "./sweep.js";
+export { processAlive, processStartTime } from "./owner.js";
 export { shmAvailable, shmFreeBytes, SHM_DIR } from "./available.js";
-export { segmentName, segmentOwner, DEFAULT_SEGMENT_PREFIX } from "./naming.js";
+export { segmentName, segmentOwner, runDirPrefix, DEFAULT_SEGMENT_PREFIX } from "./naming.js";

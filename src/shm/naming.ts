@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { ValidationError } from "../errors.js";
+import { processStartTime } from "./owner.js";
 
 /** Prefix of segments made without one. @default "multirank" */
 export const DEFAULT_SEGMENT_PREFIX = "multirank";
@@ -41,4 +42,21 @@ export function segmentOwner(name: string, prefix?: string): number | undefined 
   if (!m || (prefix !== undefined && m.index < prefix.length)) return undefined;
   const pid = Number(m[1]);
   return pid > 0 ? pid : undefined;
+}
+
+/**
+ * Run directories (`<tmpdir>/multirank-run-p<pid>-s<start>-XXXXXX`, made by
+ * `mkdtemp` with {@link runDirPrefix}): group 1 is the owner's pid, group 2 its
+ * start time in clock ticks after boot (absent where /proc is missing).
+ */
+export const RUN_DIR_RE = /^multirank-run-p(\d{1,10})(?:-s(\d{1,20}))?-[A-Za-z0-9]{6}$/;
+
+/**
+ * The `mkdtemp` prefix of a runner's run directory, naming its owner (pid and
+ * start time) so `sweepLeftovers` can tell a dead runner's directory from a
+ * live one's, even after the pid is reused.
+ * @example mkdtempSync(join(tmpdir(), runDirPrefix())) // "/tmp/multirank-run-p4242-s889123-Ab3xYz"
+ */
+export function runDirPrefix(pid = process.pid, startTime = processStartTime(pid)): string {
+  return `multirank-run-p${pid}${startTime === undefined ? "" : `-s${startTime}`}-`;
 }

@@ -1,7 +1,7 @@
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { addExtension } from "msgpackr";
-import { SHM_DIR, SharedSegment, shmAvailable, sweepStaleSegments } from "../shm/index.js";
+import { SHM_DIR, SharedSegment, shmAvailable } from "../shm/index.js";
 import { viewKind, viewOver } from "../util/typed-views.js";
 import { replaceViews, walkData } from "../util/walk-data.js";
 
@@ -14,7 +14,7 @@ import { replaceViews, walkData } from "../util/walk-data.js";
  * own copy.
  */
 
-/** Name prefix of payload segments, so stale ones of a dead runner can be swept. */
+/** Name prefix of payload segments; the owner's pid follows, so `sweepLeftovers` removes those of a dead runner at the next start. */
 export const PAYLOAD_SEGMENT_PREFIX = "multirank-payload";
 /**
  * Buffers this large or larger go through shared memory. 64 KiB: from there
@@ -149,8 +149,6 @@ export interface OffloadedPayload {
   retained: ArrayBufferLike[];
 }
 
-let sweptStale = false;
-
 /** Segments made by {@link allocSharedBuffer}, by the memory they map. */
 const userSegments = new WeakMap<ArrayBufferLike, SharedSegment>();
 /** Their names, to unlink when the memory is collected or the process exits. */
@@ -210,10 +208,6 @@ export function offloadLargeBuffers(payload: unknown, minBytes?: number): Offloa
   const min = minBytes ?? sharedPayloadMinBytes();
   const found = views.filter((v) => v.byteLength >= min);
   if (found.length === 0 || !shmAvailable()) return none;
-  if (!sweptStale) {
-    sweptStale = true;
-    sweepStaleSegments(PAYLOAD_SEGMENT_PREFIX);
-  }
   const refs = new Map<ArrayBufferView, SharedRef>();
   const retained: ArrayBufferLike[] = [];
   // Views of allocSharedBuffer memory travel as references to it, uncopied.

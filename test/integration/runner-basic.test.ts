@@ -40,6 +40,9 @@ describe("payloads and results", () => {
     expect([...echoed.f32]).toEqual([0.5, -1]);
     expect(echoed.i32).toBeInstanceOf(Int32Array);
     expect(echoed.nested).toEqual({ list: [1, "two", null] });
+    // Both ways (runner to rank, rank to runner) a Map stays a Map, keys of any type kept.
+    const map = new Map<unknown, unknown>([["a", 1], [2, { b: new Set([3]) }]]);
+    expect(await runner.invoke({ op: "echo", value: { map } })).toStrictEqual({ map });
 
     const big = await runner.invoke<{ data: Buffer; floats: Float32Array }>({ op: "bytes", size: 4 * 1024 * 1024 });
     expect(big.data.length).toBe(4 * 1024 * 1024);

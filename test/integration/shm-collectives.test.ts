@@ -1,8 +1,8 @@
 // The shared-memory all-reduce: mapped segments when the addon has them, the
 // tmpfs-file fallback otherwise, and the optional `out` array on both.
 import { afterEach, describe, expect, it } from "vitest";
-import { COLLECTIVE_SEGMENT_PREFIX, sweepStale, SHM_DIR } from "../../src/collectives/shm.js";
-import { shmAvailable } from "../../src/shm/index.js";
+import { COLLECTIVE_SEGMENT_PREFIX } from "../../src/collectives/shm.js";
+import { shmAvailable, SHM_DIR, sweepLeftovers } from "../../src/shm/index.js";
 import { killAll, spawnRanks } from "../fixtures/collectives-spawn.js";
 import fs from "node:fs";
 
@@ -57,7 +57,7 @@ describe("shared-memory all-reduce", () => {
     const name = `${COLLECTIVE_SEGMENT_PREFIX}-0123456789ab-r0-p999999999-0123456789ab`;
     fs.writeFileSync(`${SHM_DIR}/${name}`, "");
     try {
-      sweepStale(SHM_DIR);
+      sweepLeftovers();
       expect(fs.existsSync(`${SHM_DIR}/${name}`)).toBe(false);
     } finally {
       fs.rmSync(`${SHM_DIR}/${name}`, { force: true });

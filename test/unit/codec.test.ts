@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { pack, unpack } from "../../src/codec/packer.js";
 import { encodeImage, encodeImagesIn, isEncodedImage, isRawImage } from "../../src/codec/images.js";
 import { formatTextEvent, parseTextEvent, toJsonSafe } from "../../src/codec/text-events.js";
+import { decodeValue, encodeValue } from "../../src/collectives/wire.js";
 import { MessageTooLargeError, SerializationError } from "../../src/errors.js";
 
 describe("pack/unpack", () => {
@@ -35,6 +36,67 @@ describe("pack/unpack", () => {
 
   it("turns corrupt bytes into a SerializationError", () => {
     expect(() => unpack(Buffer.from([0x92, 0x01]))).toThrow(SerializationError);
+  });
+});
+
+// What crosses between runner and ranks (and in collectives' broadcast,
+// allGather, send) unchanged, what changes, and what is refused: the table in
+// the README's "Payloads" section. Both codecs are checked against each row.
+const roundTrips: [string, (value: unknown) => unknown][] = [
+  ["pack/unpack", (value) => unpack(pack(value))],
+  ["collectives encodeValue/decodeValue", (value) => {
+    const { meta, frame } = encodeValue(value, true);
+    return decodeValue(meta, frame);
+  }],
+];
+
+const cycle: Record<string, unknown> = {};
+cycle.self = cycle;
+
+describe.each(roundTrips)("what crosses %s", (_, roundTrip) => {
+  it.each<[string, unknown]>([
+    ["Map, keys of any type, nested", new Map<unknown, unknown>([["a", 1], [2, "b"], [{ k: 1 }, new Map([[1n, [2]]])]])],
+    ["an empty Map", new Map()],
+    ["plain objects (as plain objects, not Maps)", { a: 1, b: { c: [1, { d: "e" }] }, "1": "numeric key", "": "empty key" }],
+    ["Set", new Set([1, "a", { b: 2 }])],
+    ["Date, invalid Date", [new Date(5), new Date(Number.NaN)]],
+    ["bigint, within and beyond 64 bits", [5n, -(2n ** 63n), 2n ** 64n - 1n, 2n ** 70n, -(2n ** 300n)]],
+    ["undefined in arrays and objects", [1, undefined, { a: undefined, b: 1 }]],
+    ["NaN, Infinity, -Infinity, large integers", [Number.NaN, Infinity, -Infinity, 2 ** 53 - 1, -(2 ** 40), 0.1]],
+    ["nested typed arrays (same class), -0 inside a Float64Array", { a: [new Float32Array([1, 2])], b: new BigInt64Array([1n]), c: new Float64Array([-0]) }],
+    ["Buffer, ArrayBuffer, DataView", [Buffer.from("x"), new Uint8Array([1, 2, 3]).buffer, new DataView(new Uint8Array([4, 5]).buffer)]],
+    ["RegExp", /ab+/gi],
+    ["strings, booleans, null", ["héllo", true, null]],
+  ])("%s: unchanged", (_name, value) => {
+    const back = roundTrip(value);
+    expect(back).toStrictEqual(value);
+    expect(Object.is(back, value)).toBe(false);
+  });
+
+  it("plain objects come back with Object.prototype, Maps as Maps", () => {
+    const back = roundTrip({ o: { a: 1 }, m: new Map([["a", 1]]) }) as { o: object; m: unknown };
+    expect(Object.getPrototypeOf(back.o)).toBe(Object.prototype);
+    expect(back.m).toBeInstanceOf(Map);
+  });
+
+  it("changes what the README says it changes", () => {
+    expect(Object.is(roundTrip(-0), 0)).toBe(true); // msgpack has no integer -0
+    const error = roundTrip(Object.assign(new TypeError("boom", { cause: new Error("why") }), { code: "E_X" })) as TypeError;
+    expect(error).toBeInstanceOf(TypeError);
+    expect(error).toMatchObject({ message: "boom", cause: { message: "why" } });
+    expect((error as { code?: string }).code).toBeUndefined(); // own fields and the stack stay behind
+    const instance = roundTrip(new (class Point { x = 1 })());
+    expect(Object.getPrototypeOf(instance)).toBe(Object.prototype);
+    expect(instance).toEqual({ x: 1 });
+    expect(Object.getPrototypeOf(roundTrip(Object.assign(Object.create(null), { a: 1 })))).toBe(Object.prototype);
+  });
+
+  it.each<[string, unknown]>([
+    ["a function", { f: function handler() {} }],
+    ["a symbol", { s: Symbol("x") }],
+    ["a cycle", cycle],
+  ])("refuses %s with a SerializationError", (_name, value) => {
+    expect(() => roundTrip(value)).toThrow(expect.objectContaining({ code: "MULTIRANK_ERR_SERIALIZATION" }));
   });
 });
 
