@@ -262,7 +262,8 @@ export class Job extends EventEmitter<JobEvents> {
    * not memory.
    */
   pushChunk(event: Buffer | string): Promise<void> | undefined {
-    if (this.finished) return undefined;
+    // A stopped attempt's leftovers reach nobody, and must not wait for a reader that is gone.
+    if (this.finished || this.#abort?.signal.aborted) return undefined;
     const json = typeof event === "string" ? event : eventToJson(event);
     this.#chunks.push(json);
     this.#chunkBytes += json.length;

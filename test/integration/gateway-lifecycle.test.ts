@@ -15,6 +15,19 @@ async function runners(url: string, app: string): Promise<Record<string, number>
 }
 
 describe("runner pools", () => {
+  it("a hung rank fails its request as a runner crash; the runner is replaced and /healthz says why", async () => {
+    const probe = fileURLToPath(new URL("../fixtures/workers/probe.ts", import.meta.url));
+    const { url } = await startGateway({ apps: [defineApp({ name: "t/hang", worker: probe, worldSize: 2, heartbeatTimeout: 1 })] });
+    const hung = await post(`${url}/fal/run/t/hang`, { op: "spin", rank: 1, ms: 60_000 });
+    expect(hung.status).toBeGreaterThanOrEqual(500);
+    expect(hung.body).toMatchObject({ error_type: "runner_crash" });
+    expect(hung.body.detail).toMatch(/rank 1 is hung/);
+    const health = (await (await fetch(`${url}/healthz`)).json()).apps["t/hang"];
+    expect(health.failures).toMatchObject({ replaced: 1, last: { code: "MULTIRANK_ERR_RANK_HUNG" } });
+    // A fresh runner serves the next request.
+    expect((await post(`${url}/fal/run/t/hang`, { op: "echo", value: "ok" })).body).toBe("ok");
+  });
+
   it("cold start, warm reuse, idle stop after keepAlive, then a new cold start", async () => {
     const { url } = await startGateway({ apps: [defineApp({ name: "t/pool", worker: control, worldSize: 2, keepAlive: 0.5 })] });
     expect(await runners(url, "t/pool")).toMatchObject({ idle: 0, busy: 0, starting: 0 });

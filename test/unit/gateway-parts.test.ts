@@ -107,6 +107,30 @@ describe("Job", () => {
     expect(j.cancel()).toBe(false);
   });
 
+  it("holds at most chunkHighWaterMark bytes of unread chunks: past it the producer waits for a reader", async () => {
+    const j = new Job({ id: "hwm", app: "a", input: {}, priority: "normal", streaming: true, timeoutMs: 1000, chunkHighWaterMark: 1024 });
+    j.start("w-1");
+    const chunk = JSON.stringify("x".repeat(600));
+    expect(j.pushChunk(chunk)).toBeUndefined();
+    const wait = j.pushChunk(chunk);
+    expect(wait).toBeInstanceOf(Promise);
+    let resumed = false;
+    void wait!.then(() => (resumed = true));
+    await Promise.resolve();
+    expect(resumed).toBe(false);
+    expect(j.takeChunk()).toBe(chunk); // one taken: back under the mark
+    await wait;
+    expect(j.takeChunks()).toEqual([chunk]);
+    // A cancel drops what nobody will read and never leaves the producer waiting.
+    j.pushChunk(chunk);
+    const parked = j.pushChunk(chunk)!;
+    j.cancel();
+    await parked;
+    expect(j.unreadChunks).toBe(0);
+    expect(j.pushChunk(chunk)).toBeUndefined();
+    expect(j.unreadChunks).toBe(0);
+  });
+
   it("cancelling a queued job ends it at once; a failed one can be reset for a retry", () => {
     const j = job("y");
     expect(j.cancel()).toBe(true);
