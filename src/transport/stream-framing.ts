@@ -71,12 +71,17 @@ export class MessageDecoder {
   #filled = 0;
   #broken = false;
 
-  readonly #maxBytes: number;
+  #maxBytes: number;
 
   /** `maxBytes`: a longer announced body counts as malformed (a peer must not make us allocate gigabytes). */
   constructor(onMessage: (frames: Buffer[]) => void, onMalformed: (why: string) => void, maxBytes = MAX_MESSAGE_BYTES) {
     this.#onMessage = onMessage;
     this.#onMalformed = onMalformed;
+    this.#maxBytes = maxBytes;
+  }
+
+  /** Changes the largest body accepted from the next message on (a peer gets more room once it named itself). */
+  setMaxBytes(maxBytes: number): void {
     this.#maxBytes = maxBytes;
   }
 

@@ -54,6 +54,9 @@ export function writeMessage(socket: net.Socket, frames: readonly Buffer[], what
   });
 }
 
+/** Largest first message (the identity) an unnamed connection may send. */
+const MAX_IDENTITY_BYTES = 256;
+
 const drains = new WeakMap<net.Socket, Promise<void>>();
 
 /** Resolves when `socket` has written what it holds; rejects when it closes first. One promise per socket, however many wait. */
@@ -193,12 +196,14 @@ export class StreamRouter implements RunnerChannel {
         identity = name;
         identityFrame = Buffer.from(frames[0]!); // a copy: a view would keep the first chunk alive
         this.#peers.set(name, socket);
+        decoder.setMaxBytes(this.#options.maxMessageBytes);
       },
       (why) => {
         this.#options.log.warn({ identity, why }, "dropped a control connection that sent a malformed message");
         socket.destroy();
       },
-      this.#options.maxMessageBytes,
+      // Until it names itself a connection is nobody: it may not make us hold more than a name.
+      MAX_IDENTITY_BYTES,
     );
     socket.on("data", (chunk: Buffer) => decoder.push(chunk));
     socket.on("error", () => {});
