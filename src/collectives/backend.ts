@@ -5,8 +5,19 @@ import type { ReduceOp, Reducible } from "./types.js";
  * its place in the global order fixed.
  */
 export interface CollectiveCall {
-  /** Sequence number: the n-th collective this group has made (0-based), equal on every rank. */
+  /**
+   * Epoch: the id of the request whose `call()` made it, 0 outside requests
+   * (setup, teardown, `runInWorker` between requests). Equal on every rank.
+   */
+  readonly epoch: number;
+  /** Sequence number: the n-th collective of its epoch on this rank (0-based), equal on every rank. */
   readonly seq: number;
+  /**
+   * Other epochs' collectives may run at the same time as this one (the
+   * worker runs several requests at once): the backend must not use what
+   * needs one order across epochs (the shared-memory buffers).
+   */
+  readonly concurrent: boolean;
   /**
    * The call's signature (`allReduce(float32[1000],sum)`); peers compare
    * theirs and reject with `CollectiveMismatchError` when they differ.
@@ -51,8 +62,19 @@ export interface CollectiveBackend {
   recv(src: number, signal: AbortSignal): Promise<unknown>;
   /** Collective `call` failed here with `error` (not one reported by a peer): tell the peers so theirs end too. */
   abandon(call: CollectiveCall, error: Error): void;
-  /** Collective `seq` is over on this rank (either way): free what it left. */
-  finish(seq: number): void;
+  /** Collective `call` is over on this rank (either way): free what it left. */
+  finish(call: CollectiveCall): void;
+  /**
+   * Epoch `epoch` starts on this rank (request ids start in increasing order
+   * on every rank): what peers sent for epochs before it that never started
+   * here can go.
+   */
+  beginEpoch(epoch: number): void;
+  /**
+   * Epoch `epoch` is over on this rank (its calls have been ended): drop what
+   * peers sent for it, now and later.
+   */
+  endEpoch(epoch: number): void;
   /** Registers the listener the backend calls when it detects a failure of the whole group (a peer lost). */
   onFailure(listener: (error: Error) => void): void;
   /** Rejects every wait with `error`; called once the group has failed. */

@@ -42,6 +42,8 @@ export class LocalBackend implements CollectiveBackend {
   }
   abandon(): void {}
   finish(): void {}
+  beginEpoch(): void {}
+  endEpoch(): void {}
   onFailure(): void {}
   fail(): void {}
   async close(): Promise<void> {}

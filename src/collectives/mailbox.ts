@@ -16,23 +16,34 @@ interface Waiter {
 
 /**
  * Received messages, queued per (sender, channel) until someone takes them.
- * Messages from one sender arrive in order (one socket per pair), so a FIFO per
- * key is the protocol's whole ordering guarantee. Waiters reject on their
- * signal, when the sender has said goodbye, or when the group fails.
+ * A collective's channel is its (epoch, sequence number). Messages from one
+ * sender arrive in order (one socket per pair), so a FIFO per key is the
+ * protocol's whole ordering guarantee. Waiters reject on their signal, when
+ * the sender has said goodbye, or when the group fails. Collective messages
+ * dropped unread go to `onDrop` (the shared-memory path owes their senders a
+ * release).
  */
 export class Mailbox {
   #queues = new Map<string, Message[]>();
   #waiters = new Map<string, Waiter[]>();
-  /** Collectives below this sequence number are over: their late messages are dropped. */
-  #openFrom = 0;
+  /** Per epoch: collectives below this sequence number are over, their late messages dropped. */
+  #openFrom = new Map<number, number>();
   #departed = new Map<number, Error>();
   #failure: Error | undefined;
+  readonly #onDrop: (src: number, message: Message) => void;
 
-  /** Files `message` (from `src` on `channel`), waking the first waiter. */
-  deliver(src: number, channel: Channel, message: Message): void {
+  constructor(onDrop: (src: number, message: Message) => void = () => {}) {
+    this.#onDrop = onDrop;
+  }
+
+  /** Files `message` (from `src` on `channel` of `epoch`), waking the first waiter. */
+  deliver(src: number, channel: Channel, message: Message, epoch = 0): void {
     if (this.#failure) return;
-    if (typeof channel === "number" && channel < this.#openFrom) return;
-    const key = `${src}/${channel}`;
+    if (typeof channel === "number" && channel < (this.#openFrom.get(epoch) ?? 0)) {
+      this.#onDrop(src, message);
+      return;
+    }
+    const key = keyOf(src, channel, epoch);
     const waiters = this.#waiters.get(key);
     const waiter = waiters?.shift();
     if (waiter) {
@@ -46,8 +57,8 @@ export class Mailbox {
   }
 
   /** The next message from `src` on `channel`. Rejects with `signal.reason`, the departure error or the failure. */
-  take(src: number, channel: Channel, signal: AbortSignal): Promise<Message> {
-    const key = `${src}/${channel}`;
+  take(src: number, channel: Channel, signal: AbortSignal, epoch = 0): Promise<Message> {
+    const key = keyOf(src, channel, epoch);
     const queue = this.#queues.get(key);
     const queued = queue?.shift();
     if (queued) {
@@ -83,12 +94,24 @@ export class Mailbox {
     });
   }
 
-  /** Collective `seq` is over on this rank: drop its leftovers and any that arrive later. */
-  closeCollective(seq: number): void {
-    this.#openFrom = Math.max(this.#openFrom, seq + 1);
-    for (const key of this.#queues.keys()) {
-      const channel = key.slice(key.indexOf("/") + 1);
-      if (channel !== "p" && Number(channel) <= seq) this.#queues.delete(key);
+  /** Collective (`epoch`, `seq`) is over on this rank: drop its leftovers, and older ones', and any that arrive later. */
+  closeCollective(epoch: number, seq: number): void {
+    this.#openFrom.set(epoch, Math.max(this.#openFrom.get(epoch) ?? 0, seq + 1));
+    this.#dropQueued((e, q) => e === epoch && q <= seq);
+  }
+
+  /** Drops the queued messages of every epoch `gone(epoch)` says is over, and forgets those epochs. */
+  closeEpochs(gone: (epoch: number) => boolean): void {
+    for (const epoch of this.#openFrom.keys()) if (gone(epoch)) this.#openFrom.delete(epoch);
+    this.#dropQueued((e) => gone(e));
+  }
+
+  #dropQueued(drop: (epoch: number, seq: number) => boolean): void {
+    for (const [key, queue] of this.#queues) {
+      const [src, epoch, seq] = key.split("/");
+      if (seq === undefined || !drop(Number(epoch), Number(seq))) continue;
+      this.#queues.delete(key);
+      for (const message of queue) this.#onDrop(Number(src), message);
     }
   }
 
@@ -112,4 +135,9 @@ export class Mailbox {
     this.#waiters.clear();
     for (const w of all) w.reject(error);
   }
+}
+
+/** `src/p` for point-to-point, `src/epoch/seq` for a collective. */
+function keyOf(src: number, channel: Channel, epoch: number): string {
+  return channel === "p" ? `${src}/p` : `${src}/${epoch}/${channel}`;
 }

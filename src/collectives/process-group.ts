@@ -8,11 +8,64 @@ import { splitRanges } from "./chunks.js";
 import type { CollectiveOptions, ProcessGroup, ReduceOp, ReduceOptions, Reducible } from "./types.js";
 
 /**
+ * How the rank runtime ties collectives to requests (internal: reached through
+ * {@link requestScopesOf}). Each request is an epoch, named by its id;
+ * collectives made outside requests are epoch 0.
+ */
+export interface RequestScopes {
+  /**
+   * From now on a collective's epoch is `current()` at call time: the id of
+   * the request whose `call()` it runs under, or 0. `concurrent`: requests
+   * may run at the same time (the worker's concurrency is over 1).
+   * `onBroken` hears, once, that the group failed or was closed: every later
+   * call would reject.
+   */
+  track(options: { current: () => number; concurrent: boolean; onBroken: (error: Error) => void }): void;
+  /** Request `epoch` starts on this rank. */
+  begin(epoch: number): void;
+  /**
+   * Request `epoch` ended on this rank, however it ended: its collectives
+   * still queued or running reject (the peers' matching ones too), later
+   * ones reject at once, and what peers send for it is dropped.
+   */
+  end(epoch: number): void;
+}
+
+const kRequestScopes = Symbol.for("multirank.group.requestScopes");
+
+/** The {@link RequestScopes} of `group`, when it is one of ours. */
+export function requestScopesOf(group: ProcessGroup): RequestScopes | undefined {
+  return (group as { [kRequestScopes]?: RequestScopes })[kRequestScopes];
+}
+
+/** One epoch's collectives on this rank. */
+interface Epoch {
+  /** Sequence number of the next collective. */
+  seq: number;
+  /** Settles when the last collective called has finished. */
+  tail: Promise<unknown>;
+  /** Collectives called and not yet finished (queued or running). */
+  inFlight: number;
+  /** Their signals' controllers, with what each call is (for the error when the epoch ends under it). */
+  readonly controllers: Map<AbortController, string>;
+}
+
+function newEpoch(): Epoch {
+  return { seq: 0, tail: Promise.resolve(), inFlight: 0, controllers: new Map() };
+}
+
+/**
  * The {@link ProcessGroup} every backend sits behind. It validates arguments
- * before anything is sent, gives each collective its sequence number at call
- * time (so the order is the order of the calls), runs collectives one at a
- * time, and turns timeouts, signals and group failure into one per-call
- * AbortSignal whose reason is the error the call rejects with.
+ * before anything is sent, gives each collective its epoch and sequence
+ * number at call time (so the order is the order of the calls), runs an
+ * epoch's collectives one at a time, and turns timeouts, signals, the end of
+ * the request and group failure into one per-call AbortSignal whose reason
+ * is the error the call rejects with.
+ *
+ * Sequence numbers count within an epoch (a request, see
+ * {@link RequestScopes}): when a request ends half-way on some rank (aborted,
+ * timed out, a rank that never made a call), the next request starts at 0 on
+ * every rank, in step.
  */
 export class BackendProcessGroup implements ProcessGroup {
   readonly rank: number;
@@ -21,10 +74,11 @@ export class BackendProcessGroup implements ProcessGroup {
   readonly #log: Logger;
   readonly #defaultTimeout: number;
   readonly #active = new Set<AbortController>();
-  #seq = 0;
-  #tail: Promise<unknown> = Promise.resolve();
-  /** Collectives called and not yet finished (queued or running). */
-  #inFlight = 0;
+  /** Epochs open on this rank; 0 (outside requests) always is. */
+  readonly #epochs = new Map<number, Epoch>([[0, newEpoch()]]);
+  #currentEpoch: () => number = () => 0;
+  #concurrent = false;
+  #onBroken: ((error: Error) => void) | undefined;
   #failure: Error | undefined;
   #closed: Promise<void> | undefined;
 
@@ -38,6 +92,39 @@ export class BackendProcessGroup implements ProcessGroup {
       this.#log.error({ err: error }, "process group failed");
       this.fail(error);
     });
+  }
+
+  /** @internal See {@link requestScopesOf}. */
+  get [kRequestScopes](): RequestScopes {
+    return {
+      track: ({ current, concurrent, onBroken }) => {
+        this.#currentEpoch = current;
+        this.#concurrent = concurrent;
+        this.#onBroken = onBroken;
+      },
+      begin: (epoch) => {
+        if (epoch === 0 || this.#epochs.has(epoch)) return;
+        this.#epochs.set(epoch, newEpoch());
+        this.#backend.beginEpoch(epoch);
+      },
+      end: (epoch) => this.#endEpoch(epoch),
+    };
+  }
+
+  #endEpoch(id: number): void {
+    const epoch = this.#epochs.get(id);
+    if (id === 0 || !epoch) return;
+    this.#epochs.delete(id);
+    for (const [controller, what] of [...epoch.controllers]) {
+      controller.abort(new AbortError(`${what} was aborted on rank ${this.rank}: its request ended`, { rank: this.rank }));
+    }
+    this.#backend.endEpoch(id);
+  }
+
+  #broken(error: Error): void {
+    const listener = this.#onBroken;
+    this.#onBroken = undefined;
+    listener?.(error);
   }
 
   /** The backend's name (`zmq`, `local`). */
@@ -69,7 +156,7 @@ export class BackendProcessGroup implements ProcessGroup {
   }
 
   /** A signal that aborts on timeout, on `o.signal`, or when the group fails; its reason is the error to throw. */
-  #scope(what: string, o: CollectiveOptions): { controller: AbortController; dispose(): void } {
+  #scope(what: string, o: CollectiveOptions, epoch?: Epoch): { controller: AbortController; dispose(): void } {
     const controller = new AbortController();
     const timeout = o.timeout !== undefined ? o.timeout * 1000 : this.#defaultTimeout;
     const timer = Number.isFinite(timeout)
@@ -80,12 +167,14 @@ export class BackendProcessGroup implements ProcessGroup {
     if (user?.aborted) onAbort();
     else user?.addEventListener("abort", onAbort, { once: true });
     this.#active.add(controller);
+    epoch?.controllers.set(controller, what);
     return {
       controller,
       dispose: () => {
         clearTimeout(timer);
         user?.removeEventListener("abort", onAbort);
         this.#active.delete(controller);
+        epoch?.controllers.delete(controller);
       },
     };
   }
@@ -99,15 +188,19 @@ export class BackendProcessGroup implements ProcessGroup {
   #collective<T>(method: string, signature: string, o: CollectiveOptions | undefined, body: (call: CollectiveCall) => Promise<T>): Promise<T> {
     const refused = this.#refuse();
     if (refused) return Promise.reject(refused);
-    const seq = this.#seq++;
-    const what = `${signature} (collective #${seq})`;
-    const { controller, dispose } = this.#scope(what, o ?? {});
-    const call: CollectiveCall = { seq, signature, signal: controller.signal, abort: (error) => controller.abort(error) };
-    const previous = this.#tail;
+    const epochId = this.#currentEpoch();
+    const epoch = this.#epochs.get(epochId);
+    // A loop the request left behind: its peers are done with that request.
+    if (!epoch) return Promise.reject(new AbortError(`${signature} was called on rank ${this.rank} after its request ${epochId} ended`, { rank: this.rank }));
+    const seq = epoch.seq++;
+    const what = epochId === 0 ? `${signature} (collective #${seq})` : `${signature} (collective #${seq} of request ${epochId})`;
+    const { controller, dispose } = this.#scope(what, o ?? {}, epoch);
+    const call: CollectiveCall = { epoch: epochId, seq, signature, concurrent: this.#concurrent, signal: controller.signal, abort: (error) => controller.abort(error) };
+    const previous = epoch.tail;
     // Collectives are usually awaited one by one: with none queued or running
     // this one starts now, and needs neither the wait nor the outer race below.
-    const queued = this.#inFlight > 0;
-    this.#inFlight++;
+    const queued = epoch.inFlight > 0;
+    epoch.inFlight++;
     const run = (async (): Promise<T> => {
       if (queued) await previous;
       try {
@@ -121,11 +214,11 @@ export class BackendProcessGroup implements ProcessGroup {
         throw error;
       } finally {
         dispose();
-        this.#backend.finish(seq);
-        this.#inFlight--;
+        this.#backend.finish(call);
+        epoch.inFlight--;
       }
     })();
-    this.#tail = run.catch(() => {});
+    epoch.tail = run.catch(() => {});
     // The caller hears of a timeout even while the call is still queued.
     return queued ? abortable(run, controller.signal) : run;
   }
@@ -244,6 +337,7 @@ export class BackendProcessGroup implements ProcessGroup {
     this.#failure = error;
     for (const controller of [...this.#active]) controller.abort(error);
     this.#backend.fail(error);
+    this.#broken(error);
   }
 
   /** @see ProcessGroup.close */
@@ -251,6 +345,7 @@ export class BackendProcessGroup implements ProcessGroup {
     this.#closed ??= (async () => {
       const closing = new AbortError(`the process group of rank ${this.rank} was closed`, { rank: this.rank });
       for (const controller of [...this.#active]) controller.abort(closing);
+      this.#broken(closing);
       await this.#backend.close();
     })();
     return this.#closed;

@@ -44,6 +44,8 @@ export type Reducible = Float32Array | Float64Array | Int32Array;
  * The ranks of one job, able to talk to each other. Every rank must make the
  * same collective calls in the same order; a call that does not match its peers
  * (other op, length, dtype, root) rejects with `CollectiveMismatchError`.
+ * In a worker, the order counts per request: a request that ends half-way
+ * on some rank leaves the next request in step.
  *
  * Errors every call may reject with: `ValidationError` (bad arguments, checked
  * before anything is sent), `TimeoutError`, `AbortError`, `PeerLostError` (a

@@ -12,13 +12,13 @@ const values = createPackr();
 
 /** Message kinds on the data sockets. */
 export type MessageKind =
-  /** part of a collective, keyed by sequence number */
+  /** part of a collective, keyed by epoch and sequence number */
   | "c"
   /** point-to-point `send` */
   | "p"
   /** a collective was aborted on the sender (mismatch, timeout, abort) */
   | "x"
-  /** the sender finished reading shared-memory buffers of collective `q` */
+  /** the sender no longer reads the receiver's shared-memory buffer of collective (`j`, `q`) */
   | "r"
   /** the sender is closing its group on purpose */
   | "b";
@@ -31,7 +31,13 @@ export interface Header {
   k: MessageKind;
   /** sender rank */
   s: number;
-  /** collective sequence number */
+  /**
+   * epoch of the collective: the id of the request whose `call()` made it (0,
+   * left out, outside requests). Sequence numbers count within an epoch, so
+   * a request that ends half-way leaves no drift for the next one.
+   */
+  j?: number;
+  /** collective sequence number (within its epoch) */
   q?: number;
   /** signature of the collective, compared by the receiver */
   g?: string;
@@ -39,6 +45,8 @@ export interface Header {
   v?: ValueMeta;
   /** algorithm-specific index (chunk or step) */
   i?: number;
+  /** 1 on the shared-memory "written" message: the receiver owes a release (`r`) even if it never reads the buffer */
+  w?: 1;
   /** error carried by an abort */
   e?: { code: string; message: string; rank: number };
 }

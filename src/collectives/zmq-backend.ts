@@ -8,6 +8,7 @@ import { abortable } from "./abortable.js";
 import { chooseReduceAlgorithm } from "./algorithm.js";
 import type { CollectiveBackend, CollectiveCall } from "./backend.js";
 import { splitRanges, type Range } from "./chunks.js";
+import { EpochClock } from "./epochs.js";
 import { Mailbox, type Message } from "./mailbox.js";
 import { PeerLinks } from "./links.js";
 import { ZmqMesh, type MessageMesh } from "./mesh.js";
@@ -167,6 +168,27 @@ function errorFromAbort(e: NonNullable<Header["e"]> & { timeoutMs?: number }): E
   }
 }
 
+/** The collectives of one epoch on this rank, and what peers sent for those not begun yet. */
+interface EpochCalls {
+  readonly running: Map<number, CollectiveCall>;
+  /** Aborts that peers sent for collectives this rank has not started yet. */
+  readonly earlyAborts: Map<number, Error>;
+  /** Per collective not begun here yet: the distinct signatures peers sent for it. */
+  readonly earlySignatures: Map<number, { src: number; signature: string | undefined }[]>;
+  /** Collectives below this sequence number are over here. */
+  finishedBelow: number;
+}
+
+/** The last use of one of this rank's shared buffers. */
+interface BufferUse {
+  readonly epoch: number;
+  readonly seq: number;
+  /** This rank's count of shared-memory reductions: orders uses across epochs (for the segment names). */
+  readonly use: number;
+  /** Peers told to read it ("written" sent) that have not released it yet. */
+  readonly readers: Set<number>;
+}
+
 /**
  * The ZeroMQ CPU backend. Small payloads go direct (everyone to everyone, one
  * hop); large reductions take the ring over sockets or, on one host, the
@@ -178,27 +200,31 @@ export class ZmqBackend implements CollectiveBackend {
   readonly rank: number;
   readonly size: number;
   readonly #mesh: MessageMesh;
-  readonly #mailbox = new Mailbox();
+  // A "written" message dropped unread still owes its sender a release.
+  readonly #mailbox = new Mailbox((src, m) => this.#dropped(src, m.header));
   readonly #slots: SharedBuffers | undefined;
   readonly #links: PeerLinks;
   readonly #log: Logger;
   readonly #peers: number[];
-  readonly #running = new Map<number, CollectiveCall>();
-  /** Aborts that peers sent for collectives this rank has not started yet. */
-  readonly #earlyAborts = new Map<number, Error>();
-  /** Per collective not begun here yet: the distinct signatures peers sent for it. */
-  readonly #earlySignatures = new Map<number, { src: number; signature: string | undefined }[]>();
+  readonly #clock = new EpochClock();
+  /** Per epoch still live here (see {@link EpochClock}): its collectives. */
+  readonly #epochs = new Map<number, EpochCalls>();
   /** Errors that came from peers: they are not echoed back. */
   readonly #remoteErrors = new WeakSet<Error>();
   readonly #departed = new Map<number, Error>();
-  /** Per peer: highest collective whose shared buffers it no longer reads. */
-  readonly #released: number[];
-  /** Per shared buffer: the last collective that wrote it. */
-  readonly #lastUse: number[] = new Array(SHM_BUFFERS).fill(-1);
+  /**
+   * Per own shared buffer: its last use. A use is released peer by peer, by
+   * (epoch, seq): sequence numbers restart with every epoch, so "the highest
+   * collective released" would say nothing.
+   */
+  readonly #bufferUse: (BufferUse | undefined)[] = new Array(SHM_BUFFERS).fill(undefined);
+  #uses = 0;
   readonly #releaseWaiters = new Set<() => void>();
+  /** Shared-memory reductions run one at a time here: they share the buffers and the scratch. */
+  #shmQueue: Promise<void> = Promise.resolve();
+  #shmRunning = 0;
   /** Reusable read buffers of the shared-memory path (fresh pages cost a fault each, more than the copy). */
   readonly #scratch: ArrayBuffer[] = [];
-  #finishedBelow = 0;
   #failureListener: (error: Error) => void = () => {};
   #failure: Error | undefined;
   #closing = false;
@@ -212,7 +238,6 @@ export class ZmqBackend implements CollectiveBackend {
     this.#slots = slots;
     this.#log = log;
     this.#peers = [...Array(size).keys()].filter((p) => p !== rank);
-    this.#released = new Array(size).fill(-1);
     mesh.start({ onMessage: (h, f) => this.#onMessage(h, f), onDisconnect: (p) => this.#onDisconnect(p) });
   }
 
@@ -231,29 +256,34 @@ export class ZmqBackend implements CollectiveBackend {
   #onMessage(h: Header, frames: Buffer[]): void {
     if (h.s < 0 || h.s >= this.size || h.s === this.rank) return;
     switch (h.k) {
-      case "c":
+      case "c": {
         if (typeof h.q !== "number") return;
-        this.#checkSignature(h.q, h.s, h.g);
-        this.#mailbox.deliver(h.s, h.q, { header: h, frames });
+        const epoch = h.j ?? 0;
+        if (!this.#clock.live(epoch)) return this.#dropped(h.s, h);
+        this.#checkSignature(epoch, h.q, h.s, h.g);
+        this.#mailbox.deliver(h.s, h.q, { header: h, frames }, epoch);
         return;
+      }
       case "p":
         this.#mailbox.deliver(h.s, "p", { header: h, frames });
         return;
       case "r":
-        this.#release(h.s, h.q ?? -1);
         // i = 1: the sender mapped our buffer of that collective; its name may go.
-        if (h.i === 1 && typeof h.q === "number") this.#slots?.attached(h.s, h.q % SHM_BUFFERS, h.q);
+        this.#release(h.s, h.j ?? 0, h.q, h.i === 1);
         return;
       case "x": {
         if (typeof h.q !== "number" || !h.e) return;
+        const epoch = h.j ?? 0;
         // An abandoned collective reads no buffer any more.
-        this.#release(h.s, h.q);
-        if (h.q < this.#finishedBelow) return;
+        this.#release(h.s, epoch, h.q, false);
+        if (!this.#clock.live(epoch)) return;
+        const calls = this.#callsOf(epoch);
+        if (h.q < calls.finishedBelow) return;
         const error = errorFromAbort(h.e);
         this.#remoteErrors.add(error);
-        const call = this.#running.get(h.q);
+        const call = calls.running.get(h.q);
         if (call) call.abort(error);
-        else this.#earlyAborts.set(h.q, error);
+        else calls.earlyAborts.set(h.q, error);
         return;
       }
       case "b": {
@@ -272,17 +302,36 @@ export class ZmqBackend implements CollectiveBackend {
    * rank that only waits (a broadcast's receiver) would otherwise wait out its
    * timeout. Signatures of collectives not begun here yet are checked at begin.
    */
-  #checkSignature(seq: number, src: number, signature: string | undefined): void {
-    if (seq < this.#finishedBelow) return;
-    const call = this.#running.get(seq);
+  #checkSignature(epoch: number, seq: number, src: number, signature: string | undefined): void {
+    const calls = this.#callsOf(epoch);
+    if (seq < calls.finishedBelow) return;
+    const call = calls.running.get(seq);
     if (call) {
       if (signature !== call.signature) call.abort(this.#mismatch(call, src, signature));
     } else {
       // One signature per distinct call seen is enough: begin() needs any that differs from its own.
-      const seen = this.#earlySignatures.get(seq);
-      if (!seen) this.#earlySignatures.set(seq, [{ src, signature }]);
+      const seen = calls.earlySignatures.get(seq);
+      if (!seen) calls.earlySignatures.set(seq, [{ src, signature }]);
       else if (!seen.some((s) => s.signature === signature)) seen.push({ src, signature });
     }
+  }
+
+  #callsOf(epoch: number): EpochCalls {
+    let calls = this.#epochs.get(epoch);
+    if (!calls) this.#epochs.set(epoch, (calls = { running: new Map(), earlyAborts: new Map(), earlySignatures: new Map(), finishedBelow: 0 }));
+    return calls;
+  }
+
+  /**
+   * A message of an epoch that is over here, or one left unread: if it told
+   * us to read its sender's shared buffer, say we never will, or the sender
+   * would wait for us before writing that buffer again.
+   */
+  #dropped(src: number, h: Header): void {
+    if (h.w !== 1 || this.#closing || this.#failure || this.#departed.has(src)) return;
+    const release: Header = { k: "r", s: this.rank, q: h.q };
+    if (h.j) release.j = h.j;
+    this.#mesh.send(src, [packHeader(release)]).catch(() => {});
   }
 
   #mismatch(call: CollectiveCall, src: number, theirs: string | undefined): CollectiveMismatchError {
@@ -298,9 +347,15 @@ export class ZmqBackend implements CollectiveBackend {
     }, GOODBYE_GRACE_MS).unref();
   }
 
-  #release(peer: number, seq: number): void {
-    if (seq > this.#released[peer]) this.#released[peer] = seq;
-    this.#wakeReleaseWaiters();
+  /** `peer` no longer reads our buffer of collective (`epoch`, `seq`); `attached`: it had mapped it. */
+  #release(peer: number, epoch: number, seq: number | undefined, attached: boolean): void {
+    if (!Number.isInteger(seq) || seq! < 0) return;
+    const b = seq! % SHM_BUFFERS;
+    const use = this.#bufferUse[b];
+    // A release of an older use of the buffer (a duplicate: x, then r) changes nothing.
+    if (!use || use.epoch !== epoch || use.seq !== seq) return;
+    if (attached) this.#slots?.attached(peer, b, use.use);
+    if (use.readers.delete(peer)) this.#wakeReleaseWaiters();
   }
 
   #wakeReleaseWaiters(): void {
@@ -313,25 +368,48 @@ export class ZmqBackend implements CollectiveBackend {
 
   /** Registers `call` as running; ends it at once if a peer already abandoned it. */
   begin(call: CollectiveCall): void {
-    this.#running.set(call.seq, call);
-    const early = this.#earlyAborts.get(call.seq);
-    const differing = this.#earlySignatures.get(call.seq)?.find((s) => s.signature !== call.signature);
+    const calls = this.#callsOf(call.epoch);
+    calls.running.set(call.seq, call);
+    const early = calls.earlyAborts.get(call.seq);
+    const differing = calls.earlySignatures.get(call.seq)?.find((s) => s.signature !== call.signature);
     if (early) call.abort(early);
     else if (differing) call.abort(this.#mismatch(call, differing.src, differing.signature));
   }
 
-  finish(seq: number): void {
-    this.#running.delete(seq);
-    this.#finishedBelow = Math.max(this.#finishedBelow, seq + 1);
-    this.#mailbox.closeCollective(seq);
-    for (const s of this.#earlyAborts.keys()) if (s <= seq) this.#earlyAborts.delete(s);
-    for (const s of this.#earlySignatures.keys()) if (s <= seq) this.#earlySignatures.delete(s);
+  finish(call: CollectiveCall): void {
+    const { epoch, seq } = call;
+    const calls = this.#epochs.get(epoch);
+    // Its epoch is over: everything it left went with it.
+    if (!calls) return;
+    calls.running.delete(seq);
+    calls.finishedBelow = Math.max(calls.finishedBelow, seq + 1);
+    this.#mailbox.closeCollective(epoch, seq);
+    for (const s of calls.earlyAborts.keys()) if (s <= seq) calls.earlyAborts.delete(s);
+    for (const s of calls.earlySignatures.keys()) if (s <= seq) calls.earlySignatures.delete(s);
+  }
+
+  beginEpoch(epoch: number): void {
+    this.#clock.begin(epoch);
+    this.#forgetOverEpochs();
+  }
+
+  endEpoch(epoch: number): void {
+    this.#clock.end(epoch);
+    this.#forgetOverEpochs();
+  }
+
+  /** Drops what peers sent for epochs that are over here (see {@link EpochClock}). */
+  #forgetOverEpochs(): void {
+    for (const epoch of this.#epochs.keys()) if (!this.#clock.live(epoch)) this.#epochs.delete(epoch);
+    this.#mailbox.closeEpochs((epoch) => !this.#clock.live(epoch));
   }
 
   abandon(call: CollectiveCall, error: Error): void {
     if (this.#remoteErrors.has(error) || this.#failure || this.#closing) return;
     const e = { code: (error as { code?: string }).code ?? "MULTIRANK_ERR_PEER_LOST", message: error.message, rank: this.rank, timeoutMs: (error as { timeoutMs?: number }).timeoutMs };
-    const frames = [packHeader({ k: "x", s: this.rank, q: call.seq, e })];
+    const header: Header = { k: "x", s: this.rank, q: call.seq, e };
+    if (call.epoch) header.j = call.epoch;
+    const frames = [packHeader(header)];
     for (const p of this.#peers) if (!this.#departed.has(p)) this.#mesh.send(p, frames).catch(() => {});
   }
 
@@ -364,10 +442,12 @@ export class ZmqBackend implements CollectiveBackend {
 
   // ---- helpers -------------------------------------------------------------
 
-  #send(call: CollectiveCall, dst: number, payload?: Buffer, meta?: ValueMeta, i?: number): Promise<void> {
+  #send(call: CollectiveCall, dst: number, payload?: Buffer, meta?: ValueMeta, i?: number, written?: boolean): Promise<void> {
     const header: Header = { k: "c", s: this.rank, q: call.seq, g: call.signature };
+    if (call.epoch) header.j = call.epoch;
     if (meta) header.v = meta;
     if (i !== undefined) header.i = i;
+    if (written) header.w = 1;
     const frames = payload ? [packHeader(header), payload] : [packHeader(header)];
     const sent = this.#mesh.send(dst, frames);
     // Already settled (a small message on a link): nothing to race.
@@ -375,7 +455,7 @@ export class ZmqBackend implements CollectiveBackend {
   }
 
   async #take(call: CollectiveCall, src: number, index?: number): Promise<Message> {
-    const m = await this.#mailbox.take(src, call.seq, call.signal);
+    const m = await this.#mailbox.take(src, call.seq, call.signal, call.epoch);
     if (m.header.g !== call.signature) throw this.#mismatch(call, src, m.header.g);
     if (index !== undefined && m.header.i !== index) {
       throw new CollectiveMismatchError(`collective #${call.seq} (${call.signature}): rank ${src} sent part ${m.header.i}, rank ${this.rank} expected ${index}`, { rank: src });
@@ -475,7 +555,7 @@ export class ZmqBackend implements CollectiveBackend {
   }
 
   async allReduce(data: Reducible, op: ReduceOp, call: CollectiveCall, out?: Reducible): Promise<Reducible> {
-    switch (chooseReduceAlgorithm({ bytes: data.byteLength, size: this.size, sharedMemory: this.sharedMemory })) {
+    switch (chooseReduceAlgorithm({ bytes: data.byteLength, size: this.size, sharedMemory: this.#mayShare(call) })) {
       case "local": {
         const result = out ?? data.slice();
         if (out && out !== data) out.set(data);
@@ -494,7 +574,7 @@ export class ZmqBackend implements CollectiveBackend {
   }
 
   async reduceScatter(data: Reducible, op: ReduceOp, call: CollectiveCall, out?: Reducible): Promise<Reducible> {
-    switch (chooseReduceAlgorithm({ bytes: data.byteLength, size: this.size, sharedMemory: this.sharedMemory })) {
+    switch (chooseReduceAlgorithm({ bytes: data.byteLength, size: this.size, sharedMemory: this.#mayShare(call) })) {
       case "local":
         return into(out, data.slice());
       case "direct":
@@ -506,6 +586,16 @@ export class ZmqBackend implements CollectiveBackend {
         return out ? into(out, held) : held.slice();
       }
     }
+  }
+
+  /**
+   * Whether `call` may take the shared-memory path. Not while other epochs'
+   * collectives may run beside it: shared reductions must run one at a time,
+   * and ranks could order two epochs' differently and wait on each other.
+   * Every rank decides the same (the worker's concurrency is the same).
+   */
+  #mayShare(call: CollectiveCall): boolean {
+    return this.sharedMemory && !call.concurrent;
   }
 
   /**
@@ -602,12 +692,13 @@ export class ZmqBackend implements CollectiveBackend {
     return new Ctor(buffer, 0, length);
   }
 
+  /** Waits until every peer told to read own buffer `buffer` has released it. */
   async #awaitRelease(buffer: number, call: CollectiveCall): Promise<void> {
-    const needed = this.#lastUse[buffer];
+    const last = this.#bufferUse[buffer];
+    if (!last) return;
     for (;;) {
-      const pending = this.#peers.filter((p) => this.#released[p] < needed);
-      if (pending.length === 0) return;
-      for (const p of pending) {
+      if (last.readers.size === 0) return;
+      for (const p of last.readers) {
         const gone = this.#departed.get(p);
         if (gone) throw gone;
       }
@@ -626,13 +717,31 @@ export class ZmqBackend implements CollectiveBackend {
    * first); for all-reduce (4) write the reduced chunk into my buffer, (5)
    * exchange "reduced", (6) copy every other reduced chunk from its owner.
    * Finally tell peers I no longer read their buffers, so they may reuse them
-   * (and, when I mapped them, unlink their names).
+   * (and, when I mapped them, unlink their names). A peer that never runs
+   * this collective (its request ended first) releases when it drops my
+   * "written" message unread.
    *
    * `given` (the caller's `out`) receives the result; it may share memory
    * with `data`, in which case my whole array goes to my buffer first and my
    * own contribution is read back from there.
    */
   async #shmReduce(data: Reducible, op: ReduceOp, call: CollectiveCall, scatter: boolean, given?: Reducible): Promise<Reducible> {
+    // One at a time: a collective outside requests (epoch 0) may run beside a request's.
+    const previous = this.#shmRunning > 0 ? this.#shmQueue : undefined;
+    let done!: () => void;
+    const mine = new Promise<void>((resolve) => (done = resolve));
+    this.#shmQueue = this.#shmQueue.then(() => mine);
+    this.#shmRunning++;
+    try {
+      if (previous) await abortable(previous, call.signal);
+      return await this.#shmReduceAlone(data, op, call, scatter, given);
+    } finally {
+      this.#shmRunning--;
+      done();
+    }
+  }
+
+  async #shmReduceAlone(data: Reducible, op: ReduceOp, call: CollectiveCall, scatter: boolean, given?: Reducible): Promise<Reducible> {
     const slots = this.#slots!;
     const mapped = slots.kind === "mmap";
     const n = this.size;
@@ -643,12 +752,13 @@ export class ZmqBackend implements CollectiveBackend {
     const ownLength = own.end - own.start;
     const b = call.seq % SHM_BUFFERS;
     await this.#awaitRelease(b, call);
-    this.#lastUse[b] = call.seq;
+    const use: BufferUse = { epoch: call.epoch, seq: call.seq, use: ++this.#uses, readers: new Set() };
+    this.#bufferUse[b] = use;
     let attachedAll = false;
     try {
       const sig = call.signal;
       const aliased = given !== undefined && overlaps(given, data);
-      const token = slots.prepare(b, data.byteLength, call.seq);
+      const token = slots.prepare(b, data.byteLength, use.use);
       if (aliased && mapped) await slots.write(b, bytesOf(data), 0);
       else {
         await abortable(
@@ -658,7 +768,11 @@ export class ZmqBackend implements CollectiveBackend {
       }
       const tokenFrame = token ? Buffer.from(token) : undefined;
       await Promise.all([
-        ...this.#peers.map((p) => this.#send(call, p, tokenFrame, undefined, 1)),
+        ...this.#peers.map((p) => {
+          // From here p may read the buffer: we wait for its release before writing it again.
+          use.readers.add(p);
+          return this.#send(call, p, tokenFrame, undefined, 1, true);
+        }),
         ...this.#peers.map(async (p) => {
           const m = await this.#take(call, p, 1);
           if (mapped) slots.attach(p, b, m.frames[0]?.toString() ?? "");
@@ -704,7 +818,10 @@ export class ZmqBackend implements CollectiveBackend {
       }
       return out;
     } finally {
-      const done = [packHeader(attachedAll ? { k: "r", s: r, q: call.seq, i: 1 } : { k: "r", s: r, q: call.seq })];
+      const release: Header = { k: "r", s: r, q: call.seq };
+      if (call.epoch) release.j = call.epoch;
+      if (attachedAll) release.i = 1;
+      const done = [packHeader(release)];
       for (const p of this.#peers) if (!this.#departed.has(p)) this.#mesh.send(p, done).catch(() => {});
     }
   }

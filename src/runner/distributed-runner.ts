@@ -21,7 +21,7 @@ import {
   TimeoutError,
   TransportError,
 } from "../errors.js";
-import { RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } from "../transport/messages.js";
+import { GROUP_BROKEN_EXIT_CODE, RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } from "../transport/messages.js";
 import { openRunnerChannel, type RunnerChannel } from "../transport/control-channel.js";
 import { offloadLargeBuffers } from "../transport/shared-payload.js";
 import { runDirPrefix, sweepLeftovers, type SharedSegment } from "../shm/index.js";
@@ -29,6 +29,7 @@ import { deferred, type Deferred } from "../util/deferred.js";
 import { defaultLogger } from "../util/logger.js";
 import { readErrorRecords } from "../worker/error-file.js";
 import { chooseControlEndpoint, findFreePort, isSameHostEndpoint } from "./endpoints.js";
+import { restartsAfter } from "./group-recovery.js";
 import { HeartbeatMonitor } from "./heartbeat-monitor.js";
 import { KeepaliveTimer } from "./keepalive-timer.js";
 import { resolveRunnerOptions, timeoutToMs, type DistributedRunnerOptions, type ResolvedRunnerOptions } from "./options.js";
@@ -778,7 +779,14 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     await new Promise((resolve) => setTimeout(resolve, LAST_MESSAGES_GRACE_MS));
     const error = new RankExitError(exit.rank, exit.code, exit.signal, stderrTail, { cause: session.fatal.get(exit.rank) });
     if (session.closed) return;
-    this.#log.error({ rank: exit.rank, code: exit.code, signal: exit.signal }, "rank exited unexpectedly; stopping the others");
+    // A rank whose group broke because the session already failed (a peer crashed) adds nothing.
+    if (session.failure && exit.code === GROUP_BROKEN_EXIT_CODE) return;
+    // A broken process group (not a crash) is recovered by restarting the ranks, once ready before.
+    const restart = this.#state === "ready" && restartsAfter(exit, session.ranks.filter((r) => r !== rank).map((r) => r.exit));
+    if (restart) {
+      const why = (session.fatal.get(exit.rank)?.cause as Error | undefined)?.message ?? "see its error";
+      this.#log.error({ rank: exit.rank, code: exit.code }, `process group broken on rank ${exit.rank}: ${why}; restarting the ranks`);
+    } else this.#log.error({ rank: exit.rank, code: exit.code, signal: exit.signal }, "rank exited unexpectedly; stopping the others");
     this.#runnerErrors.push(error);
     session.failure ??= error;
     this.maybeCancelKeepalive();
@@ -792,6 +800,18 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     for (const request of session.requests.values()) request.fail(error);
     // A group with a dead rank would hang in its next collective: stop the rest.
     await this.#closeSession(session, "SIGTERM");
+    if (restart) await this.#restartBrokenGroup();
+  }
+
+  /** Starts the ranks again after a broken process group, unless someone stopped or restarted the runner meanwhile. */
+  async #restartBrokenGroup(): Promise<void> {
+    if (this.#state !== "failed" || this.#stopping) return;
+    try {
+      await this.start({ ...this.#setupArgs, ...(this.#startTimeoutSeconds === undefined ? {} : { timeout: this.#startTimeoutSeconds }) });
+    } catch (error) {
+      this.#log.error({ err: error }, "restarting the ranks after a broken process group failed");
+      if (error instanceof MultirankError) this.#runnerErrors.push(error);
+    }
   }
 
   /**

@@ -106,6 +106,11 @@ export class RankProcess {
     return this.#child.pid;
   }
 
+  /** How it ended; undefined while it runs. */
+  get exit(): RankExit | undefined {
+    return this.#exit;
+  }
+
   get alive(): boolean {
     return this.#exit === undefined;
   }

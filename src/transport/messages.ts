@@ -45,6 +45,13 @@ export type RankMessage =
   | { t: "teardown-done"; error?: SerializedError }
   | { t: "fatal"; error: SerializedError };
 
+/**
+ * Exit code of a rank whose process group broke for good (it failed: a peer
+ * lost, a link down, `fail()`; or it was closed under the requests). The rank
+ * sent a `fatal` saying why; the runner restarts the ranks when it was ready.
+ */
+export const GROUP_BROKEN_EXIT_CODE = 71;
+
 /** Environment variables the runner hands each rank (besides torchrun's). */
 export const RANK_ENV = Object.freeze({
   controlEndpoint: "MULTIRANK_CONTROL_ENDPOINT",

@@ -5,9 +5,10 @@ import { containsRawImage, encodeImagesIn } from "../codec/images.js";
 import { pack, unpack } from "../codec/packer.js";
 import { formatTextEvent } from "../codec/text-events.js";
 import type { ProcessGroup } from "../collectives/index.js";
+import { requestScopesOf, type RequestScopes } from "../collectives/process-group.js";
 import type { WorkerDevice } from "../devices/index.js";
-import { AbortError, MessageTooLargeError, serializeError, type RankPhase } from "../errors.js";
-import type { RankMessage, RunnerMessage, StreamItem } from "../transport/messages.js";
+import { AbortError, MessageTooLargeError, serializeError, StateError, type RankPhase } from "../errors.js";
+import { GROUP_BROKEN_EXIT_CODE, type RankMessage, type RunnerMessage, type StreamItem } from "../transport/messages.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { walkData } from "../util/walk-data.js";
 import { createRankChannel, type RankChannel } from "../transport/control-channel.js";
@@ -77,6 +78,9 @@ export class RankRuntime {
   #scheduler = new RequestScheduler(1);
   #worker: DistributedWorker<unknown, unknown, object> | undefined;
   #group: ProcessGroup | undefined;
+  /** Ties the group's collectives to requests, so one that ends half-way leaves the next in step. */
+  #scopes: RequestScopes | undefined;
+  #groupBroken = false;
   #setupStarted = false;
   #stopping = false;
 
@@ -179,6 +183,13 @@ export class RankRuntime {
       this.#scheduler = new RequestScheduler(concurrency);
       const worker = new WorkerCtor();
       this.#group = await this.#options.createGroup();
+      this.#scopes = requestScopesOf(this.#group);
+      this.#scopes?.track({
+        // A loop a finished request left behind still runs under that request: its collectives reject.
+        current: () => this.#current.getStore()?.id ?? 0,
+        concurrent: this.#scheduler.concurrency > 1,
+        onBroken: (error) => this.#onGroupBroken(error),
+      });
       worker[kBindWorker](this.#binding(this.#group));
       this.#worker = worker;
       await worker.setup(args);
@@ -219,7 +230,25 @@ export class RankRuntime {
   #cancel(id: number, reason: string): void {
     if (this.#scheduler.dropQueued(id, reason)) return;
     const active = this.#active.get(id);
-    if (active && !active.controller.signal.aborted) active.controller.abort(new AbortError(`request ${id} was cancelled by the runner (${reason})`));
+    if (active && !active.controller.signal.aborted) {
+      active.controller.abort(new AbortError(`request ${id} was cancelled by the runner (${reason})`));
+      // Its collectives end now, even those not given ctx.signal: the peers are leaving them too.
+      this.#scopes?.end(id);
+    }
+  }
+
+  /**
+   * The group failed (a peer lost, a link down, `fail()`) or was closed under
+   * the requests: every later collective would reject, request after request,
+   * while the runner reports `ready`. The rank says why and exits with
+   * {@link GROUP_BROKEN_EXIT_CODE}; the runner restarts the ranks.
+   */
+  #onGroupBroken(cause: Error): void {
+    if (this.#stopping || this.#groupBroken) return;
+    this.#groupBroken = true;
+    const error = new StateError(`process group broken on rank ${this.#env.rank}: ${cause.message}`, { rank: this.#env.rank, cause });
+    this.#log.error({ err: error }, "the process group is broken; the rank exits");
+    void this.reportFatal(error).finally(() => this.#options.exit(GROUP_BROKEN_EXIT_CODE));
   }
 
   /**
@@ -249,6 +278,7 @@ export class RankRuntime {
     // However the request ends, nothing may stay parked waiting for credit.
     active.controller.signal.addEventListener("abort", () => wake(active), { once: true });
     this.#active.set(id, active);
+    this.#scopes?.begin(id);
     let log: Logger | undefined;
     const rankLog = this.#log;
     const ctx: CallContext = {
@@ -262,7 +292,13 @@ export class RankRuntime {
       },
     };
     try {
-      const output = await this.#call(active, () => worker.call(payload, ctx));
+      let output: unknown;
+      try {
+        output = await this.#call(active, () => worker.call(payload, ctx));
+      } finally {
+        // Before the answer goes out: collectives the call left running end now.
+        this.#scopes?.end(id);
+      }
       this.#flushOutbox(active);
       await active.chain;
       if (active.streamFailure !== undefined) throw active.streamFailure;
@@ -287,6 +323,7 @@ export class RankRuntime {
       });
     } finally {
       release();
+      this.#scopes?.end(id);
       this.#active.delete(id);
       wake(active);
     }

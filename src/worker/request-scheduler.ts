@@ -24,6 +24,11 @@ export class RequestScheduler {
     this.#concurrency = Math.max(1, Math.floor(concurrency));
   }
 
+  /** How many jobs may run at once. */
+  get concurrency(): number {
+    return this.#concurrency;
+  }
+
   get pending(): number {
     return this.#queue.length + this.#running;
   }

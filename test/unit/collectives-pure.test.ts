@@ -90,7 +90,7 @@ describe("mailbox", () => {
     m.deliver(1, 6, msg(6));
     expect((await waiting).header.q).toBe(6);
     expect((await m.take(1, 5, signal)).header.q).toBe(5);
-    m.closeCollective(6);
+    m.closeCollective(0, 6);
     m.deliver(1, 6, msg(6)); // late: dropped
     const gone = new Error("gone");
     const pending = m.take(1, 6, signal);
