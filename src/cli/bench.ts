@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { pino, type Logger } from "pino";
-import { MultirankError, ValidationError, type DeviceSelection } from "../index.js";
+import { AbortError, MultirankError, ValidationError, type DeviceSelection } from "../index.js";
 import { benchmarkWorldSizes } from "../benchmark/benchmark-world-sizes.js";
 import { renderChartSvg } from "../benchmark/chart.js";
 import type { BenchmarkOptions, BenchmarkProgress } from "../benchmark/options.js";
@@ -76,7 +76,7 @@ export async function runBenchCommand(argv: string[], out: NodeJS.WritableStream
   }
 
   const controller = new AbortController();
-  const onSignal = (): void => controller.abort(new Error("interrupted"));
+  const onSignal = (): void => controller.abort(new AbortError("interrupted"));
   const signals: NodeJS.Signals[] = io.signal ? [] : ["SIGINT", "SIGTERM"];
   for (const name of signals) process.once(name, onSignal);
   const signal = io.signal ? AbortSignal.any([io.signal, controller.signal]) : controller.signal;

@@ -18,6 +18,7 @@ const USAGE = `usage: multirank serve [options]
   --host <addr>     address to bind (default 127.0.0.1)
   --config <file>   app config module (default ./gateway.config.ts if present, else the example apps)
   --key <id:secret> accept this API key (repeatable; also $MULTIRANK_GATEWAY_KEYS, comma-separated); none = no auth
+  --require-key-for-ops  ask for a key on /healthz, /metrics and /apps too (public by default)
   --shutdown-grace <s>  seconds to finish in-flight requests on SIGTERM (default 30)
   --help            this text
 `;
@@ -36,6 +37,7 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
         host: { type: "string", default: "127.0.0.1" },
         config: { type: "string" },
         key: { type: "string", multiple: true },
+        "require-key-for-ops": { type: "boolean", default: false },
         "shutdown-grace": { type: "string" },
         help: { type: "boolean", default: false },
       },
@@ -73,7 +75,12 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   }
   const envKeys = (process.env.MULTIRANK_GATEWAY_KEYS ?? "").split(",").filter(Boolean);
   const keys = [...(config.keys ?? []), ...(values.key ?? []), ...envKeys];
-  const gateway = await createGateway({ ...config, keys, logger, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
+  const requireKeyForOps = values["require-key-for-ops"] === true || config.requireKeyForOps === true;
+  if (requireKeyForOps && keys.length === 0) {
+    out.write("multirank serve: --require-key-for-ops needs at least one key (--key, $MULTIRANK_GATEWAY_KEYS or keys in the config)\n");
+    return 2;
+  }
+  const gateway = await createGateway({ ...config, keys, logger, requireKeyForOps, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
 
   let stop: (signal: NodeJS.Signals) => void = () => {};
   const stopped = new Promise<NodeJS.Signals>((resolveStop) => (stop = resolveStop));

@@ -1,5 +1,6 @@
 import { AbortError, TimeoutError } from "../errors.js";
 import { defaultLogger } from "../util/logger.js";
+import { setLongTimeout } from "../util/timers.js";
 import { LocalBackend } from "./local-backend.js";
 import { resolveGroupOptions } from "./options.js";
 import { BackendProcessGroup } from "./process-group.js";
@@ -29,9 +30,8 @@ export async function createProcessGroup(options: ProcessGroupOptions): Promise<
 
   const controller = new AbortController();
   const status = { waiting: "starting" };
-  const timer = setTimeout(
-    () => controller.abort(new TimeoutError(`process group rendezvous timed out after ${o.timeout / 1000} s (${status.waiting})`, o.timeout, { rank: o.rank })),
-    o.timeout,
+  const timer = setLongTimeout(o.timeout, () =>
+    controller.abort(new TimeoutError(`process group rendezvous timed out after ${o.timeout / 1000} s (${status.waiting})`, o.timeout, { rank: o.rank })),
   );
   const onAbort = (): void => controller.abort(new AbortError(`process group rendezvous was aborted on rank ${o.rank}`, { rank: o.rank, cause: o.signal?.reason }));
   if (o.signal?.aborted) onAbort();
@@ -51,7 +51,7 @@ export async function createProcessGroup(options: ProcessGroupOptions): Promise<
     });
     return new BackendProcessGroup(backend, log, o.operationTimeout);
   } finally {
-    clearTimeout(timer);
+    timer.cancel();
     o.signal?.removeEventListener("abort", onAbort);
   }
 }

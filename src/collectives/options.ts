@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { ValidationError } from "../errors.js";
+import { durationToMs } from "../util/timers.js";
 import type { CollectiveOptions, ProcessGroupOptions } from "./types.js";
 
 /** {@link ProcessGroupOptions} after defaults and validation. */
@@ -31,8 +32,6 @@ export const GROUP_DEFAULTS = Object.freeze({
   operationTimeout: 1800,
 });
 
-const isPositiveSeconds = (v: unknown): v is number => typeof v === "number" && v > 0 && !Number.isNaN(v);
-
 /**
  * Validates and completes process-group options.
  * @throws ValidationError naming the field ("options.size must be a positive integer").
@@ -48,10 +47,9 @@ export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroup
   if (size > 1) {
     if (!Number.isInteger(masterPort) || masterPort < 1 || masterPort > 65535) throw new ValidationError(`options.masterPort must be an integer port in [1, 65535] (got ${String(masterPort)})`);
   }
-  const timeout = options.timeout ?? GROUP_DEFAULTS.timeout;
-  if (!isPositiveSeconds(timeout)) throw new ValidationError("options.timeout must be a positive number of seconds");
-  const operationTimeout = options.operationTimeout ?? GROUP_DEFAULTS.operationTimeout;
-  if (!isPositiveSeconds(operationTimeout)) throw new ValidationError("options.operationTimeout must be a positive number of seconds");
+  // Seconds at the API (as everywhere in multirank), milliseconds inside; at most MAX_DURATION_SECONDS.
+  const timeout = durationToMs(options.timeout ?? GROUP_DEFAULTS.timeout, "options.timeout");
+  const operationTimeout = durationToMs(options.operationTimeout ?? GROUP_DEFAULTS.operationTimeout, "options.operationTimeout");
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ValidationError("options.signal must be an AbortSignal");
   const backend = options.backend ?? GROUP_DEFAULTS.backend;
   if (backend !== "zmq") throw new ValidationError(`options.backend must be "zmq" (got ${String(backend)}); an NCCL backend is planned, see src/collectives/BACKENDS.md`);
@@ -66,15 +64,14 @@ export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroup
     size,
     masterAddr: size > 1 ? masterAddr : "127.0.0.1",
     masterPort: size > 1 ? masterPort : 0,
-    // Seconds at the API (as everywhere in multirank), milliseconds inside.
-    timeout: timeout * 1000,
+    timeout,
     signal: options.signal,
     logger: options.logger,
     backend,
     transport,
     sharedMemory,
     hostAddr: options.hostAddr,
-    operationTimeout: operationTimeout * 1000,
+    operationTimeout,
   });
 }
 
@@ -105,7 +102,7 @@ export function processGroupOptionsFromEnv(env: NodeJS.ProcessEnv = process.env,
 export function checkCallOptions(o: CollectiveOptions | undefined, method: string): CollectiveOptions {
   if (o === undefined) return {};
   if (typeof o !== "object" || o === null) throw new ValidationError(`${method}: options must be an object`);
-  if (o.timeout !== undefined && !isPositiveSeconds(o.timeout)) throw new ValidationError(`${method}: options.timeout must be a positive number of seconds`);
+  if (o.timeout !== undefined) durationToMs(o.timeout, `${method}: options.timeout`);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new ValidationError(`${method}: options.signal must be an AbortSignal`);
   return o;
 }

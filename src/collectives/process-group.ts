@@ -4,6 +4,7 @@ import { abortable } from "./abortable.js";
 import type { CollectiveBackend, CollectiveCall } from "./backend.js";
 import { checkCallOptions } from "./options.js";
 import { checkReduceOp, dtypeOf } from "./reduce-ops.js";
+import { setLongTimeout } from "../util/timers.js";
 import { splitRanges } from "./chunks.js";
 import type { CollectiveOptions, ProcessGroup, ReduceOp, ReduceOptions, Reducible } from "./types.js";
 
@@ -160,7 +161,7 @@ export class BackendProcessGroup implements ProcessGroup {
     const controller = new AbortController();
     const timeout = o.timeout !== undefined ? o.timeout * 1000 : this.#defaultTimeout;
     const timer = Number.isFinite(timeout)
-      ? setTimeout(() => controller.abort(new TimeoutError(`${what} timed out after ${timeout / 1000} s on rank ${this.rank}`, timeout, { rank: this.rank })), timeout)
+      ? setLongTimeout(timeout, () => controller.abort(new TimeoutError(`${what} timed out after ${timeout / 1000} s on rank ${this.rank}`, timeout, { rank: this.rank })))
       : undefined;
     const user = o.signal;
     const onAbort = (): void => controller.abort(new AbortError(`${what} was aborted on rank ${this.rank}`, { rank: this.rank, cause: user?.reason }));
@@ -171,7 +172,7 @@ export class BackendProcessGroup implements ProcessGroup {
     return {
       controller,
       dispose: () => {
-        clearTimeout(timer);
+        timer?.cancel();
         user?.removeEventListener("abort", onAbort);
         this.#active.delete(controller);
         epoch?.controllers.delete(controller);

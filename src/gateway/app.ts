@@ -5,6 +5,7 @@
 import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ValidationError } from "../errors.js";
+import { durationToMs } from "../util/timers.js";
 import { ConfigError } from "./errors.js";
 import { parseMachineType, type MachineType } from "./machine-types.js";
 
@@ -19,7 +20,7 @@ export interface RetryPolicy {
   on?: readonly RetryReason[];
 }
 
-/** What `defineApp` takes. Times are in seconds, as in fal. */
+/** What `defineApp` takes. Times are in seconds, as in fal, and at most 365 days (`MAX_DURATION_SECONDS`). */
 export interface AppOptions {
   /** `owner/alias`, as fal app ids; also the Runpod endpoint id (with `/` as `--`). */
   name: string;
@@ -157,18 +158,18 @@ export function defineApp(options: AppOptions): AppDefinition {
     worker,
     worldSize: options.worldSize,
     machineType: options.machineType,
-    keepAlive: nonNegativeNumber(options.keepAlive ?? DEFAULTS.keepAlive, field("keepAlive")),
+    keepAlive: seconds(options.keepAlive ?? DEFAULTS.keepAlive, field("keepAlive"), true),
     minRunners,
     maxRunners,
     concurrency: positiveInteger(options.concurrency ?? DEFAULTS.concurrency, field("concurrency")),
-    timeout: positiveNumber(options.timeout ?? DEFAULTS.timeout, field("timeout")),
+    timeout: seconds(options.timeout ?? DEFAULTS.timeout, field("timeout")),
     retries: Object.freeze({ max: nonNegativeInteger(retries.max ?? 0, field("retries.max")), on: Object.freeze([...on]) }),
-    startupTimeout: positiveNumber(options.startupTimeout ?? DEFAULTS.startupTimeout, field("startupTimeout")),
-    heartbeatTimeout: nonNegativeNumber(options.heartbeatTimeout ?? DEFAULTS.heartbeatTimeout, field("heartbeatTimeout")),
+    startupTimeout: seconds(options.startupTimeout ?? DEFAULTS.startupTimeout, field("startupTimeout")),
+    heartbeatTimeout: seconds(options.heartbeatTimeout ?? DEFAULTS.heartbeatTimeout, field("heartbeatTimeout"), true),
     maxQueueLength: positiveInteger(options.maxQueueLength ?? DEFAULTS.maxQueueLength, field("maxQueueLength")),
     setupArgs: Object.freeze({ ...setupArgs }),
     keepalivePayload: options.keepalivePayload ?? {},
-    keepaliveInterval: options.keepaliveInterval === undefined ? undefined : positiveNumber(options.keepaliveInterval, field("keepaliveInterval")),
+    keepaliveInterval: options.keepaliveInterval === undefined ? undefined : seconds(options.keepaliveInterval, field("keepaliveInterval")),
     env: Object.freeze({ ...env }),
     secrets: Object.freeze([...secrets]),
     title: typeof options.title === "string" ? options.title : name,
@@ -222,12 +223,8 @@ function nonNegativeInteger(value: unknown, name: string): number {
   return value as number;
 }
 
-function positiveNumber(value: unknown, name: string): number {
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw new ValidationError(`${name} must be a positive number of seconds; got ${String(value)}`);
-  return value;
-}
-
-function nonNegativeNumber(value: unknown, name: string): number {
-  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) throw new ValidationError(`${name} must be a non-negative number of seconds; got ${String(value)}`);
-  return value;
+/** A duration in seconds, checked against MAX_DURATION_SECONDS (timers of any length work; longer ones are refused). */
+function seconds(value: unknown, name: string, allowZero = false): number {
+  durationToMs(value, name, { allowZero });
+  return value as number;
 }

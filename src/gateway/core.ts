@@ -5,10 +5,12 @@
  */
 import { randomUUID } from "node:crypto";
 import type { FastifyRequest } from "fastify";
+import { durationToMs } from "../util/timers.js";
 import type { KeyChecker } from "./auth.js";
 import type { Dispatcher } from "./dispatcher.js";
-import { AppNotFoundError, BadRequestError, JobNotFoundError, UnauthorizedError } from "./errors.js";
+import { AppNotFoundError, JobNotFoundError, UnauthorizedError } from "./errors.js";
 import { Job, type JobInit } from "./job.js";
+import { queryKeyOf } from "./redact.js";
 import type { JobStore } from "./job-store.js";
 
 /** Options of {@link GatewayCore.submit}. */
@@ -36,12 +38,16 @@ export class GatewayCore {
     return dispatcher;
   }
 
-  /** @throws {UnauthorizedError} unless the request carries an accepted key (header, or `fal_key` query for EventSource). */
+  /**
+   * @throws {UnauthorizedError} unless the request carries an accepted key (header, or `fal_key` query for EventSource).
+   * The error never quotes the key it was given.
+   */
   authorize(request: FastifyRequest, allowQueryKey = false): void {
     let header = request.headers.authorization;
     if (header === undefined && allowQueryKey) {
-      const key = (request.query as Record<string, unknown> | undefined)?.fal_key;
-      if (typeof key === "string") header = `Key ${key}`;
+      // The gateway took the key off the URL before routing (so no log can quote it); it kept it for here.
+      const key = queryKeyOf(request.raw);
+      if (key !== undefined) header = `Key ${key}`;
     }
     if (!this.#keys.check(header)) throw new UnauthorizedError(header ? "invalid API key" : "missing API key: send Authorization: Key <id>:<secret>");
   }
@@ -68,10 +74,13 @@ export class GatewayCore {
   }
 }
 
-/** Parses a seconds header (`x-fal-request-timeout`). @throws {BadRequestError} */
-export function secondsHeader(value: string | string[] | undefined, name: string): number | undefined {
+/**
+ * Parses a seconds header (`x-fal-request-timeout`) into milliseconds.
+ * @throws {ValidationError} (422) naming the header unless it is a positive number of seconds up to `MAX_DURATION_SECONDS`.
+ */
+export function secondsHeaderMs(value: string | string[] | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;
-  const seconds = Number(Array.isArray(value) ? value[0] : value);
-  if (!Number.isFinite(seconds) || seconds <= 0) throw new BadRequestError(`header ${name} must be a positive number of seconds`);
-  return seconds;
+  const text = (Array.isArray(value) ? value[0] : value) ?? "";
+  // Number("") is 0 and Number(" 5 ") is 5: an empty header is refused like any other non-number.
+  return durationToMs(text.trim() === "" ? Number.NaN : Number(text), `header ${name}`);
 }

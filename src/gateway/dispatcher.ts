@@ -5,7 +5,8 @@
  * the job. Worker errors become failed jobs, never gateway errors.
  */
 import type { Logger } from "pino";
-import { MultirankError, TimeoutError, type ForwardedLog } from "../index.js";
+import { AbortError, TimeoutError, type ForwardedLog } from "../index.js";
+import { LongTimer } from "../util/timers.js";
 import type { ResolvedApp, RetryReason } from "./app.js";
 import { QueueFullError, ShuttingDownError } from "./errors.js";
 import { eventToJson, type Job, type JobError, type JobLog } from "./job.js";
@@ -34,9 +35,11 @@ export interface DispatcherOptions {
 }
 
 class GatewayTimeout extends TimeoutError {}
-class ShutdownAbort extends MultirankError {
+
+/** Why a running request is aborted when the gateway shuts down: an {@link AbortError} (`MULTIRANK_ERR_ABORTED`), as every cancellation. */
+class ShutdownAbort extends AbortError {
   constructor() {
-    super("MULTIRANK_ERR_ABORTED", "the gateway shut down before the request finished");
+    super("the gateway shut down before the request finished");
   }
 }
 
@@ -143,16 +146,16 @@ export class Dispatcher {
   #enqueue(job: Job): void {
     this.#queue.push(job);
     if (job.startTimeoutMs !== undefined) {
-      const timer = setTimeout(() => {
+      // A LongTimer: the header may ask for more than a native timer's 24.8 days.
+      const timer = new LongTimer(job.startTimeoutMs, () => {
         if (job.status !== "IN_QUEUE" || job.finished) return;
         this.#queue.remove(job);
         job.fail("TIMED_OUT", { type: "start_timeout", message: `the request did not start within ${job.startTimeoutMs! / 1000} s (x-fal-request-timeout)` });
         this.#settled(job);
-      }, job.startTimeoutMs);
-      timer.unref();
-      void job.done.then(() => clearTimeout(timer));
+      }).unref();
+      void job.done.then(() => timer.cancel());
       job.once("status", (status) => {
-        if (status === "IN_PROGRESS") clearTimeout(timer);
+        if (status === "IN_PROGRESS") timer.cancel();
       });
     }
     this.#pump();
@@ -196,14 +199,11 @@ export class Dispatcher {
 
   async #execute(job: Job, lease: RunnerLease): Promise<void> {
     const signal = job.start(lease.workerId);
-    let timer: NodeJS.Timeout | undefined;
-    const arm = (): void => {
-      clearTimeout(timer);
-      timer = setTimeout(() => job.abortAttempt(new GatewayTimeout(`the request ran past its timeout of ${job.timeoutMs / 1000} s with no progress`, job.timeoutMs)), job.timeoutMs);
-    };
-    arm();
+    const timer = new LongTimer(job.timeoutMs, () =>
+      job.abortAttempt(new GatewayTimeout(`the request ran past its timeout of ${job.timeoutMs / 1000} s with no progress`, job.timeoutMs)),
+    );
     const onProgress = (data: unknown): void => {
-      arm(); // Tensorlake's rule: progress extends the timeout.
+      timer.refresh(); // Tensorlake's rule: progress extends the timeout.
       job.log("INFO", typeof data === "string" ? data : JSON.stringify(data) ?? String(data));
     };
     const onLog = (log: ForwardedLog): void => job.log(levelName(log.level), log.msg, "user", log.time);
@@ -229,7 +229,7 @@ export class Dispatcher {
       else if (reason instanceof GatewayTimeout) this.#attemptFailed(job, "timeout", { type: "request_timeout", message: reason.message });
       else this.#attemptFailed(job, ...classify(error));
     } finally {
-      clearTimeout(timer);
+      timer.cancel();
     }
     this.#settled(job);
   }

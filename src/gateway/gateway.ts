@@ -3,8 +3,10 @@
  * protocols, one dispatcher (queue + runner pool) per app.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { pino, type Logger } from "pino";
+import type { Logger } from "pino";
 import { cudaAvailability, listDevices, MultirankError, ValidationError } from "../index.js";
+import { defaultLogger } from "../util/logger.js";
+import { durationToMs } from "../util/timers.js";
 import { defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "./app.js";
 import { KeyChecker } from "./auth.js";
 import { GatewayCore } from "./core.js";
@@ -19,18 +21,34 @@ import { PAGE_HTML } from "./page/page.js";
 import { falWebhookBody, registerFalRoutes } from "./protocols/fal.js";
 import { registerRunpodRoutes, runpodStatusBody } from "./protocols/runpod.js";
 import { proxyTarget } from "./proxy.js";
+import { redactingLogger, rememberQueryKey, takeQuerySecrets } from "./redact.js";
 import { LocalRunnerPool, type RunnerFactory, type RunnerPool } from "./runner-pool.js";
 import { WebhookSender, type WebhookOptions } from "./webhook.js";
 
-/** Options of {@link createGateway}. Times are in seconds unless named `...Ms`. */
+/**
+ * Options of {@link createGateway}. Times are in seconds unless named `...Ms`,
+ * and at most 365 days (`MAX_DURATION_SECONDS`).
+ */
 export interface GatewayOptions {
   /** The apps, from `defineApp` or as plain options. */
   apps: ReadonlyArray<AppDefinition | AppOptions>;
   /** Accepted API keys (`id:secret` for fal, any string for Runpod); none turns auth off. @default [] */
   keys?: readonly string[];
+  /**
+   * With `keys`, also ask for a key on the operations routes `/healthz`,
+   * `/metrics` and `/apps` (public by default, so probes and scrapers need
+   * none). The web page at `/` stays public; it sends the key it is given.
+   * @default false
+   */
+  requireKeyForOps?: boolean;
   /** Largest request body, bytes; larger ones get 413. @default 33554432 (32 MiB) */
   bodyLimit?: number;
-  /** pino logger for request logs and everything else. @default pino at MULTIRANK_LOG_LEVEL or "info" */
+  /**
+   * pino logger for request logs and everything else. API keys (in
+   * `Authorization`-like headers and in `fal_key`-like query parameters) are
+   * redacted from every line at every level.
+   * @default pino to stderr at MULTIRANK_LOG_LEVEL or "info"
+   */
   logger?: Logger;
   /** Folder relative worker paths resolve against. @default process.cwd() */
   baseDir?: string;
@@ -91,10 +109,16 @@ export interface Gateway {
  */
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   if (!options || !Array.isArray(options.apps) || options.apps.length === 0) throw new ValidationError("options.apps must list at least one app");
-  const logger = options.logger ?? pino({ level: process.env.MULTIRANK_LOG_LEVEL ?? "info" });
+  // Every component logs through this child, so no line can carry a key.
+  const logger = redactingLogger(options.logger ?? defaultLogger());
   const log = logger.child({ component: "gateway" });
   const bodyLimit = options.bodyLimit ?? 32 * 1024 * 1024;
   if (!Number.isInteger(bodyLimit) || bodyLimit < 1) throw new ValidationError("options.bodyLimit must be a positive integer of bytes");
+  const graceMs = durationToMs(options.shutdownGrace ?? 30, "options.shutdownGrace", { allowZero: true });
+  const resultTtl = options.resultTtl ?? 3600;
+  durationToMs(resultTtl, "options.resultTtl");
+  const statusKeepAliveMs = durationToMs(options.statusKeepAliveMs ?? 15_000, "options.statusKeepAliveMs", { unit: "ms" });
+  const streamHoldMs = durationToMs(options.streamHoldMs ?? 10_000, "options.streamHoldMs", { unit: "ms", allowZero: true });
   const host = hostInfo(options);
   const apps = options.apps.map((app) => resolveApp(isDefinition(app) ? app : defineApp(app), host));
   const names = new Set<string>();
@@ -105,7 +129,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   const gpus = new GpuAllocator(host.gpuCount);
   const dispatchers = new Map<string, Dispatcher>();
-  const jobs = new JobStore(options.resultTtl ?? 3600);
+  const jobs = new JobStore(resultTtl);
   const webhooks = new WebhookSender(options.webhooks ?? {}, logger);
   const metrics = new GatewayMetrics(() => dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
   const onFinished = (job: Job): void => {
@@ -124,8 +148,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const server = Fastify({
     loggerInstance: logger.child({ component: "http" }) as FastifyBaseLogger,
     bodyLimit,
-    // fal's proxy form: one URL, the real target in x-fal-target-url.
-    rewriteUrl: (request) => proxyTarget(request.url ?? "/", request.headers["x-fal-target-url"]),
+    rewriteUrl: (request) => {
+      // fal's proxy form: one URL, the real target in x-fal-target-url.
+      const target = takeQuerySecrets(proxyTarget(request.url ?? "/", request.headers["x-fal-target-url"]));
+      // A key in the query (EventSource's ?fal_key=) leaves the URL here, before fastify or an error can quote it;
+      // the key check reads it from the side. fastify saved the URL as it came in originalUrl: redact that too.
+      if (target.falKey !== undefined) rememberQueryKey(request, target.falKey);
+      const raw = request as typeof request & { originalUrl?: string };
+      if (typeof raw.originalUrl === "string") raw.originalUrl = takeQuerySecrets(raw.originalUrl).url;
+      return target.url;
+    },
     forceCloseConnections: "idle",
     return503OnClosing: true,
   });
@@ -153,26 +185,34 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
 
   let closing: Promise<void> | undefined;
-  server.get("/healthz", async (_request, reply) => {
+  // Operations routes are public unless requireKeyForOps (a load balancer's probe or a scraper usually has no key).
+  const opsAuth = options.requireKeyForOps === true ? (request: FastifyRequest): void => core.authorize(request) : (): void => {};
+  server.get("/healthz", async (request, reply) => {
+    opsAuth(request);
     const body = {
       status: closing ? "shutting_down" : "ok",
       apps: Object.fromEntries([...dispatchers].map(([name, d]) => [name, { queue: d.queueLength, running: d.runningCount, runners: d.pool.counts(), ...(d.pool.failures ? { failures: d.pool.failures() } : {}) }])),
     };
     return reply.code(closing ? 503 : 200).send(body);
   });
-  server.get("/metrics", async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
-  server.get("/apps", async () => ({
-    apps: apps.map((app) => ({ name: app.name, title: app.title, exampleInput: app.exampleInput, worldSize: app.worldSize, machineType: app.machineType ?? null })),
-  }));
+  server.get("/metrics", async (request, reply) => {
+    opsAuth(request);
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  server.get("/apps", async (request) => {
+    opsAuth(request);
+    return {
+      apps: apps.map((app) => ({ name: app.name, title: app.title, exampleInput: app.exampleInput, worldSize: app.worldSize, machineType: app.machineType ?? null })),
+    };
+  });
   if (options.page ?? true) server.get("/", async (_request, reply) => reply.type("text/html; charset=utf-8").send(PAGE_HTML));
   server.all("/fal/proxy", async () => {
     throw new GatewayError("MULTIRANK_ERR_GATEWAY_BAD_REQUEST", "the proxy route needs an x-fal-target-url header pointing at https://fal.run/... or https://queue.fal.run/...", 400);
   });
-  registerFalRoutes(server, core, { keepAliveMs: options.statusKeepAliveMs ?? 15_000 });
-  registerRunpodRoutes(server, core, { maxStreamHoldMs: options.streamHoldMs ?? 10_000 });
+  registerFalRoutes(server, core, { keepAliveMs: statusKeepAliveMs });
+  registerRunpodRoutes(server, core, { maxStreamHoldMs: streamHoldMs });
   await server.ready();
 
-  const graceMs = (options.shutdownGrace ?? 30) * 1000;
   const close = (): Promise<void> => {
     closing ??= (async () => {
       log.info({ graceMs }, "shutting down: no new requests; finishing the ones in flight");

@@ -9,7 +9,7 @@
  * reader (fal result, SSE, Runpod stream) sends them without re-encoding.
  */
 import { EventEmitter } from "node:events";
-import { formatTextEvent } from "../index.js";
+import { AbortError, formatTextEvent } from "../index.js";
 
 /** Where a job is. Runpod's six states; fal maps the four final ones onto `COMPLETED`. */
 export type JobStatus = "IN_QUEUE" | "IN_PROGRESS" | "COMPLETED" | "FAILED" | "CANCELLED" | "TIMED_OUT";
@@ -234,14 +234,14 @@ export class Job extends EventEmitter<JobEvents> {
 
   /**
    * Asks the job to stop: a queued job ends CANCELLED at once (the caller
-   * removes it from the queue), a running one has its attempt aborted.
-   * Returns false when it had already finished.
+   * removes it from the queue), a running one has its attempt aborted with
+   * an {@link AbortError}. Returns false when it had already finished.
    */
   cancel(): boolean {
     if (this.finished) return false;
     this.#cancelRequested = true;
     if (this.#status === "IN_QUEUE") this.fail("CANCELLED", { type: "cancelled", message: "the request was cancelled" });
-    else this.#abort?.abort(new Error("cancelled"));
+    else this.#abort?.abort(new AbortError("the request was cancelled"));
     // Nobody reads a cancelled stream: free what it held and let the producer see the abort.
     this.#dropChunks();
     return true;

@@ -8,6 +8,7 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import { DistributedRunner, StateError, type DistributedRunnerOptions, type MultirankError, type RunnerState } from "../index.js";
 import type { ResolvedApp } from "./app.js";
+import { LongTimer } from "../util/timers.js";
 import type { GpuAllocator } from "./gpu-allocator.js";
 
 /** The part of a runner a pool uses (so tests can pass fakes). */
@@ -70,7 +71,7 @@ interface Slot {
   state: SlotState;
   active: number;
   ready: Promise<void>;
-  idleTimer: NodeJS.Timeout | undefined;
+  idleTimer: LongTimer | undefined;
   gpus: number[];
 }
 
@@ -116,7 +117,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
     const slot = best ?? this.#startSlot();
     if (!slot) return Promise.reject(new StateError(`app ${this.#app.name} has no runner capacity`));
     slot.active++;
-    if (slot.idleTimer) clearTimeout(slot.idleTimer);
+    slot.idleTimer?.cancel();
     slot.idleTimer = undefined;
     const lease = (): RunnerLease => {
       let released = false;
@@ -204,15 +205,15 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
   }
 
   #armIdle(slot: Slot): void {
-    if (slot.idleTimer) clearTimeout(slot.idleTimer);
-    slot.idleTimer = setTimeout(() => {
+    slot.idleTimer?.cancel();
+    // A LongTimer: keepAlive may be longer than a native timer's 24.8 days.
+    slot.idleTimer = new LongTimer(this.#app.keepAlive * 1000, () => {
       slot.idleTimer = undefined;
       if (slot.active > 0 || slot.state !== "ready") return;
       if (this.#live() <= this.#app.minRunners) return;
       this.#log.info({ runner: slot.id, keepAlive: this.#app.keepAlive }, "runner idle past keepAlive; stopping it");
       void this.#stopSlot(slot, {});
-    }, this.#app.keepAlive * 1000);
-    slot.idleTimer.unref();
+    }).unref();
   }
 
   failures(): PoolFailures {
@@ -238,7 +239,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
     if (slot.state === "stopping") return;
     const wasStarting = slot.state === "starting";
     slot.state = "stopping";
-    if (slot.idleTimer) clearTimeout(slot.idleTimer);
+    slot.idleTimer?.cancel();
     this.emit("change");
     try {
       if (options.terminate || wasStarting) await slot.runner.terminate();
@@ -253,7 +254,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
   async #removeSlot(slot: Slot, kill: boolean): Promise<void> {
     if (!this.#slots.has(slot)) return;
     slot.state = "stopping";
-    if (slot.idleTimer) clearTimeout(slot.idleTimer);
+    slot.idleTimer?.cancel();
     if (kill) await slot.runner.terminate().catch(() => {});
     if (!this.#slots.delete(slot)) return;
     this.#gpus.give(slot.gpus);

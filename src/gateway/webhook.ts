@@ -1,7 +1,10 @@
 /** Webhook delivery: POST a finished job's result, retried with backoff. */
 import type { Logger } from "pino";
+import { AbortError, ValidationError } from "../errors.js";
+import { durationToMs, MAX_DURATION_MS, setLongTimeout } from "../util/timers.js";
+import { redactUrl } from "./redact.js";
 
-/** Options of {@link WebhookSender}. */
+/** Options of {@link WebhookSender}. Times are at most 365 days (`MAX_DURATION_SECONDS`). */
 export interface WebhookOptions {
   /** Attempts in all, the first included. @default 5 */
   attempts?: number;
@@ -20,8 +23,13 @@ export class WebhookSender {
   readonly #inFlight = new Set<Promise<boolean>>();
   readonly #closing = new AbortController();
 
+  /** @throws {ValidationError} naming the field of `options` that is wrong. */
   constructor(options: WebhookOptions, logger: Logger) {
-    this.#options = { ...DEFAULTS, ...options };
+    this.#options = { ...DEFAULTS, ...stripUndefined(options) };
+    const { attempts, baseDelayMs, timeoutMs } = this.#options;
+    if (!Number.isInteger(attempts) || attempts < 1) throw new ValidationError(`options.webhooks.attempts must be a positive integer, got ${String(attempts)}`);
+    durationToMs(baseDelayMs, "options.webhooks.baseDelayMs", { unit: "ms", allowZero: true });
+    durationToMs(timeoutMs, "options.webhooks.timeoutMs", { unit: "ms" });
     this.#log = logger.child({ component: "webhook" });
   }
 
@@ -35,45 +43,57 @@ export class WebhookSender {
   /** Waits up to `graceMs` for deliveries, then abandons their retries. */
   async close(graceMs = 5000): Promise<void> {
     const all = Promise.all(this.#inFlight);
-    const timer = setTimeout(() => this.#closing.abort(), graceMs);
+    const timer = setLongTimeout(graceMs, () => this.#closing.abort(new AbortError("the gateway closed before the webhook was delivered")));
     await all;
-    clearTimeout(timer);
+    timer.cancel();
   }
 
   async #deliver(url: string, body: string, requestId: string): Promise<boolean> {
     const { attempts, baseDelayMs, timeoutMs } = this.#options;
+    // The URL is the caller's: a token in its query must not reach the log.
+    const shownUrl = redactUrl(url);
     for (let attempt = 1; attempt <= attempts; attempt++) {
       let failure: string;
+      // Not AbortSignal.timeout: it is a native timer, which fires at once above 2^31-1 ms.
+      const attemptTimeout = new AbortController();
+      const timer = setLongTimeout(timeoutMs, () => attemptTimeout.abort(new AbortError(`no answer within ${timeoutMs} ms`))).unref();
       try {
         const response = await fetch(url, {
           method: "POST",
           headers: { "content-type": "application/json", "x-fal-webhook-request-id": requestId },
           body,
-          signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), this.#closing.signal]),
+          signal: AbortSignal.any([attemptTimeout.signal, this.#closing.signal]),
         });
         await response.arrayBuffer().catch(() => undefined);
         if (response.ok) {
-          this.#log.info({ requestId, url, attempt }, "webhook delivered");
+          this.#log.info({ requestId, url: shownUrl, attempt }, "webhook delivered");
           return true;
         }
         failure = `HTTP ${response.status}`;
       } catch (error) {
-        failure = error instanceof Error ? error.message : String(error);
+        failure = redactUrl(error instanceof Error ? error.message : String(error));
+      } finally {
+        timer.cancel();
       }
-      this.#log.warn({ requestId, url, attempt, failure }, "webhook delivery failed");
+      this.#log.warn({ requestId, url: shownUrl, attempt, failure }, "webhook delivery failed");
       if (attempt === attempts || this.#closing.signal.aborted) break;
-      await sleep(baseDelayMs * 2 ** (attempt - 1), this.#closing.signal);
+      await sleep(Math.min(baseDelayMs * 2 ** (attempt - 1), MAX_DURATION_MS), this.#closing.signal);
     }
-    this.#log.error({ requestId, url }, "webhook not delivered; giving up");
+    this.#log.error({ requestId, url: shownUrl }, "webhook not delivered; giving up");
     return false;
   }
 }
 
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
+    // Doubling backoff passes 2^31-1 ms after a few dozen attempts.
+    const timer = setLongTimeout(ms, done);
     function done(): void {
-      clearTimeout(timer);
+      timer.cancel();
       signal.removeEventListener("abort", done);
       resolve();
     }

@@ -27,6 +27,7 @@ import { offloadLargeBuffers } from "../transport/shared-payload.js";
 import { runDirPrefix, sweepLeftovers, type SharedSegment } from "../shm/index.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { defaultLogger } from "../util/logger.js";
+import { setLongTimeout, type LongTimer } from "../util/timers.js";
 import { readErrorRecords } from "../worker/error-file.js";
 import { chooseControlEndpoint, findFreePort, isSameHostEndpoint } from "./endpoints.js";
 import { restartsAfter } from "./group-recovery.js";
@@ -204,10 +205,10 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       this.#setState("failed");
       throw error;
     }
-    const timer = setTimeout(() => {
+    const timer = setLongTimeout(timeoutMs, () => {
       const missing = [...Array(this.#options.worldSize).keys()].filter((rank) => !session.ready.has(rank));
       session.startup.reject(new TimeoutError(`start timed out after ${timeout} s; ranks not ready: ${missing.join(", ")}`, timeoutMs));
-    }, timeoutMs);
+    });
     const onAbort = (): void => session.startup.reject(new AbortError("start was aborted", { cause: signal?.reason }));
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
@@ -217,7 +218,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       this.#setState("failed");
       throw error;
     } finally {
-      clearTimeout(timer);
+      timer.cancel();
       signal?.removeEventListener("abort", onAbort);
     }
     this.#startHeartbeats(session);
@@ -287,18 +288,18 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const asText = options.asTextEvents === true;
     try {
       for (;;) {
-        let timer: NodeJS.Timeout | undefined;
+        let timer: LongTimer | undefined;
         if (streamingTimeoutMs !== undefined && events.size === 0) {
-          timer = setTimeout(() => {
+          timer = setLongTimeout(streamingTimeoutMs, () => {
             const error = new TimeoutError(`request ${request.id}: no streaming result for ${options.streamingTimeout} s`, streamingTimeoutMs);
             this.#cancel(session, request, error, "timeout");
-          }, streamingTimeoutMs);
+          });
         }
         let next: IteratorResult<StreamEvent>;
         try {
           next = await request.nextEvent();
         } finally {
-          if (timer) clearTimeout(timer);
+          timer?.cancel();
         }
         if (next.done) return;
         yield asText ? toTextEvent(next.value) : toValue(next.value);
@@ -356,14 +357,14 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     });
     session.requests.set(id, request);
     this.maybeResetKeepalive();
-    const timer = setTimeout(() => {
+    const timer = setLongTimeout(timeoutMs, () => {
       const seconds = options.timeout ?? this.#options.timeoutMs / 1000;
       this.#cancel(session, request, new TimeoutError(`request ${id} timed out after ${seconds} s`, timeoutMs), "timeout");
-    }, timeoutMs);
+    });
     const onAbort = (): void => this.#cancel(session, request, new AbortError(`request ${id} was aborted`, { cause: signal?.reason }), "aborted");
     signal?.addEventListener("abort", onAbort, { once: true });
     request.onSettled(() => {
-      clearTimeout(timer);
+      timer.cancel();
       signal?.removeEventListener("abort", onAbort);
       this.maybeResetKeepalive();
     });
@@ -886,13 +887,13 @@ function toTextEvent(event: StreamEvent): Buffer {
 }
 
 async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
+  let timer: LongTimer | undefined;
   const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
+    timer = setLongTimeout(ms, () => resolve(false));
   });
   try {
     return await Promise.race([promise.then(() => true), timeout]);
   } finally {
-    clearTimeout(timer);
+    timer?.cancel();
   }
 }

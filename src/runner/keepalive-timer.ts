@@ -1,11 +1,14 @@
+import { LongTimer } from "../util/timers.js";
+
 /**
  * Fires `onIdle` after `intervalMs` without activity; every `reset()` starts
- * the wait again. The timer never keeps the process alive by itself.
+ * the wait again. The timer never keeps the process alive by itself. Any
+ * interval up to `MAX_DURATION_SECONDS` works (a {@link LongTimer}).
  */
 export class KeepaliveTimer {
   readonly #intervalMs: number;
   readonly #onIdle: () => void;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: LongTimer | undefined;
 
   constructor(intervalMs: number, onIdle: () => void) {
     this.#intervalMs = intervalMs;
@@ -13,25 +16,24 @@ export class KeepaliveTimer {
   }
 
   get running(): boolean {
-    return this.#timer !== undefined;
+    return this.#timer?.pending === true;
   }
 
   start(): void {
     this.cancel();
-    this.#timer = setTimeout(() => {
+    this.#timer = new LongTimer(this.#intervalMs, () => {
       this.#timer = undefined;
       this.#onIdle();
-    }, this.#intervalMs);
-    this.#timer.unref();
+    }).unref();
   }
 
   /** Restarts the wait if the timer is running. */
   reset(): void {
-    if (this.#timer) this.#timer.refresh();
+    if (this.#timer?.pending) this.#timer.refresh();
   }
 
   cancel(): void {
-    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
   }
 }

@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { DeviceSelection } from "../devices/index.js";
 import { ValidationError } from "../errors.js";
+import { durationToMs } from "../util/timers.js";
 import type { ControlTransport } from "./endpoints.js";
 
 /** Options of `new DistributedRunner(options)`. Times are in seconds, as in fal. */
@@ -25,11 +26,11 @@ export interface DistributedRunnerOptions {
    * needs a ZeroMQ transport. @default "auto"
    */
   transport?: ControlTransport;
-  /** Default per-request timeout, seconds. @default 86400 */
+  /** Default per-request timeout, seconds, at most 365 days (`MAX_DURATION_SECONDS`). @default 86400 */
   timeout?: number;
   /** What `keepalive()` sends. @default {} */
   keepalivePayload?: unknown;
-  /** Idle seconds before a keepalive request is sent; unset turns keepalive off. @default undefined */
+  /** Idle seconds before a keepalive request is sent (at most 365 days); unset turns keepalive off. @default undefined */
   keepaliveInterval?: number;
   /** Working directory of the ranks and base for a relative `worker`. @default process.cwd() */
   cwd?: string;
@@ -122,10 +123,12 @@ function isPort(value: unknown): value is number {
   return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= 65535;
 }
 
-/** Seconds to milliseconds for a timeout the caller gave; validates it. */
+/**
+ * Seconds to milliseconds for a timeout the caller gave; validates it.
+ * @throws {ValidationError} naming `field` unless it is a positive number of seconds up to `MAX_DURATION_SECONDS` (365 days).
+ */
 export function timeoutToMs(value: unknown, field: string): number {
-  check(typeof value === "number" && value > 0 && !Number.isNaN(value), `${field} must be a positive number of seconds, got ${String(value)}`);
-  return Math.min((value as number) * 1000, 2 ** 31 - 1);
+  return durationToMs(value, field);
 }
 
 /** Merges defaults and validates once; every message names the field. */

@@ -29,6 +29,7 @@ beforeAll(async () => {
       defineApp({ name: "test/control", worker: control, worldSize: 2, keepAlive: 60 }),
       defineApp({ name: "test/text", worker: exampleWorker("text-stream"), worldSize: 1, keepAlive: 60 }),
       defineApp({ name: "test/short", worker: control, worldSize: 1, timeout: 0.6, keepAlive: 60 }),
+      defineApp({ name: "test/long", worker: control, worldSize: 1, timeout: 3e6, keepAlive: 60 }),
       defineApp({ name: "test/tiny-queue", worker: control, worldSize: 1, maxQueueLength: 1, keepAlive: 60 }),
       defineApp({ name: "test/retry", worker: control, worldSize: 1, retries: { max: 1, on: ["crash"] }, keepAlive: 60 }),
     ],
@@ -187,6 +188,21 @@ describe("fal protocol with @fal-ai/client", () => {
     await fal.queue.subscribeToStatus("test/tiny-queue", { requestId: blocker.request_id, pollInterval: 25 } as never);
   });
 
+  it("timeouts past 24.8 days (the app's timeout, x-fal-request-timeout) wait instead of firing at once; past 365 days the header answers 422", async () => {
+    const auth = { authorization: `Key ${KEY}` };
+    expect((await fal.run("test/long", { input: { id: "slow", ms: 200 } })).data).toMatchObject({ id: "slow" });
+    const blocker = await fal.queue.submit("test/tiny-queue", { input: { id: "blocker", ms: 300 } });
+    const patient = await post(`${url}/fal/queue/test/tiny-queue`, { id: "patient" }, { ...auth, "x-fal-request-timeout": "2200000" });
+    expect(patient.status).toBe(200);
+    const id = patient.body.request_id as string;
+    await expect.poll(async () => (await fal.queue.status("test/tiny-queue", { requestId: id })).status, { timeout: 30_000 }).toBe("COMPLETED");
+    expect((await fal.queue.result("test/tiny-queue", { requestId: id })).data).toMatchObject({ id: "patient" });
+    await fal.queue.subscribeToStatus("test/tiny-queue", { requestId: blocker.request_id, pollInterval: 25 } as never);
+    const refused = await post(`${url}/fal/queue/test/control`, {}, { ...auth, "x-fal-request-timeout": "40000000" });
+    expect(refused.status).toBe(422);
+    expect(refused.body).toMatchObject({ error_type: "validation_error", detail: expect.stringContaining("header x-fal-request-timeout") });
+  });
+
   it("timeout: a silent request times out; progress keeps a longer one alive", async () => {
     const silent = (await fal.run("test/short", { input: { ms: 1500 } }).catch((e: unknown) => e)) as ApiError<any>;
     expect(silent.status).toBe(504);
@@ -227,7 +243,7 @@ describe("fal protocol with @fal-ai/client", () => {
     expect((await post(`${url}/fal/run/test/control`, "[1,2]", auth)).status).toBe(422);
     expect((await post(`${url}/fal/run/test/control`, { blob: "x".repeat(70 * 1024) }, auth)).status).toBe(413);
     expect((await post(`${url}/fal/queue/test/control`, {}, { ...auth, "x-fal-queue-priority": "urgent" })).status).toBe(400);
-    expect((await post(`${url}/fal/queue/test/control`, {}, { ...auth, "x-fal-request-timeout": "soon" })).status).toBe(400);
+    expect((await post(`${url}/fal/queue/test/control`, {}, { ...auth, "x-fal-request-timeout": "soon" })).status).toBe(422);
 
     // Queue full: one running, one waiting, the third is refused with 429.
     const running = await post(`${url}/fal/queue/test/tiny-queue`, { id: "running", ms: 500 }, auth);

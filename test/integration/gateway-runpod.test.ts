@@ -37,6 +37,14 @@ afterAll(() => {
 });
 
 describe("Runpod protocol with runpod-sdk", () => {
+  it("policy.executionTimeout past 24.8 days waits instead of firing at once; past 365 days it answers 422 naming it", async () => {
+    const done = await post(`${url}/v2/test--control/runsync`, { input: { id: "long", ms: 200 }, policy: { executionTimeout: 2.2e9 } }, { authorization: KEY });
+    expect(done.body).toMatchObject({ status: "COMPLETED", output: { id: "long" } });
+    const refused = await post(`${url}/v2/test--control/run`, { input: {}, policy: { executionTimeout: 4e13 } }, { authorization: KEY });
+    expect(refused.status).toBe(422);
+    expect(refused.body).toMatchObject({ code: "MULTIRANK_ERR_INVALID_ARGUMENT", error: expect.stringContaining("policy.executionTimeout") });
+  });
+
   it("run + status: IN_QUEUE, then COMPLETED with id, output, workerId and integer times", async () => {
     const started = await control.run({ input: { id: "rp1", ms: 100 } });
     expect(started).toMatchObject({ status: "IN_QUEUE" });

@@ -7,7 +7,7 @@ import { Dispatcher } from "../../src/gateway/dispatcher.js";
 import { GpuAllocator } from "../../src/gateway/gpu-allocator.js";
 import { Job } from "../../src/gateway/job.js";
 import { LocalRunnerPool } from "../../src/gateway/runner-pool.js";
-import { RankExitError, type DistributedRunnerOptions } from "../../src/index.js";
+import { AbortError, RankExitError, type DistributedRunnerOptions } from "../../src/index.js";
 
 const logger = pino({ level: "silent" });
 
@@ -139,5 +139,29 @@ describe("LocalRunnerPool + Dispatcher", () => {
       [2, 3],
     ]);
     expect(dispatcher.queueLength).toBe(1);
+  });
+});
+
+describe("cancellations are AbortErrors", () => {
+  it("a cancelled request and one cut short by shutdown see an AbortError (MULTIRANK_ERR_ABORTED) as the signal's reason", async () => {
+    const { made, submit, dispatcher } = setup({ maxRunners: 2 });
+    const cancelled = submit();
+    const shutDown = submit();
+    await vi.waitFor(() => expect(made.flatMap((runner) => runner.calls)).toHaveLength(2));
+    // The signals the runners were handed: their reason is what a runner (and the ranks) see.
+    const signals = [cancelled.signal!, shutDown.signal!];
+    dispatcher.cancel(cancelled);
+    await cancelled.done;
+    expect(cancelled.status).toBe("CANCELLED");
+    await dispatcher.drain(0);
+    expect(shutDown.status).toBe("CANCELLED");
+    expect(shutDown.error?.type).toBe("shutdown");
+    const reasons = signals.map((signal) => signal.reason as unknown);
+    for (const reason of reasons) {
+      expect(reason).toBeInstanceOf(AbortError);
+      expect(reason).toMatchObject({ code: "MULTIRANK_ERR_ABORTED" });
+    }
+    expect((reasons[0] as Error).message).toMatch(/cancelled/);
+    expect((reasons[1] as Error).message).toMatch(/shut down/);
   });
 });

@@ -52,8 +52,15 @@ function setStatus(text, error) {
 }
 
 async function loadApps() {
-  const response = await fetch("/apps");
+  // With requireKeyForOps, /apps answers 401 until a key is entered (the list reloads when it is).
+  const key = $("key").value;
+  const response = await fetch("/apps", key ? { headers: { authorization: "Key " + key } } : {});
+  if (response.status === 401) {
+    setStatus("this gateway needs an API key to list its apps: enter it above", true);
+    return;
+  }
   apps = (await response.json()).apps;
+  $("app").replaceChildren();
   for (const app of apps) {
     const option = document.createElement("option");
     option.value = app.name;
@@ -63,6 +70,7 @@ async function loadApps() {
   const wanted = new URLSearchParams(location.search).get("app");
   if (wanted && apps.some((a) => a.name === wanted)) $("app").value = wanted;
   showExample();
+  setStatus("pick an app and press Run");
 }
 
 function showExample() {
@@ -145,9 +153,13 @@ function run() {
   });
 }
 
+const listApps = () => loadApps().catch((error) => setStatus("could not list apps: " + error.message, true));
 $("app").addEventListener("change", showExample);
+$("key").addEventListener("change", () => {
+  if (apps.length === 0) listApps();
+});
 $("run").addEventListener("click", run);
-loadApps().catch((error) => setStatus("could not list apps: " + error.message, true));
+listApps();
 </script>
 </body>
 </html>

@@ -5,7 +5,7 @@
  * status, as fal's do, and their error comes from the result URL.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { secondsHeader, type GatewayCore } from "../core.js";
+import { secondsHeaderMs, type GatewayCore } from "../core.js";
 import type { Dispatcher } from "../dispatcher.js";
 import { BadRequestError } from "../errors.js";
 import type { Job, JobErrorType, JobLog, JobPriority } from "../job.js";
@@ -223,8 +223,8 @@ function queueHeaders(request: FastifyRequest): { priority: JobPriority; startTi
   const raw = request.headers["x-fal-queue-priority"];
   const priority = (Array.isArray(raw) ? raw[0] : raw)?.toLowerCase() ?? "normal";
   if (priority !== "normal" && priority !== "low") throw new BadRequestError(`header x-fal-queue-priority must be "normal" or "low"; got "${priority}"`);
-  const startTimeout = secondsHeader(request.headers["x-fal-request-timeout"], "x-fal-request-timeout");
-  return { priority, ...(startTimeout === undefined ? {} : { startTimeoutMs: startTimeout * 1000 }) };
+  const startTimeoutMs = secondsHeaderMs(request.headers["x-fal-request-timeout"], "x-fal-request-timeout");
+  return { priority, ...(startTimeoutMs === undefined ? {} : { startTimeoutMs }) };
 }
 
 function objectInput(body: unknown): unknown {

@@ -8,6 +8,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { GatewayCore } from "../core.js";
 import type { Dispatcher } from "../dispatcher.js";
+import { durationToMs } from "../../util/timers.js";
 import { AppNotFoundError, BadRequestError } from "../errors.js";
 import type { Job } from "../job.js";
 
@@ -42,17 +43,15 @@ export function registerRunpodRoutes(server: FastifyInstance, core: GatewayCore,
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new BadRequestError('the body must be a JSON object like {"input": {...}}', 422);
     if (!("input" in body) || body.input === undefined) throw new BadRequestError('the body must have an "input" field', 400);
     const policy = body.policy ?? {};
-    const executionTimeout = policy.executionTimeout;
-    if (executionTimeout !== undefined && (typeof executionTimeout !== "number" || !(executionTimeout > 0))) {
-      throw new BadRequestError("policy.executionTimeout must be a positive number of milliseconds", 422);
-    }
+    // Runpod gives it in ms; like every duration, it is refused above MAX_DURATION_SECONDS.
+    const executionTimeout = policy.executionTimeout === undefined ? undefined : durationToMs(policy.executionTimeout, "policy.executionTimeout", { unit: "ms" });
     if (body.webhook !== undefined && (typeof body.webhook !== "string" || !/^https?:\/\//.test(body.webhook))) throw new BadRequestError("webhook must be an http(s) URL", 422);
     const job = core.submit(dispatcher, {
       input: body.input,
       streaming: true,
       protocol: "runpod",
       priority: policy.lowPriority === true ? "low" : "normal",
-      ...(executionTimeout === undefined ? {} : { timeoutMs: executionTimeout as number }),
+      ...(executionTimeout === undefined ? {} : { timeoutMs: executionTimeout }),
       ...(typeof body.webhook === "string" ? { webhookUrl: body.webhook } : {}),
     });
     return { job, dispatcher };
