@@ -76,7 +76,7 @@ describe("wire encoding", () => {
     expect((decodeValue(b.meta, b.frame) as Buffer).toString()).toBe("hi");
     const o = encodeValue({ a: [1, "x"], f: new Float32Array([0.5]) }, true);
     expect(decodeValue(o.meta, o.frame)).toEqual({ a: [1, "x"], f: new Float32Array([0.5]) });
-    expect(() => encodeValue({ f: () => 1 }, true)).not.toThrow(); // msgpack drops functions, like JSON
+    expect(() => encodeValue({ f: () => 1 }, true)).toThrow(expect.objectContaining({ code: "MULTIRANK_ERR_SERIALIZATION" })); // refused, as in payloads, not silently dropped
   });
 });
 
