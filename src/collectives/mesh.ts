@@ -37,12 +37,15 @@ export class ZmqMesh implements MessageMesh {
   // zeromq.js allows one send in flight per socket: chain them per peer.
   readonly #tails = new Map<number, Promise<unknown>>();
   readonly #log: Logger;
+  /** The ZAP handler that guards the PULL; closed with it. */
+  readonly #zap: { close(): void } | undefined;
   #closed = false;
 
-  constructor(pull: zmq.Pull, pushes: Map<number, zmq.Push>, log: Logger) {
+  constructor(pull: zmq.Pull, pushes: Map<number, zmq.Push>, log: Logger, zap?: { close(): void }) {
     this.#pull = pull;
     this.#pushes = pushes;
     this.#log = log;
+    this.#zap = zap;
   }
 
   /**
@@ -64,7 +67,7 @@ export class ZmqMesh implements MessageMesh {
       for (;;) {
         const frames = await this.#pull.receive();
         const header = unpackHeader(frames[0]);
-        // A foreign or corrupt message is dropped, not fatal: the port may be probed.
+        // Only peers with a key from the table get here (CURVE and ZAP); still, a corrupt message is dropped, not fatal.
         if (!header) {
           this.#log.warn("dropped a data message without a valid header");
           continue;
@@ -109,5 +112,6 @@ export class ZmqMesh implements MessageMesh {
     }
     this.#pull.linger = 0;
     this.#pull.close();
+    this.#zap?.close();
   }
 }

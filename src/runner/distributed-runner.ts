@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import type { Logger } from "pino";
-import { curveKeyPair, Router } from "zeromq";
+import { Context, curveKeyPair, Router } from "zeromq";
 import { pack, unpack } from "../codec/packer.js";
 import { formatTextEvent, parseTextEvent } from "../codec/text-events.js";
 import { childEnvForPlan, planDevices, type RankDevicePlan, type WorkerDevice } from "../devices/index.js";
@@ -24,6 +24,7 @@ import { RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } fro
 import { SerialSender } from "../transport/serial-sender.js";
 import { StreamRouter, UNIX_ENDPOINT_PREFIX } from "../transport/stream-sockets.js";
 import { offloadLargeBuffers } from "../transport/shared-payload.js";
+import { ZapHandler } from "../transport/zap.js";
 import type { SharedSegment } from "../shm/index.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { defaultLogger } from "../util/logger.js";
@@ -84,6 +85,8 @@ interface Session {
   runDir: string;
   /** The control socket: ZeroMQ ROUTER, or on one host a unix stream socket of the same shape. */
   router: Router | StreamRouter;
+  /** Over tcp: admits only the CURVE keys this session gave its ranks. */
+  zap: ZapHandler | undefined;
   sender: { send(frames: Buffer[]): Promise<void>; abort(error: unknown): void };
   endpoint: string;
   token: string;
@@ -498,9 +501,15 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const runDir = mkdtempSync(join(tmpdir(), "multirank-"));
     const endpoint = chooseControlEndpoint({ transport: options.transport, workerAddr: options.workerAddr, workerPort: options.workerPort, runDir });
     const serverKeys = endpoint.secure ? curveKeyPair() : undefined;
+    const rankKeys = serverKeys ? Array.from({ length: options.worldSize }, () => curveKeyPair()) : [];
     let router: Router | StreamRouter;
+    let zap: ZapHandler | undefined;
     try {
-      router = await bindControlSocket(endpoint.bind, options.maxMessageBytes + 64 * 1024, serverKeys?.secretKey, this.#log);
+      ({ router, zap } = await bindControlSocket(endpoint.bind, options.maxMessageBytes + 64 * 1024, this.#log, {
+        serverSecretKey: serverKeys?.secretKey,
+        clientKeys: rankKeys.map((keys) => keys.publicKey),
+        onDenied: (address, why) => this.#foreign(address, `a connection with ${why}`),
+      }));
     } catch (error) {
       rmSync(runDir, { recursive: true, force: true });
       throw new TransportError(`could not bind the control socket at ${endpoint.bind}`, { cause: error });
@@ -513,13 +522,17 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       if (masterPort === 0) masterPort = await findFreePort(options.masterAddr);
     } catch (error) {
       router.close();
+      zap?.close();
       rmSync(runDir, { recursive: true, force: true });
       throw error;
     }
     const nonce = randomBytes(4).toString("hex");
+    // New for every start, and only in the ranks' environment (which other users cannot read).
+    const groupSecret = randomBytes(32).toString("hex");
     const session: Session = {
       runDir,
       router,
+      zap,
       // zeromq.js takes one send at a time per socket; a stream socket takes any number.
       sender: router instanceof StreamRouter ? { send: (frames) => (router as StreamRouter).send(frames), abort: () => {} } : new SerialSender(router),
       endpoint: boundEndpoint,
@@ -553,7 +566,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       session.rankOf.set(routingId, rank);
       const errorFile = join(runDir, `rank-${rank}.errors.jsonl`);
       session.errorFiles.push(errorFile);
-      const rankKeys = serverKeys ? curveKeyPair() : undefined;
+      const keys = rankKeys[rank];
       const env: NodeJS.ProcessEnv = {
         ...process.env,
         ...options.env,
@@ -571,9 +584,10 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
         [RANK_ENV.errorFile]: errorFile,
         [RANK_ENV.maxMessageBytes]: String(options.maxMessageBytes),
         [RANK_ENV.logLevel]: this.#log.level,
+        [RANK_ENV.groupSecret]: groupSecret,
         ...(options.deathPipe ? { [RANK_ENV.deathPipeFd]: "3" } : {}),
-        ...(serverKeys && rankKeys
-          ? { [RANK_ENV.curveServerKey]: serverKeys.publicKey, [RANK_ENV.curvePublicKey]: rankKeys.publicKey, [RANK_ENV.curveSecretKey]: rankKeys.secretKey }
+        ...(serverKeys && keys
+          ? { [RANK_ENV.curveServerKey]: serverKeys.publicKey, [RANK_ENV.curvePublicKey]: keys.publicKey, [RANK_ENV.curveSecretKey]: keys.secretKey }
           : {}),
       };
       const process_ = new RankProcess({
@@ -614,7 +628,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
         const [identity, body] = frames;
         const rank = identity ? session.rankOf.get(identity.toString("latin1")) : undefined;
         if (rank === undefined || !body) {
-          this.#foreign(identity, "unknown peer");
+          this.#foreign(identity?.toString("hex"), "unknown peer");
           continue;
         }
         let message: RankMessage;
@@ -622,11 +636,11 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
           message = unpack<RankMessage>(body, "control message");
           if (typeof message !== "object" || message === null || typeof message.t !== "string") throw new Error("not a control message");
         } catch {
-          this.#foreign(identity, `undecodable message from rank ${rank}'s identity`);
+          this.#foreign(identity.toString("hex"), `undecodable message from rank ${rank}'s identity`);
           continue;
         }
         if (message.t !== "hello" && !session.connected.has(rank)) {
-          this.#foreign(identity, `message before hello from rank ${rank}'s identity`);
+          this.#foreign(identity.toString("hex"), `message before hello from rank ${rank}'s identity`);
           continue;
         }
         try {
@@ -641,11 +655,11 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     }
   }
 
-  #foreign(identity: Buffer | undefined, why: string): void {
+  #foreign(peer: string | undefined, why: string): void {
     // Logged, never acted on; rate-limited so a noisy peer cannot flood the log.
     this.#foreignMessages++;
     if (this.#foreignMessages <= 10 || this.#foreignMessages % 1000 === 0) {
-      this.#log.warn({ peer: identity?.toString("hex"), count: this.#foreignMessages }, `ignored a message on the control socket: ${why}`);
+      this.#log.warn({ peer, count: this.#foreignMessages }, `ignored a message on the control socket: ${why}`);
     }
   }
 
@@ -653,7 +667,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     switch (message.t) {
       case "hello": {
         if (message.token !== session.token) {
-          this.#foreign(session.routingIds[rank], "hello with a wrong token");
+          this.#foreign(session.routingIds[rank]?.toString("hex"), "hello with a wrong token");
           return;
         }
         session.connected.add(rank);
@@ -777,6 +791,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     session.startup.reject(reason);
     session.sender.abort(new StateError("the control socket is closed"));
     if (!session.router.closed) session.router.close();
+    session.zap?.close();
     await session.receiveLoop;
     this.#harvestErrorFiles(session);
     for (const file of session.errorFiles) this.#errorCursor.delete(file);
@@ -826,22 +841,50 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   }
 }
 
-/** Binds the runner's control socket at `bind`: a unix stream socket (`unix:`) or a ZeroMQ ROUTER. */
-async function bindControlSocket(bind: string, maxMessageBytes: number, curveSecretKey: string | undefined, log: Logger): Promise<Router | StreamRouter> {
-  if (bind.startsWith(UNIX_ENDPOINT_PREFIX)) return StreamRouter.bind(bind.slice(UNIX_ENDPOINT_PREFIX.length), { maxMessageBytes, log });
-  const router = new Router({
-    linger: 0,
-    mandatory: true,
-    maxMessageSize: maxMessageBytes,
-    sendHighWaterMark: 10_000,
-    receiveHighWaterMark: 10_000,
-    ...(curveSecretKey ? { curveServer: true, curveSecretKey } : {}),
-  });
+/** How the control socket authenticates ranks over tcp. */
+interface ControlSecurity {
+  /** The CURVE server's secret key; undefined for unix and `ipc://` sockets (their directory is private). */
+  serverSecretKey: string | undefined;
+  /** The only client keys let in: the ones this session gave its ranks. */
+  clientKeys: string[];
+  onDenied: (address: string, why: string) => void;
+}
+
+/**
+ * Binds the runner's control socket at `bind`: a unix stream socket (`unix:`)
+ * or a ZeroMQ ROUTER. Over tcp, loopback included, the ROUTER is a CURVE
+ * server behind a ZAP handler that admits only the ranks' keys: a peer that
+ * cannot finish the CURVE handshake is dropped by ZeroMQ during it (before
+ * any message of its own is buffered), so `maxMessageBytes` applies only to
+ * ranks, and nothing unauthenticated can make the runner hold large frames.
+ */
+async function bindControlSocket(bind: string, maxMessageBytes: number, log: Logger, security: ControlSecurity): Promise<{ router: Router | StreamRouter; zap: ZapHandler | undefined }> {
+  if (bind.startsWith(UNIX_ENDPOINT_PREFIX)) return { router: await StreamRouter.bind(bind.slice(UNIX_ENDPOINT_PREFIX.length), { maxMessageBytes, log }), zap: undefined };
+  const curveSecretKey = security.serverSecretKey;
+  // Its own context: a ZAP handler judges every socket of its context, and
+  // another runner in this process has keys of its own.
+  const context = curveSecretKey ? new Context() : undefined;
+  let zap: ZapHandler | undefined;
+  let router: Router | undefined;
   try {
+    if (context) {
+      zap = await ZapHandler.bind(context, log, security.onDenied);
+      zap.allow(security.clientKeys);
+    }
+    router = new Router({
+      ...(context ? { context } : {}),
+      linger: 0,
+      mandatory: true,
+      maxMessageSize: maxMessageBytes,
+      sendHighWaterMark: 10_000,
+      receiveHighWaterMark: 10_000,
+      ...(curveSecretKey ? { curveServer: true, curveSecretKey } : {}),
+    });
     await router.bind(bind);
   } catch (error) {
-    router.close();
+    router?.close();
+    zap?.close();
     throw error;
   }
-  return router;
+  return { router, zap };
 }

@@ -53,4 +53,6 @@ export const RANK_ENV = Object.freeze({
   curveSecretKey: "MULTIRANK_CURVE_SECRET_KEY",
   deathPipeFd: "MULTIRANK_DEATH_PIPE_FD",
   logLevel: "MULTIRANK_LOG_LEVEL",
+  /** The process group's secret, new for every start (see `ProcessGroupOptions.secret`). */
+  groupSecret: "MULTIRANK_GROUP_SECRET",
 });

@@ -16,6 +16,8 @@ export interface RankEnv {
   deathPipeFd: number | undefined;
   logLevel: string;
   curve: { serverKey: string; publicKey: string; secretKey: string } | undefined;
+  /** The process group's secret (the runner always sets one). */
+  groupSecret: string | undefined;
 }
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
@@ -54,5 +56,6 @@ export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
     curve: serverKey
       ? { serverKey, publicKey: required(env, RANK_ENV.curvePublicKey), secretKey: required(env, RANK_ENV.curveSecretKey) }
       : undefined,
+    groupSecret: env[RANK_ENV.groupSecret] || undefined,
   };
 }
