@@ -15,7 +15,8 @@ import { SENT } from "../transport/stream-sockets.js";
 import { allocLike, finishReduce, reduceInto } from "./reduce-ops.js";
 import { isLoopback, rendezvous, tcpEndpoint, type RendezvousPlan } from "./rendezvous.js";
 import type { GroupAuth, RefusalLog } from "./auth.js";
-import { ZapHandler } from "../transport/zap.js";
+import { watchFailedHandshakes, ZapHandler } from "../transport/zap.js";
+import { MAX_TCP_FRAME_BYTES } from "../transport/frame-pieces.js";
 import { MappedSlots, reduceParts, SharedSlots, SHM_BUFFERS, SHM_DIR, sharedKind, sweepStale, type SharedBuffers } from "./shm.js";
 import type { ReduceOp, Reducible } from "./types.js";
 import { bytesOf, decodeValue, encodeValue, packHeader, viewAs, type Header, type ValueMeta } from "./wire.js";
@@ -94,8 +95,12 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
             context = new zmq.Context();
             keys = zmq.curveKeyPair();
             // Bound before the PULL, so no connection is ever let in unchecked.
-            zap = await ZapHandler.bind(context, o.log, (address, why) => o.refusals.refuse(`data peer ${address}`, `a data connection with ${why}`));
-            pull = new zmq.Pull({ context, linger: 0, ipv6: isIP(bindHost) === 6, curveServer: true, curveSecretKey: keys.secretKey });
+            const refuse = (address: string, why: string): void => o.refusals.refuse(`data peer at ${address}`, `a data connection with ${why}`);
+            zap = await ZapHandler.bind(context, o.log, refuse);
+            // Small frames only (the mesh sends large ones in pieces): libzmq reads a
+            // whole frame before the CURVE handshake judges it.
+            pull = new zmq.Pull({ context, linger: 0, ipv6: isIP(bindHost) === 6, curveServer: true, curveSecretKey: keys.secretKey, maxMessageSize: MAX_TCP_FRAME_BYTES });
+            watchFailedHandshakes(pull, refuse);
             await pull.bind(tcpEndpoint(bindHost, "*"));
             endpoint = pull.lastEndpoint ?? "";
           }

@@ -24,7 +24,8 @@ import { RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } fro
 import { SerialSender } from "../transport/serial-sender.js";
 import { StreamRouter, UNIX_ENDPOINT_PREFIX } from "../transport/stream-sockets.js";
 import { offloadLargeBuffers } from "../transport/shared-payload.js";
-import { ZapHandler } from "../transport/zap.js";
+import { joinFrames, MAX_TCP_FRAME_BYTES } from "../transport/frame-pieces.js";
+import { watchFailedHandshakes, ZapHandler } from "../transport/zap.js";
 import type { SharedSegment } from "../shm/index.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { defaultLogger } from "../util/logger.js";
@@ -624,13 +625,20 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
 
   async #receive(session: Session): Promise<void> {
     try {
+      const maxBytes = this.#options.maxMessageBytes + 64 * 1024;
       for await (const frames of session.router) {
-        const [identity, body] = frames;
+        const [identity, ...pieces] = frames;
         const rank = identity ? session.rankOf.get(identity.toString("latin1")) : undefined;
-        if (rank === undefined || !body) {
+        if (rank === undefined || pieces.length === 0) {
           this.#foreign(identity?.toString("hex"), "unknown peer");
           continue;
         }
+        // Over tcp a rank sends large messages in pieces (frame-pieces.ts).
+        if (pieces.reduce((sum, piece) => sum + piece.byteLength, 0) > maxBytes) {
+          this.#foreign(identity.toString("hex"), `a message over maxMessageBytes from rank ${rank}'s identity`);
+          continue;
+        }
+        const body = joinFrames(pieces);
         let message: RankMessage;
         try {
           message = unpack<RankMessage>(body, "control message");
@@ -853,10 +861,10 @@ interface ControlSecurity {
 /**
  * Binds the runner's control socket at `bind`: a unix stream socket (`unix:`)
  * or a ZeroMQ ROUTER. Over tcp, loopback included, the ROUTER is a CURVE
- * server behind a ZAP handler that admits only the ranks' keys: a peer that
- * cannot finish the CURVE handshake is dropped by ZeroMQ during it (before
- * any message of its own is buffered), so `maxMessageBytes` applies only to
- * ranks, and nothing unauthenticated can make the runner hold large frames.
+ * server behind a ZAP handler that admits only the ranks' keys, and takes
+ * frames of {@link MAX_TCP_FRAME_BYTES} at most: libzmq reads a whole frame
+ * before the handshake judges it, so that is all a peer without the keys can
+ * make the runner buffer per connection.
  */
 async function bindControlSocket(bind: string, maxMessageBytes: number, log: Logger, security: ControlSecurity): Promise<{ router: Router | StreamRouter; zap: ZapHandler | undefined }> {
   if (bind.startsWith(UNIX_ENDPOINT_PREFIX)) return { router: await StreamRouter.bind(bind.slice(UNIX_ENDPOINT_PREFIX.length), { maxMessageBytes, log }), zap: undefined };
@@ -875,11 +883,14 @@ async function bindControlSocket(bind: string, maxMessageBytes: number, log: Log
       ...(context ? { context } : {}),
       linger: 0,
       mandatory: true,
-      maxMessageSize: maxMessageBytes,
+      // Over tcp every frame is small (ranks send large messages in pieces), so
+      // a peer still in the CURVE handshake can make this socket buffer little.
+      maxMessageSize: curveSecretKey ? MAX_TCP_FRAME_BYTES : maxMessageBytes,
       sendHighWaterMark: 10_000,
       receiveHighWaterMark: 10_000,
       ...(curveSecretKey ? { curveServer: true, curveSecretKey } : {}),
     });
+    if (curveSecretKey) watchFailedHandshakes(router, security.onDenied);
     await router.bind(bind);
   } catch (error) {
     router?.close();

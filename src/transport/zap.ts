@@ -90,3 +90,13 @@ export class ZapHandler {
     }
   }
 }
+
+/**
+ * Reports peers that fail a CURVE server's handshake (no CURVE, or not
+ * knowing the server key): libzmq drops them before the ZAP handler hears of
+ * them. The event names the local endpoint, not the peer.
+ */
+export function watchFailedHandshakes(socket: zmq.Socket, onDenied: (address: string, why: string) => void): void {
+  socket.events.on("handshake:error:protocol", (event) => onDenied(event.address, "a failed CURVE handshake"));
+  socket.events.on("handshake:error:other", (event) => onDenied(event.address, "a failed CURVE handshake"));
+}

@@ -14,6 +14,7 @@ import { walkData } from "../util/walk-data.js";
 import { SerialSender } from "../transport/serial-sender.js";
 import { holdKeptMappings } from "../transport/shared-payload.js";
 import { StreamDealer, UNIX_ENDPOINT_PREFIX } from "../transport/stream-sockets.js";
+import { splitFrame } from "../transport/frame-pieces.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
 import { appendErrorRecord } from "./error-file.js";
@@ -78,6 +79,8 @@ export class RankRuntime {
   #group: ProcessGroup | undefined;
   #setupStarted = false;
   #stopping = false;
+  /** Whether messages to the runner go in pieces (ZeroMQ over tcp). */
+  readonly #pieces: boolean;
 
   constructor(options: RankRuntimeOptions) {
     this.#options = options;
@@ -86,6 +89,7 @@ export class RankRuntime {
     const { env } = options;
     // A little over the limit: the header around a maximal payload must still fit.
     const maxMessageBytes = env.maxMessageBytes + 64 * 1024;
+    this.#pieces = env.controlEndpoint.startsWith("tcp://");
     if (env.controlEndpoint.startsWith(UNIX_ENDPOINT_PREFIX)) {
       const dealer = new StreamDealer(env.routingId, { maxMessageBytes, lingerMs: 2000, log: options.logger });
       this.#dealer = dealer;
@@ -463,7 +467,8 @@ export class RankRuntime {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#sender.send([bytes]);
+    // Over tcp the runner takes frames of MAX_TCP_FRAME_BYTES at most (see frame-pieces.ts): larger messages go in pieces.
+    return this.#sender.send(this.#pieces ? splitFrame(bytes) : [bytes]);
   }
 }
 
