@@ -16,7 +16,7 @@ import { allocLike, finishReduce, reduceInto } from "./reduce-ops.js";
 import { isLoopback, rendezvous, tcpEndpoint, type RendezvousPlan } from "./rendezvous.js";
 import type { GroupAuth, RefusalLog } from "./auth.js";
 import { watchFailedHandshakes, ZapHandler } from "../transport/zap.js";
-import { MAX_TCP_FRAME_BYTES } from "../transport/frame-pieces.js";
+import { TCP_FRAME_LIMIT } from "../transport/frame-pieces.js";
 import { MappedSlots, reduceParts, SharedSlots, SHM_BUFFERS, SHM_DIR, sharedKind, sweepStale, type SharedBuffers } from "./shm.js";
 import type { ReduceOp, Reducible } from "./types.js";
 import { bytesOf, decodeValue, encodeValue, packHeader, viewAs, type Header, type ValueMeta } from "./wire.js";
@@ -99,7 +99,7 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
             zap = await ZapHandler.bind(context, o.log, refuse);
             // Small frames only (the mesh sends large ones in pieces): libzmq reads a
             // whole frame before the CURVE handshake judges it.
-            pull = new zmq.Pull({ context, linger: 0, ipv6: isIP(bindHost) === 6, curveServer: true, curveSecretKey: keys.secretKey, maxMessageSize: MAX_TCP_FRAME_BYTES });
+            pull = new zmq.Pull({ context, linger: 0, ipv6: isIP(bindHost) === 6, curveServer: true, curveSecretKey: keys.secretKey, maxMessageSize: TCP_FRAME_LIMIT });
             watchFailedHandshakes(pull, refuse);
             await pull.bind(tcpEndpoint(bindHost, "*"));
             endpoint = pull.lastEndpoint ?? "";

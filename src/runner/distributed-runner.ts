@@ -24,7 +24,7 @@ import { RANK_ENV, type ForwardedLog, type RankMessage, type RunnerMessage } fro
 import { SerialSender } from "../transport/serial-sender.js";
 import { StreamRouter, UNIX_ENDPOINT_PREFIX } from "../transport/stream-sockets.js";
 import { offloadLargeBuffers } from "../transport/shared-payload.js";
-import { joinFrames, MAX_TCP_FRAME_BYTES } from "../transport/frame-pieces.js";
+import { joinFrames, TCP_FRAME_LIMIT } from "../transport/frame-pieces.js";
 import { watchFailedHandshakes, ZapHandler } from "../transport/zap.js";
 import type { SharedSegment } from "../shm/index.js";
 import { deferred, type Deferred } from "../util/deferred.js";
@@ -862,7 +862,7 @@ interface ControlSecurity {
  * Binds the runner's control socket at `bind`: a unix stream socket (`unix:`)
  * or a ZeroMQ ROUTER. Over tcp, loopback included, the ROUTER is a CURVE
  * server behind a ZAP handler that admits only the ranks' keys, and takes
- * frames of {@link MAX_TCP_FRAME_BYTES} at most: libzmq reads a whole frame
+ * frames of {@link TCP_FRAME_LIMIT} at most: libzmq reads a whole frame
  * before the handshake judges it, so that is all a peer without the keys can
  * make the runner buffer per connection.
  */
@@ -885,7 +885,7 @@ async function bindControlSocket(bind: string, maxMessageBytes: number, log: Log
       mandatory: true,
       // Over tcp every frame is small (ranks send large messages in pieces), so
       // a peer still in the CURVE handshake can make this socket buffer little.
-      maxMessageSize: curveSecretKey ? MAX_TCP_FRAME_BYTES : maxMessageBytes,
+      maxMessageSize: curveSecretKey ? TCP_FRAME_LIMIT : maxMessageBytes,
       sendHighWaterMark: 10_000,
       receiveHighWaterMark: 10_000,
       ...(curveSecretKey ? { curveServer: true, curveSecretKey } : {}),

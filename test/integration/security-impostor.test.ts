@@ -215,6 +215,9 @@ describe("security: peers without the secrets", () => {
     expect(JSON.parse(await line("RESULT"))).toBe(7);
     const grown = peakRss(ready.pid) - before;
     expect(grown).toBeLessThan(64 * 1024 * 1024);
+    // The ranks' own large messages still arrive (in pieces of one frame each).
+    host.stdin!.write(`bytes ${5 * 1024 * 1024 + 3}\n`);
+    expect(JSON.parse(await line("BYTES"))).toEqual({ length: 5 * 1024 * 1024 + 3, sevens: true });
     expect(stderr).toContain("a failed CURVE handshake");
     host.stdin!.end();
     await new Promise((resolve) => host.once("exit", resolve));
@@ -292,6 +295,14 @@ describe("security: peers without the secrets", () => {
         [3, 20],
         [3, 20],
       ]);
+      // Frames over the data sockets' 1 MiB limit travel in pieces: a 12 MiB ring all-reduce and a 3 MiB message.
+      const large = await Promise.all(groups.map((g) => g.allReduce(new Float32Array(3 * 1024 * 1024).fill(g.rank + 1), "sum")));
+      expect(large.map((l) => [l.length, l[0], l[l.length - 1], l.every((v) => v === 3)])).toEqual([
+        [3 * 1024 * 1024, 3, 3, true],
+        [3 * 1024 * 1024, 3, 3, true],
+      ]);
+      const [, received] = await Promise.all([groups[0]!.send(Buffer.alloc(3 * 1024 * 1024 + 1, 9), 1), groups[1]!.recv<Buffer>(0)]);
+      expect([received.length, received.every((b) => b === 9)]).toEqual([3 * 1024 * 1024 + 1, true]);
     } finally {
       await Promise.all(groups.map((g) => g.close()));
     }
