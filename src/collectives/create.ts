@@ -1,6 +1,7 @@
 import { AbortError, TimeoutError } from "../errors.js";
 import { defaultLogger } from "../util/logger.js";
 import { setLongTimeout } from "../util/timers.js";
+import { GroupAuth, RefusalLog } from "./auth.js";
 import { LocalBackend } from "./local-backend.js";
 import { resolveGroupOptions } from "./options.js";
 import { BackendProcessGroup } from "./process-group.js";
@@ -13,6 +14,10 @@ import { createZmqBackend } from "./zmq-backend.js";
  * (ipc when all ranks share a host, else tcp) and from then on talk directly.
  * Every rank must call it; it resolves on each once all are connected. World
  * size 1 opens no socket at all.
+ *
+ * With `options.secret` (or `MULTIRANK_GROUP_SECRET`) every rendezvous message
+ * and link is proven with it: a process without it is refused, logged once,
+ * changes nothing, and the ranks connect as if it were not there.
  *
  * @throws ValidationError for bad options (naming the field) or when ranks
  * disagree on the world size; TimeoutError after `options.timeout` (saying which
@@ -28,10 +33,15 @@ export async function createProcessGroup(options: ProcessGroupOptions): Promise<
   const log = (o.logger ?? defaultLogger()).child({ component: "collectives", rank: o.rank });
   if (o.size === 1) return new BackendProcessGroup(new LocalBackend(), log, o.operationTimeout);
 
+  const auth = new GroupAuth(o.secret);
+  if (!auth.keyed && o.rank === 0) {
+    log.warn("the process group has no secret (options.secret or MULTIRANK_GROUP_SECRET): any process that reaches masterAddr:masterPort can join it");
+  }
+  const refusals = new RefusalLog(log);
   const controller = new AbortController();
   const status = { waiting: "starting" };
   const timer = setLongTimeout(o.timeout, () =>
-    controller.abort(new TimeoutError(`process group rendezvous timed out after ${o.timeout / 1000} s (${status.waiting})`, o.timeout, { rank: o.rank })),
+    controller.abort(new TimeoutError(`process group rendezvous timed out after ${o.timeout / 1000} s (${status.waiting}${refusals.summary()})`, o.timeout, { rank: o.rank })),
   );
   const onAbort = (): void => controller.abort(new AbortError(`process group rendezvous was aborted on rank ${o.rank}`, { rank: o.rank, cause: o.signal?.reason }));
   if (o.signal?.aborted) onAbort();
@@ -48,6 +58,8 @@ export async function createProcessGroup(options: ProcessGroupOptions): Promise<
       signal: controller.signal,
       status,
       log,
+      auth,
+      refusals,
     });
     return new BackendProcessGroup(backend, log, o.operationTimeout);
   } finally {

@@ -6,9 +6,29 @@ import type { MeshEvents, MessageMesh } from "./mesh.js";
 import { MessageDecoder } from "../transport/stream-framing.js";
 import { writeMessage } from "../transport/stream-sockets.js";
 import { unpackHeader, type Header } from "./wire.js";
+import { PROOF_BYTES, type GroupAuth, type RefusalLog } from "./auth.js";
 
 /** Messages held for {@link PeerLinks.start} at most (the collectives' window is far smaller). */
 const MAX_EARLY_MESSAGES = 10_000;
+/** A link's hello: the connecting rank (4 bytes), then its proof. */
+const HELLO_BYTES = 4 + PROOF_BYTES;
+/** How long an accepted socket may take to prove itself before it is dropped. */
+const HELLO_TIMEOUT_MS = 10_000;
+
+/** What a link's hello proves: that `from`, holding the secret, dials `to` in group `groupId`. */
+function linkClaim(groupId: string, from: number, to: number): string[] {
+  return ["link", groupId, String(from), String(to)];
+}
+
+/** How {@link PeerLinks} knows its peers: the group's secret and ids. */
+export interface LinkIdentity {
+  auth: GroupAuth;
+  refusals: RefusalLog;
+  /** The group's id from the rendezvous plan: a proof for one group is worthless in another. */
+  groupId: string;
+  /** This rank. */
+  rank: number;
+}
 
 /**
  * One stream socket per pair of ranks (unix sockets on one host, tcp across
@@ -25,6 +45,11 @@ const MAX_EARLY_MESSAGES = 10_000;
  *
  * Over tcp a dead host is not noticed by `close`; ZeroMQ heartbeats on the
  * data sockets cover that case, so across hosts ZeroMQ carries the data.
+ *
+ * The connecting side opens with its rank and a proof made with the group's
+ * secret. The accepting side reads exactly that many bytes and nothing more
+ * until the proof holds; a socket with a wrong proof, or none within
+ * {@link HELLO_TIMEOUT_MS}, is destroyed and logged, and never becomes a link.
  */
 export class PeerLinks implements MessageMesh {
   readonly #server: net.Server;
@@ -44,31 +69,52 @@ export class PeerLinks implements MessageMesh {
   readonly #parked: [number, net.Socket, Buffer][] = [];
   #accepted: (peer: number, socket: net.Socket, rest: Buffer) => void = (peer, socket, rest) => void this.#parked.push([peer, socket, rest]);
 
-  private constructor(server: net.Server, path: string | undefined, log: Logger) {
+  readonly #identity: LinkIdentity;
+
+  private constructor(server: net.Server, path: string | undefined, log: Logger, identity: LinkIdentity) {
     this.#server = server;
     this.#path = path;
     this.#log = log;
+    this.#identity = identity;
     server.on("connection", (socket) => {
       socket.on("error", () => {});
       this.#unlinked.add(socket);
       socket.once("close", () => this.#unlinked.delete(socket));
-      // The connecting peer names itself with its rank (4 bytes); what follows is messages.
-      let hello = Buffer.alloc(0);
+      const who = socket.remoteAddress ? `link peer ${socket.remoteAddress}:${socket.remotePort}` : "link peer on the unix socket";
+      const refuse = (why: string): void => {
+        identity.refusals.refuse(who, why);
+        socket.destroy();
+      };
+      const timer = setTimeout(() => refuse("no link hello in time"), HELLO_TIMEOUT_MS).unref();
+      socket.once("close", () => clearTimeout(timer));
+      // The connecting peer names itself with its rank (4 bytes) and proves it
+      // holds the secret; what follows is messages. Until then at most one read
+      // (a chunk) is held, so a stranger cannot make this process buffer more.
+      let hello: Buffer = Buffer.alloc(0);
       const onHello = (d: Buffer): void => {
-        hello = Buffer.concat([hello, d]);
-        if (hello.byteLength < 4) return;
+        hello = hello.byteLength === 0 ? d : Buffer.concat([hello, d]);
+        if (hello.byteLength < HELLO_BYTES) return;
         socket.off("data", onHello);
+        clearTimeout(timer);
         if (this.#closed) return void socket.destroy();
+        const peer = hello.readUInt32LE(0);
+        if (!identity.auth.verify(hello.subarray(4, HELLO_BYTES), ...linkClaim(identity.groupId, peer, identity.rank))) {
+          return refuse("a link hello without a valid proof");
+        }
         // Paused until link() attaches its reader, so no byte is read without one.
         socket.pause();
-        this.#accepted(hello.readUInt32LE(0), socket, hello.subarray(4));
+        this.#accepted(peer, socket, hello.subarray(HELLO_BYTES));
       };
       socket.on("data", onHello);
     });
   }
 
-  /** Listens on a unix socket at `path`, or on tcp `host` (random port) when `path` is undefined. Resolves with the address to give peers. */
-  static async listen(path: string | undefined, host: string, log: Logger): Promise<{ links: PeerLinks; address: string }> {
+  /**
+   * Listens on a unix socket at `path`, or on tcp `host` (random port) when
+   * `path` is undefined; accepts only peers that prove `identity`'s secret.
+   * Resolves with the address to give peers.
+   */
+  static async listen(path: string | undefined, host: string, log: Logger, identity: LinkIdentity): Promise<{ links: PeerLinks; address: string }> {
     const server = net.createServer();
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -78,7 +124,7 @@ export class PeerLinks implements MessageMesh {
     server.unref();
     const a = server.address();
     const address = typeof a === "string" ? `unix:${a}` : `tcp:${a!.family === "IPv6" ? `[${a!.address}]` : a!.address}:${a!.port}`;
-    return { links: new PeerLinks(server, path, log), address };
+    return { links: new PeerLinks(server, path, log, identity), address };
   }
 
   /** Links with every peer: connects to higher ranks, accepts lower ones. Resolves once all `size - 1` links are up. */
@@ -125,7 +171,7 @@ export class PeerLinks implements MessageMesh {
         socket.once("connect", () => {
           const hello = Buffer.alloc(4);
           hello.writeUInt32LE(rank);
-          socket.write(hello);
+          socket.write(Buffer.concat([hello, this.#identity.auth.prove(...linkClaim(this.#identity.groupId, rank, peer))]));
           add(peer, socket, Buffer.alloc(0));
         });
       }

@@ -2,6 +2,44 @@ import * as zmq from "zeromq";
 import type { Logger } from "pino";
 import { TransportError } from "../errors.js";
 import { unpackHeader, type Header } from "./wire.js";
+import { joinFrames, MAX_TCP_FRAME_BYTES, splitFrame } from "../transport/frame-pieces.js";
+
+/**
+ * First byte of the frame that announces a message sent in pieces (0xc1 is
+ * never used by msgpack, so no header starts with it). The frame then holds
+ * each original frame's length as a float64; the pieces follow.
+ */
+const PIECES_MARK = 0xc1;
+
+/** `frames` as frames of at most MAX_TCP_FRAME_BYTES (unchanged when all fit). */
+function toPieces(frames: Buffer[]): Buffer[] {
+  if (frames.every((f) => f.byteLength <= MAX_TCP_FRAME_BYTES)) return frames;
+  const mark = Buffer.alloc(1 + 8 * frames.length);
+  mark[0] = PIECES_MARK;
+  frames.forEach((f, i) => mark.writeDoubleLE(f.byteLength, 1 + 8 * i));
+  return [mark, ...frames.flatMap((f) => splitFrame(f))];
+}
+
+/** The frames {@link toPieces} split, joined again; undefined when the pieces do not add up. */
+function fromPieces(frames: Buffer[]): Buffer[] | undefined {
+  const mark = frames[0];
+  if (!mark || mark[0] !== PIECES_MARK) return frames;
+  if ((mark.byteLength - 1) % 8 !== 0) return undefined;
+  const out: Buffer[] = [];
+  let next = 1;
+  for (let at = 1; at < mark.byteLength; at += 8) {
+    const length = mark.readDoubleLE(at);
+    const pieces: Buffer[] = [];
+    let have = 0;
+    while (have < length && next < frames.length) {
+      have += frames[next]!.byteLength;
+      pieces.push(frames[next++]!);
+    }
+    if (have !== length) return undefined;
+    out.push(length === 0 ? Buffer.alloc(0) : joinFrames(pieces));
+  }
+  return next === frames.length ? out : undefined;
+}
 
 /** What a mesh reports upward. */
 export interface MeshEvents {
@@ -37,12 +75,15 @@ export class ZmqMesh implements MessageMesh {
   // zeromq.js allows one send in flight per socket: chain them per peer.
   readonly #tails = new Map<number, Promise<unknown>>();
   readonly #log: Logger;
+  /** The ZAP handler that guards the PULL; closed with it. */
+  readonly #zap: { close(): void } | undefined;
   #closed = false;
 
-  constructor(pull: zmq.Pull, pushes: Map<number, zmq.Push>, log: Logger) {
+  constructor(pull: zmq.Pull, pushes: Map<number, zmq.Push>, log: Logger, zap?: { close(): void }) {
     this.#pull = pull;
     this.#pushes = pushes;
     this.#log = log;
+    this.#zap = zap;
   }
 
   /**
@@ -62,14 +103,14 @@ export class ZmqMesh implements MessageMesh {
   async #receiveLoop(events: MeshEvents): Promise<void> {
     try {
       for (;;) {
-        const frames = await this.#pull.receive();
-        const header = unpackHeader(frames[0]);
-        // A foreign or corrupt message is dropped, not fatal: the port may be probed.
+        const frames = fromPieces(await this.#pull.receive());
+        const header = frames && unpackHeader(frames[0]!);
+        // Only peers with a key from the table get here (CURVE and ZAP); still, a corrupt message is dropped, not fatal.
         if (!header) {
           this.#log.warn("dropped a data message without a valid header");
           continue;
         }
-        events.onMessage(header, frames.slice(1));
+        events.onMessage(header, frames!.slice(1));
       }
     } catch (error) {
       if (!this.#closed && !this.#pull.closed) this.#log.error({ err: error }, "data socket receive failed");
@@ -85,7 +126,8 @@ export class ZmqMesh implements MessageMesh {
     const push = this.#pushes.get(peer);
     if (!push) return Promise.reject(new TransportError(`no data socket to rank ${peer}`));
     const prev = this.#tails.get(peer) ?? Promise.resolve();
-    const next = prev.then(() => push.send(frames));
+    // The peer's PULL takes frames of MAX_TCP_FRAME_BYTES at most (see createZmqBackend): larger ones go in pieces.
+    const next = prev.then(() => push.send(toPieces(frames)));
     const tail = next.catch(() => {});
     this.#tails.set(peer, tail);
     void tail.then(() => {
@@ -109,5 +151,6 @@ export class ZmqMesh implements MessageMesh {
     }
     this.#pull.linger = 0;
     this.#pull.close();
+    this.#zap?.close();
   }
 }

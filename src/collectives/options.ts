@@ -1,7 +1,13 @@
 import type { Logger } from "pino";
 import { ValidationError } from "../errors.js";
 import { durationToMs } from "../util/timers.js";
+import { RANK_ENV } from "../transport/messages.js";
 import type { CollectiveOptions, ProcessGroupOptions } from "./types.js";
+
+/** The environment variable the runner hands its ranks the group's secret in. */
+export const GROUP_SECRET_ENV = RANK_ENV.groupSecret;
+/** Shortest secret taken: anything shorter is guessable. */
+const MIN_SECRET_LENGTH = 16;
 
 /** {@link ProcessGroupOptions} after defaults and validation. */
 export interface ResolvedGroupOptions {
@@ -19,6 +25,8 @@ export interface ResolvedGroupOptions {
   readonly hostAddr: string | undefined;
   /** Milliseconds. */
   readonly operationTimeout: number;
+  /** Undefined when the group runs without one (it warns). */
+  readonly secret: string | undefined;
 }
 
 /** Defaults of the optional {@link ProcessGroupOptions}. */
@@ -59,6 +67,11 @@ export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroup
   if (typeof sharedMemory !== "boolean") throw new ValidationError("options.sharedMemory must be a boolean");
   if (options.hostAddr !== undefined && (typeof options.hostAddr !== "string" || options.hostAddr.length === 0)) throw new ValidationError("options.hostAddr must be a non-empty address");
   if (options.logger !== undefined && typeof (options.logger as { child?: unknown }).child !== "function") throw new ValidationError("options.logger must be a pino logger");
+  const secret = options.secret ?? (process.env[GROUP_SECRET_ENV] || undefined);
+  // The message never quotes the secret.
+  if (secret !== undefined && (typeof secret !== "string" || secret.length < MIN_SECRET_LENGTH)) {
+    throw new ValidationError(`options.secret (or ${GROUP_SECRET_ENV}) must be a string of at least ${MIN_SECRET_LENGTH} characters`);
+  }
   return Object.freeze({
     rank,
     size,
@@ -72,12 +85,14 @@ export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroup
     sharedMemory,
     hostAddr: options.hostAddr,
     operationTimeout,
+    secret,
   });
 }
 
 /**
  * Reads torchrun's variables (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
- * `MASTER_PORT`) into process-group options; `extra` overrides them.
+ * `MASTER_PORT`) and the group's secret (`MULTIRANK_GROUP_SECRET`) into
+ * process-group options; `extra` overrides them.
  * @throws ValidationError naming the variable when one is missing or not a number.
  * @example const group = await createProcessGroup(processGroupOptionsFromEnv());
  */
@@ -94,6 +109,7 @@ export function processGroupOptionsFromEnv(env: NodeJS.ProcessEnv = process.env,
     size,
     masterAddr: env.MASTER_ADDR ?? "127.0.0.1",
     masterPort: size > 1 ? int("MASTER_PORT") : Number(env.MASTER_PORT ?? 0) || 0,
+    ...(env[GROUP_SECRET_ENV] ? { secret: env[GROUP_SECRET_ENV] } : {}),
     ...extra,
   } as ProcessGroupOptions;
 }

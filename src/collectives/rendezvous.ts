@@ -6,8 +6,18 @@ import { Packr } from "msgpackr";
 import type { Logger } from "pino";
 import { TransportError, ValidationError } from "../errors.js";
 import { abortable } from "./abortable.js";
+import type { GroupAuth, RefusalLog } from "./auth.js";
 
 const packr = new Packr({ useRecords: false });
+
+/**
+ * Largest rendezvous message rank 0 takes (hello, endpoint, connected are a
+ * few hundred bytes): a peer without the secret can make it buffer no more
+ * than this per message before the proof is checked.
+ */
+const MAX_MASTER_MESSAGE_BYTES = 16 * 1024;
+/** Per rank in the table a follower receives (an endpoint line is well under this). */
+const MAX_TABLE_BYTES_PER_RANK = 1024;
 
 /** What rank 0 decides once every rank has said hello. */
 export interface RendezvousPlan {
@@ -39,16 +49,45 @@ export interface RendezvousOptions {
   log: Logger;
   /** Updated as the rendezvous goes, so a timeout can say what it was waiting for. */
   status: { waiting: string };
+  /** Proves and checks messages with the group's secret. */
+  auth: GroupAuth;
+  /** Where messages without a valid proof are logged. */
+  refusals: RefusalLog;
 }
 
-type Msg =
-  | { t: "hello"; rank: number; size: number; host: string; shm: boolean }
-  | { t: "plan"; plan: RendezvousPlan }
-  | { t: "endpoint"; rank: number; endpoint: string; shm: boolean }
-  | { t: "table"; endpoints: string[]; shm: boolean }
-  | { t: "connected"; rank: number }
-  | { t: "go" }
-  | { t: "error"; message: string };
+/**
+ * What every message carries besides its body: `fn`, the nonce the follower
+ * chose for its hello, and `run`, the nonce rank 0 chose for this rendezvous
+ * (in the plan and everything after). A message recorded in one rendezvous
+ * is therefore refused in another, even one keyed by the same secret.
+ */
+interface Nonces {
+  fn?: string;
+  run?: string;
+}
+
+type Msg = Nonces &
+  (
+    | { t: "hello"; rank: number; size: number; host: string; shm: boolean }
+    | { t: "plan"; plan: RendezvousPlan }
+    | { t: "endpoint"; rank: number; endpoint: string; shm: boolean }
+    | { t: "table"; endpoints: string[]; shm: boolean }
+    | { t: "connected"; rank: number }
+    | { t: "go" }
+    | { t: "error"; message: string }
+  );
+
+/** Frames of `msg`: the proof, then the body. */
+function seal(auth: GroupAuth, msg: Msg): Buffer[] {
+  const body = packr.pack(msg);
+  return [auth.prove("rendezvous", body), body];
+}
+
+/** The message in `[proof, body]` when the proof holds, else undefined. */
+function open(auth: GroupAuth, proof: Buffer | undefined, body: Buffer | undefined, extra: boolean): Msg | undefined {
+  if (extra || !body || !auth.verify(proof, "rendezvous", body)) return undefined;
+  return unpack(body);
+}
 
 /** `tcp://host:port`, bracketing IPv6 literals. */
 export function tcpEndpoint(host: string, port: number | "*"): string {
@@ -82,6 +121,12 @@ function unpack(frame: Buffer | undefined): Msg | undefined {
  * hello (rank, host) → plan (ipc or tcp, group id) → endpoint (each rank's
  * bound data socket) → table (all endpoints) → connected → go. The master
  * socket is closed afterwards, so the port is free for the next group.
+ *
+ * Every message carries a proof made with the group's secret (see
+ * {@link GroupAuth}). Rank 0 drops a message without a valid one before
+ * reading it, logs its sender once, and never answers it: a peer without the
+ * secret gets no rank, no plan and no table, and the real ranks go on as if
+ * it were not there.
  * @throws TimeoutError / AbortError (the signal's reason), TransportError when
  * the port cannot be bound, ValidationError when ranks disagree on the size or
  * two processes claim one rank.
@@ -91,13 +136,17 @@ export async function rendezvous(options: RendezvousOptions, hooks: RendezvousHo
 }
 
 async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; endpoints: string[] }> {
-  const router = new zmq.Router({ linger: 2000, ipv6: isIP(o.masterAddr) === 6 });
+  const router = new zmq.Router({ linger: 2000, ipv6: isIP(o.masterAddr) === 6, maxMessageSize: MAX_MASTER_MESSAGE_BYTES });
   const address = tcpEndpoint(bindHost(o.masterAddr), o.masterPort);
   const ids = new Map<number, Buffer>();
+  /** Each rank's hello nonce: later messages of that rank must carry it. */
+  const nonces = new Map<number, string>();
+  const run = randomBytes(16).toString("hex");
   let sending: Promise<unknown> = Promise.resolve();
   // One send in flight per socket; a failed send must not stall the ones after it.
-  const send = (id: Buffer, msg: Msg): Promise<unknown> => {
-    const next = sending.then(() => router.send([id, packr.pack(msg)]));
+  // Only ever to identities whose message carried a valid proof.
+  const send = (id: Buffer, fn: string, msg: Msg): Promise<unknown> => {
+    const next = sending.then(() => router.send([id, ...seal(o.auth, { ...msg, run, fn })]));
     sending = next.catch((error: unknown) => o.log.warn({ err: error }, "rendezvous send failed"));
     return sending;
   };
@@ -117,24 +166,28 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
       const missing = (): string => [...Array(o.size).keys()].filter((r) => r > 0 && !have.has(r)).join(", ");
       o.status.waiting = `rank 0 waiting for ${t} from ranks ${missing()}`;
       while (have.size < o.size - 1) {
-        const [id, frame] = await abortable(router.receive(), o.signal);
-        const m = unpack(frame);
-        if (!m) continue; // a foreign peer: ignore
+        const [id, proof, body, ...extra] = await abortable(router.receive(), o.signal);
+        const m = open(o.auth, proof, body, extra.length > 0);
+        if (!m || typeof m.fn !== "string") {
+          o.refusals.refuse(`rendezvous peer ${id!.toString("hex")}`, "a rendezvous message without a valid proof");
+          continue;
+        }
         if (m.t === "hello") {
           const known = ids.get(m.rank);
           if (m.size !== o.size) {
-            await send(id, { t: "error", message: `rank ${m.rank} says the world size is ${m.size}, rank 0 says ${o.size}` });
+            await send(id!, m.fn, { t: "error", message: `rank ${m.rank} says the world size is ${m.size}, rank 0 says ${o.size}` });
             continue;
           }
-          if (!Number.isInteger(m.rank) || m.rank < 1 || m.rank >= o.size || (known && !known.equals(id))) {
-            await send(id, { t: "error", message: `rank ${m.rank} is out of range or already taken` });
+          if (!Number.isInteger(m.rank) || m.rank < 1 || m.rank >= o.size || (known && !known.equals(id!))) {
+            await send(id!, m.fn, { t: "error", message: `rank ${m.rank} is out of range or already taken` });
             continue;
           }
           if (t !== "hello") continue;
-          ids.set(m.rank, id);
-        }
+          ids.set(m.rank, id!);
+          nonces.set(m.rank, m.fn);
+        } else if (m.run !== run) continue; // proven, but from another rendezvous
         const rank = (m as { rank?: number }).rank;
-        if (m.t !== t || rank === undefined || !ids.get(rank)?.equals(id) || have.has(rank)) continue;
+        if (m.t !== t || rank === undefined || !ids.get(rank)?.equals(id!) || nonces.get(rank) !== m.fn || have.has(rank)) continue;
         have.add(rank);
         o.status.waiting = `rank 0 waiting for ${t} from ranks ${missing()}`;
         onMsg(rank, m as Extract<Msg, { t: T }>);
@@ -149,7 +202,10 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
     const transport = o.transport === "auto" ? (sameHost ? "ipc" : "tcp") : o.transport;
     const plan: RendezvousPlan = { transport, groupId: randomBytes(6).toString("hex"), sharedMemory: shm && transport === "ipc" && sameHost };
     o.log.debug({ plan, hosts }, "rendezvous plan");
-    for (const id of ids.values()) void send(id, { t: "plan", plan });
+    const toAll = (msg: Msg): void => {
+      for (const [rank, id] of ids) void send(id, nonces.get(rank)!, msg);
+    };
+    toAll({ t: "plan", plan });
 
     const endpoints: string[] = [];
     const own = await hooks.bind(plan);
@@ -159,10 +215,10 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
       endpoints[rank] = m.endpoint;
       shmOk &&= m.shm;
     });
-    for (const id of ids.values()) void send(id, { t: "table", endpoints, shm: shmOk });
+    toAll({ t: "table", endpoints, shm: shmOk });
     await hooks.connect(endpoints, shmOk, o.signal);
     await collect("connected", () => {});
-    for (const id of ids.values()) void send(id, { t: "go" });
+    toAll({ t: "go" });
     await abortable(sending, o.signal);
     return { plan: { ...plan, sharedMemory: shmOk }, endpoints };
   } finally {
@@ -171,27 +227,37 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
 }
 
 async function follower(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; endpoints: string[] }> {
-  const dealer = new zmq.Dealer({ linger: 1000, ipv6: isIP(o.masterAddr) === 6 });
+  // Whoever holds the port (rank 0, or a squatter) can make this rank buffer at most one table.
+  const dealer = new zmq.Dealer({ linger: 1000, ipv6: isIP(o.masterAddr) === 6, maxMessageSize: MAX_MASTER_MESSAGE_BYTES + o.size * MAX_TABLE_BYTES_PER_RANK });
   const address = tcpEndpoint(o.masterAddr, o.masterPort);
+  const fn = randomBytes(16).toString("hex");
+  let run: string | undefined;
   let sending: Promise<unknown> = Promise.resolve();
   const send = (msg: Msg): Promise<unknown> => {
-    const next = sending.then(() => dealer.send(packr.pack(msg)));
+    const next = sending.then(() => dealer.send(seal(o.auth, { ...msg, fn, run })));
     sending = next.catch((error: unknown) => o.log.warn({ err: error }, "rendezvous send failed"));
     return sending;
   };
   const expect = async <T extends Msg["t"]>(t: T): Promise<Extract<Msg, { t: T }>> => {
     o.status.waiting = `rank ${o.rank} waiting for ${t} from rank 0 at ${address}`;
     for (;;) {
-      const [frame] = await abortable(dealer.receive(), o.signal);
-      const m = unpack(frame);
-      if (m?.t === "error") throw new ValidationError(`rendezvous at ${address} refused rank ${o.rank}: ${m.message}`);
-      if (m?.t === t) return m as Extract<Msg, { t: T }>;
+      const [proof, body, ...extra] = await abortable(dealer.receive(), o.signal);
+      const m = open(o.auth, proof, body, extra.length > 0);
+      // Not rank 0 of this rendezvous: something else holds the port, or a replay.
+      if (!m || m.fn !== fn || (run !== undefined && m.run !== run)) {
+        o.refusals.refuse(`rendezvous at ${address}`, "a rendezvous message without a valid proof");
+        continue;
+      }
+      if (m.t === "error") throw new ValidationError(`rendezvous at ${address} refused rank ${o.rank}: ${m.message}`);
+      if (m.t === t) return m as Extract<Msg, { t: T }>;
     }
   };
   try {
     dealer.connect(address);
     void send({ t: "hello", rank: o.rank, size: o.size, host: os.hostname(), shm: o.sharedMemory });
-    const { plan } = await expect("plan");
+    const planned = await expect("plan");
+    const { plan } = planned;
+    run = planned.run;
     const own = await hooks.bind(plan);
     void send({ t: "endpoint", rank: o.rank, endpoint: own.endpoint, shm: own.sharedMemory });
     const table = await expect("table");

@@ -141,6 +141,16 @@ export interface ProcessGroupOptions {
   hostAddr?: string;
   /** Default per-call timeout in seconds for collectives (see {@link CollectiveOptions.timeout}). @default 1800 */
   operationTimeout?: number;
+  /**
+   * The secret every rank of this group shares (at least 16 characters; the
+   * runner makes a random one per start). Every rendezvous message and every
+   * link between ranks is proven with it; a peer without it is refused and
+   * logged, and learns nothing. Pass it through the environment or a file,
+   * never on a command line. Without one the group accepts any process that
+   * can reach `masterAddr:masterPort` (and warns).
+   * @default process.env.MULTIRANK_GROUP_SECRET
+   */
+  secret?: string;
 }
 
 /** The logger type the options take. */

@@ -15,6 +15,9 @@ import { ZmqMesh, type MessageMesh } from "./mesh.js";
 import { SENT } from "../transport/stream-sockets.js";
 import { allocLike, finishReduce, reduceInto } from "./reduce-ops.js";
 import { isLoopback, rendezvous, tcpEndpoint, type RendezvousPlan } from "./rendezvous.js";
+import type { GroupAuth, RefusalLog } from "./auth.js";
+import { watchFailedHandshakes, ZapHandler } from "../transport/zap.js";
+import { TCP_FRAME_LIMIT } from "../transport/frame-pieces.js";
 import { MappedSlots, reduceParts, SharedSlots, SHM_BUFFERS, sharedKind, type SharedBuffers } from "./shm.js";
 import { sweepLeftovers } from "../shm/sweep.js";
 import type { ReduceOp, Reducible } from "./types.js";
@@ -32,6 +35,10 @@ export interface ZmqBackendOptions {
   signal: AbortSignal;
   status: { waiting: string };
   log: Logger;
+  /** Proves and checks rendezvous messages and link hellos with the group's secret. */
+  auth: GroupAuth;
+  /** Where peers without the secret are logged. */
+  refusals: RefusalLog;
 }
 
 /** How long a dropped connection may wait for the peer's goodbye before it counts as a death. */
@@ -50,6 +57,14 @@ function firstExternalIPv4(): string | undefined {
  * Rendezvous, then build the mesh: the CPU backend. Across hosts its messages
  * go over ZeroMQ (tcp, with heartbeats); on one host over unix stream links
  * (see {@link PeerLinks} for why), with large reductions in `/dev/shm`.
+ *
+ * Nothing gets in without the group's secret: the rendezvous and the links
+ * check proofs made with it, and over tcp the ZeroMQ data sockets use CURVE,
+ * each rank's key pair made here and its public key sent in the (proven)
+ * rendezvous, with a ZAP handler that admits only the peers' keys. CURVE
+ * costs some bandwidth (it encrypts), but the data sockets' endpoints are in
+ * the table, which crosses the network in clear: a handshake that only
+ * needed the server's key would let anyone who saw the table push data.
  * @throws whatever {@link rendezvous} throws; the zmq error when a data socket cannot bind.
  */
 export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend> {
@@ -59,6 +74,10 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
   const pushes = new Map<number, zmq.Push>();
   const peers = [...Array(o.size).keys()].filter((r) => r !== o.rank);
   let tcp = false;
+  // Over tcp: the data sockets' own context (its ZAP handler must not judge anyone else's sockets) and key pair.
+  let context: zmq.Context | undefined;
+  let zap: ZapHandler | undefined;
+  let keys: { publicKey: string; secretKey: string } | undefined;
   // What ranks (and runners) killed earlier left on this host: segments, files, link sockets.
   sweepLeftovers();
   // Mapped segments when the addon has them, else tmpfs files; every rank must
@@ -75,12 +94,20 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
           // Across hosts the data goes over ZeroMQ; on one host over the peer links.
           let endpoint = "links";
           if (tcp) {
-            pull = new zmq.Pull({ linger: 0, ipv6: isIP(bindHost) === 6 });
+            context = new zmq.Context();
+            keys = zmq.curveKeyPair();
+            // Bound before the PULL, so no connection is ever let in unchecked.
+            const refuse = (address: string, why: string): void => o.refusals.refuse(`data peer at ${address}`, `a data connection with ${why}`);
+            zap = await ZapHandler.bind(context, o.log, refuse);
+            // Small frames only (the mesh sends large ones in pieces): libzmq reads a
+            // whole frame before the CURVE handshake judges it.
+            pull = new zmq.Pull({ context, linger: 0, ipv6: isIP(bindHost) === 6, curveServer: true, curveSecretKey: keys.secretKey, maxMessageSize: TCP_FRAME_LIMIT });
+            watchFailedHandshakes(pull, refuse);
             await pull.bind(tcpEndpoint(bindHost, "*"));
             endpoint = pull.lastEndpoint ?? "";
           }
           const linkPath = tcp ? undefined : path.join(os.tmpdir(), `multirank-${p.groupId}-r${o.rank}-p${process.pid}.sock`);
-          const listening = await PeerLinks.listen(linkPath, bindHost, o.log);
+          const listening = await PeerLinks.listen(linkPath, bindHost, o.log, { auth: o.auth, refusals: o.refusals, groupId: p.groupId, rank: o.rank });
           links = listening.links;
           if (p.sharedMemory) {
             try {
@@ -89,15 +116,24 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
               o.log.warn({ err: error }, "shared memory unavailable; large reductions go over sockets");
             }
           }
-          // One string per rank in the table: "<zmq data endpoint or links> <links address> <pid> <shared kind or ->".
-          endpoint = `${endpoint} ${listening.address} ${process.pid} ${slots?.kind ?? "-"}`;
+          // One string per rank in the table: "<zmq data endpoint or links> <links address> <pid> <shared kind or -> <CURVE public key or ->".
+          endpoint = `${endpoint} ${listening.address} ${process.pid} ${slots?.kind ?? "-"} ${keys?.publicKey ?? "-"}`;
           return { endpoint, sharedMemory: slots !== undefined };
         },
         connect: async (table, shm, signal) => {
           const endpoints = table.map((e) => e.split(" ")[0]);
+          const publicKeys = table.map((e) => e.split(" ")[4] ?? "-");
           const connected: Promise<void>[] = [links!.link(o.rank, table.map((e) => e.split(" ")[1] ?? ""), signal)];
+          zap?.allow(peers.map((peer) => publicKeys[peer]));
           for (const peer of tcp ? peers : []) {
-            const push = new zmq.Push({ linger: 500, ipv6: endpoints[peer].startsWith("tcp://[") });
+            const push = new zmq.Push({
+              context,
+              linger: 500,
+              ipv6: endpoints[peer].startsWith("tcp://["),
+              curveServerKey: publicKeys[peer],
+              curvePublicKey: keys!.publicKey,
+              curveSecretKey: keys!.secretKey,
+            });
             // ZMTP heartbeats turn a silent peer (host down, cable pulled) into a
             // disconnect within a second; on one host the kernel reports deaths at once.
             push.heartbeatInterval = 250;
@@ -121,7 +157,7 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
     slots?.unlinkOwn();
     links!.unlink();
     o.log.debug({ transport: plan.transport, sharedMemory: plan.sharedMemory && slots !== undefined }, "process group connected");
-    const mesh = tcp ? new ZmqMesh(pull!, pushes, o.log) : links!;
+    const mesh = tcp ? new ZmqMesh(pull!, pushes, o.log, zap) : links!;
     return new ZmqBackend(o.rank, o.size, mesh, links!, slots, o.log);
   } catch (error) {
     for (const push of pushes.values()) {
@@ -129,6 +165,7 @@ export async function createZmqBackend(o: ZmqBackendOptions): Promise<ZmqBackend
       push.close();
     }
     pull?.close();
+    zap?.close();
     links?.close();
     await slots?.close();
     throw error;

@@ -25,6 +25,7 @@ import { GROUP_BROKEN_EXIT_CODE, RANK_ENV, type ForwardedLog, type RankMessage, 
 import { openRunnerChannel, type RunnerChannel } from "../transport/control-channel.js";
 import { offloadLargeBuffers } from "../transport/shared-payload.js";
 import { runDirPrefix, sweepLeftovers, type SharedSegment } from "../shm/index.js";
+import { joinFrames } from "../transport/frame-pieces.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { defaultLogger } from "../util/logger.js";
 import { setLongTimeout, type LongTimer } from "../util/timers.js";
@@ -544,10 +545,17 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const runDir = mkdtempSync(join(tmpdir(), runDirPrefix()));
     const endpoint = chooseControlEndpoint({ transport: options.transport, workerAddr: options.workerAddr, workerPort: options.workerPort, runDir });
     const serverKeys = endpoint.secure ? curveKeyPair() : undefined;
+    const rankKeys = serverKeys ? Array.from({ length: options.worldSize }, () => curveKeyPair()) : [];
     let channel: RunnerChannel;
     try {
       // A little over the limit: the header around a maximal payload must still fit.
-      channel = await openRunnerChannel(endpoint.bind, { maxMessageBytes: options.maxMessageBytes + 64 * 1024, curveSecretKey: serverKeys?.secretKey, log: this.#log });
+      channel = await openRunnerChannel(endpoint.bind, {
+        maxMessageBytes: options.maxMessageBytes + 64 * 1024,
+        curveSecretKey: serverKeys?.secretKey,
+        clientKeys: rankKeys.map((keys) => keys.publicKey),
+        onDenied: (address, why) => this.#foreign(address, `a connection with ${why}`),
+        log: this.#log,
+      });
     } catch (error) {
       rmSync(runDir, { recursive: true, force: true });
       throw new TransportError(`could not bind the control socket at ${endpoint.bind}`, { cause: error });
@@ -564,6 +572,8 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       throw error;
     }
     const nonce = randomBytes(4).toString("hex");
+    // New for every start, and only in the ranks' environment (which other users cannot read).
+    const groupSecret = randomBytes(32).toString("hex");
     const session: Session = {
       runDir,
       channel,
@@ -599,7 +609,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       session.rankOf.set(routingId, rank);
       const errorFile = join(runDir, `rank-${rank}.errors.jsonl`);
       session.errorFiles.push(errorFile);
-      const rankKeys = serverKeys ? curveKeyPair() : undefined;
+      const keys = rankKeys[rank];
       const env: NodeJS.ProcessEnv = {
         ...process.env,
         ...options.env,
@@ -618,9 +628,10 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
         [RANK_ENV.maxMessageBytes]: String(options.maxMessageBytes),
         [RANK_ENV.logLevel]: this.#log.level,
         [RANK_ENV.streamWindow]: String(options.streamHighWaterMark),
+        [RANK_ENV.groupSecret]: groupSecret,
         ...(options.deathPipe ? { [RANK_ENV.deathPipeFd]: "3" } : {}),
-        ...(serverKeys && rankKeys
-          ? { [RANK_ENV.curveServerKey]: serverKeys.publicKey, [RANK_ENV.curvePublicKey]: rankKeys.publicKey, [RANK_ENV.curveSecretKey]: rankKeys.secretKey }
+        ...(serverKeys && keys
+          ? { [RANK_ENV.curveServerKey]: serverKeys.publicKey, [RANK_ENV.curvePublicKey]: keys.publicKey, [RANK_ENV.curveSecretKey]: keys.secretKey }
           : {}),
       };
       const process_ = new RankProcess({
@@ -657,23 +668,30 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
 
   async #receive(session: Session): Promise<void> {
     try {
+      const maxBytes = this.#options.maxMessageBytes + 64 * 1024;
       for await (const frames of session.channel) {
-        const [identity, body] = frames;
+        const [identity, ...pieces] = frames;
         const rank = identity ? session.rankOf.get(identity.toString("latin1")) : undefined;
-        if (rank === undefined || !body) {
-          this.#foreign(identity, "unknown peer");
+        if (rank === undefined || pieces.length === 0) {
+          this.#foreign(identity?.toString("hex"), "unknown peer");
           continue;
         }
+        // Over tcp a rank sends large messages in pieces (frame-pieces.ts).
+        if (pieces.reduce((sum, piece) => sum + piece.byteLength, 0) > maxBytes) {
+          this.#foreign(identity.toString("hex"), `a message over maxMessageBytes from rank ${rank}'s identity`);
+          continue;
+        }
+        const body = joinFrames(pieces);
         let message: RankMessage;
         try {
           message = unpack<RankMessage>(body, "control message");
           if (typeof message !== "object" || message === null || typeof message.t !== "string") throw new Error("not a control message");
         } catch {
-          this.#foreign(identity, `undecodable message from rank ${rank}'s identity`);
+          this.#foreign(identity.toString("hex"), `undecodable message from rank ${rank}'s identity`);
           continue;
         }
         if (message.t !== "hello" && !session.connected.has(rank)) {
-          this.#foreign(identity, `message before hello from rank ${rank}'s identity`);
+          this.#foreign(identity.toString("hex"), `message before hello from rank ${rank}'s identity`);
           continue;
         }
         session.heartbeats?.heard(rank);
@@ -689,11 +707,11 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     }
   }
 
-  #foreign(identity: Buffer | undefined, why: string): void {
+  #foreign(peer: string | undefined, why: string): void {
     // Logged, never acted on; rate-limited so a noisy peer cannot flood the log.
     this.#foreignMessages++;
     if (this.#foreignMessages <= 10 || this.#foreignMessages % 1000 === 0) {
-      this.#log.warn({ peer: identity?.toString("hex"), count: this.#foreignMessages }, `ignored a message on the control socket: ${why}`);
+      this.#log.warn({ peer, count: this.#foreignMessages }, `ignored a message on the control socket: ${why}`);
     }
   }
 
@@ -701,7 +719,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     switch (message.t) {
       case "hello": {
         if (message.token !== session.token) {
-          this.#foreign(session.routingIds[rank], "hello with a wrong token");
+          this.#foreign(session.routingIds[rank]?.toString("hex"), "hello with a wrong token");
           return;
         }
         session.connected.add(rank);

@@ -27,8 +27,9 @@ export type ControlTransport = "auto" | "unix" | "ipc" | "tcp";
  * ZeroMQ I/O threads, so a round trip costs about a quarter of zeromq.js over
  * `ipc://` (bench/RESULTS.md), and other users cannot reach the directory.
  * `ipc` asks for ZeroMQ over `ipc://` there instead (for `getZmqSocket()`).
- * Otherwise TCP (`*` port lets ZeroMQ pick), CURVE-secured when the address
- * is reachable from other hosts.
+ * Otherwise TCP (`*` port lets ZeroMQ pick), always CURVE-secured: even on
+ * loopback any local user can connect to a tcp port, and without CURVE such
+ * a peer could send frames up to `maxMessageBytes` for the runner to buffer.
  */
 export function chooseControlEndpoint(options: { transport: ControlTransport; workerAddr: string; workerPort: number; runDir: string }): ControlEndpoint {
   const path = join(options.runDir, "control.sock");
@@ -37,7 +38,7 @@ export function chooseControlEndpoint(options: { transport: ControlTransport; wo
   if (fits && (options.transport === "unix" || (options.transport === "auto" && local))) return { bind: `unix:${path}`, secure: false };
   if (fits && options.transport === "ipc") return { bind: `ipc://${path}`, secure: false };
   const host = options.workerAddr.includes(":") && !options.workerAddr.startsWith("[") ? `[${options.workerAddr}]` : options.workerAddr;
-  return { bind: `tcp://${host}:${options.workerPort === 0 ? "*" : options.workerPort}`, secure: !isLoopback(options.workerAddr) };
+  return { bind: `tcp://${host}:${options.workerPort === 0 ? "*" : options.workerPort}`, secure: true };
 }
 
 /** Whether ranks behind `endpoint` share this host (a unix or `ipc://` socket), so shared memory reaches them. */

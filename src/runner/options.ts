@@ -22,7 +22,7 @@ export interface DistributedRunnerOptions {
    * How the runner talks to its ranks. `"auto"`: a unix stream socket on
    * loopback with port 0 (the fastest on one host), ZeroMQ over tcp
    * otherwise. `"unix"` forces the unix socket, `"ipc"` ZeroMQ over `ipc://`,
-   * `"tcp"` ZeroMQ over tcp (CURVE-secured off loopback). `getZmqSocket()`
+   * `"tcp"` ZeroMQ over tcp (CURVE-secured, loopback included). `getZmqSocket()`
    * needs a ZeroMQ transport. @default "auto"
    */
   transport?: ControlTransport;

@@ -1,6 +1,8 @@
 import type { Logger } from "pino";
-import { Dealer, Router } from "zeromq";
+import { Context, Dealer, Router } from "zeromq";
+import { splitFrame, TCP_FRAME_LIMIT } from "./frame-pieces.js";
 import { SerialSender } from "./serial-sender.js";
+import { watchFailedHandshakes, ZapHandler } from "./zap.js";
 import { StreamDealer, StreamRouter, UNIX_ENDPOINT_PREFIX } from "./stream-sockets.js";
 
 /**
@@ -24,7 +26,7 @@ export interface ControlChannel<Message> extends AsyncIterable<Message> {
   close(): void;
 }
 
-/** The runner's end: yields `[identity, body]` from each rank; sends to an identity. */
+/** The runner's end: yields `[identity, ...body]` from each rank (over tcp a large body comes in pieces, to join); sends to an identity. */
 export interface RunnerChannel extends ControlChannel<Buffer[]> {
   /** The endpoint ranks connect to (`unix:<path>`, `ipc://...` or `tcp://...`). */
   readonly endpoint: string;
@@ -61,8 +63,12 @@ const ZMQ_HIGH_WATER_MARK_MESSAGES = 10_000;
 export interface RunnerChannelOptions {
   /** Largest message accepted from a rank, bytes. */
   maxMessageBytes: number;
-  /** ZeroMQ CURVE server secret key (tcp off loopback). */
+  /** ZeroMQ CURVE server secret key (every tcp endpoint, loopback included). */
   curveSecretKey?: string | undefined;
+  /** With CURVE: the only client public keys let in (the ones the runner gave its ranks). */
+  clientKeys?: readonly string[];
+  /** Hears of every connection refused at the handshake (the caller rate-limits its log). */
+  onDenied?: (address: string, why: string) => void;
   log: Logger;
 }
 
@@ -75,21 +81,38 @@ export async function openRunnerChannel(bind: string, options: RunnerChannelOpti
   if (bind.startsWith(UNIX_ENDPOINT_PREFIX)) {
     return StreamRouter.bind(bind.slice(UNIX_ENDPOINT_PREFIX.length), { maxMessageBytes: options.maxMessageBytes, highWaterMark: CONTROL_HIGH_WATER_MARK, log: options.log });
   }
-  const router = new Router({
-    linger: 0,
-    mandatory: true,
-    maxMessageSize: options.maxMessageBytes,
-    sendHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
-    receiveHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
-    ...(options.curveSecretKey ? { curveServer: true, curveSecretKey: options.curveSecretKey } : {}),
-  });
+  const curveSecretKey = options.curveSecretKey;
+  const onDenied = options.onDenied ?? (() => {});
+  // Its own context: a ZAP handler judges every socket of its context, and
+  // another runner in this process has keys of its own.
+  const context = curveSecretKey ? new Context() : undefined;
+  let zap: ZapHandler | undefined;
+  let router: Router | undefined;
   try {
+    if (context) {
+      zap = await ZapHandler.bind(context, options.log, onDenied);
+      zap.allow(options.clientKeys ?? []);
+    }
+    router = new Router({
+      ...(context ? { context } : {}),
+      linger: 0,
+      mandatory: true,
+      // Over tcp every frame is small (ranks send large messages in pieces):
+      // libzmq reads a whole frame before the CURVE handshake judges it, so
+      // this is all a peer without the keys can make the runner buffer per connection.
+      maxMessageSize: curveSecretKey ? TCP_FRAME_LIMIT : options.maxMessageBytes,
+      sendHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
+      receiveHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
+      ...(curveSecretKey ? { curveServer: true, curveSecretKey } : {}),
+    });
+    if (curveSecretKey) watchFailedHandshakes(router, onDenied);
     await router.bind(bind);
   } catch (error) {
-    router.close();
+    router?.close();
+    zap?.close();
     throw error;
   }
-  return new ZmqRunnerChannel(router);
+  return new ZmqRunnerChannel(router, zap);
 }
 
 /** Options of {@link createRankChannel}. */
@@ -125,7 +148,8 @@ export function createRankChannel(options: RankChannelOptions): RankChannel {
     receiveHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
     ...(curve ? { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey } : {}),
   });
-  return new ZmqRankChannel(dealer);
+  // Over tcp the runner takes frames of MAX_TCP_FRAME_BYTES at most (see frame-pieces.ts): larger messages go in pieces.
+  return new ZmqRankChannel(dealer, options.endpoint.startsWith("tcp://"));
 }
 
 /**
@@ -135,11 +159,14 @@ export function createRankChannel(options: RankChannelOptions): RankChannel {
  */
 class ZmqRunnerChannel implements RunnerChannel {
   readonly #router: Router;
+  readonly #zap: ZapHandler | undefined;
   readonly #sender: SerialSender;
   readonly endpoint: string;
 
-  constructor(router: Router) {
+  /** `zap`: over tcp, admits only the CURVE keys this runner gave its ranks; closed with the channel. */
+  constructor(router: Router, zap: ZapHandler | undefined) {
     this.#router = router;
+    this.#zap = zap;
     this.#sender = new SerialSender(router);
     this.endpoint = router.lastEndpoint ?? "";
   }
@@ -162,6 +189,7 @@ class ZmqRunnerChannel implements RunnerChannel {
 
   close(): void {
     if (!this.#router.closed) this.#router.close();
+    this.#zap?.close();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Buffer[]> {
@@ -172,10 +200,13 @@ class ZmqRunnerChannel implements RunnerChannel {
 class ZmqRankChannel implements RankChannel {
   readonly #dealer: Dealer;
   readonly #sender: SerialSender;
+  readonly #pieces: boolean;
 
-  constructor(dealer: Dealer) {
+  /** `pieces`: send large messages as frames of at most MAX_TCP_FRAME_BYTES (the runner joins them). */
+  constructor(dealer: Dealer, pieces: boolean) {
     this.#dealer = dealer;
     this.#sender = new SerialSender(dealer);
+    this.#pieces = pieces;
   }
 
   get closed(): boolean {
@@ -187,7 +218,7 @@ class ZmqRankChannel implements RankChannel {
   }
 
   send(frames: Buffer[]): Promise<void> {
-    return this.#sender.send(frames);
+    return this.#sender.send(this.#pieces && frames.length === 1 ? splitFrame(frames[0]!) : frames);
   }
 
   abortSends(error: unknown): void {

@@ -66,4 +66,6 @@ export const RANK_ENV = Object.freeze({
   deathPipeFd: "MULTIRANK_DEATH_PIPE_FD",
   logLevel: "MULTIRANK_LOG_LEVEL",
   streamWindow: "MULTIRANK_STREAM_WINDOW",
+  /** The process group's secret, new for every start (see `ProcessGroupOptions.secret`). */
+  groupSecret: "MULTIRANK_GROUP_SECRET",
 });

@@ -13,7 +13,7 @@ import { bodyLength, COPY_MAX_BYTES, encodeMessage, encodePrefix, MAX_MESSAGE_BY
  * when it connects. A round trip costs about a quarter of a zeromq.js `ipc://`
  * round trip (no I/O thread on either side; see bench/RESULTS.md), which is
  * most of an invoke's latency. Across hosts the control channel stays ZeroMQ
- * (tcp, CURVE off loopback).
+ * (tcp, with CURVE).
  */
 
 /** Prefix of a unix stream control endpoint (`unix:/path/to/control.sock`). */

@@ -18,6 +18,8 @@ export interface RankEnv {
   curve: { serverKey: string; publicKey: string; secretKey: string } | undefined;
   /** Bytes of streamed results a request may send ahead of the runner's credit. */
   streamWindow: number;
+  /** The process group's secret (the runner always sets one). */
+  groupSecret: string | undefined;
 }
 
 /** The runner's default `streamHighWaterMark`, for ranks started without one. */
@@ -60,5 +62,6 @@ export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
     curve: serverKey
       ? { serverKey, publicKey: required(env, RANK_ENV.curvePublicKey), secretKey: required(env, RANK_ENV.curveSecretKey) }
       : undefined,
+    groupSecret: env[RANK_ENV.groupSecret] || undefined,
   };
 }

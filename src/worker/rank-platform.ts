@@ -19,13 +19,14 @@ export function pinRank(logger: Logger): WorkerDevice {
   return pinCurrentProcess(plan);
 }
 
-/** Joins the process group at MASTER_ADDR:MASTER_PORT (no sockets for a world of one). */
+/** Joins the process group at MASTER_ADDR:MASTER_PORT with the runner's secret (no sockets for a world of one). */
 export function createRankGroup(env: RankEnv, logger: Logger): Promise<ProcessGroup> {
   return createProcessGroup({
     rank: env.rank,
     size: env.worldSize,
     masterAddr: env.masterAddr,
     masterPort: env.masterPort,
+    secret: env.groupSecret,
     logger: logger.child({ component: "group" }),
   });
 }

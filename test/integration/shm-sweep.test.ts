@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ValidationError } from "../../src/errors.js";
 import { processAlive, SharedSegment, shmAvailable, SHM_DIR, sweepStaleSegments } from "../../src/shm/index.js";
-import { freePort } from "../fixtures/collectives-spawn.js";
+import { freePort, groupSecret } from "../fixtures/collectives-spawn.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const CHILD = path.join(REPO, "test/fixtures/shm-child.ts");
@@ -124,8 +124,9 @@ describe("stale segments", () => {
   it("a process group's mapped buffers leave no name behind when every rank is SIGKILLed", async () => {
     const port = await freePort();
     const size = 3;
+    const secret = groupSecret();
     const ranks = Array.from({ length: size }, (_, r) =>
-      start({ MODE: "group", RANK: String(r), LOCAL_RANK: String(r), WORLD_SIZE: String(size), MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port) }),
+      start({ MODE: "group", MULTIRANK_GROUP_SECRET: secret, RANK: String(r), LOCAL_RANK: String(r), WORLD_SIZE: String(size), MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port) }),
     );
     const reports = (await Promise.all(ranks.map((c) => c.line("REDUCED")))) as { pid: number; value: number }[];
     expect(reports.map((r) => r.value)).toEqual([6, 6, 6]);

@@ -29,11 +29,11 @@ describe("runner options", () => {
 });
 
 describe("control endpoint", () => {
-  it("uses a unix socket on loopback with port 0, ZeroMQ ipc when asked, tcp otherwise, CURVE off loopback", () => {
+  it("uses a unix socket on loopback with port 0, ZeroMQ ipc when asked, tcp otherwise, always with CURVE", () => {
     expect(chooseControlEndpoint({ transport: "auto", workerAddr: "127.0.0.1", workerPort: 0, runDir: "/tmp/x" })).toEqual({ bind: "unix:/tmp/x/control.sock", secure: false });
     expect(chooseControlEndpoint({ transport: "unix", workerAddr: "127.0.0.1", workerPort: 5555, runDir: "/tmp/x" })).toEqual({ bind: "unix:/tmp/x/control.sock", secure: false });
     expect(chooseControlEndpoint({ transport: "ipc", workerAddr: "127.0.0.1", workerPort: 0, runDir: "/tmp/x" })).toEqual({ bind: "ipc:///tmp/x/control.sock", secure: false });
-    expect(chooseControlEndpoint({ transport: "auto", workerAddr: "127.0.0.1", workerPort: 5555, runDir: "/tmp/x" })).toEqual({ bind: "tcp://127.0.0.1:5555", secure: false });
+    expect(chooseControlEndpoint({ transport: "auto", workerAddr: "127.0.0.1", workerPort: 5555, runDir: "/tmp/x" })).toEqual({ bind: "tcp://127.0.0.1:5555", secure: true });
     expect(chooseControlEndpoint({ transport: "tcp", workerAddr: "10.0.0.5", workerPort: 0, runDir: "/tmp/x" })).toEqual({ bind: "tcp://10.0.0.5:*", secure: true });
     expect(chooseControlEndpoint({ transport: "auto", workerAddr: "::1", workerPort: 0, runDir: `/tmp/${"x".repeat(200)}` }).bind).toBe("tcp://[::1]:*");
     expect(isLoopback("127.0.0.2")).toBe(true);
