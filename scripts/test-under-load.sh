@@ -22,9 +22,19 @@ status=$?
 echo "test-under-load: vitest exited $status after $(( $(date +%s) - started )) s with $workers busy threads on $(nproc) cores"
 
 # Processes started from this checkout that outlived the run load the next one.
+# (This script's own ancestors, e.g. a shell that runs it in a loop, are not leftovers.)
+ancestors=" "
+pid=$$
+while [ "$pid" -gt 1 ] 2>/dev/null; do
+  ancestors+="$pid "
+  # The parent pid is the 2nd field after the command name, which may hold spaces.
+  pid=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f2)
+  pid=${pid:-1}
+done
 for dir in /proc/[0-9]*; do
   pid=${dir#/proc/}
-  [ "$pid" = "$stress" ] || [ "$pid" = "$$" ] && continue
+  [ "$pid" = "$stress" ] && continue
+  case "$ancestors" in *" $pid "*) continue ;; esac
   [ "$(readlink "$dir/cwd" 2>/dev/null)" = "$root" ] || continue
   cmd=$(tr '\0' ' ' < "$dir/cmdline" 2>/dev/null)
   case "$cmd" in *vitest*|"") continue ;; esac
