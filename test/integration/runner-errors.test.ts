@@ -136,8 +136,11 @@ describe("bad input", () => {
       const socket = net.connect(path);
       socket.on("error", () => {});
       await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
-      socket.write(bytes);
-      await new Promise((r) => setTimeout(r, 20));
+      // Flushed into the runner's receive queue (or refused by it) before the next attempt.
+      await new Promise<void>((resolve) => {
+        socket.once("close", () => resolve());
+        socket.end(bytes, () => resolve());
+      });
       socket.destroy();
     }
     expect(await inFlight).toEqual({ slept: 300, rank: 0 });
