@@ -49,7 +49,7 @@ describe("Runpod protocol with runpod-sdk", () => {
   });
 
   it("runSync waits for the result", async () => {
-    const result = await control.runSync({ input: { id: "sync" } }, 10_000);
+    const result = await control.runSync({ input: { id: "sync" } }, 60_000);
     expect(result).toMatchObject({ status: "COMPLETED", output: { id: "sync" } });
   });
 
@@ -70,7 +70,7 @@ describe("Runpod protocol with runpod-sdk", () => {
   });
 
   it("a worker error is FAILED with the rank's message (HTTP 200)", async () => {
-    const result = await control.runSync({ input: { id: "bad", mode: "throw" } }, 10_000);
+    const result = await control.runSync({ input: { id: "bad", mode: "throw" } }, 60_000);
     expect(result).toMatchObject({ status: "FAILED", output: null });
     expect((result as any).error).toContain("boom bad");
   });
