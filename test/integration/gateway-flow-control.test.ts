@@ -20,7 +20,7 @@ afterEach(async () => {
   child = undefined;
   if (dir) rmSync(dir, { recursive: true, force: true });
   // The gateway's ranks die with it (death pipe).
-  expect(await waitFor(() => childPids().length === 0, 5000)).toBe(true);
+  expect(await waitFor(() => childPids().length === 0, 15_000)).toBe(true);
 });
 
 /** Resident memory of `pid`, bytes. */

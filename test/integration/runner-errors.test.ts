@@ -181,7 +181,7 @@ describe("bad input", () => {
     await runner.start();
     const inFlight = runner.invoke({ op: "sleep", ms: 10_000 }).catch((e: unknown) => e);
     runner.closeZmqSocket();
-    expect(await waitFor(() => childPids().length === 0, 5000)).toBe(true);
+    expect(await waitFor(() => childPids().length === 0, 15_000)).toBe(true);
     expect(await inFlight).toMatchObject({ code: "MULTIRANK_ERR_RANK_EXIT" });
     await runner.stop({ timeout: 0.5 });
     expect(runner.state).toBe("stopped");
