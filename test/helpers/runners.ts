@@ -32,7 +32,8 @@ export function cleanUpRunners(): void {
     const runners = [...live];
     live.clear();
     await Promise.all(runners.map((runner) => runner.terminate().catch(() => {})));
-    const gone = await waitFor(() => childPids().length === 0, 5000);
+    // An upper bound: the exits were awaited; zombies may take a moment to be reaped.
+    const gone = await waitFor(() => childPids().length === 0, 15_000);
     expect(gone, `child processes left behind: ${childPids().join(", ")}`).toBe(true);
   });
 }

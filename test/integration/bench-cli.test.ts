@@ -19,7 +19,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 // benchmarkWorldSizes owns its runners; whatever a test did, none of their ranks may outlive it.
 afterEach(async () => {
-  const gone = await waitFor(() => childPids().length === 0, 5000);
+  const gone = await waitFor(() => childPids().length === 0, 15_000);
   expect(gone, `child processes left behind: ${childPids().join(", ")}`).toBe(true);
 });
 
@@ -85,7 +85,7 @@ describe("node src/cli/main.ts bench", () => {
     const json = join(dir, "spawned.json");
     const chart = join(dir, "spawned.svg");
     const argv = ["--import", "tsx", "src/cli/main.ts", "bench", "workers/echo.ts", "--world-sizes", "1,2", "--quick", "--devices", "cpu", "--json", json, "--chart", chart];
-    const { stdout } = await execFileAsync(process.execPath, argv, { timeout: 25_000, env: { ...process.env, MULTIRANK_LOG_LEVEL: "silent" } });
+    const { stdout } = await execFileAsync(process.execPath, argv, { timeout: 100_000, env: { ...process.env, MULTIRANK_LOG_LEVEL: "silent" } });
     expect(stdout).toContain("WORLD  DEVICES");
     expect(validateAgainstSchema(JSON.parse(readFileSync(json, "utf8")), REPORT_SCHEMA)).toEqual([]);
     const svg = readFileSync(chart, "utf8");

@@ -50,7 +50,9 @@ describe("parent-death signal", () => {
 
   it("a child whose parent is already gone when it arms the signal kills itself", async () => {
     // MULTIRANK_PARENT_PID names a pid that is not our parent: the race check fires.
-    const result = runProbe("pdeath", probeEnv({ MULTIRANK_PARENT_PID: "1" }), undefined, 5000);
+    // The probe's own kill is what ends it; the bound (after which it is killed,
+    // which would pass for the wrong reason) must outlast a slow tsx start.
+    const result = runProbe("pdeath", probeEnv({ MULTIRANK_PARENT_PID: "1" }), undefined, 60_000);
     await expect(result).rejects.toThrow(/exited SIGKILL without a result/);
   });
 });

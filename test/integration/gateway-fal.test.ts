@@ -2,7 +2,7 @@
  * fal protocol, driven by fal's real client (@fal-ai/client 1.10.1) through a
  * requestMiddleware that points fal.run and queue.fal.run at the gateway.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ApiError, createFalClient, type FalClient } from "@fal-ai/client";
@@ -28,7 +28,8 @@ beforeAll(async () => {
     apps: [
       defineApp({ name: "test/control", worker: control, worldSize: 2, keepAlive: 60 }),
       defineApp({ name: "test/text", worker: exampleWorker("text-stream"), worldSize: 1, keepAlive: 60 }),
-      defineApp({ name: "test/short", worker: control, worldSize: 1, timeout: 0.6, keepAlive: 60 }),
+      // 2 s: twenty progress intervals of the chatty request below, so a busy machine's pauses do not end it.
+      defineApp({ name: "test/short", worker: control, worldSize: 1, timeout: 2, keepAlive: 60 }),
       defineApp({ name: "test/long", worker: control, worldSize: 1, timeout: 3e6, keepAlive: 60 }),
       defineApp({ name: "test/tiny-queue", worker: control, worldSize: 1, maxQueueLength: 1, keepAlive: 60 }),
       defineApp({ name: "test/retry", worker: control, worldSize: 1, retries: { max: 1, on: ["crash"] }, keepAlive: 60 }),
@@ -95,7 +96,8 @@ describe("fal protocol with @fal-ai/client", () => {
   });
 
   it("queue.submit / status / streamStatus / result / cancel", async () => {
-    const first = await fal.queue.submit("test/control", { input: { id: "long", ms: 1500 } });
+    // A minute long: it must still run when the steps below, slow on a busy machine, cancel it.
+    const first = await fal.queue.submit("test/control", { input: { id: "long", ms: 60_000 } });
     expect(first.status).toBe("IN_QUEUE");
     expect(first.status_url).toBe(`${url}/fal/queue/test/control/requests/${first.request_id}/status`);
     const second = await fal.queue.submit("test/control", { input: { id: "second" } });
@@ -111,13 +113,13 @@ describe("fal protocol with @fal-ai/client", () => {
     expect(error).toBeInstanceOf(ApiError);
     expect((error as ApiError<any>).body.error_type).toBe("cancelled");
 
-    // Cancelling the running one reaches the ranks (ctx.signal): it ends long before 1.5 s.
+    // Cancelling the running one reaches the ranks (ctx.signal): it ends long before its minute.
     const started = Date.now();
     await fal.queue.cancel("test/control", { requestId: first.request_id });
     const stream = await fal.queue.streamStatus("test/control", { requestId: first.request_id });
     const done = await stream.done();
     expect(done.status).toBe("COMPLETED");
-    expect(Date.now() - started).toBeLessThan(1200);
+    expect(Date.now() - started).toBeLessThan(15_000); // well under a second on an idle machine
     // Cancelling a finished request: ALREADY_COMPLETED (400).
     const again = await fal.queue.cancel("test/control", { requestId: first.request_id }).catch((e: unknown) => e);
     expect((again as ApiError<any>).status).toBe(400);
@@ -158,13 +160,16 @@ describe("fal protocol with @fal-ai/client", () => {
   });
 
   it("x-fal-queue-priority: low waits behind normal requests", async () => {
-    const blocker = await fal.queue.submit("test/control", { input: { id: "blocker", ms: 400 } });
+    // The blocker runs until the file appears: b, c and d are all queued behind it however slow the submits are.
+    const release = join(scratch, "release-priority-blocker");
+    const blocker = await fal.queue.submit("test/control", { input: { id: "blocker", untilFile: release } });
     await expect.poll(async () => (await fal.queue.status("test/control", { requestId: blocker.request_id })).status).toBe("IN_PROGRESS");
     const b = await fal.queue.submit("test/control", { input: { id: "b" } });
     const c = await fal.queue.submit("test/control", { input: { id: "c" }, priority: "low" });
     const d = await fal.queue.submit("test/control", { input: { id: "d" } });
     const cStatus = await fal.queue.status("test/control", { requestId: c.request_id });
     expect(cStatus).toMatchObject({ status: "IN_QUEUE", queue_position: 2 });
+    writeFileSync(release, "");
     const results = await Promise.all(
       [b, c, d].map(async (s) => {
         await fal.queue.subscribeToStatus("test/control", { requestId: s.request_id, pollInterval: 25 } as never);
@@ -176,7 +181,9 @@ describe("fal protocol with @fal-ai/client", () => {
   });
 
   it("x-fal-request-timeout: a request that cannot start in time ends with 504, marked as the user's timeout", async () => {
-    const blocker = await fal.queue.submit("test/tiny-queue", { input: { ms: 800 } });
+    // Holds the only runner until the file appears, so "late" cannot start in its 0.2 s.
+    const release = join(scratch, "release-tiny-queue-blocker");
+    const blocker = await fal.queue.submit("test/tiny-queue", { input: { untilFile: release } });
     const response = await post(`${url}/fal/queue/test/tiny-queue`, { id: "late" }, { authorization: `Key ${KEY}`, "x-fal-request-timeout": "0.2" });
     expect(response.status).toBe(200);
     const id = response.body.request_id as string;
@@ -185,6 +192,7 @@ describe("fal protocol with @fal-ai/client", () => {
     expect(result.status).toBe(504);
     expect(result.headers.get("x-fal-request-timeout-type")).toBe("user");
     expect((await result.json()).error_type).toBe("start_timeout");
+    writeFileSync(release, "");
     await fal.queue.subscribeToStatus("test/tiny-queue", { requestId: blocker.request_id, pollInterval: 25 } as never);
   });
 
@@ -204,10 +212,10 @@ describe("fal protocol with @fal-ai/client", () => {
   });
 
   it("timeout: a silent request times out; progress keeps a longer one alive", async () => {
-    const silent = (await fal.run("test/short", { input: { ms: 1500 } }).catch((e: unknown) => e)) as ApiError<any>;
+    const silent = (await fal.run("test/short", { input: { ms: 6000 } }).catch((e: unknown) => e)) as ApiError<any>;
     expect(silent.status).toBe(504);
     expect(silent.body.error_type).toBe("request_timeout");
-    const chatty = await fal.run("test/short", { input: { id: "chatty", ms: 1200, progressMs: 150 } });
+    const chatty = await fal.run("test/short", { input: { id: "chatty", ms: 4000, progressMs: 100 } });
     expect(chatty.data).toMatchObject({ id: "chatty" });
   });
 
@@ -221,7 +229,8 @@ describe("fal protocol with @fal-ai/client", () => {
 
   it("fal_webhook: the result is POSTed, retried until the receiver accepts", async () => {
     const submitted = await fal.queue.submit("test/control", { input: { id: "hooked" }, webhookUrl: receiverUrl });
-    await expect.poll(() => received.length, { timeout: 5000 }).toBe(3);
+    // Two failed attempts and their backoff first: an upper bound for a busy machine.
+    await expect.poll(() => received.length, { timeout: 30_000 }).toBe(3);
     expect(received.map((r) => r.attempt)).toEqual([1, 2, 3]);
     expect(received[2]!.body).toMatchObject({ request_id: submitted.request_id, status: "OK", payload: { id: "hooked" } });
   });

@@ -1,5 +1,5 @@
 /** Runpod protocol, driven by Runpod's real SDK (runpod-sdk 1.1.2) with baseUrl pointed at the gateway. */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import runpodSdk from "runpod-sdk";
@@ -57,7 +57,7 @@ describe("Runpod protocol with runpod-sdk", () => {
   });
 
   it("runSync waits for the result", async () => {
-    const result = await control.runSync({ input: { id: "sync" } }, 10_000);
+    const result = await control.runSync({ input: { id: "sync" } }, 60_000);
     expect(result).toMatchObject({ status: "COMPLETED", output: { id: "sync" } });
   });
 
@@ -78,7 +78,7 @@ describe("Runpod protocol with runpod-sdk", () => {
   });
 
   it("a worker error is FAILED with the rank's message (HTTP 200)", async () => {
-    const result = await control.runSync({ input: { id: "bad", mode: "throw" } }, 10_000);
+    const result = await control.runSync({ input: { id: "bad", mode: "throw" } }, 60_000);
     expect(result).toMatchObject({ status: "FAILED", output: null });
     expect((result as any).error).toContain("boom bad");
   });
@@ -86,15 +86,18 @@ describe("Runpod protocol with runpod-sdk", () => {
   it("retry runs a failed job again under the same id", async () => {
     const marker = join(scratch, "crash-once");
     const { id } = await control.run({ input: { id: "again", mode: "crash-once", marker } });
-    await expect.poll(async () => (await control.status(id)).status, { timeout: 5000 }).toBe("FAILED");
+    // Upper bounds: the retry runs on a fresh runner, a cold start.
+    await expect.poll(async () => (await control.status(id)).status, { timeout: 30_000 }).toBe("FAILED");
     const retried = await post(`${url}/v2/test--control/retry/${id}`, {}, { authorization: KEY });
     expect(retried.body).toEqual({ id, status: "IN_QUEUE" });
-    await expect.poll(async () => (await control.status(id)).status, { timeout: 5000 }).toBe("COMPLETED");
+    await expect.poll(async () => (await control.status(id)).status, { timeout: 30_000 }).toBe("COMPLETED");
     expect(((await control.status(id)) as any).output).toMatchObject({ id: "again" });
   });
 
   it("purge-queue cancels waiting jobs; health counts jobs and workers", async () => {
-    const blocker = await control.run({ input: { ms: 400 } });
+    // Runs until the file appears, so it is still in progress when the queue is counted.
+    const release = join(scratch, "release-blocker");
+    const blocker = await control.run({ input: { untilFile: release } });
     await expect.poll(async () => (await control.status(blocker.id)).status).toBe("IN_PROGRESS");
     const a = await control.run({ input: {} });
     const b = await control.run({ input: {}, policy: { lowPriority: true } } as never);
@@ -104,7 +107,8 @@ describe("Runpod protocol with runpod-sdk", () => {
     expect(await control.purgeQueue()).toEqual({ removed: 2, status: "completed" });
     expect((await control.status(a.id)).status).toBe("CANCELLED");
     expect((await control.status(b.id)).status).toBe("CANCELLED");
-    expect((await control.statusSync(blocker.id, 5000)).status).toBe("COMPLETED");
+    writeFileSync(release, "");
+    expect((await control.statusSync(blocker.id, 30_000)).status).toBe("COMPLETED");
     expect((await control.health()).jobs.completed).toBeGreaterThan(0);
   });
 

@@ -95,7 +95,8 @@ describe("worker modules and rank output", () => {
     const runner = makeRunner({ worker: fixture("probe"), worldSize: 2, logger });
     await runner.start();
     await runner.invoke({ op: "print", text: "hello" });
-    expect(await waitFor(() => records.filter((r) => r.msg.startsWith("hello")).length === 4, 3000)).toBe(true);
+    // Relayed lines trail the answer; the bound is for a busy machine, not an expectation.
+    expect(await waitFor(() => records.filter((r) => r.msg.startsWith("hello")).length === 4, 15_000)).toBe(true);
     const lines = records.filter((r) => r.msg.startsWith("hello"));
     expect(lines).toContainEqual(expect.objectContaining({ rank: 1, stream: "stdout", msg: "hello (stdout of rank 1)", level: 30 }));
     expect(lines).toContainEqual(expect.objectContaining({ rank: 0, stream: "stderr", msg: "hello (stderr of rank 0)", level: 40 }));

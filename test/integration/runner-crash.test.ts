@@ -15,14 +15,16 @@ describe("a rank that dies", () => {
     const error = await (async () => {
       for await (const item of runner.stream({ crashRank: 0, items: 3 })) items.push(item);
     })().catch((e: unknown) => e);
-    expect(Date.now() - started).toBeLessThan(3000);
+    // Ended by the crash, not by a timeout: the heartbeat's is a minute, the request's a day.
+    // (About 100 ms on an idle machine; the bound leaves room for a busy one.)
+    expect(Date.now() - started).toBeLessThan(15_000);
     // Items the rank handed to ZeroMQ just before dying may die with it (its I/O
     // thread had not written them yet); what arrives is in order, never mixed up.
     expect([{ i: 0 }, { i: 1 }, { i: 2 }].slice(0, items.length)).toEqual(items);
     expect(error).toBeInstanceOf(RankExitError);
     expect(error).toMatchObject({ code: "MULTIRANK_ERR_RANK_EXIT", rank: 0, signal: "SIGSEGV", exitCode: null });
     expect((error as RankExitError).stderrTail).toContain("dereferencing null now");
-    expect(await waitFor(() => !isRunning(survivor!), 5000)).toBe(true);
+    expect(await waitFor(() => !isRunning(survivor!), 15_000)).toBe(true);
     expect(runner.state).toBe("failed");
     expect(runner.isAlive()).toBe(false);
     expect(() => runner.ensureAlive()).toThrow(RankGroupError);
@@ -47,7 +49,7 @@ describe("a rank that dies", () => {
     await runner.restart();
     expect(runner.isAlive()).toBe(true);
     expect(await runner.invoke({ op: "echo", value: "back" })).toBe("back");
-  }, 40_000);
+  }, 120_000);
 
   it("an uncaught exception on a rank is reported with its stack, through the error file, as the exit's cause", async () => {
     const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });

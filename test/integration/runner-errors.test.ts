@@ -136,8 +136,11 @@ describe("bad input", () => {
       const socket = net.connect(path);
       socket.on("error", () => {});
       await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
-      socket.write(bytes);
-      await new Promise((r) => setTimeout(r, 20));
+      // Flushed into the runner's receive queue (or refused by it) before the next attempt.
+      await new Promise<void>((resolve) => {
+        socket.once("close", () => resolve());
+        socket.end(bytes, () => resolve());
+      });
       socket.destroy();
     }
     expect(await inFlight).toEqual({ slept: 300, rank: 0 });
@@ -178,7 +181,7 @@ describe("bad input", () => {
     await runner.start();
     const inFlight = runner.invoke({ op: "sleep", ms: 10_000 }).catch((e: unknown) => e);
     runner.closeZmqSocket();
-    expect(await waitFor(() => childPids().length === 0, 5000)).toBe(true);
+    expect(await waitFor(() => childPids().length === 0, 15_000)).toBe(true);
     expect(await inFlight).toMatchObject({ code: "MULTIRANK_ERR_RANK_EXIT" });
     await runner.stop({ timeout: 0.5 });
     expect(runner.state).toBe("stopped");

@@ -64,10 +64,10 @@ describe("large payloads through shared memory", () => {
     const runner = makeRunner({ worker: fixture("probe"), worldSize: 2 });
     await runner.start();
     const inFlight = runner.invoke({ op: "inspect", value: Buffer.alloc(2 * 1024 * 1024, 1), sleepMs: 10_000 });
-    await waitFor(() => ourSegments().length === 1, 2000);
+    await expect.poll(() => ourSegments()).toHaveLength(1);
     process.kill(runner.pids[1]!, "SIGKILL");
     await expect(inFlight).rejects.toMatchObject({ code: "MULTIRANK_ERR_RANK_EXIT" });
-    expect(await waitFor(() => ourSegments().length === 0, 5000)).toBe(true);
+    expect(await waitFor(() => ourSegments().length === 0, 15_000)).toBe(true);
   });
 
   it("removes segments of requests in flight on stop", async () => {
@@ -109,8 +109,11 @@ describe("large payloads through shared memory", () => {
     await runner.start();
     const shared = allocSharedBuffer(1024 * 1024).fill(1);
     await runner.invoke({ op: "inspect", value: shared }); // the rank now keeps a mapping of it
-    const running = runner.invoke<boolean>({ op: "scribbleThenCheck", value: shared, ms: 400 });
-    await new Promise((r) => setTimeout(r, 100));
+    // The rank reports progress once it has scribbled: only then is the next request sent.
+    let scribbled!: () => void;
+    const hasScribbled = new Promise<void>((resolve) => (scribbled = resolve));
+    const running = runner.invoke<boolean>({ op: "scribbleThenCheck", value: shared, ms: 1000 }, { onProgress: () => scribbled() });
+    await hasScribbled;
     // Arrives, and is unpacked, while the first still runs.
     const next = runner.invoke({ op: "inspect", value: shared });
     expect(await running).toBe(true);
