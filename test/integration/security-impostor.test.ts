@@ -10,7 +10,7 @@
  * on CI (CI=true) they are never skipped, so they fail instead.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import net from "node:net";
 import os from "node:os";
@@ -49,11 +49,12 @@ const SKIP_OTHER_USER = AS_NOBODY === undefined && process.env.CI !== "true";
 const OTHER_USER_NOTE = SKIP_OTHER_USER ? " (skipped: running a process as another user needs root and setpriv or runuser)" : "";
 
 /** Pino JSON lines written to a logger, for asserting what was logged. */
-function capturingLogger(level = "warn"): { logger: pino.Logger; lines: string[] } {
+function capturingLogger(level = "warn", onLine: (line: string) => void = () => {}): { logger: pino.Logger; lines: string[] } {
   const lines: string[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       lines.push(chunk.toString());
+      onLine(chunk.toString());
       callback();
     },
   });
@@ -147,8 +148,12 @@ describe("security: peers without the secrets", () => {
     const impostor = runImpostor("rendezvous.mjs", [ZEROMQ, MSGPACKR, String(masterPort), "1", "2"]);
     expect(await impostor.waitFor("READY")).toMatchObject({ uid: NOBODY });
 
-    const { logger, lines } = capturingLogger();
-    const runner = makeRunner({ worker: fixture("group-secret"), worldSize: 2, masterPort, logger });
+    // Rank 1 joins only once rank 0 has refused the impostor (see the fixture): the test does not race it.
+    const gate = path.join(mkdtempSync(path.join(os.tmpdir(), "multirank-gate-")), "open");
+    const { logger, lines } = capturingLogger("warn", (line) => {
+      if (line.includes("refused a peer without the group secret")) writeFileSync(gate, "");
+    });
+    const runner = makeRunner({ worker: fixture("group-secret"), worldSize: 2, masterPort, logger, env: { TEST_RENDEZVOUS_GATE: gate } });
     const setupSecret = `setup-secret-${groupSecret()}`;
     await runner.start({ secret: setupSecret, timeout: 30 });
     expect(await runner.invoke({ value: 1 })).toEqual({ sum: [3], secretLength: setupSecret.length });
