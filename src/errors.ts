@@ -180,6 +180,34 @@ export class RankHungError extends MultirankError {
   }
 }
 
+/**
+ * A remote function failed where it ran: carries the remote error's name,
+ * message and stack, the rank it came from, and the function's name and host.
+ * The rank's own error (a `RankError`, or `RankExitError` for a crash) is the `cause`.
+ */
+export class RemoteExecutionError extends MultirankError {
+  /** The remote error's class name (`TypeError`, ...). */
+  readonly remoteName: string;
+  readonly remoteMessage: string;
+  readonly remoteStack: string | undefined;
+  /** The remote function's name. */
+  readonly functionName: string;
+  /** Where it ran: `local`, or the server's URL. */
+  readonly host: string;
+  constructor(fields: { functionName: string; host: string; remoteName: string; remoteMessage: string; remoteStack?: string | undefined; rank?: number | undefined; cause?: unknown }) {
+    super("MULTIRANK_ERR_REMOTE", `remote function ${fields.functionName} failed on ${fields.host}${fields.rank === undefined ? "" : ` (rank ${fields.rank})`}: ${fields.remoteName}: ${fields.remoteMessage}`, {
+      ...(fields.rank === undefined ? {} : { rank: fields.rank }),
+      cause: fields.cause,
+    });
+    this.remoteName = fields.remoteName;
+    this.remoteMessage = fields.remoteMessage;
+    this.remoteStack = fields.remoteStack;
+    this.functionName = fields.functionName;
+    this.host = fields.host;
+    if (fields.remoteStack) this.stack = `${this.name}: ${this.message}\n--- remote ---\n${fields.remoteStack}`;
+  }
+}
+
 /** Several ranks failed at once (start-up, for example); `errors` holds each. */
 export class RankGroupError extends MultirankError {
   readonly errors: readonly MultirankError[];
