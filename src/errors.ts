@@ -244,6 +244,54 @@ export class NativeError extends MultirankError {
   }
 }
 
+/**
+ * A remote function's module imports a bare package that the function's
+ * `dependencies` do not list. Raised when the module is bundled, so the
+ * mistake shows where the function is defined, not as `ERR_MODULE_NOT_FOUND`
+ * on a server later.
+ */
+export class UndeclaredDependencyError extends MultirankError {
+  /** The package the module imports (`lodash` for `lodash/fp`, `@scope/x` for `@scope/x/y`). */
+  readonly packageName: string;
+  /** The module that defines the remote functions (the bundle's entry). */
+  readonly entry: string;
+  /** The file that holds the import: the entry or one of its relative imports. */
+  readonly importer: string;
+  constructor(packageName: string, entry: string, importer: string, suggestion: string, options?: MultirankErrorOptions) {
+    const where = importer && importer !== entry ? ` (from ${importer})` : "";
+    super(
+      "MULTIRANK_ERR_UNDECLARED_DEPENDENCY",
+      `module ${entry} imports "${packageName}"${where}, which the function's dependencies do not list; add it to dependencies (e.g. "${suggestion}")`,
+      options,
+    );
+    this.packageName = packageName;
+    this.entry = entry;
+    this.importer = importer;
+  }
+}
+
+/**
+ * A remote function's module could not be bundled: a syntax error, a missing
+ * relative import. `file`, `line` and `column` point at the first problem.
+ */
+export class BundleError extends MultirankError {
+  /** The module that was bundled. */
+  readonly entry: string;
+  /** The file of the first problem, when the bundler named one. */
+  readonly file?: string;
+  /** 1-based line of the first problem. */
+  readonly line?: number;
+  /** 1-based column of the first problem. */
+  readonly column?: number;
+  constructor(message: string, entry: string, location: { file?: string; line?: number; column?: number } = {}, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_BUNDLE", message, options);
+    this.entry = entry;
+    if (location.file !== undefined) this.file = location.file;
+    if (location.line !== undefined) this.line = location.line;
+    if (location.column !== undefined) this.column = location.column;
+  }
+}
+
 /** Every code in the catalogue, for documentation and exhaustiveness tests. */
 export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_INVALID_ARGUMENT",
@@ -259,6 +307,8 @@ export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_COLLECTIVE_MISMATCH",
   "MULTIRANK_ERR_PEER_LOST",
   "MULTIRANK_ERR_NATIVE",
+  "MULTIRANK_ERR_UNDECLARED_DEPENDENCY",
+  "MULTIRANK_ERR_BUNDLE",
 ] as const);
 
 /** Turns any thrown value into the wire form, keeping name, code, stack and cause. */

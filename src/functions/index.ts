@@ -23,3 +23,4 @@ export {
   type TreeEntry,
   type TreeManifest,
 } from "./sync-dir.js";
+export { bundleModule, packageNameOf, type Bundle, type BundleOptions } from "./bundle.js";

@@ -23,6 +23,8 @@ describe("error catalogue", () => {
       new api.CollectiveMismatchError("x"),
       new api.PeerLostError("x"),
       new api.NativeError("x"),
+      new api.UndeclaredDependencyError("x", "/m.ts", "/m.ts", "x@1.0.0"),
+      new api.BundleError("x", "/m.ts"),
     ];
     for (const error of samples) expect(ERROR_CODES).toContain(error.code);
     expect(new Set(samples.map((e) => e.code)).size).toBe(ERROR_CODES.length);
