@@ -106,16 +106,18 @@ export async function ensureEnvironment(options: EnvironmentOptions): Promise<En
 
   const flightKey = `${o.cacheDir}\0${key}`;
   let flight = flights.get(flightKey);
+  // A build every caller abandoned is only tearing down: start afresh (it waits on that one's lock) rather than share its AbortError.
+  if (flight?.controller.signal.aborted) flight = undefined;
   const joined = flight !== undefined;
   if (flight === undefined) {
     const controller = new AbortController();
     const created: Flight = { controller, waiters: 0, promise: build(buildContext(o, specs, registry, key, paths), controller.signal) };
     flight = created;
     flights.set(flightKey, created);
-    void created.promise.then(
-      () => flights.delete(flightKey),
-      () => flights.delete(flightKey),
-    );
+    const forget = (): void => {
+      if (flights.get(flightKey) === created) flights.delete(flightKey);
+    };
+    void created.promise.then(forget, forget);
   }
   const built = await follow(flight, o.signal);
   // Only the call that started the build ran npm; a call that joined it did not.
@@ -363,7 +365,7 @@ function normalizeRegistry(registry: unknown, field: string): string {
 
 /** The registry without `user:password@`: credentials change neither the packages nor the key, and must not be written down. */
 function redactRegistry(registry: string): string {
-  return registry.replace(/^(https?:\/\/)[^/@]*@/i, "$1");
+  return registry.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, "$1");
 }
 
 /** The options, checked, with defaults filled in. */

@@ -120,6 +120,22 @@ describe("ensureEnvironment", () => {
     expect((await ensureEnvironment(options([]))).built).toBe(false);
   });
 
+  it("defaults: the cache dir from MULTIRANK_CACHE_DIR, the registry npm is configured with", async () => {
+    const cacheDir = tempDir("envdefault");
+    const cmd = defaultNpmCommand();
+    const configured = process.env.npm_config_registry || (await run(cmd[0]!, [...cmd.slice(1), "config", "get", "registry"])).stdout.trim();
+    const saved = process.env.MULTIRANK_CACHE_DIR;
+    process.env.MULTIRANK_CACHE_DIR = cacheDir;
+    try {
+      const env = await ensureEnvironment({ dependencies: [] });
+      expect(env.dir).toBe(path.join(cacheDir, "envs", env.key));
+      expect(env.key).toBe(environmentKey([], configured));
+    } finally {
+      if (saved === undefined) delete process.env.MULTIRANK_CACHE_DIR;
+      else process.env.MULTIRANK_CACHE_DIR = saved;
+    }
+  });
+
   it("a changed tarball at the same path makes a new environment with the new code", async () => {
     const dir = tempDir("changing");
     const tgz = await pack("answer-ish", "1.0.0", "module.exports = 41;", dir);
@@ -243,6 +259,20 @@ describe("ensureEnvironment", () => {
     expect(fs.readdirSync(path.join(cacheDir, "envs"))).toEqual([]);
     // An aborted call leaves no state that blocks the next one.
     expect((await ensureEnvironment(options([`file:${tgz}`]))).built).toBe(true);
+  });
+
+  it("a call made while an abandoned build tears down builds afresh instead of sharing its abort", async () => {
+    const tgz = await pack("again-ish", "1.0.0", "module.exports = 1;", packs);
+    const { options, npmRuns } = setup();
+    const controller = new AbortController();
+    const held = options([`file:${tgz}`], { signal: controller.signal });
+    const abandoned = ensureEnvironment({ ...held, npmEnv: { ...held.npmEnv, MULTIRANK_TEST_NPM_HOLD: "1" } });
+    await expect.poll(() => npmRuns().length).toBe(1);
+    controller.abort();
+    const fresh = ensureEnvironment(options([`file:${tgz}`]));
+    await expect(abandoned).rejects.toMatchObject({ code: "MULTIRANK_ERR_ABORTED" });
+    expect((await fresh).built).toBe(true);
+    expect(npmRuns()).toHaveLength(2);
   });
 
   it("refuses bad specs and options with a ValidationError naming the field", async () => {
