@@ -206,6 +206,28 @@ describe("ensureEnvironment", () => {
     expect(leftovers(cacheDir)).toEqual([]);
   });
 
+  it("a lock held by a live process is waited on, not broken, and the wait honours the signal", async () => {
+    const tgz = await pack("live-ish", "1.0.0", "module.exports = 'l';", packs);
+    const { options, cacheDir, npmRuns } = setup();
+    const key = environmentKey([`file:${tgz}`], REGISTRY);
+    const owner = spawn(process.execPath, ["-e", "setInterval(() => {}, 1 << 30)"], { stdio: "ignore" });
+    children.add(owner);
+    const lock = path.join(cacheDir, "envs", `${key}.lock`);
+    fs.mkdirSync(path.dirname(lock), { recursive: true });
+    fs.writeFileSync(lock, JSON.stringify({ pid: owner.pid, host: os.hostname(), token: "alive", created: Date.now() }));
+    const controller = new AbortController();
+    const waiting = ensureEnvironment(options([`file:${tgz}`], { signal: controller.signal }));
+    // Let it poll the lock a few times (its first pauses are 25 and 38 ms), then give up.
+    setTimeout(() => controller.abort(), 300);
+    await expect(waiting).rejects.toMatchObject({ code: "MULTIRANK_ERR_ABORTED" });
+    expect(JSON.parse(fs.readFileSync(lock, "utf8"))).toMatchObject({ token: "alive" });
+    expect(npmRuns()).toHaveLength(0);
+    // Its owner dies: the next call takes the lock over and builds.
+    owner.kill("SIGKILL");
+    await once(owner, "exit");
+    expect((await ensureEnvironment(options([`file:${tgz}`]))).built).toBe(true);
+  });
+
   it("rebuilds a deleted environment with npm ci from the kept lockfile", async () => {
     const tgz = await pack("locked-ish", "1.0.0", "module.exports = 'locked';", packs);
     const { options, npmRuns } = setup();
