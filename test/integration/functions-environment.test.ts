@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DependencyInstallError, ensureEnvironment, environmentKey, ENV_MARKER, type EnvironmentOptions } from "../../src/functions/index.js";
 import { defaultNpmCommand } from "../../src/functions/npm-run.js";
 import { isRunning } from "../helpers/processes.js";
@@ -85,6 +85,10 @@ afterEach(async () => {
   children.clear();
   for (const dir of made) if (dir !== packs) fs.rmSync(dir, { recursive: true, force: true });
   for (const dir of [...made]) if (dir !== packs) made.delete(dir);
+});
+
+afterAll(() => {
+  fs.rmSync(packs, { recursive: true, force: true });
 });
 
 describe("ensureEnvironment", () => {
