@@ -292,6 +292,25 @@ export class BundleError extends MultirankError {
   }
 }
 
+/**
+ * npm could not install a function's dependencies (a package or version that
+ * does not exist, a registry that cannot be reached, an unreadable `file:`
+ * tarball, a failing install script). The message names the failing spec when
+ * npm's output says which, else every spec; `output` holds the last lines npm
+ * printed, with credentials removed.
+ */
+export class DependencyInstallError extends MultirankError {
+  /** The specs the failure is about: the one npm named, or all of them. */
+  readonly specs: readonly string[];
+  /** The tail of npm's output (about 40 lines), credentials removed. */
+  readonly output: string;
+  constructor(message: string, specs: readonly string[], output: string, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_DEPENDENCY_INSTALL", output ? `${message}\nnpm output (last lines):\n${output}` : message, options);
+    this.specs = Object.freeze([...specs]);
+    this.output = output;
+  }
+}
+
 /** Every code in the catalogue, for documentation and exhaustiveness tests. */
 export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_INVALID_ARGUMENT",
@@ -309,6 +328,10 @@ export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_NATIVE",
   "MULTIRANK_ERR_UNDECLARED_DEPENDENCY",
   "MULTIRANK_ERR_BUNDLE",
+  "MULTIRANK_ERR_DEPENDENCY_INSTALL",
+  "MULTIRANK_ERR_RANK_HUNG",
+  "MULTIRANK_ERR_REMOTE",
+  "MULTIRANK_ERR_DATA_SYNC",
 ] as const);
 
 /** Turns any thrown value into the wire form, keeping name, code, stack and cause. */

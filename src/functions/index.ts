@@ -24,3 +24,5 @@ export {
   type TreeManifest,
 } from "./sync-dir.js";
 export { bundleModule, packageNameOf, type Bundle, type BundleOptions } from "./bundle.js";
+export { DEFAULT_REGISTRY, ENV_MARKER, ensureEnvironment, environmentKey, type Environment, type EnvironmentOptions } from "./environment.js";
+export { DependencyInstallError } from "../errors.js";

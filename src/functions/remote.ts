@@ -127,7 +127,7 @@ function makeRemote(definition: FunctionDefinition, fn: unknown, host: Host): Re
   const { options } = definition;
   const isClass = isWorkerClass(fn);
   const payloadOf = (args: unknown[]): unknown => {
-    const crossing = options.serializer === "json" ? jsonRoundTrip(args, `arguments of ${options.name}`) : args;
+    const crossing = options.serializer === "json" ? (jsonRoundTrip(args, `arguments of ${options.name}`) as unknown[]) : args;
     return isClass ? crossing[0] : { args: crossing };
   };
   const resultOf = (value: unknown): unknown => (options.serializer === "json" ? jsonRoundTrip(value, `result of ${options.name}`) : value);
