@@ -77,6 +77,9 @@ const REQUIRE_BANNER = 'import { createRequire as __multirankCreateRequire } fro
  * @example
  * const { code, hash, imports } = await bundleModule({ entry: "/app/functions/math.ts", dependencies: ["is-number@7.0.0"] });
  */
+/** Bundles in progress in this process (esbuild's service is stopped when none is). */
+let activeBuilds = 0;
+
 export async function bundleModule(options: BundleOptions): Promise<Bundle> {
   const { entry, declared, external, signal } = validateOptions(options);
   throwIfAborted(signal);
@@ -103,7 +106,9 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
 
   const esbuild = await import("esbuild");
   throwIfAborted(signal);
-  const context = await esbuild.context({
+  activeBuilds++;
+  const context = await esbuild
+    .context({
     entryPoints: [entry],
     absWorkingDir: workingDir,
     bundle: true,
@@ -119,7 +124,11 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
     logLevel: "silent",
     banner: { js: REQUIRE_BANNER },
     plugins: [packagesExternal],
-  });
+    })
+    .catch(async (error: unknown) => {
+      if (--activeBuilds === 0) await esbuild.stop();
+      throw error;
+    });
   const cancel = (): void => void context.cancel();
   signal?.addEventListener("abort", cancel, { once: true });
   let code: string;
@@ -137,6 +146,9 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
   } finally {
     signal?.removeEventListener("abort", cancel);
     await context.dispose();
+    // esbuild serves builds from a child process of its own; with no build
+    // left, stop it, so a caller's process holds no helper it did not start.
+    if (--activeBuilds === 0) await esbuild.stop();
   }
 
   const names = [...used.keys()].sort();

@@ -12,6 +12,7 @@ import { bundleModule } from "./bundle.js";
 import { dataRoot } from "./data-root.js";
 import { ensureEnvironment } from "./environment.js";
 import { FUNCTION_ENV } from "./function-env.js";
+import { definedBy } from "./registry.js";
 import type { CallOptions, FunctionDefinition, Host } from "./host.js";
 
 /** Options of {@link LocalHost}. */
@@ -113,7 +114,13 @@ export class LocalHost implements Host {
       ...(signal ? { signal } : {}),
       logger: log,
     });
-    const bundle = await bundleModule({ entry: definition.module, dependencies: options.dependencies, ...(signal ? { signal } : {}) });
+    // One module, one bundle, for all the functions it defines: its imports are
+    // checked against what any of them declares. The function's environment
+    // holds its own dependencies only, so a package imported at the module's
+    // top level must be declared by each function; one imported inside a
+    // function's body, by that function.
+    const declared = new Set([...options.dependencies, ...definedBy(definition.module).flatMap((entry) => entry.dependencies)]);
+    const bundle = await bundleModule({ entry: definition.module, dependencies: [...declared], ...(signal ? { signal } : {}) });
     const bundlePath = join(environment.dir, "functions", `${bundle.hash}.mjs`);
     if (!existsSync(bundlePath)) {
       mkdirSync(dirname(bundlePath), { recursive: true });

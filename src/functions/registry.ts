@@ -14,6 +14,8 @@ export interface RegisteredFunction {
   readonly fn: unknown;
   /** The module that defined it (an absolute path or file: URL). */
   readonly module: string;
+  /** Its declared npm specs. */
+  readonly dependencies: readonly string[];
 }
 
 const slot = Symbol.for("multirank.remote.registry");
@@ -28,6 +30,11 @@ export function register(entry: RegisteredFunction): RegisteredFunction | undefi
   const existing = table().get(entry.name);
   if (!existing) table().set(entry.name, entry);
   return existing;
+}
+
+/** Every function `module` registered. */
+export function definedBy(module: string): RegisteredFunction[] {
+  return [...table().values()].filter((entry) => entry.module === module);
 }
 
 /** The function registered as `name`. */

@@ -113,7 +113,7 @@ export function remote(options: RemoteOptions, fn: unknown): RemoteFunction<unkn
   const resolved = resolveRemoteOptions(options);
   const module = callerModule([THIS_FILE, THIS_FILE.replace(/\.js$/, ".ts")]);
   if (!module) throw new ValidationError(`remote function ${resolved.name}: cannot tell which module defines it; define it at the top level of a module file`);
-  const existing = register({ name: resolved.name, fn, module });
+  const existing = register({ name: resolved.name, fn, module, dependencies: resolved.dependencies });
   if (existing && existing.module !== module) {
     throw new ValidationError(`remote function name "${resolved.name}" is already defined by ${existing.module}; names are unique per host`);
   }

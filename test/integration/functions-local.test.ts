@@ -44,7 +44,8 @@ describe("remote functions on the local host", () => {
 
   it("runs the module's top-level code there, knows it is remote, and travels helpers", async () => {
     const first = await fx.whereAmI();
-    expect(first).toMatchObject({ remote: true, loads: 1, doubled: 42 });
+    expect(first).toMatchObject({ remote: true, loads: 1, doubled: 42, seesCallersPackages: false });
+    expect(fx.isRemoteHere).toBe(false);
     expect(first.pid).not.toBe(process.pid);
     // Warm: the same process answers again.
     expect((await fx.whereAmI()).pid).toBe(first.pid);
