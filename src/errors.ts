@@ -180,6 +180,34 @@ export class RankHungError extends MultirankError {
   }
 }
 
+/**
+ * A remote function failed where it ran: carries the remote error's name,
+ * message and stack, the rank it came from, and the function's name and host.
+ * The rank's own error (a `RankError`, or `RankExitError` for a crash) is the `cause`.
+ */
+export class RemoteExecutionError extends MultirankError {
+  /** The remote error's class name (`TypeError`, ...). */
+  readonly remoteName: string;
+  readonly remoteMessage: string;
+  readonly remoteStack: string | undefined;
+  /** The remote function's name. */
+  readonly functionName: string;
+  /** Where it ran: `local`, or the server's URL. */
+  readonly host: string;
+  constructor(fields: { functionName: string; host: string; remoteName: string; remoteMessage: string; remoteStack?: string | undefined; rank?: number | undefined; cause?: unknown }) {
+    super("MULTIRANK_ERR_REMOTE", `remote function ${fields.functionName} failed on ${fields.host}${fields.rank === undefined ? "" : ` (rank ${fields.rank})`}: ${fields.remoteName}: ${fields.remoteMessage}`, {
+      ...(fields.rank === undefined ? {} : { rank: fields.rank }),
+      cause: fields.cause,
+    });
+    this.remoteName = fields.remoteName;
+    this.remoteMessage = fields.remoteMessage;
+    this.remoteStack = fields.remoteStack;
+    this.functionName = fields.functionName;
+    this.host = fields.host;
+    if (fields.remoteStack) this.stack = `${this.name}: ${this.message}\n--- remote ---\n${fields.remoteStack}`;
+  }
+}
+
 /** Several ranks failed at once (start-up, for example); `errors` holds each. */
 export class RankGroupError extends MultirankError {
   readonly errors: readonly MultirankError[];
@@ -216,6 +244,73 @@ export class NativeError extends MultirankError {
   }
 }
 
+/**
+ * A remote function's module imports a bare package that the function's
+ * `dependencies` do not list. Raised when the module is bundled, so the
+ * mistake shows where the function is defined, not as `ERR_MODULE_NOT_FOUND`
+ * on a server later.
+ */
+export class UndeclaredDependencyError extends MultirankError {
+  /** The package the module imports (`lodash` for `lodash/fp`, `@scope/x` for `@scope/x/y`). */
+  readonly packageName: string;
+  /** The module that defines the remote functions (the bundle's entry). */
+  readonly entry: string;
+  /** The file that holds the import: the entry or one of its relative imports. */
+  readonly importer: string;
+  constructor(packageName: string, entry: string, importer: string, suggestion: string, options?: MultirankErrorOptions) {
+    const where = importer && importer !== entry ? ` (from ${importer})` : "";
+    super(
+      "MULTIRANK_ERR_UNDECLARED_DEPENDENCY",
+      `module ${entry} imports "${packageName}"${where}, which the function's dependencies do not list; add it to dependencies (e.g. "${suggestion}")`,
+      options,
+    );
+    this.packageName = packageName;
+    this.entry = entry;
+    this.importer = importer;
+  }
+}
+
+/**
+ * A remote function's module could not be bundled: a syntax error, a missing
+ * relative import. `file`, `line` and `column` point at the first problem.
+ */
+export class BundleError extends MultirankError {
+  /** The module that was bundled. */
+  readonly entry: string;
+  /** The file of the first problem, when the bundler named one. */
+  readonly file?: string;
+  /** 1-based line of the first problem. */
+  readonly line?: number;
+  /** 1-based column of the first problem. */
+  readonly column?: number;
+  constructor(message: string, entry: string, location: { file?: string; line?: number; column?: number } = {}, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_BUNDLE", message, options);
+    this.entry = entry;
+    if (location.file !== undefined) this.file = location.file;
+    if (location.line !== undefined) this.line = location.line;
+    if (location.column !== undefined) this.column = location.column;
+  }
+}
+
+/**
+ * npm could not install a function's dependencies (a package or version that
+ * does not exist, a registry that cannot be reached, an unreadable `file:`
+ * tarball, a failing install script). The message names the failing spec when
+ * npm's output says which, else every spec; `output` holds the last lines npm
+ * printed, with credentials removed.
+ */
+export class DependencyInstallError extends MultirankError {
+  /** The specs the failure is about: the one npm named, or all of them. */
+  readonly specs: readonly string[];
+  /** The tail of npm's output (about 40 lines), credentials removed. */
+  readonly output: string;
+  constructor(message: string, specs: readonly string[], output: string, options?: MultirankErrorOptions) {
+    super("MULTIRANK_ERR_DEPENDENCY_INSTALL", output ? `${message}\nnpm output (last lines):\n${output}` : message, options);
+    this.specs = Object.freeze([...specs]);
+    this.output = output;
+  }
+}
+
 /** Every code in the catalogue, for documentation and exhaustiveness tests. */
 export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_INVALID_ARGUMENT",
@@ -231,6 +326,12 @@ export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_COLLECTIVE_MISMATCH",
   "MULTIRANK_ERR_PEER_LOST",
   "MULTIRANK_ERR_NATIVE",
+  "MULTIRANK_ERR_UNDECLARED_DEPENDENCY",
+  "MULTIRANK_ERR_BUNDLE",
+  "MULTIRANK_ERR_DEPENDENCY_INSTALL",
+  "MULTIRANK_ERR_RANK_HUNG",
+  "MULTIRANK_ERR_REMOTE",
+  "MULTIRANK_ERR_DATA_SYNC",
 ] as const);
 
 /** Turns any thrown value into the wire form, keeping name, code, stack and cause. */

@@ -32,3 +32,4 @@ export {
 } from "./devices/index.js";
 export * from "./gateway/index.js";
 export * from "./benchmark/index.js";
+export * from "./functions/index.js";

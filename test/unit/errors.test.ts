@@ -23,6 +23,12 @@ describe("error catalogue", () => {
       new api.CollectiveMismatchError("x"),
       new api.PeerLostError("x"),
       new api.NativeError("x"),
+      new api.UndeclaredDependencyError("x", "/m.ts", "/m.ts", "x@1.0.0"),
+      new api.BundleError("x", "/m.ts"),
+      new api.DependencyInstallError("x", ["a@1"], ""),
+      new api.RankHungError(0, 2000, 1000),
+      new api.RemoteExecutionError({ functionName: "f", host: "local", remoteName: "E", remoteMessage: "m" }),
+      new api.DataSyncError("x"),
     ];
     for (const error of samples) expect(ERROR_CODES).toContain(error.code);
     expect(new Set(samples.map((e) => e.code)).size).toBe(ERROR_CODES.length);

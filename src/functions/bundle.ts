@@ -1,0 +1,227 @@
+/**
+ * How a remote function's code travels: the module that defines it is bundled
+ * with esbuild into one ES module (its relative imports, TypeScript stripped),
+ * with every package import left bare for the host's environment to resolve,
+ * and named by the sha256 of that code. A function is then found on a host by
+ * (bundle hash, function name), never by serializing a closure, so closures,
+ * helpers and module constants all work, and the module's top-level code also
+ * runs on the host.
+ *
+ * Bundling is also where a bare import that the function's `dependencies` do
+ * not list is caught, naming the package, rather than as
+ * `ERR_MODULE_NOT_FOUND` on a server later.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
+import { isBuiltin } from "node:module";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Message, Plugin } from "esbuild";
+import { AbortError, BundleError, UndeclaredDependencyError, ValidationError } from "../errors.js";
+import { isPackageName, packageNameOf, packageOfSpecifier } from "./package-spec.js";
+
+export { packageNameOf } from "./package-spec.js";
+
+/** What {@link bundleModule} bundles and which packages it leaves for the host. */
+export interface BundleOptions {
+  /** Absolute path (or `file:` URL) of the module that defines the remote functions (`.ts` or `.js`). */
+  entry: string;
+  /**
+   * npm specs the functions declare (`"is-number@7.0.0"`, `"@scope/x@^1"`,
+   * `"file:/abs/x-1.0.0.tgz"`): imports of their packages stay bare.
+   */
+  dependencies: readonly string[];
+  /** Package names also allowed as bare imports and never bundled. @default ["multirank"] */
+  external?: readonly string[];
+  /** Cancels the build; the promise then rejects with an `AbortError`. */
+  signal?: AbortSignal;
+}
+
+/** One bundled module, ready to be loaded on a host. */
+export interface Bundle {
+  /** ESM source of the whole module graph except packages; imports of packages stay bare. */
+  code: string;
+  /** sha256 hex of `code`: the content hash that names the bundle on a host. */
+  hash: string;
+  /** The bare packages the code imports (sorted): declared dependencies it uses and `multirank`; node builtins excluded. */
+  imports: string[];
+}
+
+const DEFAULT_EXTERNAL: readonly string[] = Object.freeze(["multirank"]);
+
+// esbuild leaves a `require("pkg")` in ESM output as a call to a shim that
+// throws unless a `require` is in scope; this gives it one, resolving from
+// where the bundle is loaded (the environment with the dependencies). esbuild
+// renames any top-level `require` of the user's to keep clear of it.
+const REQUIRE_BANNER = 'import { createRequire as __multirankCreateRequire } from "node:module";\nconst require = __multirankCreateRequire(import.meta.url);';
+
+/**
+ * Bundles the module that defines remote functions into one ES module and
+ * hashes it. Relative imports (`.ts` too) are inlined; package imports stay
+ * bare and must be in `dependencies` or `external`; node builtins stay as
+ * they are. The same files give the same `hash` on any machine (paths in the
+ * inline source map are relative to the entry's directory); changing any
+ * inlined file changes it.
+ *
+ * `import.meta.url` in the bundled code is the bundle's location on the host,
+ * not the original file's: read files relative to it only through
+ * `dataPath()`/`syncDir()`, not beside the source.
+ *
+ * @throws {ValidationError} bad options (the message names the field).
+ * @throws {UndeclaredDependencyError} the module graph imports a package that
+ *   is neither declared nor external (the first, by name); static imports,
+ *   `import("x")` with a literal and `require("x")` all count.
+ * @throws {BundleError} a syntax error or a missing relative import, naming
+ *   the file and line.
+ * @throws {AbortError} `signal` aborted.
+ * @example
+ * const { code, hash, imports } = await bundleModule({ entry: "/app/functions/math.ts", dependencies: ["is-number@7.0.0"] });
+ */
+/** Bundles in progress in this process (esbuild's service is stopped when none is). */
+let activeBuilds = 0;
+
+export async function bundleModule(options: BundleOptions): Promise<Bundle> {
+  const { entry, declared, external, signal } = validateOptions(options);
+  throwIfAborted(signal);
+  const allowed = new Set([...declared, ...external]);
+  const workingDir = dirname(entry);
+  // package name -> the first file that imports it
+  const used = new Map<string, string>();
+
+  const packagesExternal: Plugin = {
+    name: "multirank-packages-external",
+    setup(build) {
+      build.onResolve({ filter: /.*/ }, (args) => {
+        if (args.kind === "entry-point") return undefined;
+        if (isBuiltin(args.path)) return { path: args.path, external: true };
+        if (args.path.startsWith(".") || isAbsolute(args.path)) return undefined;
+        const name = packageOfSpecifier(args.path);
+        // Not a package (`#imports`, a URL, a tsconfig alias): esbuild's own resolution decides.
+        if (name === undefined) return undefined;
+        if (!used.has(name)) used.set(name, args.importer);
+        return { path: args.path, external: true };
+      });
+    },
+  };
+
+  const esbuild = await import("esbuild");
+  throwIfAborted(signal);
+  activeBuilds++;
+  const context = await esbuild
+    .context({
+    entryPoints: [entry],
+    absWorkingDir: workingDir,
+    bundle: true,
+    format: "esm",
+    platform: "node",
+    target: "node20",
+    write: false,
+    // Inline, so stacks on the host map back to the user's files; source paths
+    // are relative to absWorkingDir, so the hash does not depend on where the
+    // project sits on disk.
+    sourcemap: "inline",
+    keepNames: true,
+    logLevel: "silent",
+    banner: { js: REQUIRE_BANNER },
+    plugins: [packagesExternal],
+    })
+    .catch(async (error: unknown) => {
+      if (--activeBuilds === 0) await esbuild.stop();
+      throw error;
+    });
+  const cancel = (): void => void context.cancel();
+  signal?.addEventListener("abort", cancel, { once: true });
+  let code: string;
+  try {
+    const result = await context.rebuild();
+    throwIfAborted(signal);
+    const output = result.outputFiles?.[0];
+    if (output === undefined) throw new BundleError(`cannot bundle ${entry}: esbuild produced no output`, entry);
+    code = output.text;
+  } catch (error) {
+    throwIfAborted(signal);
+    const messages = (error as { errors?: Message[] }).errors;
+    if (Array.isArray(messages) && messages.length > 0) throw bundleError(entry, workingDir, messages, error);
+    throw error;
+  } finally {
+    signal?.removeEventListener("abort", cancel);
+    await context.dispose();
+    // esbuild serves builds from a child process of its own; with no build
+    // left, stop it, so a caller's process holds no helper it did not start.
+    if (--activeBuilds === 0) await esbuild.stop();
+  }
+
+  const names = [...used.keys()].sort();
+  const undeclared = names.find((name) => !allowed.has(name));
+  if (undeclared !== undefined) {
+    const importer = resolve(workingDir, used.get(undeclared)!);
+    throw new UndeclaredDependencyError(undeclared, entry, importer, suggestSpec(undeclared, importer));
+  }
+  return { code, hash: createHash("sha256").update(code).digest("hex"), imports: names };
+}
+
+interface ValidOptions {
+  entry: string;
+  declared: string[];
+  external: string[];
+  signal: AbortSignal | undefined;
+}
+
+function validateOptions(options: BundleOptions): ValidOptions {
+  if (typeof options !== "object" || options === null) throw new ValidationError("options must be an object");
+  const { entry: rawEntry, dependencies, external = DEFAULT_EXTERNAL, signal } = options;
+  if (typeof rawEntry !== "string" || rawEntry === "") throw new ValidationError("options.entry must be an absolute path or a file: URL");
+  const entry = rawEntry.startsWith("file:") ? fileURLToPath(rawEntry) : rawEntry;
+  if (!isAbsolute(entry)) throw new ValidationError(`options.entry must be an absolute path or a file: URL, got "${rawEntry}"`);
+  let isFile = false;
+  try {
+    isFile = statSync(entry).isFile();
+  } catch {
+    // reported below
+  }
+  if (!isFile) throw new ValidationError(`options.entry: no file at ${entry}`);
+  if (!Array.isArray(dependencies)) throw new ValidationError("options.dependencies must be an array of npm specs");
+  const declared = dependencies.map((spec, i) => {
+    try {
+      return packageNameOf(spec);
+    } catch (error) {
+      throw new ValidationError(`options.dependencies[${i}]: ${(error as Error).message}`, { cause: error });
+    }
+  });
+  if (!Array.isArray(external)) throw new ValidationError("options.external must be an array of package names");
+  external.forEach((name, i) => {
+    if (typeof name !== "string" || !isPackageName(name)) throw new ValidationError(`options.external[${i}] must be a package name, got ${JSON.stringify(name)}`);
+  });
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ValidationError("options.signal must be an AbortSignal");
+  return { entry, declared, external: [...external], signal };
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new AbortError("bundling was aborted", { cause: signal.reason });
+}
+
+function bundleError(entry: string, workingDir: string, messages: Message[], cause: unknown): BundleError {
+  const describe = (message: Message): string => {
+    const at = message.location;
+    return at ? `${join(workingDir, at.file)}:${at.line}:${at.column + 1}: ${message.text}` : message.text;
+  };
+  const first = messages[0]!;
+  const more = messages.length > 1 ? `\n${messages.slice(1, 5).map((m) => `  ${describe(m)}`).join("\n")}` : "";
+  const location = first.location
+    ? { file: join(workingDir, first.location.file), line: first.location.line, column: first.location.column + 1 }
+    : {};
+  return new BundleError(`cannot bundle ${entry}: ${describe(first)}${more}`, entry, location, { cause });
+}
+
+/** `name@<version installed near the importer>`, or `name@latest` when none is. */
+function suggestSpec(name: string, importer: string): string {
+  for (let dir = dirname(importer); ; dir = dirname(dir)) {
+    try {
+      const { version } = JSON.parse(readFileSync(join(dir, "node_modules", name, "package.json"), "utf8")) as { version?: unknown };
+      if (typeof version === "string") return `${name}@${version}`;
+    } catch {
+      // not installed here; look further up
+    }
+    if (dirname(dir) === dir) return `${name}@latest`;
+  }
+}

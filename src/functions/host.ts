@@ -1,0 +1,30 @@
+import type { ResolvedRemoteOptions } from "./options.js";
+
+/** A remote function as a host sees it: its options and the module that defines it. */
+export interface FunctionDefinition {
+  readonly options: ResolvedRemoteOptions;
+  /** Absolute path of the defining module. */
+  readonly module: string;
+}
+
+/** Options of one call on a host. */
+export interface CallOptions {
+  /** Seconds. */
+  timeout: number;
+  signal?: AbortSignal | undefined;
+}
+
+/** Where remote functions run: this machine (`local`), or a `multirank serve` elsewhere. */
+export interface Host {
+  readonly kind: "local" | "server";
+  /** For messages: `local`, or the server's URL. */
+  readonly description: string;
+  /** Checks the function's name is free on this host (or already this module's). */
+  claim(definition: FunctionDefinition): void;
+  /** One call: resolves with the function's result. */
+  invoke(definition: FunctionDefinition, payload: unknown, options: CallOptions): Promise<unknown>;
+  /** One call of a streaming function: its values as they come. */
+  stream(definition: FunctionDefinition, payload: unknown, options: CallOptions): AsyncIterable<unknown>;
+  /** Stops what the host keeps warm. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,111 @@
+import { ValidationError } from "../errors.js";
+import { isMachineType, type MachineType } from "../gateway/machine-types.js";
+import { durationToMs } from "../util/timers.js";
+
+/** How a remote function's arguments and results cross to its environment. */
+export type Serializer = "msgpack" | "json";
+
+/** What `remote()` takes besides the function. Times are in seconds. */
+export interface RemoteOptions {
+  /** Unique per host; names the function on a server (`/fal/queue/fn/<name>`). Lowercase letters, digits, `-`, `_`, `.`. */
+  name: string;
+  /** npm specs installed into the function's own environment (`"is-number@7.0.0"`, `"file:/abs/pkg.tgz"`). @default [] */
+  dependencies?: readonly string[];
+  /** `cpu`, `cpu-x<N>`, `gpu`, `gpu-x<N>`; or give `worldSize`. @default "cpu" */
+  machineType?: MachineType;
+  /** Ranks (a `DistributedWorker` class is sharded over them). @default 1 */
+  worldSize?: number;
+  /** Seconds per call. @default 300 */
+  timeout?: number;
+  /** Extra attempts after a failed call (a crash or an error). @default 0 */
+  retries?: number;
+  /** Idle seconds the environment stays warm after a call; each call restarts it. @default 10 */
+  keepAlive?: number;
+  /** Runners kept warm / started at most. @default 0, 1 */
+  minRunners?: number;
+  maxRunners?: number;
+  /** Calls one runner takes at once. @default 1 */
+  concurrency?: number;
+  /** Extra environment of the function's processes. Never logged. @default {} */
+  env?: Record<string, string>;
+  /** Names of variables copied from this process's environment. Never logged. @default [] */
+  secrets?: readonly string[];
+  /** How arguments and results cross: msgpack keeps Buffers and typed arrays as binary. @default "msgpack" */
+  serializer?: Serializer;
+  /** Seconds the environment may take to start (setup included). @default 1800 */
+  startupTimeout?: number;
+}
+
+/** The options after defaults. */
+export interface ResolvedRemoteOptions {
+  readonly name: string;
+  readonly dependencies: readonly string[];
+  readonly machineType: MachineType | undefined;
+  readonly worldSize: number | undefined;
+  readonly timeout: number;
+  readonly retries: number;
+  readonly keepAlive: number;
+  readonly minRunners: number;
+  readonly maxRunners: number;
+  readonly concurrency: number;
+  readonly env: Readonly<Record<string, string>>;
+  readonly secrets: readonly string[];
+  readonly serializer: Serializer;
+  readonly startupTimeout: number;
+}
+
+const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+const DEFAULTS = Object.freeze({ timeout: 300, retries: 0, keepAlive: 10, minRunners: 0, maxRunners: 1, concurrency: 1, serializer: "msgpack" as Serializer, startupTimeout: 1800 });
+
+function count(value: unknown, field: string, min: number): number {
+  if (!Number.isInteger(value) || (value as number) < min) throw new ValidationError(`${field} must be an integer of at least ${min}, got ${String(value)}`);
+  return value as number;
+}
+
+/**
+ * Merges defaults and validates once; every message names the field.
+ * @throws {ValidationError}
+ */
+export function resolveRemoteOptions(options: RemoteOptions, overrides: Partial<RemoteOptions> = {}): ResolvedRemoteOptions {
+  if (typeof options !== "object" || options === null) throw new ValidationError("remote(options, fn): options must be an object");
+  const merged = { ...options, ...overrides };
+  const { name } = merged;
+  if (typeof name !== "string" || !NAME.test(name)) throw new ValidationError(`remote options.name must be 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit; got ${JSON.stringify(name)}`);
+  const field = (key: string): string => `remote function ${name}: options.${key}`;
+  const dependencies = merged.dependencies ?? [];
+  if (!Array.isArray(dependencies) || dependencies.some((d) => typeof d !== "string" || d.trim() === "")) throw new ValidationError(`${field("dependencies")} must be a list of npm specs`);
+  if (merged.worldSize !== undefined && merged.machineType !== undefined) throw new ValidationError(`${field("worldSize")} and options.machineType are exclusive; give one`);
+  if (merged.machineType !== undefined && !isMachineType(merged.machineType)) throw new ValidationError(`${field("machineType")} must be cpu, cpu-x<N>, gpu or gpu-x<N>; got ${JSON.stringify(merged.machineType)}`);
+  if (merged.worldSize !== undefined) count(merged.worldSize, field("worldSize"), 1);
+  const seconds = (key: "timeout" | "keepAlive" | "startupTimeout", allowZero = false): number => {
+    const value = merged[key] ?? DEFAULTS[key];
+    durationToMs(value, field(key), { allowZero });
+    return value;
+  };
+  const env = merged.env ?? {};
+  if (typeof env !== "object" || env === null || Object.values(env).some((v) => typeof v !== "string")) throw new ValidationError(`${field("env")} must map names to strings`);
+  const secrets = merged.secrets ?? [];
+  if (!Array.isArray(secrets) || secrets.some((s) => typeof s !== "string" || s === "")) throw new ValidationError(`${field("secrets")} must be a list of variable names`);
+  const serializer = merged.serializer ?? DEFAULTS.serializer;
+  if (serializer !== "msgpack" && serializer !== "json") throw new ValidationError(`${field("serializer")} must be "msgpack" or "json"; got ${JSON.stringify(serializer)}`);
+  const minRunners = count(merged.minRunners ?? DEFAULTS.minRunners, field("minRunners"), 0);
+  const maxRunners = count(merged.maxRunners ?? DEFAULTS.maxRunners, field("maxRunners"), 1);
+  if (minRunners > maxRunners) throw new ValidationError(`${field("minRunners")} (${minRunners}) must not exceed options.maxRunners (${maxRunners})`);
+  return Object.freeze({
+    name,
+    dependencies: Object.freeze([...dependencies]),
+    machineType: merged.machineType,
+    worldSize: merged.worldSize,
+    timeout: seconds("timeout"),
+    retries: count(merged.retries ?? DEFAULTS.retries, field("retries"), 0),
+    keepAlive: seconds("keepAlive", true),
+    minRunners,
+    maxRunners,
+    concurrency: count(merged.concurrency ?? DEFAULTS.concurrency, field("concurrency"), 1),
+    env: Object.freeze({ ...env }),
+    secrets: Object.freeze([...secrets]),
+    serializer,
+    startupTimeout: seconds("startupTimeout"),
+  });
+}
