@@ -53,7 +53,7 @@ export class MultirankError extends Error {
     for (let proto = Object.getPrototypeOf(this); proto && proto !== Error.prototype; proto = Object.getPrototypeOf(proto)) {
       kinds.push(proto.constructor.name);
     }
-    Object.defineProperty(this, kErrorKinds, { value: Object.freeze(kinds), enumerable: false });
+    Object.defineProperty(this, kErrorKinds, { value: Object.freeze(kinds), enumerable: false, configurable: true });
     Object.defineProperty(this, "name", { value: new.target.name, enumerable: false, configurable: true, writable: true });
   }
 
@@ -208,6 +208,47 @@ export class RemoteExecutionError extends MultirankError {
   }
 }
 
+/**
+ * A multirank client and server of different versions: a function bundled
+ * against one version does not run on another. The message names both.
+ */
+export class VersionMismatchError extends MultirankError {
+  readonly clientVersion: string;
+  readonly serverVersion: string;
+  constructor(clientVersion: string, serverVersion: string, url: string) {
+    super("MULTIRANK_ERR_VERSION_MISMATCH", `multirank version mismatch: this client is ${clientVersion}, the server at ${url} is ${serverVersion}; install the same version on both`);
+    this.clientVersion = clientVersion;
+    this.serverVersion = serverVersion;
+  }
+}
+
+/**
+ * A multirank server refused or failed a request. `code` is the server's own
+ * error code (`MULTIRANK_ERR_INVALID_ARGUMENT`, `MULTIRANK_ERR_DEPENDENCY_INSTALL`...),
+ * or `MULTIRANK_ERR_HOST` when it sent none; `instanceof` matches the server's
+ * error class too (a server `ValidationError` is a `ValidationError` here).
+ */
+export class HostError extends MultirankError {
+  /** HTTP status of the answer; 0 when the server could not be reached. */
+  readonly status: number;
+  /** The server's URL. */
+  readonly url: string;
+  constructor(fields: { url: string; status: number; message: string; code?: string | undefined; kinds?: readonly string[] | undefined; cause?: unknown }) {
+    super(fields.code ?? "MULTIRANK_ERR_HOST", fields.message, fields.cause === undefined ? {} : { cause: fields.cause });
+    this.status = fields.status;
+    this.url = fields.url;
+    const own = (this as unknown as BrandedError)[kErrorKinds] ?? [];
+    const remote = (fields.kinds ?? []).filter((kind) => typeof kind === "string" && /^[A-Z][A-Za-z]*Error$/.test(kind));
+    Object.defineProperty(this, kErrorKinds, { value: Object.freeze([...new Set([...own, ...remote])]), enumerable: false });
+  }
+}
+
+/** The kinds (class names) of a multirank error, most derived first, for sending over the wire. */
+export function errorKinds(error: unknown): readonly string[] {
+  const kinds = (error as BrandedError | null)?.[kErrorKinds];
+  return Array.isArray(kinds) ? kinds : [];
+}
+
 /** Several ranks failed at once (start-up, for example); `errors` holds each. */
 export class RankGroupError extends MultirankError {
   readonly errors: readonly MultirankError[];
@@ -332,6 +373,8 @@ export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_RANK_HUNG",
   "MULTIRANK_ERR_REMOTE",
   "MULTIRANK_ERR_DATA_SYNC",
+  "MULTIRANK_ERR_VERSION_MISMATCH",
+  "MULTIRANK_ERR_HOST",
 ] as const);
 
 /** Turns any thrown value into the wire form, keeping name, code, stack and cause. */

@@ -10,6 +10,7 @@ export type { RankExit } from "./runner/rank-process.js";
 export type { ForwardedLog } from "./transport/messages.js";
 export { allocSharedBuffer } from "./transport/shared-payload.js";
 export { MAX_DURATION_SECONDS } from "./util/timers.js";
+export { MULTIRANK_VERSION } from "./version.js";
 export { DistributedWorker } from "./worker/distributed-worker.js";
 export type { StreamingResultOptions, WorkerClass } from "./worker/distributed-worker.js";
 export type { CallContext } from "./worker/call-context.js";

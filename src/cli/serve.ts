@@ -19,6 +19,11 @@ const USAGE = `usage: multirank serve [options]
   --config <file>   app config module (default ./gateway.config.ts if present, else the example apps)
   --key <id:secret> accept this API key (repeatable; also $MULTIRANK_GATEWAY_KEYS, comma-separated); none = no auth
   --require-key-for-ops  ask for a key on /healthz, /metrics and /apps too (public by default)
+  --admin-key <key> accept this admin key for registering remote functions and syncDir uploads (repeatable;
+                    better $MULTIRANK_ADMIN_KEYS, comma-separated, as argv is visible to other users);
+                    none = uploads only while listening on loopback
+  --data-dir <dir>  the data root for syncDir uploads and dataPath() (default $MULTIRANK_DATA_DIR or ~/.local/share/multirank)
+  --cache-dir <dir> function environments (default $MULTIRANK_CACHE_DIR or ~/.cache/multirank)
   --shutdown-grace <s>  seconds to finish in-flight requests on SIGTERM (default 30)
   --help            this text
 `;
@@ -38,6 +43,9 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
         config: { type: "string" },
         key: { type: "string", multiple: true },
         "require-key-for-ops": { type: "boolean", default: false },
+        "admin-key": { type: "string", multiple: true },
+        "data-dir": { type: "string" },
+        "cache-dir": { type: "string" },
         "shutdown-grace": { type: "string" },
         help: { type: "boolean", default: false },
       },
@@ -80,7 +88,19 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
     out.write("multirank serve: --require-key-for-ops needs at least one key (--key, $MULTIRANK_GATEWAY_KEYS or keys in the config)\n");
     return 2;
   }
-  const gateway = await createGateway({ ...config, keys, logger, requireKeyForOps, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
+  const adminKeys = [...(values["admin-key"] ?? []), ...(process.env.MULTIRANK_ADMIN_KEYS ?? "").split(",").filter(Boolean)];
+  const functions = {
+    adminKeys,
+    ...(values["data-dir"] ? { dataDir: resolve(values["data-dir"]) } : {}),
+    ...(values["cache-dir"] ? { cacheDir: resolve(values["cache-dir"]) } : {}),
+  };
+  let gateway;
+  try {
+    gateway = await createGateway({ ...config, keys, logger, requireKeyForOps, functions, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
+  } catch (error) {
+    out.write(`multirank serve: ${(error as Error).message}\n`);
+    return 2;
+  }
 
   let stop: (signal: NodeJS.Signals) => void = () => {};
   const stopped = new Promise<NodeJS.Signals>((resolveStop) => (stop = resolveStop));
@@ -99,7 +119,7 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
     return 1;
   }
   void gateway.warm();
-  out.write(banner(url, gateway.apps.map((app) => ({ name: app.name, input: app.exampleInput, worldSize: app.worldSize })), keys.length > 0, gpuCount));
+  out.write(banner(url, gateway.apps.map((app) => ({ name: app.name, input: app.exampleInput, worldSize: app.worldSize })), keys.length > 0, gpuCount, adminKeys.length > 0));
 
   const signal = await stopped;
   out.write(`\n${signal}: shutting down (finishing requests in flight)…\n`);
@@ -132,9 +152,9 @@ function countGpus(): number {
   }
 }
 
-function banner(url: string, apps: Array<{ name: string; input: unknown; worldSize: number }>, auth: boolean, gpus: number): string {
+function banner(url: string, apps: Array<{ name: string; input: unknown; worldSize: number }>, auth: boolean, gpus: number, adminKeys: boolean): string {
   const header = auth ? ` -H 'Authorization: Key $FAL_KEY'` : "";
-  const first = apps.find((a) => a.name.endsWith("/echo")) ?? apps[0]!;
+  const first = apps.find((a) => a.name.endsWith("/echo")) ?? apps[0];
   const streaming = apps.find((a) => a.name.endsWith("/text-stream"));
   const lines = [
     "",
@@ -145,11 +165,15 @@ function banner(url: string, apps: Array<{ name: string; input: unknown; worldSi
     "",
     "  apps:",
     ...apps.map((a) => `    ${a.name.padEnd(28)} ${a.worldSize} rank${a.worldSize === 1 ? "" : "s"}   fal: ${url}/fal/run/${a.name}   runpod: ${url}/v2/${a.name.replace("/", "--")}`),
-    "",
-    "  try:",
-    `    curl -s ${url}/fal/run/${first.name}${header} -H 'content-type: application/json' -d '${JSON.stringify(first.input)}'`,
   ];
+  if (first) lines.push("", "  try:", `    curl -s ${url}/fal/run/${first.name}${header} -H 'content-type: application/json' -d '${JSON.stringify(first.input)}'`);
   if (streaming) lines.push(`    curl -N ${url}/fal/run/${streaming.name}/stream${header} -H 'content-type: application/json' -d '${JSON.stringify(streaming.input)}'`);
-  lines.push("", "  Ctrl-C stops it gracefully.", "");
+  lines.push(
+    "",
+    `  functions  remote() functions run here with MULTIRANK_HOST=${url}${adminKeys ? " and an admin key as MULTIRANK_KEY" : " (registration: loopback only, no admin key)"}`,
+    "",
+    "  Ctrl-C stops it gracefully.",
+    "",
+  );
   return lines.join("\n");
 }

@@ -45,6 +45,8 @@ export interface Bundle {
   hash: string;
   /** The bare packages the code imports (sorted): declared dependencies it uses and `multirank`; node builtins excluded. */
   imports: string[];
+  /** The files inlined into it, absolute paths (the entry first): the modules whose remote functions travel with it. */
+  files: string[];
 }
 
 const DEFAULT_EXTERNAL: readonly string[] = Object.freeze(["multirank"]);
@@ -124,6 +126,7 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
     logLevel: "silent",
     banner: { js: REQUIRE_BANNER },
     plugins: [packagesExternal],
+    metafile: true,
     })
     .catch(async (error: unknown) => {
       if (--activeBuilds === 0) await esbuild.stop();
@@ -132,8 +135,10 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
   const cancel = (): void => void context.cancel();
   signal?.addEventListener("abort", cancel, { once: true });
   let code: string;
+  let files: string[] = [];
   try {
     const result = await context.rebuild();
+    files = Object.keys(result.metafile?.inputs ?? {}).map((file) => resolve(workingDir, file));
     throwIfAborted(signal);
     const output = result.outputFiles?.[0];
     if (output === undefined) throw new BundleError(`cannot bundle ${entry}: esbuild produced no output`, entry);
@@ -157,7 +162,26 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
     const importer = resolve(workingDir, used.get(undeclared)!);
     throw new UndeclaredDependencyError(undeclared, entry, importer, suggestSpec(undeclared, importer));
   }
-  return { code, hash: createHash("sha256").update(code).digest("hex"), imports: names };
+  return { code, hash: createHash("sha256").update(code).digest("hex"), imports: names, files: [entry, ...files.filter((file) => file !== entry)] };
+}
+
+/**
+ * Parses a bundle (as a server receives it) without running it.
+ * @throws {BundleError} naming `name` and the bundle's line when it does not parse.
+ */
+export async function checkBundleSyntax(code: string, name: string): Promise<void> {
+  const esbuild = await import("esbuild");
+  activeBuilds++;
+  try {
+    await esbuild.transform(code, { format: "esm", loader: "js", logLevel: "silent", sourcemap: false });
+  } catch (error) {
+    const first = (error as { errors?: Message[] }).errors?.[0];
+    const where = first?.location ? ` (bundle line ${first.location.line})` : "";
+    throw new BundleError(`the bundle of ${name} does not parse${where}: ${first?.text ?? (error as Error).message}`, name, {}, { cause: error });
+  } finally {
+    // As after a build: with none left, stop esbuild's helper process.
+    if (--activeBuilds === 0) await esbuild.stop();
+  }
 }
 
 interface ValidOptions {

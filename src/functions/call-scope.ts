@@ -17,3 +17,14 @@ export function runWithCallContext<T>(ctx: CallContext, fn: () => T): T {
 export function currentCallSignal(): AbortSignal | undefined {
   return scope.getStore()?.signal;
 }
+
+/**
+ * Inside a remote function: the signal of the call it runs for, aborted when
+ * that call is cancelled or times out (the caller's `cancel()`, a closed
+ * connection). Long work can stop early on it; remote functions called from
+ * here inherit it. Undefined outside a remote call.
+ * @example const signal = callSignal(); for (const chunk of work) { signal?.throwIfAborted(); ... }
+ */
+export function callSignal(): AbortSignal | undefined {
+  return currentCallSignal();
+}

@@ -9,15 +9,13 @@ import { pathToFileURL } from "node:url";
 import { ValidationError } from "../errors.js";
 import type { CallContext } from "../worker/call-context.js";
 import { DistributedWorker, kWorkerBrand, type WorkerClass } from "../worker/distributed-worker.js";
-import { FUNCTION_ENV } from "./function-env.js";
+import { ARGS_KEY, FUNCTION_ENV } from "./function-env.js";
 import { lookup, REMOTE_ENV } from "./registry.js";
 import { runWithCallContext } from "./call-scope.js";
 
 
-/** What travels to a function: its arguments, and whether they were made JSON-safe. */
-export interface FunctionPayload {
-  args: unknown[];
-}
+/** What travels to a function: its arguments from a native call, or one argument from HTTP. */
+export type FunctionPayload = { [ARGS_KEY]: unknown[] } | unknown;
 
 process.env[REMOTE_ENV] = "1";
 const modulePath = process.env[FUNCTION_ENV.module];
@@ -46,7 +44,8 @@ function isGeneratorFunction(value: unknown): boolean {
 /** Calls a plain function or streams a generator's values. */
 class FunctionWorker extends DistributedWorker<FunctionPayload, unknown> {
   override async call(input: FunctionPayload, ctx: CallContext): Promise<unknown> {
-    const args = Array.isArray(input?.args) ? input.args : [];
+    const tagged = typeof input === "object" && input !== null && Array.isArray((input as Record<string, unknown>)[ARGS_KEY]);
+    const args = tagged ? ((input as Record<string, unknown>)[ARGS_KEY] as unknown[]) : [input];
     return runWithCallContext(ctx, async () => {
       if (isGeneratorFunction(fn)) {
         const items: unknown[] = [];

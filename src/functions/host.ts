@@ -1,3 +1,4 @@
+import { ValidationError } from "../errors.js";
 import type { ResolvedRemoteOptions } from "./options.js";
 
 /** A remote function as a host sees it: its options and the module that defines it. */
@@ -27,4 +28,16 @@ export interface Host {
   stream(definition: FunctionDefinition, payload: unknown, options: CallOptions): AsyncIterable<unknown>;
   /** Stops what the host keeps warm. */
   close(): Promise<void>;
+}
+
+/**
+ * Records that `definition`'s module defines its name on a host.
+ * @throws {ValidationError} when another module already defined that name there.
+ */
+export function claimName(owners: Map<string, string>, definition: FunctionDefinition): void {
+  const owner = owners.get(definition.options.name);
+  if (owner !== undefined && owner !== definition.module) {
+    throw new ValidationError(`remote function name "${definition.options.name}" is already defined by ${owner}; names are unique per host`);
+  }
+  owners.set(definition.options.name, definition.module);
 }

@@ -2,13 +2,16 @@
  * Serverless functions: `remote()` and what goes with it. Re-exports only.
  */
 export { cached } from "./cached.js";
+export { callSignal } from "./call-scope.js";
 export { DataSyncError } from "./data-errors.js";
 export { dataRoutes, registerDataRoutes, type DataRoutesOptions } from "./data-routes.js";
 export { dataPath, dataRoot, resolveDataPath } from "./data-root.js";
 export type { CallOptions, FunctionDefinition, Host } from "./host.js";
 export { LocalHost, type LocalHostOptions } from "./local-host.js";
-export { resolveRemoteOptions, type RemoteOptions, type ResolvedRemoteOptions, type Serializer } from "./options.js";
-export { isolated, isRemote, local, remote, type FunctionCall, type FunctionCallStatus, type JobOutput, type MapOptions, type RemoteCallOptions, type RemoteFunction } from "./remote.js";
+export { server, ServerHost, type ServerHostOptions } from "./server-host.js";
+export { registerFunctionRoutes, type FunctionServerOptions } from "./function-server.js";
+export { resolveRemoteOptions, type HttpMethod, type RemoteOptions, type ResolvedRemoteOptions, type Serializer } from "./options.js";
+export { defaultHost, isolated, isRemote, local, remote, type FunctionCall, type FunctionCallStatus, type JobOutput, type MapOptions, type RemoteCallOptions, type RemoteFunction } from "./remote.js";
 export {
   hashTree,
   syncDir,

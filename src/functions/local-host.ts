@@ -1,19 +1,15 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { cudaAvailability, listDevices } from "../devices/index.js";
-import { StateError, ValidationError } from "../errors.js";
-import { defineApp, resolveApp, type ResolvedApp } from "../gateway/app.js";
+import { StateError, type ValidationError } from "../errors.js";
 import { GpuAllocator } from "../gateway/gpu-allocator.js";
-import { LocalRunnerPool, type RunnerLease } from "../gateway/runner-pool.js";
+import { acquireWhenFree, LocalRunnerPool } from "../gateway/runner-pool.js";
 import { defaultLogger } from "../util/logger.js";
 import { bundleModule } from "./bundle.js";
 import { dataRoot } from "./data-root.js";
 import { ensureEnvironment } from "./environment.js";
-import { FUNCTION_ENV } from "./function-env.js";
+import { functionApp, linkMultirank, writeBundle } from "./function-app.js";
 import { definedBy } from "./registry.js";
-import type { CallOptions, FunctionDefinition, Host } from "./host.js";
+import { claimName, type CallOptions, type FunctionDefinition, type Host } from "./host.js";
 
 /** Options of {@link LocalHost}. */
 export interface LocalHostOptions {
@@ -56,16 +52,12 @@ export class LocalHost implements Host {
 
   /** @throws {ValidationError} when another module already defined a function of that name on this host. */
   claim(definition: FunctionDefinition): void {
-    const owner = this.#modules.get(definition.options.name);
-    if (owner !== undefined && owner !== definition.module) {
-      throw new ValidationError(`remote function name "${definition.options.name}" is already defined by ${owner}; names are unique per host`);
-    }
-    this.#modules.set(definition.options.name, definition.module);
+    claimName(this.#modules, definition);
   }
 
   async invoke(definition: FunctionDefinition, payload: unknown, options: CallOptions): Promise<unknown> {
     const { pool } = await this.#prepare(definition, options.signal);
-    const lease = await acquire(pool, options.signal);
+    const lease = await acquireWhenFree(pool, options.signal);
     try {
       return await lease.runner.invoke(payload, { timeout: options.timeout, ...(options.signal ? { signal: options.signal } : {}) });
     } finally {
@@ -75,7 +67,7 @@ export class LocalHost implements Host {
 
   async *stream(definition: FunctionDefinition, payload: unknown, options: CallOptions): AsyncGenerator<unknown, void, undefined> {
     const { pool } = await this.#prepare(definition, options.signal);
-    const lease = await acquire(pool, options.signal);
+    const lease = await acquireWhenFree(pool, options.signal);
     try {
       yield* lease.runner.stream(payload, { timeout: options.timeout, ...(options.signal ? { signal: options.signal } : {}) });
     } finally {
@@ -121,58 +113,12 @@ export class LocalHost implements Host {
     // function's body, by that function.
     const declared = new Set([...options.dependencies, ...definedBy(definition.module).flatMap((entry) => entry.dependencies)]);
     const bundle = await bundleModule({ entry: definition.module, dependencies: [...declared], ...(signal ? { signal } : {}) });
-    const bundlePath = join(environment.dir, "functions", `${bundle.hash}.mjs`);
-    if (!existsSync(bundlePath)) {
-      mkdirSync(dirname(bundlePath), { recursive: true });
-      const temporary = `${bundlePath}.${process.pid}.tmp`;
-      writeFileSync(temporary, bundle.code);
-      renameSync(temporary, bundlePath);
-    }
+    const bundlePath = writeBundle(environment.dir, bundle.hash, bundle.code);
     linkMultirank(environment.nodeModules);
     this.#gpus ??= new GpuAllocator(gpuCount());
-    const app: ResolvedApp = resolveApp(
-      defineApp({
-        name: `fn/${options.name}`,
-        worker: functionWorkerPath(),
-        ...(options.machineType ? { machineType: options.machineType } : { worldSize: options.worldSize ?? 1 }),
-        keepAlive: options.keepAlive,
-        minRunners: options.minRunners,
-        maxRunners: options.maxRunners,
-        concurrency: options.concurrency,
-        timeout: options.timeout,
-        startupTimeout: options.startupTimeout,
-        secrets: options.secrets,
-        env: {
-          ...options.env,
-          [FUNCTION_ENV.module]: bundlePath,
-          [FUNCTION_ENV.name]: options.name,
-          MULTIRANK_DATA_DIR: this.#options.dataDir ?? dataRoot(),
-        },
-      }),
-      { gpuCount: this.#gpus.available, baseDir: process.cwd() },
-    );
+    const app = functionApp({ options, bundlePath, dataDir: this.#options.dataDir ?? dataRoot(), gpuCount: this.#gpus.available });
     log.info({ function: options.name, environment: environment.key.slice(0, 12), bundle: bundle.hash.slice(0, 12), built: environment.built }, "function ready on the local host");
     return { module: definition.module, pool: new LocalRunnerPool(app, { logger: log, gpus: this.#gpus }) };
-  }
-}
-
-/** Waits for a runner of `pool`, however busy it is now. */
-async function acquire(pool: LocalRunnerPool, signal: AbortSignal | undefined): Promise<RunnerLease> {
-  for (;;) {
-    signal?.throwIfAborted();
-    if (pool.hasCapacity()) return pool.acquire();
-    await new Promise<void>((resolve, reject) => {
-      const onChange = (): void => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve();
-      };
-      const onAbort = (): void => {
-        pool.off("change", onChange);
-        reject(signal!.reason);
-      };
-      pool.once("change", onChange);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
   }
 }
 
@@ -182,35 +128,4 @@ function gpuCount(): number {
   } catch {
     return 0;
   }
-}
-
-/** This package's root (where its package.json is). */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const manifest = join(dir, "package.json");
-    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name === "multirank") return dir;
-    const parent = dirname(dir);
-    if (parent === dir) throw new StateError("cannot find the multirank package root");
-    dir = parent;
-  }
-}
-
-/** Makes `import "multirank"` in a bundle resolve to this very package (one copy, one registry). */
-function linkMultirank(nodeModules: string): void {
-  const link = join(nodeModules, "multirank");
-  if (existsSync(link)) return;
-  mkdirSync(nodeModules, { recursive: true });
-  try {
-    symlinkSync(packageRoot(), link, "dir");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-  }
-}
-
-/** The compiled function worker beside this module, or in `dist/` when running from sources. */
-export function functionWorkerPath(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [resolve(here, "function-worker.js"), resolve(here, "../../dist/functions/function-worker.js")];
-  return candidates.find((path) => existsSync(path)) ?? resolve(here, "function-worker.ts");
 }

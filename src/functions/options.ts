@@ -34,7 +34,19 @@ export interface RemoteOptions {
   serializer?: Serializer;
   /** Seconds the environment may take to start (setup included). @default 1800 */
   startupTimeout?: number;
+  /**
+   * On a server, also serve the function directly at `method` + `path`
+   * (Runpod Flash's load-balanced endpoints): no queue, the JSON body (the
+   * query for GET and DELETE) is its one argument, its result the JSON answer.
+   * @default "POST" when `path` is given
+   */
+  method?: HttpMethod;
+  /** The path of that endpoint, e.g. `/api/process`; not under `/fal/`, `/v2/` or `/fn/`. */
+  path?: string;
 }
+
+/** Methods a function's direct endpoint may use. */
+export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 
 /** The options after defaults. */
 export interface ResolvedRemoteOptions {
@@ -52,6 +64,8 @@ export interface ResolvedRemoteOptions {
   readonly secrets: readonly string[];
   readonly serializer: Serializer;
   readonly startupTimeout: number;
+  readonly method: HttpMethod | undefined;
+  readonly path: string | undefined;
 }
 
 const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -92,6 +106,12 @@ export function resolveRemoteOptions(options: RemoteOptions, overrides: Partial<
   const minRunners = count(merged.minRunners ?? DEFAULTS.minRunners, field("minRunners"), 0);
   const maxRunners = count(merged.maxRunners ?? DEFAULTS.maxRunners, field("maxRunners"), 1);
   if (minRunners > maxRunners) throw new ValidationError(`${field("minRunners")} (${minRunners}) must not exceed options.maxRunners (${maxRunners})`);
+  const { method, path } = merged;
+  if (method !== undefined && !["GET", "POST", "PUT", "PATCH", "DELETE"].includes(method)) throw new ValidationError(`${field("method")} must be GET, POST, PUT, PATCH or DELETE; got ${JSON.stringify(method)}`);
+  if (method !== undefined && path === undefined) throw new ValidationError(`${field("method")} needs options.path`);
+  if (path !== undefined && (typeof path !== "string" || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/.test(path) || path.includes("//") || /\/\.\.?(\/|$)/.test(path))) {
+    throw new ValidationError(`${field("path")} must be an absolute URL path such as "/api/process"; got ${JSON.stringify(path)}`);
+  }
   return Object.freeze({
     name,
     dependencies: Object.freeze([...dependencies]),
@@ -107,5 +127,7 @@ export function resolveRemoteOptions(options: RemoteOptions, overrides: Partial<
     secrets: Object.freeze([...secrets]),
     serializer,
     startupTimeout: seconds("startupTimeout"),
+    method: path === undefined ? undefined : (method ?? "POST"),
+    path,
   });
 }

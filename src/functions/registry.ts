@@ -5,6 +5,8 @@
  * Process-global (a `Symbol.for` slot), so two copies of the package agree.
  */
 
+import type { ResolvedRemoteOptions } from "./options.js";
+
 /** Environment variable set in the processes that run remote functions. */
 export const REMOTE_ENV = "MULTIRANK_REMOTE";
 
@@ -16,6 +18,8 @@ export interface RegisteredFunction {
   readonly module: string;
   /** Its declared npm specs. */
   readonly dependencies: readonly string[];
+  /** Its options as resolved, so a host can register it alongside a function that calls it. */
+  readonly options?: ResolvedRemoteOptions;
 }
 
 const slot = Symbol.for("multirank.remote.registry");

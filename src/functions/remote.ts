@@ -3,11 +3,14 @@ import { fileURLToPath } from "node:url";
 import { AbortError, RankError, RankExitError, RankGroupError, RemoteExecutionError, ValidationError, type MultirankError } from "../errors.js";
 import { kWorkerBrand, type DistributedWorker } from "../worker/distributed-worker.js";
 import { callerModule } from "./caller-module.js";
+import { ARGS_KEY } from "./function-env.js";
 import { currentCallSignal } from "./call-scope.js";
 import type { FunctionDefinition, Host } from "./host.js";
 import { LocalHost } from "./local-host.js";
+import { server } from "./server-host.js";
 import { resolveRemoteOptions, type RemoteOptions, type ResolvedRemoteOptions } from "./options.js";
 import { isRemote, register } from "./registry.js";
+import { toRemoteError } from "./remote-error.js";
 
 /** Where a submitted call is (Runpod's states). */
 export type FunctionCallStatus = "IN_QUEUE" | "IN_PROGRESS" | "COMPLETED" | "FAILED" | "CANCELLED" | "TIMED_OUT";
@@ -72,8 +75,18 @@ export interface RemoteFunction<A extends unknown[], R, Y> {
   with(options: RemoteCallOptions): (...args: A) => Promise<R>;
 }
 
-/** The default host: this machine. */
+/** This machine as a host: each function in its own environment here. */
 export const local: Host = new LocalHost();
+
+/**
+ * Where `remote()` functions run unless `.on()` says otherwise: the server
+ * `MULTIRANK_HOST` (with the key `MULTIRANK_KEY`) when that variable is set,
+ * else {@link local}. Read when a function is defined.
+ */
+export function defaultHost(): Host {
+  const url = process.env.MULTIRANK_HOST;
+  return url ? server(url, { key: process.env.MULTIRANK_KEY || undefined }) : local;
+}
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 
@@ -113,11 +126,13 @@ export function remote(options: RemoteOptions, fn: unknown): RemoteFunction<unkn
   const resolved = resolveRemoteOptions(options);
   const module = callerModule([THIS_FILE, THIS_FILE.replace(/\.js$/, ".ts")]);
   if (!module) throw new ValidationError(`remote function ${resolved.name}: cannot tell which module defines it; define it at the top level of a module file`);
-  const existing = register({ name: resolved.name, fn, module, dependencies: resolved.dependencies });
+  const existing = register({ name: resolved.name, fn, module, dependencies: resolved.dependencies, options: resolved });
   if (existing && existing.module !== module) {
     throw new ValidationError(`remote function name "${resolved.name}" is already defined by ${existing.module}; names are unique per host`);
   }
-  return makeRemote({ options: resolved, module }, fn, local);
+  const host = defaultHost();
+  host.claim({ options: resolved, module });
+  return makeRemote({ options: resolved, module }, fn, host);
 }
 
 /** fal-serverless's name for {@link remote}. */
@@ -128,7 +143,7 @@ function makeRemote(definition: FunctionDefinition, fn: unknown, host: Host): Re
   const isClass = isWorkerClass(fn);
   const payloadOf = (args: unknown[]): unknown => {
     const crossing = options.serializer === "json" ? (jsonRoundTrip(args, `arguments of ${options.name}`) as unknown[]) : args;
-    return isClass ? crossing[0] : { args: crossing };
+    return isClass ? crossing[0] : { [ARGS_KEY]: crossing };
   };
   const resultOf = (value: unknown): unknown => (options.serializer === "json" ? jsonRoundTrip(value, `result of ${options.name}`) : value);
   const call = async (args: unknown[], callOptions: RemoteCallOptions = {}): Promise<unknown> => {
@@ -138,7 +153,8 @@ function makeRemote(definition: FunctionDefinition, fn: unknown, host: Host): Re
       try {
         return resultOf(await host.invoke(definition, payload, { timeout: callOptions.timeout ?? options.timeout, signal }));
       } catch (error) {
-        const retryable = (error instanceof RankError || error instanceof RankGroupError || error instanceof RankExitError) && !signal?.aborted;
+        // A crash or an error of the function's (on a server, already a RemoteExecutionError) is retried; a refusal is not.
+        const retryable = (error instanceof RankError || error instanceof RankGroupError || error instanceof RankExitError || error instanceof RemoteExecutionError) && !signal?.aborted;
         if (!retryable || attempt >= options.retries) throw toRemoteError(error, options.name, host.description);
       }
     }
@@ -268,20 +284,6 @@ function jsonRoundTrip(value: unknown, what: string): unknown {
   } catch (error) {
     throw new ValidationError(`${what} cannot be sent as JSON: ${(error as Error).message}`);
   }
-}
-
-/** A rank's error as the caller of a remote function sees it. */
-function toRemoteError(error: unknown, functionName: string, host: string): unknown {
-  const first = error instanceof RankGroupError ? error.errors[0] : error;
-  if (first instanceof RankError) {
-    const prefix = `rank ${first.rank} failed in ${first.phase}: ${first.remoteName}: `;
-    const remoteMessage = first.message.startsWith(prefix) ? first.message.slice(prefix.length) : first.message;
-    return new RemoteExecutionError({ functionName, host, remoteName: first.remoteName, remoteMessage, remoteStack: first.remoteStack, rank: first.rank, cause: error });
-  }
-  if (first instanceof RankExitError) {
-    return new RemoteExecutionError({ functionName, host, remoteName: "RankExitError", remoteMessage: first.message, rank: first.rank, cause: error });
-  }
-  return error;
 }
 
 export { isRemote };

@@ -8,15 +8,20 @@ import { createHash, timingSafeEqual } from "node:crypto";
 /** Checks `Authorization` headers against a fixed set of keys. */
 export class KeyChecker {
   readonly #digests: Buffer[];
+  readonly #open: boolean;
 
-  /** @param keys accepted keys (`id:secret` for fal; any string for Runpod). */
-  constructor(keys: readonly string[]) {
-    this.#digests = keys.map(digest);
+  /**
+   * @param keys accepted keys (`id:secret` for fal; any string for Runpod); none turns the check off.
+   * @param alsoAccepted keys accepted too when `keys` is not empty (a server's admin keys), never turning the check on.
+   */
+  constructor(keys: readonly string[], alsoAccepted: readonly string[] = []) {
+    this.#open = keys.length === 0;
+    this.#digests = [...keys, ...alsoAccepted].map(digest);
   }
 
   /** True when no keys are configured. */
   get open(): boolean {
-    return this.#digests.length === 0;
+    return this.#open;
   }
 
   /** True when the header carries an accepted key (or auth is off). */

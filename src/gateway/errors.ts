@@ -14,6 +14,8 @@ export const GATEWAY_ERROR_CODES = Object.freeze({
   queueFull: "MULTIRANK_ERR_GATEWAY_QUEUE_FULL",
   shuttingDown: "MULTIRANK_ERR_GATEWAY_SHUTTING_DOWN",
   config: "MULTIRANK_ERR_GATEWAY_CONFIG",
+  forbidden: "MULTIRANK_ERR_GATEWAY_FORBIDDEN",
+  conflict: "MULTIRANK_ERR_GATEWAY_CONFLICT",
 } as const);
 
 /** An error the gateway answers with `statusCode`. */
@@ -72,5 +74,19 @@ export class ShuttingDownError extends GatewayError {
 export class ConfigError extends GatewayError {
   constructor(message: string, options?: MultirankErrorOptions) {
     super(GATEWAY_ERROR_CODES.config, message, 500, options);
+  }
+}
+
+/** The key is valid but may not do this: registering code needs an admin key (403). */
+export class ForbiddenError extends GatewayError {
+  constructor(message: string) {
+    super(GATEWAY_ERROR_CODES.forbidden, message, 403);
+  }
+}
+
+/** The request clashes with what the server holds: a function name defined elsewhere, a path in use (409). */
+export class ConflictError extends GatewayError {
+  constructor(message: string) {
+    super(GATEWAY_ERROR_CODES.conflict, message, 409);
   }
 }

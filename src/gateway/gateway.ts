@@ -9,12 +9,13 @@ import { defaultLogger } from "../util/logger.js";
 import { durationToMs } from "../util/timers.js";
 import { defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "./app.js";
 import { KeyChecker } from "./auth.js";
+import { AppTable } from "./app-table.js";
+import { functionServerKeys, registerFunctionRoutes, type FunctionServerOptions } from "../functions/function-server.js";
 import { GatewayCore } from "./core.js";
-import { Dispatcher } from "./dispatcher.js";
 import { ConfigError, GatewayError } from "./errors.js";
 import { GpuAllocator } from "./gpu-allocator.js";
 import { DEFAULT_CHUNK_HIGH_WATER_MARK, type Job } from "./job.js";
-import { MemoryJobQueue, type JobQueue } from "./job-queue.js";
+import type { JobQueue } from "./job-queue.js";
 import { JobStore } from "./job-store.js";
 import { GatewayMetrics } from "./metrics.js";
 import { PAGE_HTML } from "./page/page.js";
@@ -22,7 +23,7 @@ import { falWebhookBody, registerFalRoutes } from "./protocols/fal.js";
 import { registerRunpodRoutes, runpodStatusBody } from "./protocols/runpod.js";
 import { proxyTarget } from "./proxy.js";
 import { redactingLogger, rememberQueryKey, takeQuerySecrets } from "./redact.js";
-import { LocalRunnerPool, type RunnerFactory, type RunnerPool } from "./runner-pool.js";
+import type { RunnerFactory } from "./runner-pool.js";
 import { WebhookSender, type WebhookOptions } from "./webhook.js";
 
 /**
@@ -79,13 +80,19 @@ export interface GatewayOptions {
   createRunner?: RunnerFactory;
   /** Makes each app's queue. @default a {@link MemoryJobQueue} */
   createQueue?: (app: ResolvedApp) => JobQueue;
+  /**
+   * Serve remote functions too: clients register them (`server(url)` in
+   * `remote()`), and each becomes an app, `fn/<name>`. Off unless given;
+   * `multirank serve` turns it on.
+   */
+  functions?: FunctionServerOptions;
 }
 
 /** A running gateway. */
 export interface Gateway {
   /** The fastify instance (for `inject` in tests, or more routes). */
   readonly server: FastifyInstance;
-  /** The apps, as resolved for this host. */
+  /** The apps, as resolved for this host (registered functions included, as `fn/<name>`). */
   readonly apps: readonly ResolvedApp[];
   /** The metrics registry's owner. */
   readonly metrics: GatewayMetrics;
@@ -108,7 +115,8 @@ export interface Gateway {
  * console.log(await gateway.listen({ port: 8000 }));
  */
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
-  if (!options || !Array.isArray(options.apps) || options.apps.length === 0) throw new ValidationError("options.apps must list at least one app");
+  if (!options || !Array.isArray(options.apps)) throw new ValidationError("options.apps must list the apps");
+  if (options.apps.length === 0 && !options.functions) throw new ValidationError("options.apps must list at least one app (or give options.functions to serve registered functions)");
   // Every component logs through this child, so no line can carry a key.
   const logger = redactingLogger(options.logger ?? defaultLogger());
   const log = logger.child({ component: "gateway" });
@@ -128,22 +136,18 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   const gpus = new GpuAllocator(host.gpuCount);
-  const dispatchers = new Map<string, Dispatcher>();
   const jobs = new JobStore(resultTtl);
   const webhooks = new WebhookSender(options.webhooks ?? {}, logger);
-  const metrics = new GatewayMetrics(() => dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
   const onFinished = (job: Job): void => {
     metrics.jobFinished(job);
     if (job.webhookUrl) void webhooks.send(job.webhookUrl, job.protocol === "runpod" ? runpodStatusBody(job) : falWebhookBody(job), job.id);
   };
-  const pools: LocalRunnerPool[] = [];
-  for (const app of apps) {
-    const pool = new LocalRunnerPool(app, { logger, gpus, ...(options.createRunner ? { createRunner: options.createRunner } : {}) });
-    pools.push(pool);
-    const queue = options.createQueue?.(app) ?? new MemoryJobQueue();
-    dispatchers.set(app.name, new Dispatcher({ app, queue, pool: pool as RunnerPool, logger, onFinished }));
-  }
-  const core = new GatewayCore(dispatchers, jobs, new KeyChecker(options.keys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
+  const table = new AppTable({ logger, gpus, onFinished, createRunner: options.createRunner, createQueue: options.createQueue });
+  for (const app of apps) table.add(app);
+  const dispatchers = table.dispatchers;
+  const metrics = new GatewayMetrics(() => dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
+  const functionKeys = options.functions ? functionServerKeys(options.functions) : undefined;
+  const core = new GatewayCore(dispatchers, jobs, new KeyChecker(options.keys ?? [], functionKeys?.callerKeys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
 
   const server = Fastify({
     loggerInstance: logger.child({ component: "http" }) as FastifyBaseLogger,
@@ -202,7 +206,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   server.get("/apps", async (request) => {
     opsAuth(request);
     return {
-      apps: apps.map((app) => ({ name: app.name, title: app.title, exampleInput: app.exampleInput, worldSize: app.worldSize, machineType: app.machineType ?? null })),
+      apps: table.apps.map((app) => ({ name: app.name, title: app.title, exampleInput: app.exampleInput, worldSize: app.worldSize, machineType: app.machineType ?? null })),
     };
   });
   if (options.page ?? true) server.get("/", async (_request, reply) => reply.type("text/html; charset=utf-8").send(PAGE_HTML));
@@ -211,13 +215,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
   registerFalRoutes(server, core, { keepAliveMs: statusKeepAliveMs });
   registerRunpodRoutes(server, core, { maxStreamHoldMs: streamHoldMs });
+  if (options.functions && functionKeys) {
+    registerFunctionRoutes(server, { ...options.functions, keys: functionKeys, core, table, gpuCount: host.gpuCount, logger, graceMs });
+  }
   await server.ready();
 
   const close = (): Promise<void> => {
     closing ??= (async () => {
       log.info({ graceMs }, "shutting down: no new requests; finishing the ones in flight");
-      await Promise.all([...dispatchers.values()].map((d) => d.drain(graceMs)));
-      await Promise.all(pools.map((pool) => pool.close({ timeout: 10 })));
+      await table.close(graceMs);
       await webhooks.close(5000);
       jobs.close();
       await server.close();
@@ -228,7 +234,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   return {
     server,
-    apps,
+    get apps() {
+      return table.apps;
+    },
     metrics,
     async listen({ port = 8000, host: address = "127.0.0.1" } = {}) {
       await server.listen({ port, host: address });
@@ -237,7 +245,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       return `http://${address.includes(":") ? `[${address}]` : address}:${actualPort}`;
     },
     async warm() {
-      await Promise.all(pools.map((pool) => pool.warm()));
+      await table.warm();
     },
     close,
     [Symbol.asyncDispose]: close,

@@ -9,6 +9,8 @@ export {
   AppNotFoundError,
   BadRequestError,
   ConfigError,
+  ConflictError,
+  ForbiddenError,
   GATEWAY_ERROR_CODES,
   GatewayError,
   JobNotFoundError,

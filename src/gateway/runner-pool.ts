@@ -271,3 +271,26 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
     return started;
   }
 }
+
+/**
+ * Waits until `pool` can lend a runner, however busy it is now, and leases
+ * one. Rejects with `signal`'s reason when it aborts first.
+ */
+export async function acquireWhenFree(pool: LocalRunnerPool, signal?: AbortSignal): Promise<RunnerLease> {
+  for (;;) {
+    signal?.throwIfAborted();
+    if (pool.hasCapacity()) return pool.acquire();
+    await new Promise<void>((resolve, reject) => {
+      const onChange = (): void => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      const onAbort = (): void => {
+        pool.off("change", onChange);
+        reject(signal!.reason);
+      };
+      pool.once("change", onChange);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}

@@ -29,9 +29,20 @@ describe("error catalogue", () => {
       new api.RankHungError(0, 2000, 1000),
       new api.RemoteExecutionError({ functionName: "f", host: "local", remoteName: "E", remoteMessage: "m" }),
       new api.DataSyncError("x"),
+      new api.VersionMismatchError("0.1.0", "0.2.0", "http://127.0.0.1:1"),
+      new api.HostError({ url: "http://127.0.0.1:1", status: 0, message: "x" }),
     ];
     for (const error of samples) expect(ERROR_CODES).toContain(error.code);
     expect(new Set(samples.map((e) => e.code)).size).toBe(ERROR_CODES.length);
+  });
+
+  it("a HostError keeps the server's code and matches the server's error class", () => {
+    const error = new api.HostError({ url: "http://h", status: 422, message: "bad", code: "MULTIRANK_ERR_INVALID_ARGUMENT", kinds: ["ValidationError", "MultirankError"] });
+    expect(error.code).toBe("MULTIRANK_ERR_INVALID_ARGUMENT");
+    expect(error).toBeInstanceOf(api.ValidationError);
+    expect(error).toBeInstanceOf(api.HostError);
+    expect(error).not.toBeInstanceOf(api.TimeoutError);
+    expect(new api.VersionMismatchError("0.1.0", "0.2.0", "http://h").message).toMatch(/0\.1\.0.*0\.2\.0/);
   });
 
   it("every code used in the sources is documented in the README's error table", () => {

@@ -1,0 +1,16 @@
+import { RankError, RankExitError, RankGroupError, RemoteExecutionError } from "../errors.js";
+
+/** A rank's error as the caller of a remote function sees it. */
+export function toRemoteError(error: unknown, functionName: string, host: string): unknown {
+  const first = error instanceof RankGroupError ? error.errors[0] : error;
+  if (first instanceof RankError) {
+    const prefix = `rank ${first.rank} failed in ${first.phase}: ${first.remoteName}: `;
+    const remoteMessage = first.message.startsWith(prefix) ? first.message.slice(prefix.length) : first.message;
+    return new RemoteExecutionError({ functionName, host, remoteName: first.remoteName, remoteMessage, remoteStack: first.remoteStack, rank: first.rank, cause: error });
+  }
+  if (first instanceof RankExitError) {
+    return new RemoteExecutionError({ functionName, host, remoteName: "RankExitError", remoteMessage: first.message, rank: first.rank, cause: error });
+  }
+  return error;
+}
+
