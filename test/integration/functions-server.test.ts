@@ -2,7 +2,7 @@
  * Remote functions on a server host: a gateway with functions on, started
  * here on 127.0.0.1, and the fixtures' functions moved to it with `.on()`.
  */
-import { execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { createServer, type Server } from "node:http";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -254,3 +254,33 @@ async function busy(app: string): Promise<void> {
     )
     .toBeGreaterThan(0);
 }
+
+describe("multirank serve with functions", () => {
+  it("takes admin keys from MULTIRANK_ADMIN_KEYS and --admin-key, a data dir from --data-dir, and stops cleanly", async () => {
+    const script = join(root, "test/fixtures/gateway/serve-main.ts");
+    const dataDir = join(work, "cli-data");
+    const child = spawn(process.execPath, ["--import", "tsx", script, "--port", "0", "--admin-key", "cli-admin-2-abcdef", "--data-dir", dataDir, "--cache-dir", join(work, "cli-cache")], {
+      env: { ...process.env, MULTIRANK_LOG_LEVEL: "silent", MULTIRANK_ADMIN_KEYS: "cli-admin-1-abcdef" },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    try {
+      let stdout = "";
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.resume();
+      expect(await waitFor(() => stdout.includes("Ctrl-C"), 60_000)).toBe(true);
+      const cliUrl = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stdout)![1]!;
+      expect(stdout).toContain(`MULTIRANK_HOST=${cliUrl}`);
+      expect(await math.sumNumbers.on(mr.server(cliUrl, { key: "cli-admin-1-abcdef" }))([1, "2"])).toBe(3);
+      const models = join(work, "cli-models");
+      mkdirSync(models);
+      writeFileSync(join(models, "w.txt"), "cli");
+      expect((await mr.syncDir(models, "/data/models", { host: mr.server(cliUrl, { key: "cli-admin-2-abcdef" }) })).path).toBe(join(dataDir, "models"));
+      expect(await extra.readModel.on(mr.server(cliUrl, { key: "cli-admin-2-abcdef" }))("w.txt")).toBe("cli");
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+    }
+  }, 180_000);
+});
