@@ -85,6 +85,16 @@ describe("remote functions on a server host", () => {
     expect(await registered()).toContain("t-sum-numbers");
   }, 180_000);
 
+  it("isolates both ways there, keeps the function warm, and starts it again after keepAlive", async () => {
+    const where = math.whereAmI.on(admin);
+    const first = await where();
+    expect(first).toMatchObject({ remote: true, doubled: 42, seesCallersPackages: false });
+    expect(math.isRemoteHere).toBe(false);
+    // keepAlive 0.5 s: the runner stops once idle, and the next call starts another.
+    await expect.poll(async () => ((await (await fetch(`${url}/healthz`)).json()) as { apps: Record<string, { runners: { idle: number; busy: number; starting: number } }> }).apps["fn/t-where"]?.runners, { timeout: 30_000 }).toEqual({ starting: 0, idle: 0, busy: 0, stopping: 0 });
+    expect((await where()).pid).not.toBe(first.pid);
+  }, 180_000);
+
   it("a caller's key calls what an admin registered, but cannot register new code; no key is refused", async () => {
     expect(await math.sumNumbers.on(caller)([4, "5"])).toBe(9);
     // (Registering t-sum-numbers registered its module's other functions too, so that they can call each other.)
