@@ -16,7 +16,6 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -37,16 +36,14 @@ import {
 import type { AppTable, ServedApp } from "../gateway/app-table.js";
 import { KeyChecker } from "../gateway/auth.js";
 import type { GatewayCore } from "../gateway/core.js";
-import { AppNotFoundError, ConfigError, ConflictError, ForbiddenError, GatewayError, UnauthorizedError } from "../gateway/errors.js";
+import { ConfigError, ForbiddenError, GatewayError, UnauthorizedError } from "../gateway/errors.js";
 import { acquireWhenFree, type RunnerLease } from "../gateway/runner-pool.js";
 import { durationToMs } from "../util/timers.js";
 import { MULTIRANK_VERSION } from "../version.js";
-import { checkBundleSyntax } from "./bundle.js";
 import { dataRoutes } from "./data-routes.js";
 import { dataRoot } from "./data-root.js";
-import { ensureEnvironment } from "./environment.js";
-import { functionApp, linkMultirank, writeBundle } from "./function-app.js";
-import { resolveRemoteOptions, type ResolvedRemoteOptions } from "./options.js";
+import type { ResolvedRemoteOptions } from "./options.js";
+import { directRoute, ServedFunctions, type Registered } from "./served-functions.js";
 import { toRemoteError } from "./remote-error.js";
 import { FN_HEADERS, FN_ROUTES, functionAppName, MSGPACK, type RegistrationRequest, type RegistrationResponse, type WireError } from "./wire.js";
 
@@ -98,30 +95,15 @@ export interface FunctionRoutesInit extends FunctionServerOptions {
   graceMs: number;
 }
 
-/** A function registered here. */
-interface Registered {
-  readonly name: string;
-  readonly source: string;
-  readonly digest: string;
-  readonly options: ResolvedRemoteOptions;
-}
-
-const RESERVED_PREFIXES = ["/fal/", "/v2/", "/fn/", "/healthz", "/metrics", "/apps"];
+const RESERVED_PREFIXES = ["/fal/", "/v2/", "/fn/", "/deploy/", "/healthz", "/metrics", "/apps"];
 const DIRECT_METHODS = new Set(["GET", "POST", "PUT", "PATCH", "DELETE"]);
 
-/** Registers the function routes on a gateway's server (before it is ready). */
-export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRoutesInit): void {
-  const { core, table, keys, logger } = init;
-  const log = logger.child({ component: "functions" });
+/** Registers the function routes on a gateway's server (before it is ready); returns the functions it serves. */
+export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRoutesInit): ServedFunctions {
+  const { core, keys, logger } = init;
   const maxUploadBytes = init.maxUploadBytes ?? 256 * 1024 * 1024;
   if (!Number.isSafeInteger(maxUploadBytes) || maxUploadBytes < 1024) throw new ValidationError("options.functions.maxUploadBytes must be an integer number of bytes of at least 1024");
-  const cacheDir = resolve(init.cacheDir ?? (process.env.MULTIRANK_CACHE_DIR || join(homedir(), ".cache", "multirank")));
   const dataDir = resolve(init.dataDir ?? dataRoot());
-  const registered = new Map<string, Registered>();
-  /** `METHOD /path` of direct endpoints -> function name. */
-  const direct = new Map<string, string>();
-  /** Registrations of one name run one at a time. */
-  const inFlight = new Map<string, Promise<unknown>>();
 
   const address = (): { loopback: boolean; url: string | undefined } => {
     const bound = server.server.address();
@@ -129,6 +111,17 @@ export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRo
     const host = bound.address === "0.0.0.0" ? "127.0.0.1" : bound.address === "::" ? "::1" : bound.address;
     return { loopback: isLoopback(bound.address), url: `http://${host.includes(":") ? `[${host}]` : host}:${bound.port}` };
   };
+  const functions = new ServedFunctions({
+    table: init.table,
+    cacheDir: resolve(init.cacheDir ?? (process.env.MULTIRANK_CACHE_DIR || join(homedir(), ".cache", "multirank"))),
+    dataDir,
+    gpuCount: init.gpuCount,
+    graceMs: init.graceMs,
+    logger,
+    internalKey: keys.internalKey,
+    selfUrl: () => address().url,
+    isTaken: (method, url) => isReserved(url) || server.hasRoute({ method: method as "GET", url }),
+  });
 
   const authorizeAdmin = (request: FastifyRequest): void => {
     if (keys.admin.open) {
@@ -142,62 +135,19 @@ export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRo
     if (header === undefined) throw new UnauthorizedError("registering functions and uploading data need an admin key: send Authorization: Key <admin key>");
     if (!keys.admin.check(header)) throw new ForbiddenError("this key may call functions but not register them or upload data; that needs an admin key (multirank serve --admin-key)");
   };
-
-  const served = (name: string): { entry: Registered; app: ServedApp } => {
-    const entry = registered.get(name);
-    const app = entry && table.get(functionAppName(name));
-    if (!entry || !app) throw new AppNotFoundError(`fn/${name}`);
-    return { entry, app };
-  };
+  functions.authorizeAdmin = authorizeAdmin;
+  /** Registrations of one name run one at a time. */
+  const inFlight = new Map<string, Promise<unknown>>();
 
   const register = async (request: FastifyRequest, body: RegistrationRequest): Promise<RegistrationResponse> => {
     const app = functionAppName(body.name);
-    const existing = registered.get(body.name);
-    if (existing && existing.source !== body.source) {
-      throw new ConflictError(`function "${body.name}" is already registered here by ${existing.source}; names are unique per server`);
-    }
-    const digest = digestOf(body);
-    if (existing && existing.digest === digest && table.get(app)) return { name: body.name, status: "unchanged", app };
+    if (functions.unchanged(body)) return { name: body.name, status: "unchanged", app };
     authorizeAdmin(request);
-    if (createHash("sha256").update(body.code).digest("hex") !== body.hash) throw new ValidationError(`the bundle of ${body.name} does not match its hash ${body.hash}`);
-    // A bundle that does not parse is refused now, not when its ranks start.
-    await checkBundleSyntax(body.code, body.name);
-    const dependencies = body.dependencies.map((spec) => {
-      const tarball = /^file:([0-9a-f]{64})\.tgz$/.exec(spec);
-      if (!tarball) return spec;
-      const bytes = body.tarballs[tarball[1]!];
-      if (!bytes) throw new ValidationError(`dependency ${spec} of ${body.name} came without its tarball`);
-      return `file:${storeTarball(cacheDir, tarball[1]!, bytes)}`;
-    });
-    const options = resolveRemoteOptions({ ...body.options, name: body.name, dependencies, secrets: Object.keys(body.secrets) } as Parameters<typeof resolveRemoteOptions>[0]);
-    const route = directRoute(options);
-    if (route) {
-      const owner = direct.get(route);
-      if ((owner !== undefined && owner !== body.name) || isReserved(route) || server.hasRoute({ method: route.split(" ")[0] as "GET", url: route.split(" ")[1]! })) {
-        throw new ConflictError(`${route} of function ${body.name} is already served here${owner ? ` by function ${owner}` : ""}`);
-      }
-    }
-    const environment = await ensureEnvironment({ dependencies, cacheDir, logger: log });
-    const bundlePath = writeBundle(environment.dir, body.hash, body.code);
-    linkMultirank(environment.nodeModules);
-    const self = address().url;
-    const resolved = functionApp({
-      options,
-      bundlePath,
-      dataDir,
-      gpuCount: init.gpuCount,
-      secretsFrom: { ...body.secrets },
-      // A function that calls another calls it here, as a caller with the internal key.
-      env: self ? { MULTIRANK_HOST: self, MULTIRANK_KEY: keys.internalKey, MULTIRANK_NESTED_HOST: self } : {},
-    });
-    // Everything that can fail has: only now does anything change.
-    table.replace(resolved, init.graceMs);
-    for (const [key, owner] of direct) if (owner === body.name) direct.delete(key);
-    if (route) direct.set(route, body.name);
-    registered.set(body.name, { name: body.name, source: body.source, digest, options });
-    log.info({ function: body.name, bundle: body.hash.slice(0, 12), environment: environment.key.slice(0, 12), built: environment.built, route }, existing ? "function replaced" : "function registered");
-    return { name: body.name, status: existing ? "replaced" : "registered", app };
+    const prepared = await functions.prepare(body, body.secrets);
+    functions.commit([prepared]);
+    return { name: body.name, status: prepared.replaces ? "replaced" : "registered", app };
   };
+  const served = (name: string): { entry: Registered; app: ServedApp } => functions.get(name);
 
   const scope = async (fn: FastifyInstance): Promise<void> => {
     fn.addContentTypeParser(MSGPACK, { parseAs: "buffer", bodyLimit: maxUploadBytes }, (_request, body, done) => done(null, body));
@@ -212,12 +162,12 @@ export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRo
 
     fn.get(FN_ROUTES.info, async (request) => {
       core.authorize(request);
-      return { version: MULTIRANK_VERSION, functions: registered.size };
+      return { version: MULTIRANK_VERSION, functions: functions.list().length };
     });
     fn.get(FN_ROUTES.functions, async (request) => {
       core.authorize(request);
       return {
-        functions: [...registered.values()].map(({ name, options }) => ({
+        functions: functions.list().map(({ name, options }) => ({
           name,
           app: functionAppName(name),
           machineType: options.machineType ?? null,
@@ -271,7 +221,7 @@ export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRo
       url: "/*",
       handler: async (request, reply) => {
         const path = request.url.split("?")[0]!;
-        const name = direct.get(`${request.method} ${path}`);
+        const name = functions.directRoute(`${request.method} ${path}`);
         if (name === undefined) return reply.callNotFound();
         core.authorize(request);
         const { entry, app } = served(name);
@@ -284,14 +234,10 @@ export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRo
     await fn.register(dataRoutes, { root: dataDir, authorizeAdmin });
   };
   void server.register(scope);
+  return functions;
 }
 
-function directRoute(options: ResolvedRemoteOptions): string | undefined {
-  return options.path === undefined ? undefined : `${options.method ?? "POST"} ${options.path}`;
-}
-
-function isReserved(route: string): boolean {
-  const path = route.split(" ")[1]!;
+function isReserved(path: string): boolean {
   return path === "/" || RESERVED_PREFIXES.some((prefix) => path === prefix.replace(/\/$/, "") || path.startsWith(prefix.endsWith("/") ? prefix : `${prefix}/`));
 }
 
@@ -367,36 +313,6 @@ function parseRegistration(body: unknown): RegistrationRequest {
     if (createHash("sha256").update(bytes).digest("hex") !== sha) throw new ValidationError(`the tarball sent as ${sha} does not match that sha256`);
   }
   return { ...(value as RegistrationRequest), tarballs: tarballs as Record<string, Uint8Array>, secrets: secrets as Record<string, string> };
-}
-
-/** Everything that makes two registrations the same function: code, dependencies, options, secret values. */
-function digestOf(body: RegistrationRequest): string {
-  const hash = createHash("sha256");
-  hash.update(body.hash).update("\0").update(JSON.stringify([...body.dependencies].sort())).update("\0").update(stableJson(body.options));
-  for (const name of Object.keys(body.secrets).sort()) hash.update("\0").update(name).update("=").update(createHash("sha256").update(body.secrets[name]!).digest());
-  return hash.digest("hex");
-}
-
-function stableJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(stableJson).join(",")}]`;
-  if (typeof value === "object" && value !== null) {
-    return `{${Object.keys(value)
-      .sort()
-      .filter((key) => (value as Record<string, unknown>)[key] !== undefined)
-      .map((key) => `${JSON.stringify(key)}:${stableJson((value as Record<string, unknown>)[key])}`)
-      .join(",")}}`;
-  }
-  return JSON.stringify(value) ?? "null";
-}
-
-function storeTarball(cacheDir: string, sha: string, bytes: Uint8Array): string {
-  const dir = join(cacheDir, "uploads");
-  const path = join(dir, `${sha}.tgz`);
-  mkdirSync(dir, { recursive: true });
-  const temporary = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  writeFileSync(temporary, bytes);
-  renameSync(temporary, path);
-  return path;
 }
 
 /** The HTTP status of an error, for a client's call or registration. */
