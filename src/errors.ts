@@ -249,6 +249,20 @@ export function errorKinds(error: unknown): readonly string[] {
   return Array.isArray(kinds) ? kinds : [];
 }
 
+/**
+ * A deployment artifact (`multirank build`) that cannot be deployed: an entry
+ * that escapes the archive's root, a link, an archive over the size limit, a
+ * manifest missing a field or naming a file the archive lacks. The message
+ * names the problem; `entry` names the archive entry or manifest field.
+ */
+export class ArtifactError extends MultirankError {
+  readonly entry: string | undefined;
+  constructor(message: string, entry?: string, options: MultirankErrorOptions = {}) {
+    super("MULTIRANK_ERR_ARTIFACT", message, options);
+    this.entry = entry;
+  }
+}
+
 /** Several ranks failed at once (start-up, for example); `errors` holds each. */
 export class RankGroupError extends MultirankError {
   readonly errors: readonly MultirankError[];
@@ -375,6 +389,7 @@ export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_DATA_SYNC",
   "MULTIRANK_ERR_VERSION_MISMATCH",
   "MULTIRANK_ERR_HOST",
+  "MULTIRANK_ERR_ARTIFACT",
 ] as const);
 
 /** Turns any thrown value into the wire form, keeping name, code, stack and cause. */

@@ -89,14 +89,14 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
     return 2;
   }
   const adminKeys = [...(values["admin-key"] ?? []), ...(process.env.MULTIRANK_ADMIN_KEYS ?? "").split(",").filter(Boolean)];
-  const functions = {
+  const functionServer = {
     adminKeys,
     ...(values["data-dir"] ? { dataDir: resolve(values["data-dir"]) } : {}),
     ...(values["cache-dir"] ? { cacheDir: resolve(values["cache-dir"]) } : {}),
   };
   let gateway;
   try {
-    gateway = await createGateway({ ...config, keys, logger, requireKeyForOps, functions, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
+    gateway = await createGateway({ ...config, keys, logger, requireKeyForOps, functionServer, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
   } catch (error) {
     out.write(`multirank serve: ${(error as Error).message}\n`);
     return 2;

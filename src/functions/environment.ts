@@ -43,6 +43,12 @@ export interface EnvironmentOptions {
   npmCommand?: readonly string[];
   /** Extra environment variables for npm (`npm_config_cache`, `npm_config_fetch_retries`, ...). @default {} */
   npmEnv?: Readonly<Record<string, string>>;
+  /**
+   * A `package-lock.json` made for exactly these specs (a deployment
+   * carries one): when this host has kept no lockfile for the key yet, it is
+   * kept, and the build is `npm ci` from it. @default none
+   */
+  lockfile?: string;
 }
 
 /** A complete environment. */
@@ -187,6 +193,7 @@ function pathsOf(cacheDir: string, key: string): Paths {
 }
 
 interface BuildContext {
+  lockfile?: string;
   specs: ParsedSpec[];
   registry: string;
   key: string;
@@ -199,6 +206,7 @@ interface BuildContext {
 function buildContext(o: Resolved, specs: ParsedSpec[], registry: string, key: string, paths: Paths): BuildContext {
   const ctx: BuildContext = { specs, registry, key, paths, npmCommand: o.npmCommand, npmEnv: o.npmEnv };
   if (o.logger !== undefined) ctx.logger = o.logger;
+  if (o.lockfile !== undefined) ctx.lockfile = o.lockfile;
   return ctx;
 }
 
@@ -235,6 +243,7 @@ async function buildLocked(ctx: BuildContext, signal: AbortSignal): Promise<void
     let mode: "none" | "install" | "ci" = "none";
     if (specs.length === 0) await fs.mkdir(path.join(tmp, "node_modules"));
     else {
+      if (ctx.lockfile !== undefined && !(await exists(paths.lockfileCopy))) await keepLockfileText(ctx.lockfile, paths.lockfileCopy);
       mode = (await exists(paths.lockfileCopy)) ? "ci" : "install";
       // The temporary directory is a sibling of the final one, as it was at the first build, so a lockfile's relative `file:` paths still resolve.
       if (mode === "ci") await fs.copyFile(paths.lockfileCopy, path.join(tmp, "package-lock.json"));
@@ -283,6 +292,19 @@ async function keepLockfile(dir: string, target: string): Promise<void> {
   await fs.mkdir(path.dirname(target), { recursive: true });
   const draft = `${target}.${process.pid}-${randomBytes(4).toString("hex")}`;
   await fs.copyFile(path.join(dir, "package-lock.json"), draft);
+  await fs.rename(draft, target);
+}
+
+/** Keeps a lockfile given as text (a deployment's) as `locks/<key>.json`, atomically. */
+async function keepLockfileText(text: string, target: string): Promise<void> {
+  try {
+    JSON.parse(text);
+  } catch (error) {
+    throw new ValidationError(`the lockfile given for ${path.basename(target, ".json")} is not JSON: ${(error as Error).message}`);
+  }
+  await fs.mkdir(path.dirname(target), { recursive: true });
+  const draft = `${target}.${process.pid}-${randomBytes(4).toString("hex")}`;
+  await fs.writeFile(draft, text);
   await fs.rename(draft, target);
 }
 
@@ -344,7 +366,7 @@ function libc(): string {
 let registryOnce: Promise<string> | undefined;
 
 /** The registry npm would use here, read once per process. */
-function defaultRegistry(npmCommand: readonly string[]): Promise<string> {
+export function defaultRegistry(npmCommand: readonly string[] = defaultNpmCommand()): Promise<string> {
   registryOnce ??= (async () => {
     const fromEnv = process.env.npm_config_registry ?? process.env.NPM_CONFIG_REGISTRY;
     const found = fromEnv || (await npmConfigRegistry(npmCommand)) || DEFAULT_REGISTRY;
@@ -377,6 +399,7 @@ interface Resolved {
   registry?: string;
   signal?: AbortSignal;
   logger?: Logger;
+  lockfile?: string;
 }
 
 function validate(options: EnvironmentOptions): Resolved {
@@ -395,5 +418,9 @@ function validate(options: EnvironmentOptions): Resolved {
   if (options.registry !== undefined) out.registry = normalizeRegistry(options.registry, "options.registry");
   if (options.signal !== undefined) out.signal = options.signal;
   if (options.logger !== undefined) out.logger = options.logger.child({ component: "functions-environment" });
+  if (options.lockfile !== undefined) {
+    if (typeof options.lockfile !== "string") throw new ValidationError("options.lockfile must be the text of a package-lock.json");
+    out.lockfile = options.lockfile;
+  }
   return out;
 }

@@ -75,10 +75,10 @@ export interface FunctionServerKeys {
 
 /** Validates the admin keys and makes the internal key. @throws {ValidationError} */
 export function functionServerKeys(options: FunctionServerOptions): FunctionServerKeys {
-  if (typeof options !== "object" || options === null) throw new ValidationError("options.functions must be an object");
+  if (typeof options !== "object" || options === null) throw new ValidationError("options.functionServer must be an object");
   const adminKeys = options.adminKeys ?? [];
   if (!Array.isArray(adminKeys) || adminKeys.some((key) => typeof key !== "string" || key.length < 8 || /\s/.test(key))) {
-    throw new ValidationError("options.functions.adminKeys must be keys of at least 8 characters without spaces");
+    throw new ValidationError("options.functionServer.adminKeys must be keys of at least 8 characters without spaces");
   }
   const internalKey = `internal-${randomBytes(24).toString("base64url")}`;
   return { admin: new KeyChecker(adminKeys), internalKey, callerKeys: [...adminKeys, internalKey] };
@@ -102,7 +102,7 @@ const DIRECT_METHODS = new Set(["GET", "POST", "PUT", "PATCH", "DELETE"]);
 export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRoutesInit): ServedFunctions {
   const { core, keys, logger } = init;
   const maxUploadBytes = init.maxUploadBytes ?? 256 * 1024 * 1024;
-  if (!Number.isSafeInteger(maxUploadBytes) || maxUploadBytes < 1024) throw new ValidationError("options.functions.maxUploadBytes must be an integer number of bytes of at least 1024");
+  if (!Number.isSafeInteger(maxUploadBytes) || maxUploadBytes < 1024) throw new ValidationError("options.functionServer.maxUploadBytes must be an integer number of bytes of at least 1024");
   const dataDir = resolve(init.dataDir ?? dataRoot());
 
   const address = (): { loopback: boolean; url: string | undefined } => {

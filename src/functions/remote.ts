@@ -61,6 +61,8 @@ export interface RemoteFunction<A extends unknown[], R, Y> {
   readonly functionName: string;
   readonly options: ResolvedRemoteOptions;
   readonly host: Host;
+  /** Absolute path of the module that defines it (what is bundled). */
+  readonly module: string;
   /** The same code on another host, or with other options (fal-serverless's `.on()`). */
   on(host: Host, overrides?: Partial<Omit<RemoteOptions, "name">>): RemoteFunction<A, R, Y>;
   /** Runs it in this process, without isolation (for tests; Flash's `local=True`). */
@@ -164,6 +166,7 @@ function makeRemote(definition: FunctionDefinition, fn: unknown, host: Host): Re
     functionName: { value: options.name, enumerable: true },
     options: { value: options, enumerable: true },
     host: { value: host, enumerable: true },
+    module: { value: definition.module, enumerable: true },
   });
   callable.with = (callOptions) => (...args) => call(args, callOptions);
   callable.on = (other, overrides = {}) => {

@@ -101,7 +101,7 @@ export class ServedFunctions {
    * @param secrets the secrets' values (a client's), or the environment they are read from (a deployment: the server's).
    * @throws {ValidationError} {BundleError} {DependencyInstallError} {ConflictError} {ConfigError}
    */
-  async prepare(body: RegistrationRequest, secrets: NodeJS.ProcessEnv, options: { signal?: AbortSignal; logger?: Logger } = {}): Promise<PreparedFunction> {
+  async prepare(body: RegistrationRequest, secrets: NodeJS.ProcessEnv, options: { signal?: AbortSignal; logger?: Logger; lockfile?: string } = {}): Promise<PreparedFunction> {
     const existing = this.#registered.get(body.name);
     if (existing && existing.source !== body.source) {
       throw new ConflictError(`function "${body.name}" is already registered here by ${existing.source}; names are unique per server`);
@@ -127,7 +127,13 @@ export class ServedFunctions {
       }
     }
     const log = options.logger ?? this.#log;
-    const environment = await ensureEnvironment({ dependencies, cacheDir: this.#init.cacheDir, logger: log, ...(options.signal ? { signal: options.signal } : {}) });
+    const environment = await ensureEnvironment({
+      dependencies,
+      cacheDir: this.#init.cacheDir,
+      logger: log,
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.lockfile !== undefined ? { lockfile: options.lockfile } : {}),
+    });
     const bundlePath = writeBundle(environment.dir, body.hash, body.code);
     linkMultirank(environment.nodeModules);
     const self = this.#init.selfUrl();
@@ -153,6 +159,11 @@ export class ServedFunctions {
       this.#registered.set(entry.name, { name: entry.name, source: entry.source, digest: entry.digest, options: entry.options });
       this.#log.info({ function: entry.name, route: entry.route }, entry.replaces ? "function replaced" : "function registered");
     }
+  }
+
+  /** Who registered `name`, if it is served. */
+  sourceOf(name: string): string | undefined {
+    return this.#registered.get(name)?.source;
   }
 
   /** Stops serving `name` (its calls in flight finish first). */

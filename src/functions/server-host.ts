@@ -6,19 +6,13 @@
  * Server-Sent Events; aborting a call closes its connection, which cancels it
  * at every rank.
  */
-import { createHash } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
-import { hostname } from "node:os";
-import { isAbsolute, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { pack, unpack } from "../codec/packer.js";
 import { AbortError, HostError, RemoteExecutionError, ValidationError, VersionMismatchError } from "../errors.js";
 import { MULTIRANK_VERSION } from "../version.js";
-import { bundleModule } from "./bundle.js";
+import { packageFunction } from "./function-package.js";
 import { claimName, type CallOptions, type FunctionDefinition, type Host } from "./host.js";
-import type { ResolvedRemoteOptions } from "./options.js";
 import { definedBy, type RegisteredFunction } from "./registry.js";
-import { FN_HEADERS, FN_ROUTES, MSGPACK, type RegistrationRequest, type RegistrationResponse, type WireError, type WireOptions } from "./wire.js";
+import { FN_HEADERS, FN_ROUTES, MSGPACK, type RegistrationRequest, type RegistrationResponse, type WireError } from "./wire.js";
 
 /** Options of {@link server}. */
 export interface ServerHostOptions {
@@ -126,7 +120,7 @@ export class ServerHost implements Host {
   }
 
   async #register(definition: FunctionDefinition, signal: AbortSignal | undefined): Promise<void> {
-    const { registration, files } = await buildRegistration(definition.options, definition.module, signal);
+    const { registration, files } = await packageFunction(definition.options, definition.module, { signal });
     await this.#send(registration, signal);
     // Functions defined in the modules this bundle inlined may be called from it: register them too, so such a
     // call finds them by name. Best effort: a companion this key may not register only fails if it is called.
@@ -134,7 +128,7 @@ export class ServerHost implements Host {
     for (const file of files) for (const entry of definedBy(file)) if (entry.name !== definition.options.name && entry.options) companions.add(entry);
     for (const entry of companions) {
       if (this.#registered.has(entry.name)) continue;
-      const done = buildRegistration(entry.options!, entry.module, signal).then(async ({ registration: companion }) => void (await this.#send(companion, signal)));
+      const done = packageFunction(entry.options!, entry.module, { signal }).then(async ({ registration: companion }) => void (await this.#send(companion, signal)));
       this.#registered.set(entry.name, done);
       await done.catch(() => this.#registered.delete(entry.name));
     }
@@ -198,40 +192,6 @@ export function server(url: string, options: ServerHostOptions = {}): ServerHost
     if (!options.fetch) servers.set(id, host);
   }
   return host;
-}
-
-/** What a server needs to run a function, and the files its bundle inlined. */
-async function buildRegistration(options: ResolvedRemoteOptions, module: string, signal: AbortSignal | undefined): Promise<{ registration: RegistrationRequest; files: string[] }> {
-  const declared = new Set([...options.dependencies, ...definedBy(module).flatMap((entry) => entry.dependencies)]);
-  const bundle = await bundleModule({ entry: module, dependencies: [...declared], ...(signal ? { signal } : {}) });
-  const tarballs: Record<string, Uint8Array> = {};
-  const dependencies = options.dependencies.map((spec) => {
-    if (!spec.startsWith("file:")) return spec;
-    const path = spec.startsWith("file://") ? fileURLToPath(spec) : resolve(spec.slice("file:".length));
-    let bytes: Buffer;
-    try {
-      if (!statSync(path).isFile()) throw new Error("not a file");
-      bytes = readFileSync(path);
-    } catch {
-      throw new ValidationError(`remote function ${options.name}: dependency ${spec} must be a tarball (npm pack) to reach a server; ${isAbsolute(path) ? path : spec} is not one`);
-    }
-    const sha = createHash("sha256").update(bytes).digest("hex");
-    tarballs[sha] = bytes;
-    return `file:${sha}.tgz`;
-  });
-  const secrets: Record<string, string> = {};
-  for (const name of options.secrets) {
-    const value = process.env[name];
-    if (value === undefined) throw new ValidationError(`remote function ${options.name}: secret ${name} is not set in this process's environment`);
-    secrets[name] = value;
-  }
-  const { name: _name, dependencies: _dependencies, secrets: _secrets, ...rest } = options;
-  const wireOptions: WireOptions = rest;
-  const file = module.startsWith("file:") ? fileURLToPath(module) : module;
-  return {
-    registration: { name: options.name, source: `${hostname()}:${file}`, hash: bundle.hash, code: bundle.code, dependencies, tarballs, options: wireOptions, secrets },
-    files: bundle.files,
-  };
 }
 
 function normalizeUrl(url: string): string {

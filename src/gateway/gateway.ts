@@ -85,7 +85,7 @@ export interface GatewayOptions {
    * `remote()`), and each becomes an app, `fn/<name>`. Off unless given;
    * `multirank serve` turns it on.
    */
-  functions?: FunctionServerOptions;
+  functionServer?: FunctionServerOptions;
 }
 
 /** A running gateway. */
@@ -116,7 +116,7 @@ export interface Gateway {
  */
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   if (!options || !Array.isArray(options.apps)) throw new ValidationError("options.apps must list the apps");
-  if (options.apps.length === 0 && !options.functions) throw new ValidationError("options.apps must list at least one app (or give options.functions to serve registered functions)");
+  if (options.apps.length === 0 && !options.functionServer) throw new ValidationError("options.apps must list at least one app (or give options.functionServer to serve registered functions)");
   // Every component logs through this child, so no line can carry a key.
   const logger = redactingLogger(options.logger ?? defaultLogger());
   const log = logger.child({ component: "gateway" });
@@ -146,7 +146,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   for (const app of apps) table.add(app);
   const dispatchers = table.dispatchers;
   const metrics = new GatewayMetrics(() => dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
-  const functionKeys = options.functions ? functionServerKeys(options.functions) : undefined;
+  const functionKeys = options.functionServer ? functionServerKeys(options.functionServer) : undefined;
   const core = new GatewayCore(dispatchers, jobs, new KeyChecker(options.keys ?? [], functionKeys?.callerKeys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
 
   const server = Fastify({
@@ -215,8 +215,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
   registerFalRoutes(server, core, { keepAliveMs: statusKeepAliveMs });
   registerRunpodRoutes(server, core, { maxStreamHoldMs: streamHoldMs });
-  if (options.functions && functionKeys) {
-    registerFunctionRoutes(server, { ...options.functions, keys: functionKeys, core, table, gpuCount: host.gpuCount, logger, graceMs });
+  if (options.functionServer && functionKeys) {
+    registerFunctionRoutes(server, { ...options.functionServer, keys: functionKeys, core, table, gpuCount: host.gpuCount, logger, graceMs });
   }
   await server.ready();
 

@@ -55,7 +55,7 @@ beforeAll(async () => {
     keys: [CALLER],
     page: false,
     logger: (await import("pino")).pino({ level: "silent" }),
-    functions: { adminKeys: [ADMIN], cacheDir: join(work, "server-cache"), dataDir: join(work, "server-data") },
+    functionServer: { adminKeys: [ADMIN], cacheDir: join(work, "server-cache"), dataDir: join(work, "server-data") },
   });
   url = await gateway.listen({ port: 0, host: "127.0.0.1" });
   admin = mr.server(url, { key: ADMIN });
@@ -227,7 +227,7 @@ describe("server registration refusals leave what was registered", () => {
   }, 60_000);
 
   it("without an admin key, a server that listens beyond loopback takes no code", async () => {
-    const open = await mr.createGateway({ apps: [], page: false, logger: (await import("pino")).pino({ level: "silent" }), functions: { cacheDir: join(work, "open-cache") } });
+    const open = await mr.createGateway({ apps: [], page: false, logger: (await import("pino")).pino({ level: "silent" }), functionServer: { cacheDir: join(work, "open-cache") } });
     try {
       const address = await open.listen({ port: 0, host: "0.0.0.0" });
       const port = new URL(address).port;

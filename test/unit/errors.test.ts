@@ -31,6 +31,7 @@ describe("error catalogue", () => {
       new api.DataSyncError("x"),
       new api.VersionMismatchError("0.1.0", "0.2.0", "http://127.0.0.1:1"),
       new api.HostError({ url: "http://127.0.0.1:1", status: 0, message: "x" }),
+      new api.ArtifactError("x"),
     ];
     for (const error of samples) expect(ERROR_CODES).toContain(error.code);
     expect(new Set(samples.map((e) => e.code)).size).toBe(ERROR_CODES.length);
