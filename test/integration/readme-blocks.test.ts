@@ -22,10 +22,10 @@
  *   then written into the blocks in place of 8000.
  * - Remote functions' npm installs go to a tiny registry on 127.0.0.1 that this
  *   test serves (`npm_config_registry`, which multirank and npm both read): it
- *   knows one package, `is-number@7.0.0`, packed from
- *   test/fixtures/readme/is-number (a stand-in with the same behaviour), and
- *   answers 404 to anything else. The real npm does the install; only the
- *   registry is local, so no test reaches the network.
+ *   knows the packages in test/fixtures/readme/registry/ (today `is-number@7.0.0`,
+ *   a stand-in with the same behaviour; add a folder for a new example's
+ *   dependency) and answers 404 to anything else. The real npm does the
+ *   install; only the registry is local, so no test reaches the network.
  * - json blocks must parse. A block that cannot run by nature carries a marker
  *   comment on the line above it: `<!-- readme-test: sample -->` (an output or
  *   value sample; json samples must still parse), `<!-- readme-test: fragment -->`
@@ -181,35 +181,44 @@ async function freePort(preferred: number): Promise<number> {
   return (await tryListen(preferred)) ?? (await tryListen(0))!;
 }
 
-/** A registry that knows one package, packed here from the fixture. */
+/**
+ * A registry that knows the packages in test/fixtures/readme/registry/ (one
+ * folder each, packed here with npm pack) and answers 404 to anything else.
+ */
 async function startRegistry(): Promise<void> {
   const packs = path.join(work, ".packs");
   fs.mkdirSync(packs);
-  const fixture = path.join(REPO, "test/fixtures/readme/is-number");
-  const tgzName = execFileSync("npm", ["pack", "--silent", "--pack-destination", packs], {
-    cwd: fixture,
-    encoding: "utf8",
-    env: { ...process.env, npm_config_cache: path.join(work, ".npm-cache") },
-  })
-    .trim()
-    .split("\n")
-    .at(-1)!;
-  const tgz = fs.readFileSync(path.join(packs, tgzName));
-  const manifest = JSON.parse(fs.readFileSync(path.join(fixture, "package.json"), "utf8")) as { name: string; version: string };
+  const fixtures = path.join(REPO, "test/fixtures/readme/registry");
+  const known = new Map<string, { manifest: { name: string; version: string }; tgzName: string; tgz: Buffer }>();
+  for (const folder of fs.readdirSync(fixtures)) {
+    const dir = path.join(fixtures, folder);
+    const tgzName = execFileSync("npm", ["pack", "--silent", "--pack-destination", packs], {
+      cwd: dir,
+      encoding: "utf8",
+      env: { ...process.env, npm_config_cache: path.join(work, ".npm-cache") },
+    })
+      .trim()
+      .split("\n")
+      .at(-1)!;
+    const manifest = JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")) as { name: string; version: string };
+    known.set(manifest.name, { manifest, tgzName, tgz: fs.readFileSync(path.join(packs, tgzName)) });
+  }
   registry = http.createServer((req, res) => {
-    const url = decodeURIComponent(req.url ?? "");
-    if (req.method === "GET" && url === `/${manifest.name}`) {
+    const url = decodeURIComponent(req.url ?? "").slice(1);
+    const name = url.startsWith("@") ? url.split("/").slice(0, 2).join("/") : url.split("/")[0]!;
+    const pkg = req.method === "GET" ? known.get(name) : undefined;
+    if (pkg && url === name) {
       const base = `http://127.0.0.1:${(registry!.address() as net.AddressInfo).port}`;
       const dist = {
-        tarball: `${base}/${manifest.name}/-/${tgzName}`,
-        shasum: createHash("sha1").update(tgz).digest("hex"),
-        integrity: `sha512-${createHash("sha512").update(tgz).digest("base64")}`,
+        tarball: `${base}/${name}/-/${pkg.tgzName}`,
+        shasum: createHash("sha1").update(pkg.tgz).digest("hex"),
+        integrity: `sha512-${createHash("sha512").update(pkg.tgz).digest("base64")}`,
       };
       res.setHeader("content-type", "application/json");
-      res.end(JSON.stringify({ name: manifest.name, "dist-tags": { latest: manifest.version }, versions: { [manifest.version]: { ...manifest, dist } } }));
-    } else if (req.method === "GET" && url === `/${manifest.name}/-/${tgzName}`) {
+      res.end(JSON.stringify({ name, "dist-tags": { latest: pkg.manifest.version }, versions: { [pkg.manifest.version]: { ...pkg.manifest, dist } } }));
+    } else if (pkg && url === `${name}/-/${pkg.tgzName}`) {
       res.setHeader("content-type", "application/octet-stream");
-      res.end(tgz);
+      res.end(pkg.tgz);
     } else {
       res.statusCode = 404;
       res.end("{}");
