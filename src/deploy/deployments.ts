@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { ArtifactError, StateError, VersionMismatchError } from "../errors.js";
+import { ArtifactError, VersionMismatchError } from "../errors.js";
 import { defineApp, resolveApp, type AppOptions, type ResolvedApp } from "../gateway/app.js";
 import type { AppTable } from "../gateway/app-table.js";
 import { AppNotFoundError, ConflictError } from "../gateway/errors.js";
@@ -18,7 +18,7 @@ import type { MachineType } from "../gateway/machine-types.js";
 import { ensureEnvironment } from "../functions/environment.js";
 import { linkMultirank, writeBundle } from "../functions/function-app.js";
 import { stableJson, type PreparedFunction, type ServedFunctions } from "../functions/served-functions.js";
-import { functionAppName, type RegistrationRequest } from "../functions/wire.js";
+import type { RegistrationRequest } from "../functions/wire.js";
 import { MULTIRANK_VERSION } from "../version.js";
 import { validateManifest, type Manifest, type ManifestEntry } from "./manifest.js";
 import { readTarGz } from "./tar.js";
@@ -66,6 +66,13 @@ export interface CheckedArtifact {
   manifest: Manifest;
   files: Map<string, Buffer>;
   hash: string;
+}
+
+/** What a revision needs built: each entry, with what was prepared for it when it changed. */
+interface Plan {
+  functions: Array<{ entry: ManifestEntry; prepared?: PreparedFunction }>;
+  apps: Array<{ entry: ManifestEntry; prepared?: PreparedApp }>;
+  names: Set<string>;
 }
 
 /** An app ready to be served. */
@@ -212,7 +219,7 @@ export class Deployments {
   }
 
   /** Builds what changed; changes nothing. */
-  async #prepare(checked: CheckedArtifact, log: Logger): Promise<{ functions: Array<{ entry: ManifestEntry; prepared?: PreparedFunction }>; apps: Array<{ entry: ManifestEntry; prepared?: PreparedApp }>; names: Set<string> }> {
+  async #prepare(checked: CheckedArtifact, log: Logger): Promise<Plan> {
     const { manifest, files } = checked;
     const project = manifest.project;
     const functions: Array<{ entry: ManifestEntry; prepared?: PreparedFunction }> = [];
@@ -258,7 +265,7 @@ export class Deployments {
   }
 
   /** Swaps in what was prepared and stops what the revision no longer has. */
-  #commit(project: string, plan: Awaited<ReturnType<Deployments["#prepare"]>>): DeployResult["changes"] {
+  #commit(project: string, plan: Plan): DeployResult["changes"] {
     const changes: DeployResult["changes"] = [];
     const prepared = plan.functions.flatMap((f) => (f.prepared ? [f.prepared] : []));
     this.#init.functions.commit(prepared);
@@ -330,5 +337,3 @@ function writeAtomic(path: string, data: Buffer): void {
   writeFileSync(draft, data);
   renameSync(draft, path);
 }
-
-export { functionAppName, StateError };
