@@ -34,3 +34,4 @@ export {
 export * from "./gateway/index.js";
 export * from "./benchmark/index.js";
 export * from "./functions/index.js";
+export * from "./deploy/index.js";

@@ -14,6 +14,9 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "benchmark a worker at several world sizes (table, --json, --chart)",
     load: async () => (await import("./bench.js")).runBenchCommand,
   },
+  build: { summary: "bundle the project's apps and functions into .multirank/artifact.tgz", load: async () => (await import("./build.js")).runBuildCommand },
+  deploy: { summary: "build and deploy the project to a multirank server (--to URL, $MULTIRANK_HOST)", load: async () => (await import("./deploy.js")).runDeployCommand },
+  apps: { summary: "list, inspect, roll back or delete deployments on a server", load: async () => (await import("./apps.js")).runAppsCommand },
   devices: { summary: "list CUDA devices and their local CPU cores (--json for scripts)", load: async () => (await import("./devices.js")).runDevicesCommand },
 };
 

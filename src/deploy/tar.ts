@@ -59,6 +59,7 @@ export function readTarGz(archive: Buffer, limits: TarLimits = {}): Map<string, 
     const tooBig = (error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE" || /maxOutputLength|too large/i.test((error as Error).message);
     throw new ArtifactError(tooBig ? `the artifact is over ${maxBytes} bytes once decompressed` : `the artifact is not a gzipped tar: ${(error as Error).message}`, undefined, { cause: error });
   }
+  if (tar.length < BLOCK * 2 || tar.length % BLOCK !== 0) throw new ArtifactError(`the artifact is not a tar archive (${tar.length} bytes, not whole ${BLOCK}-byte blocks)`);
   const files = new Map<string, Buffer>();
   let entries = 0;
   for (let offset = 0; offset + BLOCK <= tar.length; ) {
@@ -68,7 +69,8 @@ export function readTarGz(archive: Buffer, limits: TarLimits = {}): Map<string, 
     if (!checksumMatches(head)) throw new ArtifactError(`the artifact is corrupt: a header checksum does not match at byte ${offset}`);
     const name = text(head, 0, 100);
     const prefix = text(head, 345, 155);
-    const path = prefix ? `${prefix}/${name}` : name;
+    // `tar -C dir .` writes `./name`: the same file as `name`.
+    const path = (prefix ? `${prefix}/${name}` : name).replace(/^(\.\/)+/, "");
     const size = Number.parseInt(text(head, 124, 12) || "0", 8);
     const type = String.fromCharCode(head[156]!);
     if (!Number.isSafeInteger(size) || size < 0) throw new ArtifactError(`entry ${path} has a bad size`, path);
@@ -79,7 +81,8 @@ export function readTarGz(archive: Buffer, limits: TarLimits = {}): Map<string, 
       if (files.has(path)) throw new ArtifactError(`the artifact holds ${path} twice`, path);
       files.set(path, Buffer.from(tar.subarray(start, start + size)));
     } else if (type === "5") {
-      checkPath(path.replace(/\/$/, ""));
+      const dir = path.replace(/\/$/, "");
+      if (dir !== "" && dir !== ".") checkPath(dir);
     } else {
       const kind = type === "2" ? `a symlink to ${text(head, 157, 100)}` : type === "1" ? `a hard link to ${text(head, 157, 100)}` : `an entry of type ${JSON.stringify(type)}`;
       throw new ArtifactError(`entry ${path} is ${kind}; an artifact holds regular files only`, path);

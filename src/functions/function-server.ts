@@ -23,6 +23,7 @@ import type { Logger } from "pino";
 import { pack, unpack } from "../codec/packer.js";
 import {
   AbortError,
+  ArtifactError,
   BundleError,
   DependencyInstallError,
   errorKinds,
@@ -32,6 +33,7 @@ import {
   TimeoutError,
   UndeclaredDependencyError,
   ValidationError,
+  VersionMismatchError,
 } from "../errors.js";
 import type { AppTable, ServedApp } from "../gateway/app-table.js";
 import { KeyChecker } from "../gateway/auth.js";
@@ -62,6 +64,10 @@ export interface FunctionServerOptions {
   cacheDir?: string;
   /** Largest registration body, bytes (the bundle and its tarballs). @default 268435456 (256 MiB) */
   maxUploadBytes?: number;
+  /** Where deployments (artifacts and revisions) are kept and brought back from after a restart. @default <dataDir>/.multirank/deployments */
+  deploymentsDir?: string;
+  /** Largest deployment artifact, bytes, compressed and once decompressed. @default 1073741824 (1 GiB) */
+  maxArtifactBytes?: number;
 }
 
 /** The keys a function server checks. */
@@ -322,6 +328,8 @@ function statusOf(error: unknown): number {
   if (error instanceof ValidationError || error instanceof SerializationError) return 422;
   if (error instanceof DependencyInstallError || error instanceof BundleError || error instanceof UndeclaredDependencyError) return 422;
   if (error instanceof TimeoutError) return 504;
+  if (error instanceof ArtifactError) return /over the limit|over \d+ bytes/.test(error.message) ? 413 : 422;
+  if (error instanceof VersionMismatchError) return 409;
   if (error instanceof AbortError) return 499;
   const status = (error as { statusCode?: unknown })?.statusCode;
   if (typeof status === "number" && status >= 400 && status < 500) return status;
@@ -343,7 +351,8 @@ export function wireError(error: unknown): WireError {
   return { error: message, code, kinds: errorKinds(error) };
 }
 
-function sendWireError(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+/** Answers an error as a {@link WireError} with its HTTP status. */
+export function sendWireError(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const status = statusOf(error);
   if (status >= 500 && !(error instanceof RemoteExecutionError)) request.log.error({ err: error }, "function request failed in the server");
   else request.log.info({ status, reason: error instanceof Error ? error.message.split("\n")[0] : String(error) }, "function request refused or failed");

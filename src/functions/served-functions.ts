@@ -67,6 +67,16 @@ export class ServedFunctions {
     this.#log = init.logger.child({ component: "functions" });
   }
 
+  /** Where environments are built. */
+  get cacheDir(): string {
+    return this.#init.cacheDir;
+  }
+
+  /** The data root functions see. */
+  get dataDir(): string {
+    return this.#init.dataDir;
+  }
+
   /** The function and its app. @throws {AppNotFoundError} */
   get(name: string): { entry: Registered; app: ServedApp } {
     const entry = this.#registered.get(name);

@@ -10,6 +10,9 @@ import { durationToMs } from "../util/timers.js";
 import { defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "./app.js";
 import { KeyChecker } from "./auth.js";
 import { AppTable } from "./app-table.js";
+import { join, resolve } from "node:path";
+import { Deployments } from "../deploy/deployments.js";
+import { registerDeployRoutes } from "../deploy/deploy-routes.js";
 import { functionServerKeys, registerFunctionRoutes, type FunctionServerOptions } from "../functions/function-server.js";
 import { GatewayCore } from "./core.js";
 import { ConfigError, GatewayError } from "./errors.js";
@@ -215,8 +218,20 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
   registerFalRoutes(server, core, { keepAliveMs: statusKeepAliveMs });
   registerRunpodRoutes(server, core, { maxStreamHoldMs: streamHoldMs });
+  let deployments: Deployments | undefined;
   if (options.functionServer && functionKeys) {
-    registerFunctionRoutes(server, { ...options.functionServer, keys: functionKeys, core, table, gpuCount: host.gpuCount, logger, graceMs });
+    const functions = registerFunctionRoutes(server, { ...options.functionServer, keys: functionKeys, core, table, gpuCount: host.gpuCount, logger, graceMs });
+    deployments = new Deployments({
+      dir: resolve(options.functionServer.deploymentsDir ?? join(functions.dataDir, ".multirank", "deployments")),
+      functions,
+      table,
+      cacheDir: functions.cacheDir,
+      gpuCount: host.gpuCount,
+      graceMs,
+      logger,
+      ...(options.functionServer.maxArtifactBytes !== undefined ? { maxArtifactBytes: options.functionServer.maxArtifactBytes } : {}),
+    });
+    registerDeployRoutes(server, { deployments, core, authorizeAdmin: (request) => functions.authorizeAdmin(request) });
   }
   await server.ready();
 
@@ -240,6 +255,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     metrics,
     async listen({ port = 8000, host: address = "127.0.0.1" } = {}) {
       await server.listen({ port, host: address });
+      // Deployments come back once the server's own URL is known (a function that calls another calls it there).
+      await deployments?.restore();
       const bound = server.server.address();
       const actualPort = typeof bound === "object" && bound ? bound.port : port;
       return `http://${address.includes(":") ? `[${address}]` : address}:${actualPort}`;

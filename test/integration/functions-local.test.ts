@@ -1,9 +1,9 @@
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { packIsNumberFixture, refuseRegistry } from "../helpers/fixture-package.js";
 import { childPids, waitFor } from "../helpers/processes.js";
 
 type Fixture = typeof import("../fixtures/functions/math.js");
@@ -14,17 +14,10 @@ let work: string;
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "multirank-fn-test-"));
   // A dependency made here with npm pack: the suite needs no registry.
-  const pkg = join(work, "pkg");
-  mkdirSync(pkg);
-  writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "fn-fixture-isnum", version: "1.0.0", main: "index.js" }));
-  writeFileSync(join(pkg, "index.js"), "module.exports = (x) => typeof x === 'number' || (typeof x === 'string' && x.trim() !== '' && !Number.isNaN(Number(x)));\n");
-  const tgz = execFileSync("npm", ["pack", "--silent", "--pack-destination", work], { cwd: pkg, encoding: "utf8" }).trim().split("\n").pop()!;
-  process.env.TEST_FN_DEP = `file:${join(work, tgz)}`;
+  process.env.TEST_FN_DEP = packIsNumberFixture(work);
   process.env.MULTIRANK_CACHE_DIR = join(work, "cache");
   process.env.MULTIRANK_DATA_DIR = join(work, "data");
-  // Any registry access fails at once instead of hanging.
-  process.env.npm_config_registry = "http://127.0.0.1:9/";
-  process.env.npm_config_fetch_retries = "0";
+  refuseRegistry();
   fx = await import("../fixtures/functions/math.js");
   // The package as a user has it (the fixture imports "multirank" too): one registry, one local host.
   ({ local } = await import("multirank"));

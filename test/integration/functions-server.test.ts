@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pack } from "../../src/codec/packer.js";
+import { packIsNumberFixture, refuseRegistry } from "../helpers/fixture-package.js";
 import { childPids, waitFor } from "../helpers/processes.js";
 
 type Multirank = typeof import("multirank");
@@ -35,17 +36,11 @@ let caller: ReturnType<Multirank["server"]>;
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "multirank-fn-server-"));
-  const pkg = join(work, "pkg");
-  mkdirSync(pkg);
-  writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "fn-fixture-isnum", version: "1.0.0", main: "index.js" }));
-  writeFileSync(join(pkg, "index.js"), "module.exports = (x) => typeof x === 'number' || (typeof x === 'string' && x.trim() !== '' && !Number.isNaN(Number(x)));\n");
-  const tgz = execFileSync("npm", ["pack", "--silent", "--pack-destination", work], { cwd: pkg, encoding: "utf8" }).trim().split("\n").pop()!;
-  process.env.TEST_FN_DEP = `file:${join(work, tgz)}`;
+  process.env.TEST_FN_DEP = packIsNumberFixture(work);
   // The client's and the server's caches apart, as on two machines.
   process.env.MULTIRANK_CACHE_DIR = join(work, "client-cache");
   process.env.MULTIRANK_DATA_DIR = join(work, "client-data");
-  process.env.npm_config_registry = "http://127.0.0.1:9/";
-  process.env.npm_config_fetch_retries = "0";
+  refuseRegistry();
   mr = await import("multirank");
   math = await import("../fixtures/functions/math.js");
   extra = await import("../fixtures/functions/server-extra.js");
