@@ -4,19 +4,19 @@
  * Prints the URL and a ready-to-paste curl; SIGTERM or SIGINT shut it down
  * gracefully (in-flight requests finish, runners stop) and it exits 0.
  */
-import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { cudaAvailability, listDevices } from "../index.js";
-import { createGateway, exampleApps, loadGatewayConfig, type GatewayConfig } from "../gateway/index.js";
+import { findProjectConfig, type ProjectConfig } from "../deploy/project-config.js";
+import { createGateway, exampleApps, loadGatewayConfig } from "../gateway/index.js";
 import { sweepLeftovers } from "../shm/sweep.js";
 
 const USAGE = `usage: multirank serve [options]
 
   --port <n>        port to listen on (default 8000, or $PORT)
   --host <addr>     address to bind (default 127.0.0.1)
-  --config <file>   app config module (default ./gateway.config.ts if present, else the example apps)
+  --config <file>   the project's config (default ./multirank.config.ts or ./gateway.config.ts if present, else the example apps)
   --key <id:secret> accept this API key (repeatable; also $MULTIRANK_GATEWAY_KEYS, comma-separated); none = no auth
   --require-key-for-ops  ask for a key on /healthz, /metrics and /apps too (public by default)
   --admin-key <key> accept this admin key for registering remote functions and syncDir uploads (repeatable;
@@ -74,13 +74,15 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   const swept = sweepLeftovers();
   if (swept.tmp.length + swept.shm.length > 0) logger.info({ swept }, "removed leftovers of runners that are gone");
   const gpuCount = countGpus();
-  let config: GatewayConfig;
-  const configPath = values.config ?? (existsSync("gateway.config.ts") ? "gateway.config.ts" : undefined);
+  let config: ProjectConfig;
+  const configPath = values.config ?? findProjectConfig(process.cwd());
   if (configPath) {
-    config = await loadGatewayConfig(resolve(configPath));
+    config = (await loadGatewayConfig(resolve(configPath))) as ProjectConfig;
   } else {
     config = { apps: exampleApps({ gpuCount }) };
   }
+  // The project's name and functions are not gateway options: the functions are served once it listens.
+  const { functions: configFunctions = [], name: _projectName, ...gatewayConfig } = config;
   const envKeys = (process.env.MULTIRANK_GATEWAY_KEYS ?? "").split(",").filter(Boolean);
   const keys = [...(config.keys ?? []), ...(values.key ?? []), ...envKeys];
   const requireKeyForOps = values["require-key-for-ops"] === true || config.requireKeyForOps === true;
@@ -96,7 +98,7 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   };
   let gateway;
   try {
-    gateway = await createGateway({ ...config, keys, logger, requireKeyForOps, functionServer, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
+    gateway = await createGateway({ ...gatewayConfig, keys, logger, requireKeyForOps, functionServer, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
   } catch (error) {
     out.write(`multirank serve: ${(error as Error).message}\n`);
     return 2;
@@ -116,6 +118,15 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
     process.off("SIGINT", onSignal);
     await gateway.close();
     out.write(`multirank serve: could not listen on ${values.host}:${port}: ${(error as Error).message}\n`);
+    return 1;
+  }
+  try {
+    await gateway.serveFunctions(configFunctions);
+  } catch (error) {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    await gateway.close();
+    out.write(`multirank serve: the config's functions could not be served: ${(error as Error).message}\n`);
     return 1;
   }
   void gateway.warm();

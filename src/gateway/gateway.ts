@@ -4,7 +4,7 @@
  */
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
-import { cudaAvailability, listDevices, MultirankError, ValidationError } from "../index.js";
+import { cudaAvailability, listDevices, MultirankError, StateError, ValidationError } from "../index.js";
 import { defaultLogger } from "../util/logger.js";
 import { durationToMs } from "../util/timers.js";
 import { defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "./app.js";
@@ -12,6 +12,9 @@ import { KeyChecker } from "./auth.js";
 import { AppTable } from "./app-table.js";
 import { join, resolve } from "node:path";
 import { Deployments } from "../deploy/deployments.js";
+import type { ConfigFunction } from "../deploy/project-config.js";
+import { packageFunction } from "../functions/function-package.js";
+import type { ServedFunctions } from "../functions/served-functions.js";
 import { registerDeployRoutes } from "../deploy/deploy-routes.js";
 import { functionServerKeys, registerFunctionRoutes, type FunctionServerOptions } from "../functions/function-server.js";
 import { GatewayCore } from "./core.js";
@@ -103,6 +106,14 @@ export interface Gateway {
   listen(options?: { port?: number; host?: string }): Promise<string>;
   /** Starts every app's `minRunners`; resolves when they are ready. */
   warm(): Promise<void>;
+  /**
+   * Serves remote functions (what `remote()` returned, as a project's config
+   * lists them) as apps `fn/<name>`, like functions a client registers. Needs
+   * `functionServer`; call it after `listen()`, so a function can call
+   * another here.
+   * @throws {StateError} without `functionServer`; the errors of registration (a bad dependency, a name clash).
+   */
+  serveFunctions(functions: readonly ConfigFunction[]): Promise<void>;
   /** Graceful: refuse new work, finish what is queued and running (up to `shutdownGrace`), stop runners, close the server. Idempotent. */
   close(): Promise<void>;
   /** `await using gateway = ...` closes it. */
@@ -219,8 +230,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   registerFalRoutes(server, core, { keepAliveMs: statusKeepAliveMs });
   registerRunpodRoutes(server, core, { maxStreamHoldMs: streamHoldMs });
   let deployments: Deployments | undefined;
+  let functions: ServedFunctions | undefined;
   if (options.functionServer && functionKeys) {
-    const functions = registerFunctionRoutes(server, { ...options.functionServer, keys: functionKeys, core, table, gpuCount: host.gpuCount, logger, graceMs });
+    functions = registerFunctionRoutes(server, { ...options.functionServer, keys: functionKeys, core, table, gpuCount: host.gpuCount, logger, graceMs });
     deployments = new Deployments({
       dir: resolve(options.functionServer.deploymentsDir ?? join(functions.dataDir, ".multirank", "deployments")),
       functions,
@@ -231,7 +243,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       logger,
       ...(options.functionServer.maxArtifactBytes !== undefined ? { maxArtifactBytes: options.functionServer.maxArtifactBytes } : {}),
     });
-    registerDeployRoutes(server, { deployments, core, authorizeAdmin: (request) => functions.authorizeAdmin(request) });
+    const served = functions;
+    registerDeployRoutes(server, { deployments, core, authorizeAdmin: (request) => served.authorizeAdmin(request) });
   }
   await server.ready();
 
@@ -263,6 +276,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     async warm() {
       await table.warm();
+    },
+    async serveFunctions(list) {
+      if (!functions) throw new StateError("serveFunctions needs the gateway's functionServer option");
+      const prepared = [];
+      for (const fn of list) {
+        const { registration } = await packageFunction(fn.options, fn.module, { source: `config:${fn.module}` });
+        prepared.push(await functions.prepare(registration, registration.secrets));
+      }
+      functions.commit(prepared);
     },
     close,
     [Symbol.asyncDispose]: close,

@@ -3,7 +3,7 @@
  * deployed to a gateway started here, changed and redeployed under load,
  * rolled back, deleted, brought back after a restart; bad artifacts refused.
  */
-import { execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { promisify } from "node:util";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -221,6 +221,32 @@ describe("multirank build and deploy", () => {
     expect(list).toEqual([expect.objectContaining({ project: "deploy-fixture", current: 3 })]);
     expect((await cli(["apps", "info", "fn/d-greet"])).stdout).toMatch(/deploy-fixture: revision 3 is live/);
     expect((await cli(["apps", "info", "nothing-here"])).status).toBe(1);
+  }, 180_000);
+
+  it("multirank serve in the project serves its config's apps and functions", async () => {
+    // The installed CLI (dist), run in the project: its config is found there.
+    const child = spawn(process.execPath, [join(ROOT, "dist/cli/main.js"), "serve", "--port", "0"], {
+      cwd: project,
+      env: { ...process.env, MULTIRANK_LOG_LEVEL: "silent", MULTIRANK_CACHE_DIR: join(work, "serve-cache") },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    try {
+      let stdout = "";
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.resume();
+      expect(await waitFor(() => stdout.includes("Ctrl-C"), 90_000), stdout).toBe(true);
+      const served = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stdout)![1]!;
+      expect(stdout).toContain("fn/d-greet");
+      const answer = await fetch(`${served}/fal/run/fn/d-greet`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ who: "3" }) });
+      expect(await answer.json()).toMatchObject({ text: "hello 3", numberish: true });
+      const echo = await fetch(`${served}/fal/run/d/echo`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: "local" }) });
+      expect(await echo.json()).toMatchObject({ echo: "local" });
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+    }
   }, 180_000);
 
   it("delete stops serving it: 404 after", async () => {
