@@ -135,6 +135,8 @@ export class LocalHost implements Host {
         name: `fn/${options.name}`,
         worker: functionWorkerPath(),
         ...(options.machineType ? { machineType: options.machineType } : { worldSize: options.worldSize ?? 1 }),
+        ...(options.memory === undefined ? {} : { memory: options.memory }),
+        ...(options.cpu === undefined ? {} : { cpu: options.cpu }),
         keepAlive: options.keepAlive,
         minRunners: options.minRunners,
         maxRunners: options.maxRunners,

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { AbortError, RankError, RankExitError, RankGroupError, RemoteExecutionError, ValidationError, type MultirankError } from "../errors.js";
+import { AbortError, MemoryLimitError, RankError, RankExitError, RankGroupError, RemoteExecutionError, ValidationError, type MultirankError } from "../errors.js";
 import { kWorkerBrand, type DistributedWorker } from "../worker/distributed-worker.js";
 import { callerModule } from "./caller-module.js";
 import { currentCallSignal } from "./call-scope.js";
@@ -138,7 +138,7 @@ function makeRemote(definition: FunctionDefinition, fn: unknown, host: Host): Re
       try {
         return resultOf(await host.invoke(definition, payload, { timeout: callOptions.timeout ?? options.timeout, signal }));
       } catch (error) {
-        const retryable = (error instanceof RankError || error instanceof RankGroupError || error instanceof RankExitError) && !signal?.aborted;
+        const retryable = (error instanceof RankError || error instanceof RankGroupError || error instanceof RankExitError || error instanceof MemoryLimitError) && !signal?.aborted;
         if (!retryable || attempt >= options.retries) throw toRemoteError(error, options.name, host.description);
       }
     }
@@ -270,9 +270,15 @@ function jsonRoundTrip(value: unknown, what: string): unknown {
   }
 }
 
-/** A rank's error as the caller of a remote function sees it. */
+/**
+ * A rank's error as the caller of a remote function sees it: what the
+ * function's code threw, or how its rank died, as `RemoteExecutionError`;
+ * a `MemoryLimitError` as is, since the limit is the caller's own option and
+ * `MULTIRANK_ERR_MEMORY_LIMIT` is what the caller needs to act on.
+ */
 function toRemoteError(error: unknown, functionName: string, host: string): unknown {
   const first = error instanceof RankGroupError ? error.errors[0] : error;
+  if (first instanceof MemoryLimitError) return first;
   if (first instanceof RankError) {
     const prefix = `rank ${first.rank} failed in ${first.phase}: ${first.remoteName}: `;
     const remoteMessage = first.message.startsWith(prefix) ? first.message.slice(prefix.length) : first.message;
