@@ -163,6 +163,37 @@ export class RankExitError extends MultirankError {
 }
 
 /**
+ * A rank went over its memory limit (the `memory` option of an app or a remote
+ * function; the runner's `memoryLimitMiB`) and died of it: V8 refused to grow
+ * the heap past `--max-old-space-size` (`via: "heap"`), or the kernel killed
+ * the rank in its memory-limited cgroup (`via: "cgroup"`). The call in flight
+ * fails with it and the runner stops the group, as after any crash.
+ */
+export class MemoryLimitError extends MultirankError {
+  /** The rank's limit in MiB. */
+  readonly limitMiB: number;
+  /** Which limit caught it: V8's heap limit or the cgroup's `memory.max`. */
+  readonly via: "heap" | "cgroup";
+  readonly exitCode: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** The last lines the rank wrote to stderr. */
+  readonly stderrTail: string;
+  constructor(rank: number, limitMiB: number, via: "heap" | "cgroup", exit: { exitCode: number | null; signal: NodeJS.Signals | null; stderrTail: string }, options: { cause?: unknown } = {}) {
+    const how = via === "heap" ? "V8's heap limit (JavaScript heap out of memory)" : "its cgroup's memory.max (killed by the kernel's OOM killer)";
+    super("MULTIRANK_ERR_MEMORY_LIMIT", `rank ${rank} went over its memory limit of ${formatMiB(limitMiB)} and died: ${how}`, { rank, phase: "process", cause: options.cause });
+    this.limitMiB = limitMiB;
+    this.via = via;
+    this.exitCode = exit.exitCode;
+    this.signal = exit.signal;
+    this.stderrTail = exit.stderrTail;
+  }
+}
+
+function formatMiB(mib: number): string {
+  return mib % 1024 === 0 ? `${mib / 1024} GiB` : `${mib} MiB`;
+}
+
+/**
  * A rank's event loop stopped answering heartbeats for longer than the
  * runner's `heartbeatTimeout`: it is stuck (a synchronous loop, a deadlock in
  * native code). The runner stops the group, as after a crash.
@@ -385,6 +416,7 @@ export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_BUNDLE",
   "MULTIRANK_ERR_DEPENDENCY_INSTALL",
   "MULTIRANK_ERR_RANK_HUNG",
+  "MULTIRANK_ERR_MEMORY_LIMIT",
   "MULTIRANK_ERR_REMOTE",
   "MULTIRANK_ERR_DATA_SYNC",
   "MULTIRANK_ERR_VERSION_MISMATCH",

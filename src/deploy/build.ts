@@ -99,7 +99,7 @@ async function functionEntry(project: LoadedProject, fn: ConfigFunction, exclude
   files.push({ path: `bundles/${registration.hash}.mjs`, data: Buffer.from(registration.code) });
   for (const [sha, bytes] of Object.entries(registration.tarballs)) files.push({ path: `tarballs/${sha}.tgz`, data: Buffer.from(bytes) });
   const dependencies = registration.dependencies.map((spec) => spec.replace(/^file:([0-9a-f]{64})\.tgz$/, "file:tarballs/$1.tgz"));
-  const { machineType, worldSize, cpu, memory, ...rest } = registration.options as typeof registration.options & { cpu?: number; memory?: number };
+  const { machineType, worldSize, cpu, memory, ...rest } = registration.options;
   return {
     kind: "function",
     name: options.name,
@@ -133,7 +133,7 @@ async function appEntry(project: LoadedProject, raw: AppDefinition | AppOptions,
   // An app's packages are the ones its worker imports, at the versions installed in the project.
   const dependencies = bundle.imports.filter((name) => name !== "multirank" && !exclude.has(name)).map((name) => `${name}@${installed.get(name)}`);
   const spec = app.machineType ? parseMachineType(app.machineType) : { worldSize: app.worldSize ?? 1 };
-  const { name, worker: _worker, worldSize: _w, machineType, secrets, ...rest } = app;
+  const { name, worker: _worker, worldSize: _w, machineType, secrets, cpu: _cpu, memoryMiB: _memory, ...rest } = app;
   return {
     kind: "app",
     name,
@@ -142,7 +142,7 @@ async function appEntry(project: LoadedProject, raw: AppDefinition | AppOptions,
     bundle: `bundles/${bundle.hash}.mjs`,
     hash: bundle.hash,
     machine: { machineType: machineType ?? null, worldSize: spec.worldSize },
-    resources: { cpu: ((app as unknown as { cpu?: number }).cpu ?? null), memory: ((app as unknown as { memory?: number }).memory ?? null) },
+    resources: { cpu: app.cpu ?? null, memory: app.memoryMiB === undefined ? null : app.memoryMiB / 1024 },
     routes: [`/fal/queue/${name}`, `/fal/run/${name}`, `/v2/${name.replace("/", "--")}`],
     dependencies,
     environmentKey: environmentKey(dependencies, registry),

@@ -260,7 +260,8 @@ export class Deployments {
     const worker = writeBundle(environment.dir, entry.hash, files.get(entry.bundle)!.toString("utf8"));
     linkMultirank(environment.nodeModules);
     const machine = entry.machine.machineType ? { machineType: entry.machine.machineType as MachineType } : { worldSize: entry.machine.worldSize ?? 1 };
-    const definition = defineApp({ ...(entry.options as Partial<AppOptions>), ...machine, name: entry.name, worker, secrets: entry.secrets } as AppOptions);
+    const resources = { ...(entry.resources.cpu !== null ? { cpu: entry.resources.cpu } : {}), ...(entry.resources.memory !== null ? { memory: entry.resources.memory } : {}) };
+    const definition = defineApp({ ...(entry.options as Partial<AppOptions>), ...machine, ...resources, name: entry.name, worker, secrets: entry.secrets } as AppOptions);
     return { name: entry.name, digest, app: resolveApp(definition, { gpuCount: this.#init.gpuCount, baseDir: environment.dir }) };
   }
 

@@ -23,6 +23,14 @@ export interface PlanDevicesOptions {
    * @default this process's CPU affinity ({@link getCpuAffinity})
    */
   allowedCpus?: readonly number[];
+  /**
+   * Cores each rank gets, exactly. A CUDA rank takes them from its device's
+   * local cores when there are enough, else from the allowed cores; ranks
+   * drawing on the same cores get consecutive runs of them, wrapping around
+   * (so they share cores) when the ranks need more than there are.
+   * @default unset: the cores are split evenly among the ranks
+   */
+  cpusPerRank?: number;
 }
 
 type RankDevice = RankDevicePlan["device"];
@@ -44,8 +52,11 @@ type RankDevice = RankDevicePlan["device"];
  * cores the same way: 2 ranks on 2 cores get one each; with more ranks than
  * cores, cores are handed out round robin.
  *
+ * With `options.cpusPerRank`, every rank gets exactly that many cores instead.
+ *
  * @throws {ValidationError} naming the field: `worldSize`, `options.devices[2]`
- *   (no such index/UUID), `options.allowedCpus`, or more ranks than devices.
+ *   (no such index/UUID), `options.allowedCpus`, more ranks than devices, or
+ *   `options.cpusPerRank` above the number of allowed cores.
  * @throws {NativeError} when discovery is needed and the driver is installed but failing.
  * @example
  * planDevices("auto", 2, { devices: [], allowedCpus: [0, 1] });
@@ -59,10 +70,17 @@ export function planDevices(selection: DeviceSelection, worldSize: number, optio
   const isolate = options.isolateDevices ?? false;
   if (typeof isolate !== "boolean") throw new ValidationError("options.isolateDevices must be a boolean");
   const allowedCpus = validateAllowedCpus(options.allowedCpus ?? defaultAllowedCpus());
+  const perRank = options.cpusPerRank;
+  if (perRank !== undefined) {
+    if (!Number.isInteger(perRank) || perRank < 1) throw new ValidationError(`options.cpusPerRank must be a positive integer, got ${String(perRank)}`);
+    if (perRank > allowedCpus.length) {
+      throw new ValidationError(`options.cpusPerRank is ${perRank} but this process may use only ${allowedCpus.length} core${allowedCpus.length === 1 ? "" : "s"} (${allowedCpus.join(",")})`);
+    }
+  }
   const needsCuda = selection === "auto" || (Array.isArray(selection) && selection.some((entry) => entry !== "cpu"));
   const inventory = needsCuda ? discover(options.devices) : { devices: [], why: "" };
   const rankDevices = chooseDevices(selection, worldSize, inventory);
-  const cpus = assignCpus(rankDevices, inventory.devices, allowedCpus);
+  const cpus = assignCpus(rankDevices, inventory.devices, allowedCpus, perRank);
   return rankDevices.map((device, rank) => ({ rank, device, cpus: cpus[rank]!, isolate }));
 }
 
@@ -141,7 +159,7 @@ function chooseDevices(selection: DeviceSelection, worldSize: number, { devices,
   });
 }
 
-function assignCpus(rankDevices: readonly RankDevice[], devices: readonly CudaDeviceInfo[], allowed: readonly number[]): number[][] {
+function assignCpus(rankDevices: readonly RankDevice[], devices: readonly CudaDeviceInfo[], allowed: readonly number[], perRank: number | undefined): number[][] {
   const allowedSet = new Set(allowed);
   const localCpus = (device: RankDevice): number[] => {
     if (device.kind !== "cuda") return [];
@@ -152,7 +170,7 @@ function assignCpus(rankDevices: readonly RankDevice[], devices: readonly CudaDe
   const groups = new Map<string, { pool: number[]; ranks: number[] }>();
   rankDevices.forEach((device, rank) => {
     const local = localCpus(device);
-    const pool = local.length > 0 ? local : [...allowed];
+    const pool = local.length > 0 && local.length >= (perRank ?? 1) ? local : [...allowed];
     const key = pool.join(",");
     const group = groups.get(key) ?? { pool, ranks: [] };
     group.ranks.push(rank);
@@ -160,8 +178,13 @@ function assignCpus(rankDevices: readonly RankDevice[], devices: readonly CudaDe
   });
   const out: number[][] = new Array(rankDevices.length);
   for (const { pool, ranks } of groups.values()) {
-    const parts = splitCpus(pool, ranks.length);
+    const parts = perRank === undefined ? splitCpus(pool, ranks.length) : takeCpus(pool, ranks.length, perRank);
     ranks.forEach((rank, i) => (out[rank] = parts[i]!));
   }
   return out;
+}
+
+/** `parts` runs of `size` consecutive cores of `pool` (size <= pool.length), wrapping around when they need more than the pool holds. */
+function takeCpus(pool: readonly number[], parts: number, size: number): number[][] {
+  return Array.from({ length: parts }, (_, part) => Array.from({ length: size }, (_, i) => pool[(part * size + i) % pool.length]!).sort((a, b) => a - b));
 }

@@ -35,6 +35,8 @@ export function functionApp(init: FunctionAppInit): ResolvedApp {
       name: functionAppName(options.name),
       worker: functionWorkerPath(),
       ...(options.machineType ? { machineType: options.machineType } : { worldSize: options.worldSize ?? 1 }),
+      ...(options.memory === undefined ? {} : { memory: options.memory }),
+      ...(options.cpu === undefined ? {} : { cpu: options.cpu }),
       keepAlive: options.keepAlive,
       minRunners: options.minRunners,
       maxRunners: options.maxRunners,

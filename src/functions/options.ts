@@ -1,4 +1,5 @@
 import { ValidationError } from "../errors.js";
+import { checkCpuCount, memoryToMiB } from "../gateway/limits.js";
 import { isMachineType, type MachineType } from "../gateway/machine-types.js";
 import { durationToMs } from "../util/timers.js";
 
@@ -15,6 +16,20 @@ export interface RemoteOptions {
   machineType?: MachineType;
   /** Ranks (a `DistributedWorker` class is sharded over them). @default 1 */
   worldSize?: number;
+  /**
+   * Memory per rank, GiB (`0.5` is 512 MiB; at least 1/16): V8's heap limit,
+   * and a cgroup `memory.max` where cgroup v2 can be written (root). A call
+   * whose rank goes over it fails with `MemoryLimitError`
+   * (`MULTIRANK_ERR_MEMORY_LIMIT`), and the next call gets fresh ranks.
+   * @default unset (no limit)
+   */
+  memory?: number;
+  /**
+   * Cores per rank, pinned (an integer of at least 1). More than the host has
+   * fails the first call with a `ConfigError` naming both counts.
+   * @default unset (the host's cores are split among the ranks)
+   */
+  cpu?: number;
   /** Seconds per call. @default 300 */
   timeout?: number;
   /** Extra attempts after a failed call (a crash or an error). @default 0 */
@@ -54,6 +69,9 @@ export interface ResolvedRemoteOptions {
   readonly dependencies: readonly string[];
   readonly machineType: MachineType | undefined;
   readonly worldSize: number | undefined;
+  /** GiB per rank, as given. */
+  readonly memory: number | undefined;
+  readonly cpu: number | undefined;
   readonly timeout: number;
   readonly retries: number;
   readonly keepAlive: number;
@@ -92,6 +110,8 @@ export function resolveRemoteOptions(options: RemoteOptions, overrides: Partial<
   if (merged.worldSize !== undefined && merged.machineType !== undefined) throw new ValidationError(`${field("worldSize")} and options.machineType are exclusive; give one`);
   if (merged.machineType !== undefined && !isMachineType(merged.machineType)) throw new ValidationError(`${field("machineType")} must be cpu, cpu-x<N>, gpu or gpu-x<N>; got ${JSON.stringify(merged.machineType)}`);
   if (merged.worldSize !== undefined) count(merged.worldSize, field("worldSize"), 1);
+  if (merged.memory !== undefined) memoryToMiB(merged.memory, field("memory"));
+  if (merged.cpu !== undefined) checkCpuCount(merged.cpu, field("cpu"));
   const seconds = (key: "timeout" | "keepAlive" | "startupTimeout", allowZero = false): number => {
     const value = merged[key] ?? DEFAULTS[key];
     durationToMs(value, field(key), { allowZero });
@@ -117,6 +137,8 @@ export function resolveRemoteOptions(options: RemoteOptions, overrides: Partial<
     dependencies: Object.freeze([...dependencies]),
     machineType: merged.machineType,
     worldSize: merged.worldSize,
+    memory: merged.memory,
+    cpu: merged.cpu,
     timeout: seconds("timeout"),
     retries: count(merged.retries ?? DEFAULTS.retries, field("retries"), 0),
     keepAlive: seconds("keepAlive", true),

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { AbortError, RankError, RankExitError, RankGroupError, RemoteExecutionError, ValidationError, type MultirankError } from "../errors.js";
+import { AbortError, MemoryLimitError, RankError, RankExitError, RankGroupError, RemoteExecutionError, ValidationError, type MultirankError } from "../errors.js";
 import { kWorkerBrand, type DistributedWorker } from "../worker/distributed-worker.js";
 import { callerModule } from "./caller-module.js";
 import { ARGS_KEY } from "./function-env.js";
@@ -156,7 +156,8 @@ function makeRemote(definition: FunctionDefinition, fn: unknown, host: Host): Re
         return resultOf(await host.invoke(definition, payload, { timeout: callOptions.timeout ?? options.timeout, signal }));
       } catch (error) {
         // A crash or an error of the function's (on a server, already a RemoteExecutionError) is retried; a refusal is not.
-        const retryable = (error instanceof RankError || error instanceof RankGroupError || error instanceof RankExitError || error instanceof RemoteExecutionError) && !signal?.aborted;
+        const retryable =
+          (error instanceof RankError || error instanceof RankGroupError || error instanceof RankExitError || error instanceof MemoryLimitError || error instanceof RemoteExecutionError) && !signal?.aborted;
         if (!retryable || attempt >= options.retries) throw toRemoteError(error, options.name, host.description);
       }
     }

@@ -6,7 +6,9 @@ import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ValidationError } from "../errors.js";
 import { durationToMs } from "../util/timers.js";
+import { defaultAllowedCpus } from "../devices/affinity.js";
 import { ConfigError } from "./errors.js";
+import { checkCpuCount, memoryToMiB } from "./limits.js";
 import { parseMachineType, type MachineType } from "./machine-types.js";
 
 /** Which failures a request is retried on. */
@@ -38,6 +40,20 @@ export interface AppOptions {
   maxRunners?: number;
   /** Requests one runner runs at once (the worker's `static concurrency`). @default 1 */
   concurrency?: number;
+  /**
+   * Memory per rank, GiB (`0.5` is 512 MiB; at least 1/16). Each rank gets
+   * V8's heap limit at that size and, where cgroup v2 can be written (root),
+   * its own cgroup with `memory.max` at that size. A rank that goes over it
+   * dies; its request fails with `MemoryLimitError` and the runner is
+   * replaced, as after a crash. @default unset (no limit)
+   */
+  memory?: number;
+  /**
+   * Cores per rank, pinned: each rank runs on exactly that many of the host's
+   * allowed cores. More than the host has fails at load with a `ConfigError`.
+   * @default unset (the allowed cores are split evenly among a runner's ranks)
+   */
+  cpu?: number;
   /** Per-request execution timeout; each `ctx.progress()` restarts it. @default 300 */
   timeout?: number;
   /** Retry policy. @default { max: 0, on: ["crash"] } */
@@ -78,6 +94,10 @@ export interface AppDefinition {
   readonly minRunners: number;
   readonly maxRunners: number;
   readonly concurrency: number;
+  /** Memory per rank, MiB (from `memory` in GiB); undefined when unlimited. */
+  readonly memoryMiB: number | undefined;
+  /** Cores per rank; undefined for an even split. */
+  readonly cpu: number | undefined;
   readonly timeout: number;
   readonly retries: Readonly<{ max: number; on: readonly RetryReason[] }>;
   readonly startupTimeout: number;
@@ -162,6 +182,8 @@ export function defineApp(options: AppOptions): AppDefinition {
     minRunners,
     maxRunners,
     concurrency: positiveInteger(options.concurrency ?? DEFAULTS.concurrency, field("concurrency")),
+    memoryMiB: options.memory === undefined ? undefined : memoryToMiB(options.memory, field("memory")),
+    cpu: options.cpu === undefined ? undefined : checkCpuCount(options.cpu, field("cpu")),
     timeout: seconds(options.timeout ?? DEFAULTS.timeout, field("timeout")),
     retries: Object.freeze({ max: nonNegativeInteger(retries.max ?? 0, field("retries.max")), on: Object.freeze([...on]) }),
     startupTimeout: seconds(options.startupTimeout ?? DEFAULTS.startupTimeout, field("startupTimeout")),
@@ -187,11 +209,13 @@ export interface HostInfo {
   baseDir: string;
   /** Where secrets are read from. @default process.env */
   environment?: NodeJS.ProcessEnv;
+  /** Cores ranks may be pinned to. @default this process's CPU affinity */
+  cpuCount?: number;
 }
 
 /**
  * Fits an app to this host.
- * @throws {ConfigError} when the machine type asks for more GPUs than the host has, or a secret is unset.
+ * @throws {ConfigError} when the machine type asks for more GPUs than the host has, `cpu` more cores than it has, or a secret is unset.
  */
 export function resolveApp(app: AppDefinition, host: HostInfo): ResolvedApp {
   const spec = app.machineType ? parseMachineType(app.machineType) : { worldSize: app.worldSize ?? 1, gpu: false };
@@ -201,6 +225,10 @@ export function resolveApp(app: AppDefinition, host: HostInfo): ResolvedApp {
     throw new ConfigError(
       `app ${app.name}: machine type ${app.machineType} needs ${gpusPerRunner} GPU${gpusPerRunner === 1 ? "" : "s"} per runner but this host has ${host.gpuCount}${why}; use a cpu machine type or a smaller gpu-x<N>`,
     );
+  }
+  if (app.cpu !== undefined) {
+    const cores = host.cpuCount ?? defaultAllowedCpus().length;
+    if (app.cpu > cores) throw new ConfigError(`app ${app.name}: options.cpu asks for ${app.cpu} cores per rank but this host has ${cores}`);
   }
   const environment = host.environment ?? process.env;
   const secretValues: Record<string, string> = {};

@@ -172,6 +172,8 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
       logger: this.#log.child({ runner: id }),
       keepalivePayload: app.keepalivePayload,
       heartbeatTimeout: app.heartbeatTimeout,
+      ...(app.memoryMiB === undefined ? {} : { memoryLimitMiB: app.memoryMiB }),
+      ...(app.cpu === undefined ? {} : { cpusPerRank: app.cpu }),
       ...(app.keepaliveInterval === undefined ? {} : { keepaliveInterval: app.keepaliveInterval }),
     });
     const slot: Slot = { id, runner, state: "starting", active: 0, ready: Promise.resolve(), idleTimer: undefined, gpus };

@@ -10,6 +10,7 @@ import { formatTextEvent, parseTextEvent } from "../codec/text-events.js";
 import { childEnvForPlan, planDevices, type RankDevicePlan, type WorkerDevice } from "../devices/index.js";
 import {
   AbortError,
+  MemoryLimitError,
   MessageTooLargeError,
   MultirankError,
   NativeError,
@@ -263,6 +264,7 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
    * @throws {MessageTooLargeError} the packed payload is over `maxMessageBytes`
    * @throws {RankError} `call` threw on a rank ({@link RankGroupError} for several)
    * @throws {RankExitError} a rank died while the request ran
+   * @throws {MemoryLimitError} a rank went over `memoryLimitMiB` and died of it
    * @throws {TimeoutError} / {AbortError} the request was cancelled at the ranks
    */
   async invoke<T = unknown>(payload: unknown = {}, options: InvokeOptions = {}): Promise<T> {
@@ -602,6 +604,8 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     this.#session = session;
     session.receiveLoop = this.#receive(session);
     const entry = rankEntry();
+    // V8's own limit works everywhere; the cgroup (where we may make one) also catches memory outside the heap.
+    const memoryArgs = options.memoryLimitMiB === undefined ? [] : [`--max-old-space-size=${options.memoryLimitMiB}`];
     const workerModule = options.worker.startsWith("file:") || isAbsolute(options.worker) ? options.worker : resolve(options.cwd, options.worker);
     for (let rank = 0; rank < options.worldSize; rank++) {
       const routingId = `r${rank}-${nonce}`;
@@ -637,12 +641,13 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
       const process_ = new RankProcess({
         rank,
         execPath: process.execPath,
-        args: [...entry.execArgv, ...options.nodeArgs, entry.script],
+        args: [...entry.execArgv, ...options.nodeArgs, ...memoryArgs, entry.script],
         env,
         cwd: options.cwd,
         logger: this.#log.child({ rank }),
         stderrTailLines: options.stderrTailLines,
         deathPipe: options.deathPipe,
+        ...(options.memoryLimitMiB === undefined ? {} : { memoryLimitBytes: options.memoryLimitMiB * 1024 * 1024, cgroupName: `multirank-${process.pid}-${nonce}-r${rank}` }),
       });
       session.ranks.push(process_);
       void process_.exited
@@ -653,12 +658,15 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
   }
 
   #planDevices(): RankDevicePlan[] | undefined {
-    const { devices, worldSize, isolateDevices } = this.#options;
+    const { devices, worldSize, isolateDevices, cpusPerRank } = this.#options;
+    const perRank = cpusPerRank === undefined ? {} : { cpusPerRank };
     try {
-      return planDevices(devices, worldSize, { isolateDevices });
+      return planDevices(devices, worldSize, { isolateDevices, ...perRank });
     } catch (error) {
-      // "auto" must work on any machine: without a usable addon, run unpinned on the CPU.
+      // "auto" must work on any machine: without a usable addon, run on the CPU,
+      // unpinned unless cores per rank were asked for (a promise we must keep).
       if (devices === "auto" && error instanceof NativeError) {
+        if (cpusPerRank !== undefined) return planDevices("cpu", worldSize, { isolateDevices, cpusPerRank });
         this.#log.warn({ err: error }, "device discovery failed; ranks run unpinned on the CPU");
         return undefined;
       }
@@ -796,7 +804,12 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     const stderrTail = await rank.stderrTail();
     // What the rank sent just before dying may still be in the socket: let it land first.
     await new Promise((resolve) => setTimeout(resolve, LAST_MESSAGES_GRACE_MS));
-    const error = new RankExitError(exit.rank, exit.code, exit.signal, stderrTail, { cause: session.fatal.get(exit.rank) });
+    const limitMiB = this.#options.memoryLimitMiB;
+    const overLimit = limitMiB === undefined ? undefined : rank.memoryLimitHit();
+    const error =
+      limitMiB !== undefined && overLimit
+        ? new MemoryLimitError(exit.rank, limitMiB, overLimit, { exitCode: exit.code, signal: exit.signal, stderrTail }, { cause: session.fatal.get(exit.rank) })
+        : new RankExitError(exit.rank, exit.code, exit.signal, stderrTail, { cause: session.fatal.get(exit.rank) });
     if (session.closed) return;
     // A rank whose group broke because the session already failed (a peer crashed) adds nothing.
     if (session.failure && exit.code === GROUP_BROKEN_EXIT_CODE) return;
@@ -805,6 +818,8 @@ export class DistributedRunner extends EventEmitter<RunnerEvents> {
     if (restart) {
       const why = (session.fatal.get(exit.rank)?.cause as Error | undefined)?.message ?? "see its error";
       this.#log.error({ rank: exit.rank, code: exit.code }, `process group broken on rank ${exit.rank}: ${why}; restarting the ranks`);
+    } else if (error instanceof MemoryLimitError) {
+      this.#log.error({ rank: exit.rank, limitMiB: error.limitMiB, via: error.via, code: exit.code, signal: exit.signal }, "rank went over its memory limit and died; stopping the others");
     } else this.#log.error({ rank: exit.rank, code: exit.code, signal: exit.signal }, "rank exited unexpectedly; stopping the others");
     this.#runnerErrors.push(error);
     session.failure ??= error;

@@ -44,8 +44,23 @@ export interface DistributedRunnerOptions {
   devices?: DeviceSelection;
   /** Set `CUDA_VISIBLE_DEVICES` to each rank's device alone (breaks peer-to-peer). @default false */
   isolateDevices?: boolean;
-  /** Extra `node` flags for rank processes (`--max-old-space-size=...`). @default [] */
+  /** Extra `node` flags for rank processes. @default [] */
   nodeArgs?: readonly string[];
+  /**
+   * Memory per rank, MiB (an integer of at least 64). Each rank gets V8's
+   * `--max-old-space-size` at this size and, where cgroup v2 can be written
+   * (usually as root), its own cgroup with `memory.max` at this size and no
+   * swap. A rank that goes over it dies, and its requests fail with
+   * `MemoryLimitError` (`MULTIRANK_ERR_MEMORY_LIMIT`). @default unset (no limit)
+   */
+  memoryLimitMiB?: number;
+  /**
+   * Cores each rank is pinned to (an integer of at least 1), taken from this
+   * process's allowed cores (a GPU rank's local cores when it has enough).
+   * More than the allowed cores is a `ValidationError`. @default unset (the
+   * allowed cores are split evenly among the ranks)
+   */
+  cpusPerRank?: number;
   /** Give ranks a pipe that closes when the runner dies, so they exit with it. @default true */
   deathPipe?: boolean;
   /** Lines of each rank's stderr kept for crash reports. @default 40 */
@@ -90,12 +105,17 @@ export interface ResolvedRunnerOptions {
   devices: DeviceSelection;
   isolateDevices: boolean;
   nodeArgs: readonly string[];
+  memoryLimitMiB: number | undefined;
+  cpusPerRank: number | undefined;
   deathPipe: boolean;
   stderrTailLines: number;
   /** 0 when heartbeats are off. */
   heartbeatTimeoutMs: number;
   streamHighWaterMark: number;
 }
+
+/** The smallest per-rank memory limit, MiB: Node itself needs about 40 MiB before any user code runs. */
+export const MIN_MEMORY_LIMIT_MIB = 64;
 
 export const RUNNER_DEFAULTS = Object.freeze({
   worldSize: 1,
@@ -167,6 +187,16 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
   }
   const nodeArgs = options.nodeArgs ?? [];
   check(Array.isArray(nodeArgs) && nodeArgs.every((a) => typeof a === "string"), "options.nodeArgs must be a list of strings");
+  check(!nodeArgs.some((a) => a.startsWith("--max-old-space-size")) || options.memoryLimitMiB === undefined, "options.nodeArgs sets --max-old-space-size and options.memoryLimitMiB sets it too; give one");
+  if (options.memoryLimitMiB !== undefined) {
+    check(
+      Number.isInteger(options.memoryLimitMiB) && options.memoryLimitMiB >= MIN_MEMORY_LIMIT_MIB,
+      `options.memoryLimitMiB must be an integer number of MiB of at least ${MIN_MEMORY_LIMIT_MIB}, got ${String(options.memoryLimitMiB)}`,
+    );
+  }
+  if (options.cpusPerRank !== undefined) {
+    check(Number.isInteger(options.cpusPerRank) && options.cpusPerRank >= 1, `options.cpusPerRank must be a positive integer, got ${String(options.cpusPerRank)}`);
+  }
   check(Number.isInteger(merged.stderrTailLines) && merged.stderrTailLines >= 0, "options.stderrTailLines must be a non-negative integer");
   check(
     typeof merged.heartbeatTimeout === "number" && merged.heartbeatTimeout >= 0,
@@ -195,6 +225,8 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
     devices: merged.devices,
     isolateDevices: Boolean(merged.isolateDevices),
     nodeArgs: Object.freeze([...nodeArgs]),
+    memoryLimitMiB: options.memoryLimitMiB,
+    cpusPerRank: options.cpusPerRank,
     deathPipe: Boolean(merged.deathPipe),
     stderrTailLines: merged.stderrTailLines,
     heartbeatTimeoutMs,

@@ -3,6 +3,7 @@ import type { Writable } from "node:stream";
 import type { Logger } from "pino";
 import { forEachLine, LineTail } from "../util/line-splitter.js";
 import { deferred } from "../util/deferred.js";
+import { RankCgroup } from "./rank-cgroup.js";
 
 /** How a rank process ended. */
 export interface RankExit {
@@ -21,7 +22,14 @@ export interface RankSpawnOptions {
   logger: Logger;
   stderrTailLines: number;
   deathPipe: boolean;
+  /** Put the rank in its own cgroup with this `memory.max` (bytes), where cgroup v2 allows it. */
+  memoryLimitBytes?: number;
+  /** The cgroup's name, unique on the host; required with `memoryLimitBytes`. */
+  cgroupName?: string;
 }
+
+/** V8's last words when a heap allocation fails at its limit ("FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory"). */
+const HEAP_OOM = /JavaScript heap out of memory|FATAL ERROR: .*heap limit/;
 
 const PINO_LEVELS: Record<number, "trace" | "debug" | "info" | "warn" | "error" | "fatal"> = {
   10: "trace",
@@ -62,6 +70,9 @@ export class RankProcess {
   readonly #exited = deferred<RankExit>();
   readonly #stderrDone = deferred<void>();
   #exit: RankExit | undefined;
+  #cgroup: RankCgroup | undefined;
+  #cgroupEvents: Record<string, number> = {};
+  #heapOutOfMemory = false;
 
   constructor(options: RankSpawnOptions) {
     this.rank = options.rank;
@@ -78,6 +89,7 @@ export class RankProcess {
     if (stdout) forEachLine(stdout, (line) => relayLine(logger, "stdout", line));
     if (stderr) {
       forEachLine(stderr, (line) => {
+        if (!this.#heapOutOfMemory && HEAP_OOM.test(line)) this.#heapOutOfMemory = true;
         this.#stderrTail.push(line);
         relayLine(logger, "stderr", line);
       });
@@ -94,10 +106,20 @@ export class RankProcess {
       this.#settle(null, null);
     });
     this.#child.once("exit", (code, signal) => this.#settle(code, signal));
+    // Moved right after spawn, while node is still starting: what it allocated
+    // so far stays charged to our group, everything the worker does to its own.
+    if (options.memoryLimitBytes !== undefined && this.#child.pid !== undefined) {
+      this.#cgroup = RankCgroup.create({ name: options.cgroupName ?? `multirank-${process.pid}-r${options.rank}`, limitBytes: options.memoryLimitBytes, pid: this.#child.pid, logger });
+    }
   }
 
   #settle(code: number | null, signal: NodeJS.Signals | null): void {
     if (this.#exit) return;
+    if (this.#cgroup) {
+      // Read before removal: the counters go with the group.
+      this.#cgroupEvents = this.#cgroup.events();
+      this.#cgroup.remove();
+    }
     this.#exit = { rank: this.rank, code, signal };
     this.#exited.resolve(this.#exit);
   }
@@ -109,6 +131,27 @@ export class RankProcess {
   /** How it ended; undefined while it runs. */
   get exit(): RankExit | undefined {
     return this.#exit;
+  }
+
+  /** The rank's memory cgroup directory, when it has one (see `memoryLimitBytes`). */
+  get cgroup(): string | undefined {
+    return this.#cgroup?.dir;
+  }
+
+  /**
+   * Whether the rank died of its memory limit, and which: `"heap"` when V8
+   * reported its heap out of memory on stderr, `"cgroup"` when the kernel's
+   * OOM killer killed a process of its cgroup (or SIGKILL ended it after the
+   * group hit its limit). Meaningful once it has exited and its stderr drained
+   * ({@link stderrTail}).
+   */
+  memoryLimitHit(): "heap" | "cgroup" | undefined {
+    if (!this.#exit) return undefined;
+    if (this.#heapOutOfMemory) return "heap";
+    const events = this.#cgroupEvents;
+    if ((events.oom_kill ?? 0) > 0) return "cgroup";
+    if (this.#cgroup && this.#exit.signal === "SIGKILL" && (events.oom ?? 0) > 0) return "cgroup";
+    return undefined;
   }
 
   get alive(): boolean {

@@ -27,6 +27,7 @@ describe("error catalogue", () => {
       new api.BundleError("x", "/m.ts"),
       new api.DependencyInstallError("x", ["a@1"], ""),
       new api.RankHungError(0, 2000, 1000),
+      new api.MemoryLimitError(0, 256, "heap", { exitCode: null, signal: "SIGABRT", stderrTail: "" }),
       new api.RemoteExecutionError({ functionName: "f", host: "local", remoteName: "E", remoteMessage: "m" }),
       new api.DataSyncError("x"),
       new api.VersionMismatchError("0.1.0", "0.2.0", "http://127.0.0.1:1"),
