@@ -10,6 +10,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "serve the apps over fal's and Runpod's HTTP protocols (gateway.config.ts, or the examples)",
     load: async () => (await import("./serve.js")).runServeCommand,
   },
+  dev: { summary: "serve the project and reload what changed after each edit", load: async () => (await import("./dev.js")).runDevCommand },
   bench: {
     summary: "benchmark a worker at several world sizes (table, --json, --chart)",
     load: async () => (await import("./bench.js")).runBenchCommand,

@@ -154,7 +154,7 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   return 0;
 }
 
-function countGpus(): number {
+export function countGpus(): number {
   if (!cudaAvailability().available) return 0;
   try {
     return listDevices().length;
@@ -163,7 +163,7 @@ function countGpus(): number {
   }
 }
 
-function banner(url: string, apps: Array<{ name: string; input: unknown; worldSize: number }>, auth: boolean, gpus: number, adminKeys: boolean): string {
+export function banner(url: string, apps: Array<{ name: string; input: unknown; worldSize: number }>, auth: boolean, gpus: number, adminKeys: boolean): string {
   const header = auth ? ` -H 'Authorization: Key $FAL_KEY'` : "";
   const first = apps.find((a) => a.name.endsWith("/echo")) ?? apps[0];
   const streaming = apps.find((a) => a.name.endsWith("/text-stream"));

@@ -35,6 +35,8 @@ export interface BundleOptions {
   external?: readonly string[];
   /** Cancels the build; the promise then rejects with an `AbortError`. */
   signal?: AbortSignal;
+  /** Leave every package import bare without checking it is declared (an app's worker, whose packages are the project's). @default false */
+  anyPackage?: boolean;
 }
 
 /** One bundled module, ready to be loaded on a host. */
@@ -157,7 +159,7 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
   }
 
   const names = [...used.keys()].sort();
-  const undeclared = names.find((name) => !allowed.has(name));
+  const undeclared = options.anyPackage === true ? undefined : names.find((name) => !allowed.has(name));
   if (undeclared !== undefined) {
     const importer = resolve(workingDir, used.get(undeclared)!);
     throw new UndeclaredDependencyError(undeclared, entry, importer, suggestSpec(undeclared, importer));

@@ -14,7 +14,9 @@ import { join, resolve } from "node:path";
 import { Deployments } from "../deploy/deployments.js";
 import type { ConfigFunction } from "../deploy/project-config.js";
 import { packageFunction } from "../functions/function-package.js";
-import type { ServedFunctions } from "../functions/served-functions.js";
+import { stableJson, type ServedFunctions } from "../functions/served-functions.js";
+import { bundleModule } from "../functions/bundle.js";
+import { createHash } from "node:crypto";
 import { registerDeployRoutes } from "../deploy/deploy-routes.js";
 import { functionServerKeys, registerFunctionRoutes, type FunctionServerOptions } from "../functions/function-server.js";
 import { GatewayCore } from "./core.js";
@@ -94,6 +96,13 @@ export interface GatewayOptions {
   functionServer?: FunctionServerOptions;
 }
 
+/** What {@link Gateway.update} did to one app or function. */
+export interface UpdateChange {
+  kind: "app" | "function";
+  name: string;
+  change: "added" | "updated" | "unchanged" | "removed";
+}
+
 /** A running gateway. */
 export interface Gateway {
   /** The fastify instance (for `inject` in tests, or more routes). */
@@ -114,6 +123,15 @@ export interface Gateway {
    * @throws {StateError} without `functionServer`; the errors of registration (a bad dependency, a name clash).
    */
   serveFunctions(functions: readonly ConfigFunction[]): Promise<void>;
+  /**
+   * Serves exactly these apps and functions from now on (what `multirank dev`
+   * calls after an edit): an app or function whose code (its bundle) or
+   * options changed drains and restarts; unchanged ones keep their warm
+   * runners; ones no longer listed stop. Only what earlier `update` calls
+   * added is replaced or removed: config and deployed apps are left alone.
+   * @throws the errors of `resolveApp` and of registration; nothing changes then.
+   */
+  update(project: { apps: ReadonlyArray<AppDefinition | AppOptions>; functions?: readonly ConfigFunction[] }): Promise<UpdateChange[]>;
   /** Graceful: refuse new work, finish what is queued and running (up to `shutdownGrace`), stop runners, close the server. Idempotent. */
   close(): Promise<void>;
   /** `await using gateway = ...` closes it. */
@@ -231,6 +249,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   registerRunpodRoutes(server, core, { maxStreamHoldMs: streamHoldMs });
   let deployments: Deployments | undefined;
   let functions: ServedFunctions | undefined;
+  /** Apps (name -> digest) and functions that `update` added. */
+  const managedApps = new Map<string, string>();
+  const managedFunctions = new Set<string>();
   if (options.functionServer && functionKeys) {
     functions = registerFunctionRoutes(server, { ...options.functionServer, keys: functionKeys, core, table, gpuCount: host.gpuCount, logger, graceMs });
     deployments = new Deployments({
@@ -276,6 +297,58 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     async warm() {
       await table.warm();
+    },
+    async update(project) {
+      const changes: UpdateChange[] = [];
+      const nextApps = new Map<string, { app: ResolvedApp; digest: string }>();
+      for (const raw of project.apps) {
+        const app = resolveApp(isDefinition(raw) ? raw : defineApp(raw), host);
+        if (nextApps.has(app.name)) throw new ValidationError(`two apps are named ${app.name}`);
+        if (!managedApps.has(app.name) && table.get(app.name)) throw new ValidationError(`app ${app.name} is already served here (from the config or a deployment)`);
+        // The worker's code is part of the digest: an edit to it (or to a file it imports) restarts the app.
+        const bundle = await bundleModule({ entry: app.workerPath, dependencies: [], anyPackage: true });
+        nextApps.set(app.name, { app, digest: createHash("sha256").update(bundle.hash).update(stableJson(app)).digest("hex") });
+      }
+      const nextFunctions = [];
+      for (const fn of project.functions ?? []) {
+        const { registration } = await packageFunction(fn.options, fn.module, { source: `config:${fn.module}` });
+        nextFunctions.push({ registration, unchanged: functions ? functions.unchanged(registration) : false });
+      }
+      if (nextFunctions.length > 0 && !functions) throw new StateError("serving functions needs the gateway's functionServer option");
+      const prepared = [];
+      for (const next of nextFunctions) if (!next.unchanged) prepared.push(await functions!.prepare(next.registration, next.registration.secrets));
+      // Everything that can fail has: now swap.
+      for (const [name, next] of nextApps) {
+        const before = managedApps.get(name);
+        if (before === next.digest) changes.push({ kind: "app", name, change: "unchanged" });
+        else {
+          table.replace(next.app, graceMs);
+          changes.push({ kind: "app", name, change: before === undefined ? "added" : "updated" });
+        }
+      }
+      for (const name of [...managedApps.keys()]) {
+        if (nextApps.has(name)) continue;
+        table.remove(name, graceMs);
+        managedApps.delete(name);
+        changes.push({ kind: "app", name, change: "removed" });
+      }
+      for (const [name, next] of nextApps) managedApps.set(name, next.digest);
+      if (functions) {
+        functions.commit(prepared);
+        for (const next of nextFunctions) {
+          const name = next.registration.name;
+          changes.push({ kind: "function", name, change: next.unchanged ? "unchanged" : managedFunctions.has(name) ? "updated" : "added" });
+        }
+        const listed = new Set(nextFunctions.map((n) => n.registration.name));
+        for (const name of [...managedFunctions]) {
+          if (listed.has(name)) continue;
+          functions.remove(name);
+          managedFunctions.delete(name);
+          changes.push({ kind: "function", name, change: "removed" });
+        }
+        for (const name of listed) managedFunctions.add(name);
+      }
+      return changes;
     },
     async serveFunctions(list) {
       if (!functions) throw new StateError("serveFunctions needs the gateway's functionServer option");

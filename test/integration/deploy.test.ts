@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { falClient } from "../fixtures/gateway/harness.js";
+import { makeFixtureProject, writeFixtureFunction } from "../helpers/fixture-project.js";
 import { packIsNumberFixture, refuseRegistry } from "../helpers/fixture-package.js";
 import { childPids, waitFor } from "../helpers/processes.js";
 
@@ -24,18 +25,6 @@ let project: string;
 let dataDir: string;
 let gateway: Awaited<ReturnType<Multirank["createGateway"]>> | undefined;
 let url: string;
-
-function writeProject(version: string): void {
-  writeFileSync(
-    join(project, "functions", "greet.ts"),
-    `import { remote } from "multirank";
-export const greet = remote({ name: "d-greet", dependencies: [process.env.TEST_FN_DEP!], keepAlive: 60 }, async (input: { who: string }) => {
-  const { default: isNumberish } = (await import("fn-fixture-isnum" as string)) as { default: (x: unknown) => boolean };
-  return { text: "hello " + input.who, version: ${JSON.stringify(version)}, numberish: isNumberish(input.who), pid: process.pid };
-});
-`,
-  );
-}
 
 async function startGateway(): Promise<void> {
   gateway = await mr.createGateway({
@@ -58,32 +47,7 @@ beforeAll(async () => {
   process.env.MULTIRANK_CACHE_DIR = join(work, "client-cache");
   refuseRegistry();
   project = join(work, "proj");
-  mkdirSync(join(project, "functions"), { recursive: true });
-  mkdirSync(join(project, "workers"));
-  mkdirSync(join(project, "node_modules"));
-  symlinkSync(ROOT, join(project, "node_modules", "multirank"), "dir");
-  writeFileSync(join(project, "package.json"), JSON.stringify({ name: "deploy-fixture", type: "module", private: true, dependencies: { multirank: "*" } }));
-  writeFileSync(
-    join(project, "workers", "echo.ts"),
-    `import { DistributedWorker } from "multirank";
-export default class Echo extends DistributedWorker<{ text?: string }, { echo: unknown; pid: number }> {
-  override async call(input: { text?: string }) {
-    return { echo: input.text ?? null, pid: process.pid };
-  }
-}
-`,
-  );
-  writeProject("v1");
-  writeFileSync(
-    join(project, "multirank.config.ts"),
-    `import { defineApp, defineConfig } from "multirank";
-import { greet } from "./functions/greet.js";
-export default defineConfig({
-  apps: [defineApp({ name: "d/echo", worker: "./workers/echo.ts", keepAlive: 60 })],
-  functions: [greet],
-});
-`,
-  );
+  makeFixtureProject(project);
   dataDir = join(work, "data");
   mr = await import("multirank");
   await startGateway();
@@ -128,7 +92,7 @@ describe("multirank build and deploy", () => {
 
   it("a changed function is redeployed under load: every request succeeds, only it restarts", async () => {
     const before = (await post("/fal/run/d/echo", { text: "a" })).body.pid as number;
-    writeProject("v2");
+    writeFixtureFunction(project, "v2");
     const { artifact } = await mr.buildProject({ dir: project });
     let stop = false;
     const load = (async () => {
