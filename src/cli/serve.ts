@@ -23,7 +23,8 @@ const USAGE = `usage: multirank serve [options]
                     better $MULTIRANK_ADMIN_KEYS, comma-separated, as argv is visible to other users);
                     none = uploads only while listening on loopback
   --data-dir <dir>  the data root for syncDir uploads and dataPath() (default $MULTIRANK_DATA_DIR or ~/.local/share/multirank)
-  --cache-dir <dir> function environments (default $MULTIRANK_CACHE_DIR or ~/.cache/multirank)
+  --cache-dir <dir> function environments (default <data-dir>/.multirank/cache with --data-dir, else $MULTIRANK_CACHE_DIR or ~/.cache/multirank)
+                    deployments (multirank deploy) are kept in <data-dir>/.multirank/deployments and come back after a restart
   --shutdown-grace <s>  seconds to finish in-flight requests on SIGTERM (default 30)
   --help            this text
 `;
@@ -94,7 +95,8 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   const functionServer = {
     adminKeys,
     ...(values["data-dir"] ? { dataDir: resolve(values["data-dir"]) } : {}),
-    ...(values["cache-dir"] ? { cacheDir: resolve(values["cache-dir"]) } : {}),
+    // With --data-dir, everything the server keeps lives there: deployments and their environments too.
+    ...(values["cache-dir"] ? { cacheDir: resolve(values["cache-dir"]) } : values["data-dir"] ? { cacheDir: resolve(values["data-dir"], ".multirank", "cache") } : {}),
   };
   let gateway;
   try {

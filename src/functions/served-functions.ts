@@ -100,9 +100,7 @@ export class ServedFunctions {
    */
   unchanged(body: RegistrationRequest): boolean {
     const existing = this.#registered.get(body.name);
-    if (existing && existing.source !== body.source) {
-      throw new ConflictError(`function "${body.name}" is already registered here by ${existing.source}; names are unique per server`);
-    }
+    checkOwner(existing, body);
     return existing !== undefined && existing.digest === digestOf(body) && this.#init.table.get(functionAppName(body.name)) !== undefined;
   }
 
@@ -113,9 +111,7 @@ export class ServedFunctions {
    */
   async prepare(body: RegistrationRequest, secrets: NodeJS.ProcessEnv, options: { signal?: AbortSignal; logger?: Logger; lockfile?: string } = {}): Promise<PreparedFunction> {
     const existing = this.#registered.get(body.name);
-    if (existing && existing.source !== body.source) {
-      throw new ConflictError(`function "${body.name}" is already registered here by ${existing.source}; names are unique per server`);
-    }
+    checkOwner(existing, body);
     if (createHash("sha256").update(body.code).digest("hex") !== body.hash) throw new ValidationError(`the bundle of ${body.name} does not match its hash ${body.hash}`);
     // A bundle that does not parse is refused now, not when its ranks start.
     await checkBundleSyntax(body.code, body.name);
@@ -182,6 +178,19 @@ export class ServedFunctions {
     for (const [key, owner] of this.#direct) if (owner === name) this.#direct.delete(key);
     this.#init.table.remove(functionAppName(name), this.#init.graceMs);
   }
+}
+
+/**
+ * Names are unique per server: another source may not take a name, except
+ * that a deployment (an admin's) takes over a name a client registered on
+ * the fly (`server()`), which lasts only for the server's life anyway.
+ * @throws {ConflictError}
+ */
+function checkOwner(existing: Registered | undefined, body: RegistrationRequest): void {
+  if (!existing || existing.source === body.source) return;
+  const adHoc = !existing.source.startsWith("deploy:") && !existing.source.startsWith("config:");
+  if (body.source.startsWith("deploy:") && adHoc) return;
+  throw new ConflictError(`function "${body.name}" is already registered here by ${existing.source}; names are unique per server`);
 }
 
 /** `METHOD /path` of a function's direct endpoint. */
