@@ -13,6 +13,19 @@ export function runWithCallContext<T>(ctx: CallContext, fn: () => T): T {
   return scope.run(ctx, fn);
 }
 
+/**
+ * The `AbortSignal` of the remote call this code runs under, inside a
+ * function's environment; `undefined` elsewhere. It aborts when the call is
+ * cancelled or times out, so a function can stop its own work (a remote
+ * function it calls is cancelled with it without this).
+ * @example
+ * const signal = callSignal();
+ * for (const item of items) { signal?.throwIfAborted(); await work(item); }
+ */
+export function callSignal(): AbortSignal | undefined {
+  return scope.getStore()?.signal;
+}
+
 /** The signal of the remote call this code runs under, if any. */
 export function currentCallSignal(): AbortSignal | undefined {
   return scope.getStore()?.signal;

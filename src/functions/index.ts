@@ -1,6 +1,7 @@
 /**
  * Serverless functions: `remote()` and what goes with it. Re-exports only.
  */
+export { callSignal } from "./call-scope.js";
 export { cached } from "./cached.js";
 export { DataSyncError } from "./data-errors.js";
 export { dataRoutes, registerDataRoutes, type DataRoutesOptions } from "./data-routes.js";

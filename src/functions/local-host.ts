@@ -12,7 +12,7 @@ import { bundleModule } from "./bundle.js";
 import { dataRoot } from "./data-root.js";
 import { ensureEnvironment } from "./environment.js";
 import { FUNCTION_ENV } from "./function-env.js";
-import { definedBy } from "./registry.js";
+import { definedBy, registered } from "./registry.js";
 import type { CallOptions, FunctionDefinition, Host } from "./host.js";
 
 /** Options of {@link LocalHost}. */
@@ -66,6 +66,7 @@ export class LocalHost implements Host {
   async invoke(definition: FunctionDefinition, payload: unknown, options: CallOptions): Promise<unknown> {
     const { pool } = await this.#prepare(definition, options.signal);
     const lease = await acquire(pool, options.signal);
+    options.onStart?.();
     try {
       return await lease.runner.invoke(payload, { timeout: options.timeout, ...(options.signal ? { signal: options.signal } : {}) });
     } finally {
@@ -76,6 +77,7 @@ export class LocalHost implements Host {
   async *stream(definition: FunctionDefinition, payload: unknown, options: CallOptions): AsyncGenerator<unknown, void, undefined> {
     const { pool } = await this.#prepare(definition, options.signal);
     const lease = await acquire(pool, options.signal);
+    options.onStart?.();
     try {
       yield* lease.runner.stream(payload, { timeout: options.timeout, ...(options.signal ? { signal: options.signal } : {}) });
     } finally {
@@ -120,7 +122,14 @@ export class LocalHost implements Host {
     // top level must be declared by each function; one imported inside a
     // function's body, by that function.
     const declared = new Set([...options.dependencies, ...definedBy(definition.module).flatMap((entry) => entry.dependencies)]);
-    const bundle = await bundleModule({ entry: definition.module, dependencies: [...declared], ...(signal ? { signal } : {}) });
+    // Another module of the graph that defines remote functions (a function
+    // this one calls) may import what its own functions declare: their bodies
+    // run in their environments, not in this one.
+    const moduleDependencies: Record<string, string[]> = {};
+    for (const entry of registered()) {
+      if (entry.module !== definition.module) (moduleDependencies[entry.module] ??= []).push(...entry.dependencies);
+    }
+    const bundle = await bundleModule({ entry: definition.module, dependencies: [...declared], moduleDependencies, ...(signal ? { signal } : {}) });
     const bundlePath = join(environment.dir, "functions", `${bundle.hash}.mjs`);
     if (!existsSync(bundlePath)) {
       mkdirSync(dirname(bundlePath), { recursive: true });
