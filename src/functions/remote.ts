@@ -199,9 +199,10 @@ async function runClassLocally(definition: FunctionDefinition, input: unknown): 
     worldSize: options.worldSize ?? (options.machineType ? parseMachineType(options.machineType).worldSize : 1),
     env: { ...options.env, [FUNCTION_ENV.module]: definition.module, [FUNCTION_ENV.name]: options.name },
   });
+  const signal = currentCallSignal();
   try {
     await runner.start();
-    return await runner.invoke(input, { timeout: options.timeout, ...(currentCallSignal() ? { signal: currentCallSignal()! } : {}) });
+    return await runner.invoke(input, { timeout: options.timeout, ...(signal ? { signal } : {}) });
   } finally {
     await runner.stop();
   }
