@@ -4,6 +4,7 @@
  * short version. Each prints its table and writes bench/out/<name>.json.
  */
 import { main as coldStart } from "./cold-start.js";
+import { main as functions } from "./functions.js";
 import { main as invoke } from "./invoke.js";
 import { main as jpeg } from "./jpeg.js";
 import { main as payload } from "./payload.js";
@@ -11,5 +12,5 @@ import { main as reliability } from "./reliability.js";
 import { main as stream } from "./stream.js";
 
 const started = Date.now();
-for (const bench of [invoke, stream, jpeg, payload, coldStart, reliability]) await bench();
+for (const bench of [invoke, stream, jpeg, payload, coldStart, reliability, functions]) await bench();
 process.stdout.write(`\nall benchmarks done in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);

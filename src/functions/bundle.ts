@@ -12,7 +12,7 @@
  * `ERR_MODULE_NOT_FOUND` on a server later.
  */
 import { createHash } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { isBuiltin } from "node:module";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -33,6 +33,14 @@ export interface BundleOptions {
   dependencies: readonly string[];
   /** Package names also allowed as bare imports and never bundled. @default ["multirank"] */
   external?: readonly string[];
+  /**
+   * Modules of the graph that define remote functions of their own, by
+   * absolute path, with the npm specs those functions declare: imports of
+   * those packages from those modules are allowed too (the functions run in
+   * their own environments; another function's module that imports one only
+   * carries its code). @default {}
+   */
+  moduleDependencies?: Readonly<Record<string, readonly string[]>>;
   /** Cancels the build; the promise then rejects with an `AbortError`. */
   signal?: AbortSignal;
   /** Leave every package import bare without checking it is declared (an app's worker, whose packages are the project's). @default false */
@@ -85,12 +93,13 @@ const REQUIRE_BANNER = 'import { createRequire as __multirankCreateRequire } fro
 let activeBuilds = 0;
 
 export async function bundleModule(options: BundleOptions): Promise<Bundle> {
-  const { entry, declared, external, signal } = validateOptions(options);
+  const { entry, declared, external, byModule, signal } = validateOptions(options);
   throwIfAborted(signal);
   const allowed = new Set([...declared, ...external]);
   const workingDir = dirname(entry);
-  // package name -> the first file that imports it
-  const used = new Map<string, string>();
+  // Every package the graph imports, and the first import of each that no declaration allows.
+  const used = new Set<string>();
+  const undeclaredAt = new Map<string, string>();
 
   const packagesExternal: Plugin = {
     name: "multirank-packages-external",
@@ -102,7 +111,9 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
         const name = packageOfSpecifier(args.path);
         // Not a package (`#imports`, a URL, a tsconfig alias): esbuild's own resolution decides.
         if (name === undefined) return undefined;
-        if (!used.has(name)) used.set(name, args.importer);
+        used.add(name);
+        const allowedHere = allowed.has(name) || byModule.get(resolve(workingDir, args.importer))?.has(name) === true;
+        if (!allowedHere && !undeclaredAt.has(name)) undeclaredAt.set(name, args.importer);
         return { path: args.path, external: true };
       });
     },
@@ -126,7 +137,10 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
     sourcemap: "inline",
     keepNames: true,
     logLevel: "silent",
-    banner: { js: REQUIRE_BANNER },
+    // A bundle of a bundle (a function a remote function calls, bundled again
+    // from the outer bundle inside its environment) keeps the one it has: a
+    // second banner would declare the same names twice.
+    ...(isBundle(entry) ? {} : { banner: { js: REQUIRE_BANNER } }),
     plugins: [packagesExternal],
     metafile: true,
     })
@@ -158,10 +172,10 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
     if (--activeBuilds === 0) await esbuild.stop();
   }
 
-  const names = [...used.keys()].sort();
-  const undeclared = options.anyPackage === true ? undefined : names.find((name) => !allowed.has(name));
+  const names = [...used].sort();
+  const undeclared = options.anyPackage === true ? undefined : names.find((name) => undeclaredAt.has(name));
   if (undeclared !== undefined) {
-    const importer = resolve(workingDir, used.get(undeclared)!);
+    const importer = resolve(workingDir, undeclaredAt.get(undeclared)!);
     throw new UndeclaredDependencyError(undeclared, entry, importer, suggestSpec(undeclared, importer));
   }
   return { code, hash: createHash("sha256").update(code).digest("hex"), imports: names, files: [entry, ...files.filter((file) => file !== entry)] };
@@ -186,16 +200,29 @@ export async function checkBundleSyntax(code: string, name: string): Promise<voi
   }
 }
 
+/** True when `file` is the output of {@link bundleModule} (it starts with the banner). */
+function isBundle(file: string): boolean {
+  const fd = openSync(file, "r");
+  try {
+    const head = Buffer.alloc(REQUIRE_BANNER.length);
+    const read = readSync(fd, head, 0, head.length, 0);
+    return head.subarray(0, read).toString("utf8") === REQUIRE_BANNER;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 interface ValidOptions {
   entry: string;
   declared: string[];
   external: string[];
+  byModule: Map<string, Set<string>>;
   signal: AbortSignal | undefined;
 }
 
 function validateOptions(options: BundleOptions): ValidOptions {
   if (typeof options !== "object" || options === null) throw new ValidationError("options must be an object");
-  const { entry: rawEntry, dependencies, external = DEFAULT_EXTERNAL, signal } = options;
+  const { entry: rawEntry, dependencies, external = DEFAULT_EXTERNAL, moduleDependencies = {}, signal } = options;
   if (typeof rawEntry !== "string" || rawEntry === "") throw new ValidationError("options.entry must be an absolute path or a file: URL");
   const entry = rawEntry.startsWith("file:") ? fileURLToPath(rawEntry) : rawEntry;
   if (!isAbsolute(entry)) throw new ValidationError(`options.entry must be an absolute path or a file: URL, got "${rawEntry}"`);
@@ -218,8 +245,21 @@ function validateOptions(options: BundleOptions): ValidOptions {
   external.forEach((name, i) => {
     if (typeof name !== "string" || !isPackageName(name)) throw new ValidationError(`options.external[${i}] must be a package name, got ${JSON.stringify(name)}`);
   });
+  if (typeof moduleDependencies !== "object" || moduleDependencies === null) throw new ValidationError("options.moduleDependencies must map module paths to npm specs");
+  const byModule = new Map<string, Set<string>>();
+  for (const [module, specs] of Object.entries(moduleDependencies)) {
+    if (!Array.isArray(specs)) throw new ValidationError(`options.moduleDependencies["${module}"] must be an array of npm specs`);
+    const path = module.startsWith("file:") ? fileURLToPath(module) : module;
+    byModule.set(path, new Set(specs.map((spec, i) => {
+      try {
+        return packageNameOf(spec);
+      } catch (error) {
+        throw new ValidationError(`options.moduleDependencies["${module}"][${i}]: ${(error as Error).message}`, { cause: error });
+      }
+    })));
+  }
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new ValidationError("options.signal must be an AbortSignal");
-  return { entry, declared, external: [...external], signal };
+  return { entry, declared, external: [...external], byModule, signal };
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {

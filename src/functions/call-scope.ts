@@ -13,18 +13,20 @@ export function runWithCallContext<T>(ctx: CallContext, fn: () => T): T {
   return scope.run(ctx, fn);
 }
 
-/** The signal of the remote call this code runs under, if any. */
-export function currentCallSignal(): AbortSignal | undefined {
+/**
+ * The `AbortSignal` of the remote call this code runs under, inside a
+ * function's environment; `undefined` elsewhere. It aborts when the call is
+ * cancelled or times out, so a function can stop its own work (a remote
+ * function it calls is cancelled with it without this).
+ * @example
+ * const signal = callSignal();
+ * for (const item of items) { signal?.throwIfAborted(); await work(item); }
+ */
+export function callSignal(): AbortSignal | undefined {
   return scope.getStore()?.signal;
 }
 
-/**
- * Inside a remote function: the signal of the call it runs for, aborted when
- * that call is cancelled or times out (the caller's `cancel()`, a closed
- * connection). Long work can stop early on it; remote functions called from
- * here inherit it. Undefined outside a remote call.
- * @example const signal = callSignal(); for (const chunk of work) { signal?.throwIfAborted(); ... }
- */
-export function callSignal(): AbortSignal | undefined {
-  return currentCallSignal();
+/** The signal of the remote call this code runs under, if any. */
+export function currentCallSignal(): AbortSignal | undefined {
+  return scope.getStore()?.signal;
 }

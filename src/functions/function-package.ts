@@ -9,9 +9,9 @@ import { hostname } from "node:os";
 import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ValidationError } from "../errors.js";
-import { bundleModule } from "./bundle.js";
+import { bundleModule, type Bundle } from "./bundle.js";
 import type { ResolvedRemoteOptions } from "./options.js";
-import { definedBy } from "./registry.js";
+import { definedBy, registered } from "./registry.js";
 import type { RegistrationRequest, WireOptions } from "./wire.js";
 
 /** Options of {@link packageFunction}. */
@@ -34,14 +34,32 @@ export interface PackagedFunction {
 }
 
 /**
+ * Bundles the module that defines a remote function. One module, one bundle,
+ * for all the functions it defines: its imports are checked against what any
+ * of them declares. The function's environment holds its own dependencies
+ * only, so a package imported at the module's top level must be declared by
+ * each function; one imported inside a function's body, by that function.
+ * Another module of the graph that defines remote functions (a function this
+ * one calls) may import what its own functions declare: their bodies run in
+ * their own environments.
+ */
+export async function bundleFunctionModule(options: ResolvedRemoteOptions, module: string, signal: AbortSignal | undefined): Promise<Bundle> {
+  const declared = new Set([...options.dependencies, ...definedBy(module).flatMap((entry) => entry.dependencies)]);
+  const moduleDependencies: Record<string, string[]> = {};
+  for (const entry of registered()) {
+    if (entry.module !== module) (moduleDependencies[entry.module] ??= []).push(...entry.dependencies);
+  }
+  return bundleModule({ entry: module, dependencies: [...declared], moduleDependencies, ...(signal ? { signal } : {}) });
+}
+
+/**
  * Packages one remote function.
  * @throws {ValidationError} a `file:` dependency that is not a tarball, a secret unset here.
  * @throws {UndeclaredDependencyError} {BundleError} as {@link bundleModule}.
  */
 export async function packageFunction(options: ResolvedRemoteOptions, module: string, how: PackageFunctionOptions = {}): Promise<PackagedFunction> {
   const { signal } = how;
-  const declared = new Set([...options.dependencies, ...definedBy(module).flatMap((entry) => entry.dependencies)]);
-  const bundle = await bundleModule({ entry: module, dependencies: [...declared], ...(signal ? { signal } : {}) });
+  const bundle = await bundleFunctionModule(options, module, signal);
   const tarballs: Record<string, Uint8Array> = {};
   const dependencies = options.dependencies.map((spec) => {
     if (!spec.startsWith("file:")) return spec;

@@ -13,6 +13,11 @@ export interface CallOptions {
   /** Seconds. */
   timeout: number;
   signal?: AbortSignal | undefined;
+  /**
+   * Called once when the call starts to run: its environment is ready and a
+   * runner took it. Optional for a host; without it a call's `delayTime` is 0.
+   */
+  onStart?: (() => void) | undefined;
 }
 
 /** Where remote functions run: this machine (`local`), or a `multirank serve` elsewhere. */

@@ -1,8 +1,8 @@
 /**
  * Serverless functions: `remote()` and what goes with it. Re-exports only.
  */
-export { cached } from "./cached.js";
 export { callSignal } from "./call-scope.js";
+export { cached } from "./cached.js";
 export { DataSyncError } from "./data-errors.js";
 export { dataRoutes, registerDataRoutes, type DataRoutesOptions } from "./data-routes.js";
 export { dataPath, dataRoot, resolveDataPath } from "./data-root.js";

@@ -4,11 +4,10 @@ import { StateError, type ValidationError } from "../errors.js";
 import { GpuAllocator } from "../gateway/gpu-allocator.js";
 import { acquireWhenFree, LocalRunnerPool } from "../gateway/runner-pool.js";
 import { defaultLogger } from "../util/logger.js";
-import { bundleModule } from "./bundle.js";
 import { dataRoot } from "./data-root.js";
 import { ensureEnvironment } from "./environment.js";
 import { functionApp, linkMultirank, writeBundle } from "./function-app.js";
-import { definedBy } from "./registry.js";
+import { bundleFunctionModule } from "./function-package.js";
 import { claimName, type CallOptions, type FunctionDefinition, type Host } from "./host.js";
 
 /** Options of {@link LocalHost}. */
@@ -58,6 +57,7 @@ export class LocalHost implements Host {
   async invoke(definition: FunctionDefinition, payload: unknown, options: CallOptions): Promise<unknown> {
     const { pool } = await this.#prepare(definition, options.signal);
     const lease = await acquireWhenFree(pool, options.signal);
+    options.onStart?.();
     try {
       return await lease.runner.invoke(payload, { timeout: options.timeout, ...(options.signal ? { signal: options.signal } : {}) });
     } finally {
@@ -68,6 +68,7 @@ export class LocalHost implements Host {
   async *stream(definition: FunctionDefinition, payload: unknown, options: CallOptions): AsyncGenerator<unknown, void, undefined> {
     const { pool } = await this.#prepare(definition, options.signal);
     const lease = await acquireWhenFree(pool, options.signal);
+    options.onStart?.();
     try {
       yield* lease.runner.stream(payload, { timeout: options.timeout, ...(options.signal ? { signal: options.signal } : {}) });
     } finally {
@@ -106,13 +107,7 @@ export class LocalHost implements Host {
       ...(signal ? { signal } : {}),
       logger: log,
     });
-    // One module, one bundle, for all the functions it defines: its imports are
-    // checked against what any of them declares. The function's environment
-    // holds its own dependencies only, so a package imported at the module's
-    // top level must be declared by each function; one imported inside a
-    // function's body, by that function.
-    const declared = new Set([...options.dependencies, ...definedBy(definition.module).flatMap((entry) => entry.dependencies)]);
-    const bundle = await bundleModule({ entry: definition.module, dependencies: [...declared], ...(signal ? { signal } : {}) });
+    const bundle = await bundleFunctionModule(options, definition.module, signal);
     const bundlePath = writeBundle(environment.dir, bundle.hash, bundle.code);
     linkMultirank(environment.nodeModules);
     this.#gpus ??= new GpuAllocator(gpuCount());

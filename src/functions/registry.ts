@@ -41,6 +41,11 @@ export function definedBy(module: string): RegisteredFunction[] {
   return [...table().values()].filter((entry) => entry.module === module);
 }
 
+/** Every registered function. */
+export function registered(): RegisteredFunction[] {
+  return [...table().values()];
+}
+
 /** The function registered as `name`. */
 export function lookup(name: string): RegisteredFunction | undefined {
   return table().get(name);

@@ -3,9 +3,12 @@ import { fileURLToPath } from "node:url";
 import { AbortError, MemoryLimitError, RankError, RankExitError, RankGroupError, RemoteExecutionError, ValidationError, type MultirankError } from "../errors.js";
 import { kWorkerBrand, type DistributedWorker } from "../worker/distributed-worker.js";
 import { callerModule } from "./caller-module.js";
-import { ARGS_KEY } from "./function-env.js";
 import { currentCallSignal } from "./call-scope.js";
 import type { FunctionDefinition, Host } from "./host.js";
+import { DistributedRunner } from "../runner/distributed-runner.js";
+import { parseMachineType } from "../gateway/machine-types.js";
+import { functionWorkerPath } from "./function-app.js";
+import { ARGS_KEY, FUNCTION_ENV } from "./function-env.js";
 import { LocalHost } from "./local-host.js";
 import { server } from "./server-host.js";
 import { resolveRemoteOptions, type RemoteOptions, type ResolvedRemoteOptions } from "./options.js";
@@ -65,7 +68,12 @@ export interface RemoteFunction<A extends unknown[], R, Y> {
   readonly module: string;
   /** The same code on another host, or with other options (fal-serverless's `.on()`). */
   on(host: Host, overrides?: Partial<Omit<RemoteOptions, "name">>): RemoteFunction<A, R, Y>;
-  /** Runs it in this process, without isolation (for tests; Flash's `local=True`). */
+  /**
+   * Runs it without isolation, for tests (Flash's `local=True`): a function in
+   * this process; a `DistributedWorker` class from its source module, with this
+   * project's `node_modules`, on a runner of the function's world size that
+   * stops after the call.
+   */
   local(...args: A): Promise<R>;
   /** Starts a call and returns a handle to it. */
   submit(...args: A): FunctionCall<R>;
@@ -148,12 +156,12 @@ function makeRemote(definition: FunctionDefinition, fn: unknown, host: Host): Re
     return isClass ? crossing[0] : { [ARGS_KEY]: crossing };
   };
   const resultOf = (value: unknown): unknown => (options.serializer === "json" ? jsonRoundTrip(value, `result of ${options.name}`) : value);
-  const call = async (args: unknown[], callOptions: RemoteCallOptions = {}): Promise<unknown> => {
+  const call = async (args: unknown[], callOptions: RemoteCallOptions = {}, onStart?: () => void): Promise<unknown> => {
     const signal = combine(callOptions.signal, currentCallSignal());
     const payload = payloadOf(args);
     for (let attempt = 0; ; attempt++) {
       try {
-        return resultOf(await host.invoke(definition, payload, { timeout: callOptions.timeout ?? options.timeout, signal }));
+        return resultOf(await host.invoke(definition, payload, { timeout: callOptions.timeout ?? options.timeout, signal, onStart }));
       } catch (error) {
         // A crash or an error of the function's (on a server, already a RemoteExecutionError) is retried; a refusal is not.
         const retryable =
@@ -177,7 +185,7 @@ function makeRemote(definition: FunctionDefinition, fn: unknown, host: Host): Re
     return makeRemote(next, fn, other);
   };
   callable.local = async (...args) => {
-    if (isClass) throw new ValidationError(`remote function ${options.name} is a DistributedWorker class; run it with a DistributedRunner, or call it`);
+    if (isClass) return resultOf(await runClassLocally(definition, payloadOf(args)));
     if (isGeneratorFunction(fn)) {
       const items: unknown[] = [];
       for await (const item of (fn as (...a: unknown[]) => AsyncIterable<unknown>)(...args)) items.push(item);
@@ -185,7 +193,7 @@ function makeRemote(definition: FunctionDefinition, fn: unknown, host: Host): Re
     }
     return await (fn as (...a: unknown[]) => unknown)(...args);
   };
-  callable.submit = (...args) => submit(options.name, (signal) => call(args, { signal }));
+  callable.submit = (...args) => submit(options.name, (signal, onStart) => call(args, { signal }, onStart));
   callable.map = (inputs, mapOptions = {}) => mapInOrder(inputs, mapOptions.concurrency ?? options.maxRunners * options.concurrency, mapOptions.signal, (input, signal) => call([input], { signal }));
   callable.stream = (...args) => streamCall(definition, host, payloadOf(args), options, resultOf);
   return callable;
@@ -199,13 +207,39 @@ async function* streamCall(definition: FunctionDefinition, host: Host, payload: 
   }
 }
 
-function submit<R>(name: string, run: (signal: AbortSignal) => Promise<R>): FunctionCall<R> {
+/**
+ * Runs a `DistributedWorker` class's module from its source, in the caller's
+ * `node_modules` (no environment build, no isolation), on a runner of the
+ * function's world size that stops after the one call.
+ */
+async function runClassLocally(definition: FunctionDefinition, input: unknown): Promise<unknown> {
+  const { options } = definition;
+  const runner = new DistributedRunner({
+    worker: functionWorkerPath(),
+    worldSize: options.worldSize ?? (options.machineType ? parseMachineType(options.machineType).worldSize : 1),
+    env: { ...options.env, [FUNCTION_ENV.module]: definition.module, [FUNCTION_ENV.name]: options.name },
+  });
+  const signal = currentCallSignal();
+  try {
+    await runner.start();
+    return await runner.invoke(input, { timeout: options.timeout, ...(signal ? { signal } : {}) });
+  } finally {
+    await runner.stop();
+  }
+}
+
+function submit<R>(name: string, run: (signal: AbortSignal, onStart: () => void) => Promise<R>): FunctionCall<R> {
   const id = randomUUID();
   const controller = new AbortController();
   const created = Date.now();
   let status: FunctionCallStatus = "IN_PROGRESS";
+  // When a runner took the call (the first attempt's start, if it retried).
+  let started: number | undefined;
   let finished = created;
-  const result = run(controller.signal).then(
+  const onStart = (): void => {
+    started ??= Date.now();
+  };
+  const result = run(controller.signal, onStart).then(
     (value) => {
       status = "COMPLETED";
       finished = Date.now();
@@ -225,12 +259,15 @@ function submit<R>(name: string, run: (signal: AbortSignal) => Promise<R>): Func
     result: () => result,
     cancel: () => controller.abort(new AbortError(`call ${id} of ${name} was cancelled`)),
     output: async () => {
-      const base = { id, delayTime: 0 };
+      await result.catch(() => {});
+      // Runpod's split: delayTime until the call ran (environment built, runner
+      // leased), executionTime from then on; a call that never ran only waited.
+      const ran = started ?? finished;
+      const base = { id, delayTime: ran - created, executionTime: finished - ran };
       try {
-        const output = await result;
-        return { ...base, status, output, executionTime: finished - created };
+        return { ...base, status, output: await result };
       } catch (error) {
-        return { ...base, status, error: error instanceof Error ? error.message : String(error), executionTime: finished - created };
+        return { ...base, status, error: error instanceof Error ? error.message : String(error) };
       }
     },
   };

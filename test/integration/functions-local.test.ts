@@ -70,6 +70,18 @@ describe("remote functions on the local host", () => {
     expect((await long.output()).status).toBe("CANCELLED");
   }, 120_000);
 
+  it("output() splits a call's time into delayTime (until a runner took it) and executionTime", async () => {
+    // maxRunners 1: the second call waits for the first, which sleeps 300 ms.
+    const first = fx.slow.submit(300);
+    const second = fx.slow.submit(10);
+    const [a, b] = await Promise.all([first.output(), second.output()]);
+    expect(a).toMatchObject({ status: "COMPLETED", output: 300 });
+    expect(a.executionTime).toBeGreaterThanOrEqual(299);
+    expect(b).toMatchObject({ status: "COMPLETED", output: 10 });
+    expect(b.delayTime).toBeGreaterThanOrEqual(250);
+    expect(b.executionTime).toBeGreaterThanOrEqual(9);
+  }, 120_000);
+
   it("map yields results in input order, and stops at the first error", async () => {
     const results: number[] = [];
     for await (const value of fx.squareOrFail.map([3, 1, 2, 4])) results.push(value);
@@ -97,6 +109,13 @@ describe("remote functions on the local host", () => {
 
   it("a DistributedWorker class is sharded over worldSize ranks with this.group", async () => {
     expect(await fx.rankSum({ scale: 10 })).toEqual({ sum: 30, worldSize: 2 });
+  }, 120_000);
+
+  it("a DistributedWorker class's .local() runs it from its source at its world size, without an environment", async () => {
+    const before = childPids().length;
+    expect(await fx.rankSum.local({ scale: 10 })).toEqual({ sum: 30, worldSize: 2 });
+    // Its runner stopped after the call.
+    expect(childPids().length).toBeLessThanOrEqual(before);
   }, 120_000);
 
   it(".local() runs in this process without isolation", async () => {

@@ -196,6 +196,34 @@ describe("bundleModule", () => {
     expect(error.message).toContain('"chalk@latest"');
   });
 
+  it("lets another function's module import its own packages (moduleDependencies), and only those", async () => {
+    const dir = project({
+      "outer.ts": `import { inner } from "./inner.js";\nexport const outer = async () => (await import("left-pad")).default(String(await inner()), 3);\n`,
+      "inner.ts": `export const inner = async () => (await import("is-number")).default(1) ? 1 : 0;\n`,
+    });
+    const entry = join(dir, "outer.ts");
+    await expect(bundleModule({ entry, dependencies: ["left-pad@1.3.0"] })).rejects.toMatchObject({ packageName: "is-number", importer: join(dir, "inner.ts") });
+    const moduleDependencies = { [join(dir, "inner.ts")]: ["is-number@7.0.0"] };
+    expect((await bundleModule({ entry, dependencies: ["left-pad@1.3.0"], moduleDependencies })).imports).toEqual(["is-number", "left-pad"]);
+    // The inner module's packages, not the outer one's.
+    await expect(bundleModule({ entry, dependencies: [], moduleDependencies })).rejects.toMatchObject({ packageName: "left-pad", importer: entry });
+  });
+
+  it("bundles a bundle again (a function called from inside another's environment) into code that loads", async () => {
+    const first = await bundleModule({ entry: join(project(MATH), "functions/math.ts"), dependencies: MATH_DEPS });
+    const host = join(root, "host-rebundle");
+    fakePackage(host, "is-number", "7.0.0", `module.exports = (n) => typeof n === "number" || (typeof n === "string" && n.trim() !== "" && Number.isFinite(+n));\n`);
+    fakePackage(host, "left-pad", "1.3.0", `module.exports = (s, n) => " ".repeat(Math.max(0, n - s.length)) + s;\n`);
+    symlinkSync(repoRoot, join(host, "node_modules", "multirank"), "dir");
+    const dir = join(host, "node_modules", ".bundles");
+    write(dir, { "first.mjs": first.code });
+    const second = await bundleModule({ entry: join(dir, "first.mjs"), dependencies: MATH_DEPS });
+    write(dir, { "second.mjs": second.code });
+    const mod = (await import(pathToFileURL(join(dir, "second.mjs")).href)) as { sum: (xs: unknown[]) => Promise<number>; viaRequire: (x: unknown) => boolean };
+    expect(await mod.sum([1, "2", "x"])).toBe(60);
+    expect(mod.viaRequire("5")).toBe(true);
+  });
+
   it("maps subpath and scoped imports to their package, and accepts declared and external ones", async () => {
     const dir = project({
       "m.ts": `

@@ -1,8 +1,10 @@
 import { describe, expectTypeOf, it } from "vitest";
 import {
+  callSignal,
   DistributedRunner,
   DistributedWorker,
   type CallContext,
+  type CallOptions,
   type DistributedRunnerOptions,
   type MultirankError,
   type ProcessGroup,
@@ -40,5 +42,10 @@ describe("public API types", () => {
     expectTypeOf<Typed["rank"]>().toEqualTypeOf<number>();
     expectTypeOf<Typed["device"]>().toEqualTypeOf<WorkerDevice>();
     expectTypeOf<ProcessGroup["allReduce"]>().parameter(0).toEqualTypeOf<Float32Array | Float64Array | Int32Array>();
+  });
+
+  it("functions: callSignal, and the host's optional onStart", () => {
+    expectTypeOf(callSignal).returns.toEqualTypeOf<AbortSignal | undefined>();
+    expectTypeOf<CallOptions["onStart"]>().toEqualTypeOf<(() => void) | undefined>();
   });
 });
