@@ -69,8 +69,13 @@ export default defineGatewayConfig({
 `;
 
 /** Runs `multirank serve` (the built CLI) in `cwd` until it prints its banner or exits; then SIGTERM. */
-async function serve(cwd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [cli, "serve", "--port", "0", ...args], { cwd, env: { ...process.env, MULTIRANK_LOG_LEVEL: "silent" }, stdio: ["pipe", "pipe", "pipe"] });
+async function serve(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const { GATEWAY_KEY: _key, HF_TOKEN: _token, ...inherited } = process.env;
+  const child = spawn(process.execPath, [cli, "serve", "--port", "0", ...args], {
+    cwd,
+    env: { ...inherited, MULTIRANK_LOG_LEVEL: "silent", ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
@@ -114,6 +119,28 @@ describe("a gateway.config.ts in a CommonJS project", () => {
     expect(stdout).toMatch(/curl -s http:\S+\/fal\/run\/acme\/plain -H 'content-type: application\/json' -d '<input JSON>'/);
     expect(stdout).toContain("give the app an exampleInput");
     expect(stdout).not.toContain("-d '{}'");
+  });
+});
+
+describe("the README's Apps example", () => {
+  /** The README's `// gateway.config.ts` block, as a user pastes it. */
+  function readmeConfig(): string {
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    const block = /```ts\n(\/\/ gateway\.config\.ts\n[\s\S]*?)```/.exec(readme);
+    expect(block, "the README has a gateway.config.ts block").not.toBeNull();
+    return block![1]!;
+  }
+
+  it("loads as pasted on this host with the variables it names set, and names the key when one is unset", async () => {
+    const dir = cjsProject(readmeConfig());
+    mkdirSync(join(dir, "workers"), { recursive: true });
+    writeFileSync(join(dir, "workers/text-stream.ts"), readFileSync(join(root, "workers/text-stream.ts")));
+    const ok = await serve(dir, ["--config", "gateway.config.ts"], { GATEWAY_KEY: "my-id:my-secret", HF_TOKEN: "hf_test" });
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    expect(ok.stdout).toContain("acme/text-stream");
+    const unset = await serve(dir, ["--config", "gateway.config.ts"], { HF_TOKEN: "hf_test" });
+    expect(unset.code).toBe(2);
+    expect(unset.stdout).toMatch(/^multirank serve: options\.keys\[0\] must be a non-empty string; got undefined/);
   });
 });
 
