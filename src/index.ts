@@ -12,7 +12,7 @@ export { allocSharedBuffer } from "./transport/shared-payload.js";
 export { MAX_DURATION_SECONDS } from "./util/timers.js";
 export { MULTIRANK_VERSION } from "./version.js";
 export { DistributedWorker } from "./worker/distributed-worker.js";
-export type { StreamingResultOptions, WorkerClass } from "./worker/distributed-worker.js";
+export type { AnyWorkerClass, StreamingResultOptions, WorkerClass, WorkerInput, WorkerOutput } from "./worker/distributed-worker.js";
 export type { CallContext } from "./worker/call-context.js";
 export type { EncodedImage, ImageFormat, RawImage } from "./codec/images.js";
 export { formatTextEvent, parseTextEvent, toJsonSafe } from "./codec/text-events.js";

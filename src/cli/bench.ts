@@ -2,7 +2,7 @@
  * `multirank bench`: benchmark a worker at several world sizes. A table for
  * people, `--json` for scripts, `--chart` for an SVG to open in a browser.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { pino, type Logger } from "pino";
@@ -22,6 +22,8 @@ latency (p50/p90/p99, ms) and requests/s; prints a table at the end.
   --requests N          measured requests per world size (default 200; 20 with --quick)
   --concurrency C       requests in flight at once (default 1)
   --warmup N            unmeasured requests first (default 10; 2 with --quick)
+  --payload JSON        send this JSON value as every request's input (default: a tiny { seq })
+  --payload-file FILE   the same, read from a JSON file
   --payload-bytes B     send { seq, data: Buffer(B) } instead of a tiny payload (default 0)
   --stream              send requests with stream(); adds time to first event and events/s
   --quick               fewer requests, for a first look
@@ -49,8 +51,8 @@ interface ParsedArgs {
   chart?: string;
 }
 
-/** A bad command line: printed with the usage, exit code 2. */
-class UsageError extends Error {}
+/** A bad command line: printed with its code and the usage, exit code 2. */
+class UsageError extends ValidationError {}
 
 /**
  * Runs the subcommand. Writes the table (or `--json -`) and notes to `out`;
@@ -67,7 +69,7 @@ export async function runBenchCommand(argv: string[], out: NodeJS.WritableStream
     parsed = parseArgs(argv);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    out.write(`multirank bench: ${error.message}\n\n${USAGE}`);
+    out.write(`multirank bench: ${error.message} [${error.code}]\n\n${USAGE}`);
     return 2;
   }
   if (parsed === "help") {
@@ -111,7 +113,7 @@ export async function runBenchCommand(argv: string[], out: NodeJS.WritableStream
   } catch (error) {
     bar.clear();
     if (error instanceof ValidationError) {
-      out.write(`multirank bench: ${error.message}\n\n${USAGE}`);
+      out.write(`multirank bench: ${error.message} [${error.code}]\n\n${USAGE}`);
       return 2;
     }
     const where = last ? ` at world size ${last.worldSize} (${last.phase})` : "";
@@ -165,6 +167,12 @@ function parseArgs(argv: string[]): ParsedArgs | "help" {
       case "--warmup":
         options.warmup = integer(value(), flag, 0);
         break;
+      case "--payload":
+        options.payload = payload(value(), flag);
+        break;
+      case "--payload-file":
+        options.payload = payloadFile(value(), flag);
+        break;
       case "--payload-bytes":
         options.payloadBytes = integer(value(), flag, 0);
         break;
@@ -190,6 +198,8 @@ function parseArgs(argv: string[]): ParsedArgs | "help" {
         throw new UsageError(`unknown option ${JSON.stringify(flag)}`);
     }
   }
+  if (argv.filter((arg) => /^--payload(-file)?(=|$)/.test(arg)).length > 1) throw new UsageError("give one of --payload and --payload-file, once");
+  if (options.payload !== undefined && options.payloadBytes) throw new UsageError("--payload and --payload-bytes cannot both be set");
   if (positional.length === 0) throw new UsageError("missing <worker-module>");
   if (positional.length > 1) throw new UsageError(`expected one worker module, got ${positional.map((p) => JSON.stringify(p)).join(" ")}`);
   const worker = positional[0]!;
@@ -203,6 +213,30 @@ function integer(text: string, flag: string, min: number): number {
     throw new UsageError(`${flag} must be ${min === 0 ? "a non-negative" : "a positive"} integer, got ${JSON.stringify(text)}`);
   }
   return value;
+}
+
+/** A JSON value given on the command line. */
+function payload(text: string, flag: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new UsageError(`${flag} must be JSON (quote it for the shell: ${flag} '{"prompt":"hi"}'); ${(error as Error).message}`);
+  }
+}
+
+/** A JSON value read from a file. */
+function payloadFile(file: string, flag: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path(file, flag), "utf8");
+  } catch (error) {
+    throw new UsageError(`${flag}: cannot read ${file}: ${(error as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new UsageError(`${flag}: ${file} is not JSON: ${(error as Error).message}`);
+  }
 }
 
 function path(text: string, flag: string): string {

@@ -7,7 +7,7 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { cudaAvailability, listDevices } from "../index.js";
+import { cudaAvailability, listDevices, MultirankError } from "../index.js";
 import { findProjectConfig, type ProjectConfig } from "../deploy/project-config.js";
 import { createGateway, exampleApps, loadGatewayConfig } from "../gateway/index.js";
 import { sweepLeftovers } from "../shm/sweep.js";
@@ -78,7 +78,14 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   let config: ProjectConfig;
   const configPath = values.config ?? findProjectConfig(process.cwd());
   if (configPath) {
-    config = (await loadGatewayConfig(resolve(configPath))) as ProjectConfig;
+    try {
+      config = (await loadGatewayConfig(resolve(configPath))) as ProjectConfig;
+    } catch (error) {
+      // A mistake in the config (a misspelt option, a missing file or package) is one line; a bug in it keeps its stack.
+      const expected = error instanceof MultirankError || (error as { code?: unknown })?.code === "ERR_MODULE_NOT_FOUND";
+      out.write(`multirank serve: cannot load ${configPath}: ${expected ? (error as Error).message : ((error as Error)?.stack ?? String(error))}\n`);
+      return 2;
+    }
   } else {
     config = { apps: exampleApps({ gpuCount }) };
   }
@@ -165,8 +172,19 @@ export function countGpus(): number {
   }
 }
 
+/** `{}` is defineApp's default: the app gave no example, so `{}` would be a guess, not its input. */
+function hasExample(input: unknown): boolean {
+  return !(typeof input === "object" && input !== null && !Array.isArray(input) && Object.keys(input).length === 0);
+}
+
+/** The curl `-d` argument: the example, shell-quoted, or a placeholder that says what goes there. */
+function body(input: unknown): string {
+  return hasExample(input) ? `'${JSON.stringify(input).replaceAll("'", "'\\''")}'` : "'<input JSON>'";
+}
+
 export function banner(url: string, apps: Array<{ name: string; input: unknown; worldSize: number }>, auth: boolean, gpus: number, adminKeys: boolean): string {
-  const header = auth ? ` -H 'Authorization: Key $FAL_KEY'` : "";
+  // Double quotes, so the shell expands $FAL_KEY (in single quotes it went out literally and got 401).
+  const header = auth ? ` -H "Authorization: Key $FAL_KEY"` : "";
   const first = apps.find((a) => a.name.endsWith("/echo")) ?? apps[0];
   const streaming = apps.find((a) => a.name.endsWith("/text-stream"));
   const lines = [
@@ -179,8 +197,12 @@ export function banner(url: string, apps: Array<{ name: string; input: unknown; 
     "  apps:",
     ...apps.map((a) => `    ${a.name.padEnd(28)} ${a.worldSize} rank${a.worldSize === 1 ? "" : "s"}   fal: ${url}/fal/run/${a.name}   runpod: ${url}/v2/${a.name.replace("/", "--")}`),
   ];
-  if (first) lines.push("", "  try:", `    curl -s ${url}/fal/run/${first.name}${header} -H 'content-type: application/json' -d '${JSON.stringify(first.input)}'`);
-  if (streaming) lines.push(`    curl -N ${url}/fal/run/${streaming.name}/stream${header} -H 'content-type: application/json' -d '${JSON.stringify(streaming.input)}'`);
+  if (first) lines.push("", "  try:", `    curl -s ${url}/fal/run/${first.name}${header} -H 'content-type: application/json' -d ${body(first.input)}`);
+  if (streaming) lines.push(`    curl -N ${url}/fal/run/${streaming.name}/stream${header} -H 'content-type: application/json' -d ${body(streaming.input)}`);
+  if ((first && !hasExample(first.input)) || (streaming && !hasExample(streaming.input))) {
+    lines.push("    (the body is the app's own input; give the app an exampleInput to print a ready-to-paste one)");
+  }
+  if (auth) lines.push("    (set FAL_KEY to one of the gateway's keys first)");
   lines.push(
     "",
     `  functions  remote() functions run here with MULTIRANK_HOST=${url}${adminKeys ? " and an admin key as MULTIRANK_KEY" : " (registration: loopback only, no admin key)"}`,

@@ -175,10 +175,11 @@ function projectPackages(dir: string): Map<string, string> {
   return found;
 }
 
-/** The export of `module` whose value is `value` (the config imported it, so the module is loaded). */
-async function exportName(module: string, value: unknown): Promise<string> {
-  const namespace = (await import(pathToFileURL(module).href)) as Record<string, unknown>;
-  const name = Object.keys(namespace).find((key) => namespace[key] === value);
+/** The export of `module` that is the remote function `fn` (by its name: the config may have loaded its own copy of the module). */
+async function exportName(module: string, fn: ConfigFunction): Promise<string> {
+  const { tsImport } = await import("tsx/esm/api");
+  const namespace = (/\.(c|m)?tsx?$/.test(module) ? await tsImport(pathToFileURL(module).href, import.meta.url) : await import(pathToFileURL(module).href)) as Record<string, unknown>;
+  const name = Object.keys(namespace).find((key) => (namespace[key] as { functionName?: unknown } | null)?.functionName === fn.functionName);
   if (name === undefined) throw new ValidationError(`${module} does not export the function the config lists; export it`);
   return name;
 }

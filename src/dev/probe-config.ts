@@ -14,9 +14,9 @@ if (!configPath) {
 }
 const project = await loadProject(configPath);
 const apps = project.config.apps.map((raw) => {
-  const app = Object.isFrozen(raw) ? (raw as AppDefinition) : defineApp(raw as AppOptions);
-  // Relative workers resolve against the config's folder, wherever the server runs.
-  return { ...app, worker: app.worker.startsWith("file:") ? app.worker : resolve(project.dir, app.worker) };
+  const { memoryMiB, ...app } = Object.isFrozen(raw) ? (raw as AppDefinition) : defineApp(raw as AppOptions);
+  // Back to the options defineApp takes; relative workers resolve against the config's folder, wherever the server runs.
+  return { ...app, ...(memoryMiB === undefined ? {} : { memory: memoryMiB / 1024 }), worker: app.worker.startsWith("file:") ? app.worker : resolve(project.dir, app.worker) };
 });
 const functions = project.functions.map((fn) => ({ functionName: fn.functionName, module: fn.module, options: fn.options }));
 process.stdout.write(JSON.stringify({ name: project.name, dir: project.dir, apps, functions }));

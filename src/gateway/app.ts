@@ -2,9 +2,11 @@
  * Apps: a worker plus how it is served. `defineApp` checks the shape once;
  * {@link resolveApp} fits it to this host (machine type, GPUs, secrets).
  */
+import { existsSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ValidationError } from "../errors.js";
+import { unknownKey } from "../util/did-you-mean.js";
 import { durationToMs } from "../util/timers.js";
 import { defaultAllowedCpus } from "../devices/affinity.js";
 import { ConfigError } from "./errors.js";
@@ -134,12 +136,39 @@ const DEFAULTS = Object.freeze({
   maxQueueLength: 1000,
 });
 
+// A record, not a list, so the compiler says when a new option is missing here.
+const APP_OPTION_KEYS = Object.keys({
+  name: true,
+  worker: true,
+  worldSize: true,
+  machineType: true,
+  keepAlive: true,
+  minRunners: true,
+  maxRunners: true,
+  concurrency: true,
+  timeout: true,
+  retries: true,
+  startupTimeout: true,
+  heartbeatTimeout: true,
+  maxQueueLength: true,
+  setupArgs: true,
+  keepalivePayload: true,
+  keepaliveInterval: true,
+  env: true,
+  secrets: true,
+  title: true,
+  exampleInput: true,
+  memory: true,
+  cpu: true,
+} satisfies Record<keyof AppOptions, true>);
+const RETRY_KEYS: readonly string[] = ["max", "on"] satisfies ReadonlyArray<keyof RetryPolicy>;
+
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*\/[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const RETRY_REASONS: readonly RetryReason[] = ["error", "crash", "timeout"];
 
 /**
  * Declares an app. Validates every field once; messages name the field.
- * @throws {ValidationError} for a wrong field.
+ * @throws {ValidationError} for a wrong field; {@link ConfigError} for an unknown one (a misspelt `keepalive`), with the closest known name.
  * @example
  * export default [defineApp({ name: "acme/echo", worker: "./workers/echo.ts", machineType: "cpu-x2" })];
  */
@@ -148,6 +177,9 @@ export function defineApp(options: AppOptions): AppDefinition {
   const { name } = options;
   if (typeof name !== "string" || !NAME.test(name)) throw new ValidationError(`app options.name must look like "owner/alias"; got ${JSON.stringify(name)}`);
   const field = (key: string): string => `app ${name}: options.${key}`;
+  // A misspelt option would otherwise fall back to its default without a word.
+  const unknown = unknownKey(options, APP_OPTION_KEYS);
+  if (unknown) throw new ConfigError(`app ${name}: options has no field ${unknown.described}`);
   const worker = options.worker instanceof URL ? options.worker.href : options.worker;
   if (typeof worker !== "string" || worker.length === 0) throw new ValidationError(`${field("worker")} must be a path or a file URL`);
   if (options.worldSize !== undefined && options.machineType !== undefined) throw new ValidationError(`${field("worldSize")} and options.machineType are exclusive; give one`);
@@ -163,6 +195,8 @@ export function defineApp(options: AppOptions): AppDefinition {
   const maxRunners = positiveInteger(options.maxRunners ?? Math.max(DEFAULTS.maxRunners, minRunners), field("maxRunners"));
   if (minRunners > maxRunners) throw new ValidationError(`${field("minRunners")} (${minRunners}) is above options.maxRunners (${maxRunners})`);
   const retries = options.retries ?? {};
+  const unknownRetry = typeof retries === "object" && retries !== null ? unknownKey(retries, RETRY_KEYS) : undefined;
+  if (unknownRetry) throw new ConfigError(`app ${name}: options.retries has no field ${unknownRetry.described}`);
   const on = retries.on ?? ["crash"];
   if (!Array.isArray(on) || on.some((reason) => !RETRY_REASONS.includes(reason))) {
     throw new ValidationError(`${field("retries.on")} must list some of ${RETRY_REASONS.join(", ")}`);
@@ -239,6 +273,38 @@ export function resolveApp(app: AppDefinition, host: HostInfo): ResolvedApp {
   }
   const workerPath = app.worker.startsWith("file:") ? fileURLToPath(app.worker) : isAbsolute(app.worker) ? app.worker : resolve(host.baseDir, app.worker);
   return Object.freeze({ ...app, worldSize: spec.worldSize, gpusPerRunner, workerPath, rankEnv: Object.freeze({ ...app.env, ...secretValues }) });
+}
+
+const SCRIPT = /\.(c|m)?(j|t)sx?$/;
+
+/**
+ * Checks, without running it, that an app's worker module exists and (when it
+ * is written as an ES module) has a default export; otherwise the mistake
+ * would surface only at the first request, as a runner that failed to start.
+ * Importing the module to look would run its top-level code (loading
+ * weights, say) in the gateway, so esbuild reads its exports instead.
+ * @throws {ConfigError} naming the app and the file.
+ */
+export async function checkWorkerModule(app: ResolvedApp): Promise<void> {
+  const path = app.workerPath;
+  if (!existsSync(path)) throw new ConfigError(`app ${app.name}: options.worker: no such file ${path}`);
+  if (!SCRIPT.test(path)) return;
+  const { build } = await import("esbuild");
+  let result;
+  try {
+    result = await build({ entryPoints: [path], bundle: false, metafile: true, write: false, logLevel: "silent" });
+  } catch (error) {
+    const first = (error as { errors?: Array<{ text: string; location?: { line: number; column: number } | null }> }).errors?.[0];
+    const where = first?.location ? `:${first.location.line}:${first.location.column + 1}` : "";
+    throw new ConfigError(`app ${app.name}: worker module ${path}${where} does not parse: ${first?.text ?? (error as Error).message}`, { cause: error });
+  }
+  const input = Object.values(result.metafile.inputs)[0];
+  const output = Object.values(result.metafile.outputs)[0];
+  // A CommonJS module (`module.exports = ...`) lists no exports; only an ES module can be told to lack a default.
+  if (input?.format === "esm" && output && !output.exports.includes("default")) {
+    const has = output.exports.length > 0 ? `it exports only ${output.exports.join(", ")}` : "it exports nothing";
+    throw new ConfigError(`app ${app.name}: worker module ${path} has no default export (${has}); export default a class that extends DistributedWorker`);
+  }
 }
 
 function positiveInteger(value: unknown, name: string): number {

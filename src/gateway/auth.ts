@@ -4,6 +4,24 @@
  * With no keys configured, authentication is off.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
+import { ConfigError } from "./errors.js";
+
+/**
+ * Checks a list of keys: each a non-empty string. The usual culprit is
+ * `keys: [process.env.GATEWAY_KEY!]` with the variable unset, which would
+ * otherwise crash in the hash with a TypeError naming no field.
+ * @throws {ConfigError} naming the entry (`options.keys[0]`).
+ */
+export function checkKeys(keys: unknown, field: string): readonly string[] {
+  if (!Array.isArray(keys)) throw new ConfigError(`${field} must be a list of strings; got ${typeof keys}`);
+  keys.forEach((key: unknown, i) => {
+    if (typeof key !== "string" || key.trim() === "") {
+      const got = typeof key === "string" ? "an empty string" : String(key);
+      throw new ConfigError(`${field}[${i}] must be a non-empty string; got ${got} (is the environment variable it reads set?)`);
+    }
+  });
+  return keys as string[];
+}
 
 /** Checks `Authorization` headers against a fixed set of keys. */
 export class KeyChecker {

@@ -206,7 +206,8 @@ export class Dispatcher {
       timer.refresh(); // Tensorlake's rule: progress extends the timeout.
       job.log("INFO", typeof data === "string" ? data : JSON.stringify(data) ?? String(data));
     };
-    const onLog = (log: ForwardedLog): void => job.log(levelName(log.level), log.msg, "user", log.time);
+    // Every rank runs `call`, so a `ctx.log` line arrives once per rank: the label tells them apart.
+    const onLog = (log: ForwardedLog): void => job.log(levelName(log.level), `[rank ${log.rank}] ${log.msg}`, "user", log.time);
     try {
       if (job.streaming) {
         let last: Buffer | undefined;

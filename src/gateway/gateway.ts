@@ -6,9 +6,10 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import type { Logger } from "pino";
 import { cudaAvailability, listDevices, MultirankError, StateError, ValidationError } from "../index.js";
 import { defaultLogger } from "../util/logger.js";
+import { unknownKey } from "../util/did-you-mean.js";
 import { durationToMs } from "../util/timers.js";
-import { defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "./app.js";
-import { KeyChecker } from "./auth.js";
+import { checkWorkerModule, defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "./app.js";
+import { checkKeys, KeyChecker } from "./auth.js";
 import { AppTable } from "./app-table.js";
 import { join, resolve } from "node:path";
 import { Deployments } from "../deploy/deployments.js";
@@ -20,7 +21,7 @@ import { createHash } from "node:crypto";
 import { registerDeployRoutes } from "../deploy/deploy-routes.js";
 import { functionServerKeys, registerFunctionRoutes, type FunctionServerOptions } from "../functions/function-server.js";
 import { GatewayCore } from "./core.js";
-import { ConfigError, GatewayError } from "./errors.js";
+import { ConfigError, GatewayError, ShuttingDownError } from "./errors.js";
 import { GpuAllocator } from "./gpu-allocator.js";
 import { DEFAULT_CHUNK_HIGH_WATER_MARK, type Job } from "./job.js";
 import type { JobQueue } from "./job-queue.js";
@@ -103,6 +104,31 @@ export interface UpdateChange {
   change: "added" | "updated" | "unchanged" | "removed";
 }
 
+// A record, not a list, so the compiler says when a new option is missing here.
+const GATEWAY_OPTION_KEY_SET = {
+  apps: true,
+  keys: true,
+  requireKeyForOps: true,
+  bodyLimit: true,
+  logger: true,
+  baseDir: true,
+  shutdownGrace: true,
+  resultTtl: true,
+  webhooks: true,
+  statusKeepAliveMs: true,
+  streamHoldMs: true,
+  streamHighWaterMark: true,
+  page: true,
+  defaultMetrics: true,
+  host: true,
+  createRunner: true,
+  createQueue: true,
+  functionServer: true,
+} satisfies Record<keyof GatewayOptions, true>;
+
+/** The fields of {@link GatewayOptions}, for unknown-key checks. */
+export const GATEWAY_OPTION_KEYS: readonly string[] = Object.freeze(Object.keys(GATEWAY_OPTION_KEY_SET));
+
 /** A running gateway. */
 export interface Gateway {
   /** The fastify instance (for `inject` in tests, or more routes). */
@@ -141,7 +167,9 @@ export interface Gateway {
 /**
  * Builds a gateway: checks the apps against this host (machine types, GPUs,
  * secrets), makes a queue and pool per app, registers the routes.
- * @throws {ValidationError} for a malformed app; {@link ConfigError} when an app cannot run on this host.
+ * @throws {ValidationError} for a malformed app; {@link ConfigError} for an unknown option (with the closest
+ *   known name), a key that is not a string (an unset environment variable), a worker module that is missing
+ *   or has no default export, or an app that cannot run on this host.
  * @example
  * const gateway = await createGateway({ apps: [defineApp({ name: "acme/echo", worker: "./workers/echo.ts" })] });
  * console.log(await gateway.listen({ port: 8000 }));
@@ -149,6 +177,9 @@ export interface Gateway {
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   if (!options || !Array.isArray(options.apps)) throw new ValidationError("options.apps must list the apps");
   if (options.apps.length === 0 && !options.functionServer) throw new ValidationError("options.apps must list at least one app (or give options.functionServer to serve registered functions)");
+  const unknown = unknownKey(options, GATEWAY_OPTION_KEYS);
+  if (unknown) throw new ConfigError(`options has no field ${unknown.described}`);
+  const keys = checkKeys(options.keys ?? [], "options.keys");
   // Every component logs through this child, so no line can carry a key.
   const logger = redactingLogger(options.logger ?? defaultLogger());
   const log = logger.child({ component: "gateway" });
@@ -166,6 +197,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (names.has(app.name)) throw new ValidationError(`options.apps has two apps named ${app.name}`);
     names.add(app.name);
   }
+  // A custom runner factory decides what `worker` means; the default one imports it as a module.
+  if (!options.createRunner) await Promise.all(apps.map((app) => checkWorkerModule(app)));
 
   const gpus = new GpuAllocator(host.gpuCount);
   const jobs = new JobStore(resultTtl);
@@ -179,7 +212,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const dispatchers = table.dispatchers;
   const metrics = new GatewayMetrics(() => dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
   const functionKeys = options.functionServer ? functionServerKeys(options.functionServer) : undefined;
-  const core = new GatewayCore(dispatchers, jobs, new KeyChecker(options.keys ?? [], functionKeys?.callerKeys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
+  const core = new GatewayCore(dispatchers, jobs, new KeyChecker(keys, functionKeys?.callerKeys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
 
   const server = Fastify({
     loggerInstance: logger.child({ component: "http" }) as FastifyBaseLogger,
@@ -378,7 +411,8 @@ function sendError(error: FastifyError | MultirankError, request: FastifyRequest
     status = typeof fastifyStatus === "number" && fastifyStatus >= 400 && fastifyStatus < 500 ? fastifyStatus : 500;
     type = status === 413 ? "payload_too_large" : status === 415 ? "unsupported_media_type" : status < 500 ? "bad_request" : "internal_error";
   }
-  if (status >= 500) request.log.error({ err: error }, "request failed in the gateway");
+  // A 503 while shutting down is the gateway doing what it was told, not a failure: no stack, no error level.
+  if (status >= 500 && !(error instanceof ShuttingDownError)) request.log.error({ err: error }, "request failed in the gateway");
   else request.log.info({ status, reason: error.message }, "request refused");
   if (request.url.startsWith("/fal/")) return reply.code(status).header("x-fal-error-type", type).send({ detail: error.message, error_type: type });
   return reply.code(status).send({ error: error.message, code: (error as { code?: string }).code ?? type });

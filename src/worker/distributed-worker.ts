@@ -156,3 +156,16 @@ export abstract class DistributedWorker<Input = unknown, Output = unknown, Setup
 
 /** The constructor a worker module's default export must be. */
 export type WorkerClass = (new () => DistributedWorker<unknown, unknown, object>) & { concurrency?: number };
+
+/**
+ * Any worker class, as a runner's type argument (`typeof MyModel`).
+ * `any` because a class with typed input is not assignable to one taking `unknown`.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyWorkerClass = abstract new () => DistributedWorker<any, any, any>;
+
+/** What a worker class's `call` takes: `WorkerInput<typeof MyModel>`. */
+export type WorkerInput<W extends AnyWorkerClass> = Parameters<InstanceType<W>["call"]>[0];
+
+/** What a worker class's `call` returns, awaited: `WorkerOutput<typeof MyModel>`. */
+export type WorkerOutput<W extends AnyWorkerClass> = Awaited<ReturnType<InstanceType<W>["call"]>>;

@@ -17,6 +17,21 @@ export function childPids(parent = process.pid): number[] {
   return children;
 }
 
+/**
+ * Children of this process other than esbuild's service: tsx (loading a
+ * `.ts` config) and the gateway's worker check start one, and it lives as
+ * long as the process that started it, by esbuild's design.
+ */
+export function ownChildPids(parent = process.pid): number[] {
+  return childPids(parent).filter((pid) => {
+    try {
+      return !readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("esbuild");
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** True while `pid` exists (zombies count as gone). */
 export function isRunning(pid: number): boolean {
   try {

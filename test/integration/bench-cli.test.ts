@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -71,6 +71,19 @@ describe("multirank bench on the echo worker", () => {
     const { code, text } = await runCli(["workers/echo.ts", "--world-sizes", "1", "--requests", "3", "--warmup", "0", "--devices", "cpu", "--json", "-"]);
     expect(code).toBe(0);
     expect(validateAgainstSchema(JSON.parse(text), REPORT_SCHEMA)).toEqual([]);
+  });
+
+  it("--payload and --payload-file send the worker its own input (the README's worker fails on { seq })", async () => {
+    const worker = fixture("my-model");
+    const failing = await runCli([worker, "--world-sizes", "1", "--requests", "2", "--warmup", "0", "--devices", "cpu"]);
+    expect(failing.code).toBe(1);
+    const inline = await runCli([worker, "--world-sizes", "1", "--requests", "2", "--warmup", "0", "--devices", "cpu", "--json", "-", "--payload", '{"prompt":"hello world"}']);
+    expect(inline.code, inline.text).toBe(0);
+    expect(JSON.parse(inline.text).settings).toMatchObject({ payloadKind: "custom", requests: 2 });
+    const file = join(dir, "payload.json");
+    writeFileSync(file, JSON.stringify({ prompt: "from a file" }));
+    const fromFile = await runCli([worker, "--world-sizes", "1", "--requests", "2", "--warmup", "0", "--devices", "cpu", "--json", "-", `--payload-file=${file}`]);
+    expect(fromFile.code, fromFile.text).toBe(0);
   });
 
   it("exits 1 and names the world size when a request fails", async () => {

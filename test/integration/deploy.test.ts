@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { falClient } from "../fixtures/gateway/harness.js";
 import { makeFixtureProject, writeFixtureFunction } from "../helpers/fixture-project.js";
 import { packIsNumberFixture, refuseRegistry } from "../helpers/fixture-package.js";
-import { childPids, waitFor } from "../helpers/processes.js";
+import { ownChildPids, waitFor } from "../helpers/processes.js";
 
 type Multirank = typeof import("multirank");
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -55,7 +55,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gateway?.close();
-  expect(await waitFor(() => childPids().length === 0, 20_000), `left: ${childPids().join(", ")}`).toBe(true);
+  expect(await waitFor(() => ownChildPids().length === 0, 20_000), `left: ${ownChildPids().join(", ")}`).toBe(true);
   rmSync(work, { recursive: true, force: true });
 }, 120_000);
 

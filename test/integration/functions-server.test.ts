@@ -12,7 +12,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pack } from "../../src/codec/packer.js";
 import { packIsNumberFixture, refuseRegistry } from "../helpers/fixture-package.js";
-import { childPids, waitFor } from "../helpers/processes.js";
+import { ownChildPids, waitFor } from "../helpers/processes.js";
 
 type Multirank = typeof import("multirank");
 type MathFx = typeof import("../fixtures/functions/math.js");
@@ -60,7 +60,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await gateway?.close();
   await mr?.local.close();
-  expect(await waitFor(() => childPids().length === 0, 20_000), `left: ${childPids().join(", ")}`).toBe(true);
+  expect(await waitFor(() => ownChildPids().length === 0, 20_000), `left: ${ownChildPids().join(", ")}`).toBe(true);
   rmSync(work, { recursive: true, force: true });
 }, 120_000);
 

@@ -11,7 +11,7 @@ describe("the gateway's default logger", () => {
   it("writes request logs to stderr and nothing to stdout", async () => {
     const script = `
       import { createGateway, defineApp } from ${JSON.stringify(gatewayModule)};
-      const gateway = await createGateway({ apps: [defineApp({ name: "t/echo", worker: "/w.ts" })], host: { gpuCount: 0 }, shutdownGrace: 0 });
+      const gateway = await createGateway({ apps: [defineApp({ name: "t/echo", worker: "./workers/echo.ts" })], host: { gpuCount: 0 }, shutdownGrace: 0 });
       await gateway.server.inject({ method: "GET", url: "/healthz" });
       await gateway.close();
     `;

@@ -77,7 +77,9 @@ describe("fal protocol with @fal-ai/client", () => {
     expect(final.status).toBe("COMPLETED");
     expect(final.metrics.inference_time).toBeGreaterThan(0.2);
     const messages = final.logs.map((log: { message: string }) => log.message);
-    expect(messages).toContain("hello from the worker");
+    // Both ranks run call(), so the line comes once from each, labelled.
+    expect(messages).toContain("[rank 0] hello from the worker");
+    expect(messages).toContain("[rank 1] hello from the worker");
     expect(messages.some((m: string) => m.includes("elapsedMs"))).toBe(true);
     expect(updates.some((u) => u.status === "IN_PROGRESS")).toBe(true);
   });
@@ -92,7 +94,7 @@ describe("fal protocol with @fal-ai/client", () => {
     });
     expect(result.data).toMatchObject({ id: "c" });
     expect(updates.at(-1).status).toBe("COMPLETED");
-    expect(updates.at(-1).logs.map((l: { message: string }) => l.message)).toContain("streamed log");
+    expect(updates.at(-1).logs.map((l: { message: string }) => l.message)).toContain("[rank 0] streamed log");
   });
 
   it("queue.submit / status / streamStatus / result / cancel", async () => {

@@ -36,10 +36,23 @@ describe("multirank bench arguments", () => {
     [["workers/echo.ts", "--chart", "-"], "--chart needs a file name"],
     [["workers/echo.ts", "--devices", "0,,1"], "--devices must be auto, cpu or a comma-separated list"],
     [["workers/echo.ts", "--world-sizes", "2000"], "options.worldSizes[0] must be a positive integer up to 1024"],
+    [["workers/echo.ts", "--payload", "{prompt:1}"], "--payload must be JSON (quote it for the shell: --payload '{\"prompt\":\"hi\"}');"],
+    [["workers/echo.ts", "--payload"], "--payload needs a value"],
+    [["workers/echo.ts", "--payload-file", "no/such/payload.json"], "--payload-file: cannot read no/such/payload.json"],
+    [["workers/echo.ts", "--payload-file", "README.md"], "--payload-file: README.md is not JSON"],
+    [["workers/echo.ts", "--payload", "{}", "--payload-file", "package.json"], "give one of --payload and --payload-file, once"],
+    [["workers/echo.ts", "--payload", "{}", "--payload-bytes", "8"], "--payload and --payload-bytes cannot both be set"],
   ])("exits 2 on %j with a clear message", async (argv, message) => {
     const { code, text } = await run(...argv);
     expect(code).toBe(2);
     expect(text.split("\n")[0]).toContain(`multirank bench: ${message}`);
+    expect(text.split("\n")[0]).toMatch(/ \[MULTIRANK_ERR_INVALID_ARGUMENT\]$/);
     expect(text).toContain("Usage: multirank bench");
+  });
+
+  it("documents --payload and --payload-file", async () => {
+    const { text } = await run("--help");
+    expect(text).toContain("--payload JSON");
+    expect(text).toContain("--payload-file FILE");
   });
 });

@@ -10,6 +10,8 @@ import {
   type ProcessGroup,
   type RunnerState,
   type WorkerDevice,
+  type WorkerInput,
+  type WorkerOutput,
 } from "../../src/index.js";
 
 describe("public API types", () => {
@@ -28,6 +30,30 @@ describe("public API types", () => {
       expectTypeOf(runner[Symbol.asyncDispose]).returns.toEqualTypeOf<Promise<void>>();
     };
     expectTypeOf(shapes).toBeFunction();
+  });
+
+  it("a runner typed with its worker class types invoke's and stream's input and invoke's result", () => {
+    class Model extends DistributedWorker<{ prompt: string }, { text: string }> {
+      override async call(input: { prompt: string }): Promise<{ text: string }> {
+        return { text: input.prompt };
+      }
+    }
+    expectTypeOf<WorkerInput<typeof Model>>().toEqualTypeOf<{ prompt: string }>();
+    expectTypeOf<WorkerOutput<typeof Model>>().toEqualTypeOf<{ text: string }>();
+    // Checked by the compiler (npm run typecheck); never called.
+    const typed = (runner: DistributedRunner<typeof Model>, untyped: DistributedRunner): void => {
+      expectTypeOf(runner.invoke({ prompt: "hi" })).toEqualTypeOf<Promise<{ text: string }>>();
+      expectTypeOf(runner.invoke).parameter(0).toEqualTypeOf<{ prompt: string } | undefined>();
+      // @ts-expect-error: the worker takes { prompt: string }.
+      void runner.invoke({ seq: 1 });
+      expectTypeOf(runner.stream).parameter(0).toEqualTypeOf<{ prompt: string } | undefined>();
+      // Without a type argument, everything stays unknown, as before.
+      expectTypeOf(untyped.invoke({ anything: 1 })).toEqualTypeOf<Promise<unknown>>();
+      // A typed runner goes where a plain one is expected (the gateway's pools, the benchmark).
+      const plain: DistributedRunner = runner;
+      void plain;
+    };
+    expectTypeOf(typed).toBeFunction();
   });
 
   it("a worker subclass gets typed input, output, context and group", () => {
