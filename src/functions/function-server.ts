@@ -354,7 +354,8 @@ export function wireError(error: unknown): WireError {
 /** Answers an error as a {@link WireError} with its HTTP status. */
 export function sendWireError(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const status = statusOf(error);
-  if (status >= 500 && !(error instanceof RemoteExecutionError)) request.log.error({ err: error }, "function request failed in the server");
+  // A remote function's own error is the caller's to see, and 503 is the expected answer while shutting down: neither is a server fault.
+  if (status >= 500 && status !== 503 && !(error instanceof RemoteExecutionError)) request.log.error({ err: error }, "function request failed in the server");
   else request.log.info({ status, reason: error instanceof Error ? error.message.split("\n")[0] : String(error) }, "function request refused or failed");
   return reply.code(status).type("application/json").send(JSON.stringify(wireError(error)));
 }

@@ -133,6 +133,21 @@ describe("remote functions on a server host", () => {
     expect(await math.rankSum.on(admin)({ scale: 10 })).toEqual({ sum: 30, worldSize: 2 });
   }, 180_000);
 
+  it("map keeps input order and stops at the first error; cached loads once per warm environment", async () => {
+    const squares: number[] = [];
+    for await (const value of math.squareOrFail.on(admin).map([3, 1, 2], { concurrency: 2 })) squares.push(value);
+    expect(squares).toEqual([9, 1, 4]);
+    const seen: number[] = [];
+    const failed = await (async () => {
+      for await (const value of math.squareOrFail.on(admin).map([2, -1, 3])) seen.push(value);
+    })().catch((e: unknown) => e);
+    expect(seen).toEqual([4]);
+    expect(failed).toMatchObject({ code: "MULTIRANK_ERR_REMOTE", remoteName: "RangeError" });
+    const useModel = math.useModel.on(admin);
+    expect(await useModel("/m")).toEqual({ sum: 6, loaderRuns: 1 });
+    expect(await useModel("/m")).toEqual({ sum: 6, loaderRuns: 1 });
+  }, 180_000);
+
   it("cancel closes the connection and frees the runner; submit reports CANCELLED", async () => {
     const slow = extra.sleepy.on(admin);
     expect(await slow(1)).toBe(1);
