@@ -97,7 +97,11 @@ describe("multirank build and deploy", () => {
     let stop = false;
     const load = (async () => {
       const statuses: number[] = [];
-      while (!stop) statuses.push((await post("/fal/run/d/echo", { text: "load" })).status);
+      // The app, and the function being replaced: calls in flight finish on the old revision, later ones on the new.
+      while (!stop) {
+        const [app, fn] = await Promise.all([post("/fal/run/d/echo", { text: "load" }), post("/fal/run/fn/d-greet", { who: "1" })]);
+        statuses.push(app.status, fn.status);
+      }
       return statuses;
     })();
     const result = await mr.deployArtifact(artifact, { url, key: ADMIN });

@@ -268,7 +268,15 @@ beforeAll(async () => {
   const startScript = (JSON.parse(fs.readFileSync(path.join(REPO, "package.json"), "utf8")) as { scripts: { start: string } }).scripts.start;
   const [bin, ...args] = startScript.split(" ");
   if (bin !== "node") throw new Error(`npm start is no longer "node ...": ${startScript}; update this test`);
-  const env = { ...process.env, MULTIRANK_LOG_LEVEL: "warn", NODE_OPTIONS: "" };
+  // Its own data and cache dirs: a server brings back the deployments kept in its data dir, and an
+  // earlier run's must not be there (nor this run's left in the user's home).
+  const env = {
+    ...process.env,
+    MULTIRANK_LOG_LEVEL: "warn",
+    NODE_OPTIONS: "",
+    MULTIRANK_DATA_DIR: path.join(work, ".gateway-data"),
+    MULTIRANK_CACHE_DIR: path.join(work, ".gateway-cache"),
+  };
   gateway = start(process.execPath, [...args, "--port", String(port), "--host", "127.0.0.1"], { cwd: REPO, env });
   const banner = `multirank gateway listening on http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
