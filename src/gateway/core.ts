@@ -31,6 +31,11 @@ export class GatewayCore {
     this.#chunkHighWaterMark = chunkHighWaterMark;
   }
 
+  /** True when the gateway checks API keys (some are configured). */
+  get keysRequired(): boolean {
+    return !this.#keys.open;
+  }
+
   /** The app's dispatcher. @throws {AppNotFoundError} */
   app(name: string): Dispatcher {
     const dispatcher = this.dispatchers.get(name);

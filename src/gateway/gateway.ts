@@ -27,7 +27,7 @@ import { DEFAULT_CHUNK_HIGH_WATER_MARK, type Job } from "./job.js";
 import type { JobQueue } from "./job-queue.js";
 import { JobStore } from "./job-store.js";
 import { GatewayMetrics } from "./metrics.js";
-import { PAGE_HTML } from "./page/page.js";
+import { registerPageRoutes } from "./page/page-routes.js";
 import { falWebhookBody, registerFalRoutes } from "./protocols/fal.js";
 import { registerRunpodRoutes, runpodStatusBody } from "./protocols/runpod.js";
 import { proxyTarget } from "./proxy.js";
@@ -79,7 +79,7 @@ export interface GatewayOptions {
    * @default 4194304 (4 MiB)
    */
   streamHighWaterMark?: number;
-  /** Serve the web page at `/`. @default true */
+  /** Serve the web page at `/` (its JSON routes, `/page/info` and `/requests`, are served either way). @default true */
   page?: boolean;
   /** Export Node's default process metrics too. @default false */
   defaultMetrics?: boolean;
@@ -274,7 +274,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       apps: table.apps.map((app) => ({ name: app.name, title: app.title, exampleInput: app.exampleInput, worldSize: app.worldSize, machineType: app.machineType ?? null })),
     };
   });
-  if (options.page ?? true) server.get("/", async (_request, reply) => reply.type("text/html; charset=utf-8").send(PAGE_HTML));
+  registerPageRoutes(server, core, { page: options.page ?? true, opsNeedKey: options.requireKeyForOps === true && core.keysRequired });
   server.all("/fal/proxy", async () => {
     throw new GatewayError("MULTIRANK_ERR_GATEWAY_BAD_REQUEST", "the proxy route needs an x-fal-target-url header pointing at https://fal.run/... or https://queue.fal.run/...", 400);
   });
