@@ -84,7 +84,7 @@ describe("GET /requests", () => {
     expect(app).toBe("t/echo");
     expect(requests).toHaveLength(2);
     expect(requests[0]).toMatchObject({ status: "FAILED", attempts: 1, error: { type: expect.any(String), message: expect.stringContaining("it broke") } });
-    expect(requests[1]).toMatchObject({ status: "COMPLETED", attempts: 1, error: null, logs: [expect.objectContaining({ message: "first", level: "INFO", source: "user" })] });
+    expect(requests[1]).toMatchObject({ status: "COMPLETED", attempts: 1, error: null, logs: [expect.objectContaining({ message: "[rank 0] first", level: "INFO", source: "user" })] });
     for (const request of requests) {
       expect(Object.keys(request).sort()).toEqual(["attempts", "createdAt", "error", "id", "logs", "queueMs", "runMs", "status"]);
       expect(request.queueMs).toBeGreaterThanOrEqual(0);
