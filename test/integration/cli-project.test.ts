@@ -70,7 +70,14 @@ function start(command: string, args: string[], cwd: string): Proc {
     chunks.push(d.toString());
   });
   child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((done) => child.once("close", (code, signal) => done(code ?? (signal ? 128 : null))));
+  const exited = new Promise<number | null>((done) => {
+    child.once("close", (code, signal) => done(code ?? (signal ? 128 : null)));
+    // A spawn that fails (no such folder) emits no close.
+    child.once("error", (error) => {
+      err += String(error);
+      done(null);
+    });
+  });
   return { child, stdout: () => out, stderr: () => err, chunks, exited };
 }
 
