@@ -6,6 +6,7 @@
 type Command = (argv: string[], out: NodeJS.WritableStream) => Promise<number>;
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  init: { summary: "write a new project (a function, a streaming worker app, a test) into a folder", load: async () => (await import("./init.js")).runInitCommand },
   serve: {
     summary: "serve the apps over fal's and Runpod's HTTP protocols (gateway.config.ts, or the examples)",
     load: async () => (await import("./serve.js")).runServeCommand,
@@ -18,16 +19,41 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   build: { summary: "bundle the project's apps and functions into .multirank/artifact.tgz", load: async () => (await import("./build.js")).runBuildCommand },
   deploy: { summary: "build and deploy the project to a multirank server (--to URL, $MULTIRANK_HOST)", load: async () => (await import("./deploy.js")).runDeployCommand },
   apps: { summary: "list, inspect, roll back or delete deployments on a server", load: async () => (await import("./apps.js")).runAppsCommand },
+  run: { summary: "call a remote function or a worker module once and print the result as JSON", load: async () => (await import("./run.js")).runRunCommand },
   devices: { summary: "list CUDA devices and their local CPU cores (--json for scripts)", load: async () => (await import("./devices.js")).runDevicesCommand },
 };
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, { summary }]) => `  ${name.padEnd(10)} ${summary}`);
-  return `usage: multirank <command> [options]\n\ncommands:\n${lines.join("\n")}\n`;
+  return `usage: multirank <command> [options]\n\ncommands:\n${lines.join("\n")}\n\nmultirank help <command> prints a command's options; --version (-v) prints the version.\n`;
+}
+
+/**
+ * True when `--version` or `-v` is one of the arguments (before a `--`). A
+ * value that starts with a dash must be given as `--option=value` anyway
+ * (parseArgs refuses it otherwise), so such a token is never an option's value.
+ */
+function asksVersion(args: string[]): boolean {
+  const end = args.indexOf("--");
+  return (end === -1 ? args : args.slice(0, end)).some((arg) => arg === "--version" || arg === "-v");
 }
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (asksVersion(argv)) {
+    // Loaded here only: version.js reads package.json, which no other path needs at startup.
+    process.stdout.write(`multirank ${(await import("../version.js")).MULTIRANK_VERSION}\n`);
+    return 0;
+  }
+  if (name === "help" && rest.length > 0) {
+    const [topic, ...extra] = rest;
+    const target = COMMANDS[topic!];
+    if (!target || extra.length > 0) {
+      process.stderr.write(`multirank help: ${target ? "one command at a time" : `unknown command "${topic}"`}\n\n${usage()}`);
+      return 2;
+    }
+    return (await target.load())(["--help"], process.stdout);
+  }
   if (!name || name === "help" || name === "--help" || name === "-h") {
     process.stdout.write(usage());
     return name ? 0 : 2;
