@@ -7,7 +7,7 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { cudaAvailability, listDevices, MultirankError } from "../index.js";
+import { AbortError, cudaAvailability, listDevices, MultirankError } from "../index.js";
 import { findProjectConfig, type ProjectConfig } from "../deploy/project-config.js";
 import { createGateway, exampleApps, loadGatewayConfig } from "../gateway/index.js";
 import { sweepLeftovers } from "../shm/sweep.js";
@@ -129,12 +129,19 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
     out.write(`multirank serve: could not listen on ${values.host}:${port}: ${(error as Error).message}\n`);
     return 1;
   }
+  // A signal while the functions' environments install (npm can take minutes) stops the install too.
+  const startup = new AbortController();
+  void stopped.then((signal) => startup.abort(new AbortError(`${signal} during start-up`)));
   try {
-    await gateway.serveFunctions(configFunctions);
+    await gateway.serveFunctions(configFunctions, { signal: startup.signal });
   } catch (error) {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
     await gateway.close();
+    if (startup.signal.aborted) {
+      out.write("stopped during start-up\n");
+      return 0;
+    }
     out.write(`multirank serve: the config's functions could not be served: ${(error as Error).message}\n`);
     return 1;
   }

@@ -148,7 +148,7 @@ export interface Gateway {
    * another here.
    * @throws {StateError} without `functionServer`; the errors of registration (a bad dependency, a name clash).
    */
-  serveFunctions(functions: readonly ConfigFunction[]): Promise<void>;
+  serveFunctions(functions: readonly ConfigFunction[], options?: { signal?: AbortSignal }): Promise<void>;
   /**
    * Serves exactly these apps and functions from now on (what `multirank dev`
    * calls after an edit): an app or function whose code (its bundle) or
@@ -383,12 +383,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       }
       return changes;
     },
-    async serveFunctions(list) {
+    async serveFunctions(list, { signal } = {}) {
       if (!functions) throw new StateError("serveFunctions needs the gateway's functionServer option");
       const prepared = [];
       for (const fn of list) {
-        const { registration } = await packageFunction(fn.options, fn.module, { source: `config:${fn.module}` });
-        prepared.push(await functions.prepare(registration, registration.secrets));
+        const { registration } = await packageFunction(fn.options, fn.module, { source: `config:${fn.module}`, signal });
+        prepared.push(await functions.prepare(registration, registration.secrets, signal ? { signal } : {}));
       }
       functions.commit(prepared);
     },

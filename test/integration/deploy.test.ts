@@ -6,6 +6,7 @@
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { promisify } from "node:util";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -216,6 +217,39 @@ describe("multirank build and deploy", () => {
       if (child.exitCode === null) child.kill("SIGKILL");
     }
   }, 180_000);
+
+  it("multirank serve stops on SIGTERM while its functions' environments still install", async () => {
+    // A registry that takes requests and never answers: npm waits on it.
+    const held: import("node:http").ServerResponse[] = [];
+    let asked = 0;
+    const registry = createServer((_request, response) => {
+      asked++;
+      held.push(response);
+    });
+    await new Promise<void>((resolve) => registry.listen(0, "127.0.0.1", resolve));
+    const hanging = join(work, "hanging");
+    makeFixtureProject(hanging);
+    writeFileSync(join(hanging, "functions", "greet.ts"), `import { remote } from "multirank";\nexport const greet = remote({ name: "d-greet", dependencies: ["never-answered@1.0.0"] }, async () => 1);\n`);
+    const child = spawn(process.execPath, [join(ROOT, "dist/cli/main.js"), "serve", "--port", "0"], {
+      cwd: hanging,
+      env: { ...process.env, MULTIRANK_LOG_LEVEL: "silent", MULTIRANK_CACHE_DIR: join(work, "hanging-cache"), MULTIRANK_DATA_DIR: join(work, "hanging-data"), npm_config_registry: `http://127.0.0.1:${(registry.address() as { port: number }).port}/` },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    try {
+      let stdout = "";
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.resume();
+      expect(await waitFor(() => asked > 0, 60_000)).toBe(true);
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+      expect(stdout).toContain("stopped during start-up");
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      for (const response of held) response.destroy();
+      registry.close();
+    }
+  }, 120_000);
 
   it("delete stops serving it: 404 after", async () => {
     await mr.deleteDeployment("deploy-fixture", { url, key: ADMIN });
