@@ -77,7 +77,7 @@ export async function buildProject(options: BuildOptions = {}): Promise<BuildRes
   if (entries.length === 0) throw new ValidationError(`config ${project.configPath} lists no apps and no functions: nothing to build`);
   entries.sort((a, b) => (`${a.kind}:${a.name}` < `${b.kind}:${b.name}` ? -1 : 1));
 
-  const manifest: Manifest = { format: 1, project: project.name, multirank: MULTIRANK_VERSION, node: process.versions.node.split(".")[0]!, entries };
+  const manifest: Manifest = { format: 1, project: project.name, multirank: MULTIRANK_VERSION, node: nodeMajor(), entries };
   const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
   files.push({ path: "manifest.json", data: Buffer.from(manifestText) });
   const artifact = writeTarGz(dedupe(files));
@@ -115,6 +115,8 @@ async function functionEntry(project: LoadedProject, fn: ConfigFunction, exclude
     lockfile: await addLock(kept),
     options: jsonSafe(rest),
     secrets: [...options.secrets],
+    multirank: MULTIRANK_VERSION,
+    node: nodeMajor(),
   };
 }
 
@@ -149,6 +151,8 @@ async function appEntry(project: LoadedProject, raw: AppDefinition | AppOptions,
     lockfile: await addLock(dependencies),
     options: jsonSafe(rest),
     secrets: [...secrets],
+    multirank: MULTIRANK_VERSION,
+    node: nodeMajor(),
   };
 }
 
@@ -201,6 +205,10 @@ async function makeLockfile(dependencies: readonly string[], registry: string, s
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function nodeMajor(): string {
+  return process.versions.node.split(".")[0]!;
 }
 
 function packageOf(spec: string): string {

@@ -31,6 +31,10 @@ export interface ManifestEntry {
   options: Record<string, unknown>;
   /** Names of environment variables the server passes in; their values never leave the server. */
   secrets: string[];
+  /** The multirank version it was bundled against. */
+  multirank: string;
+  /** Node's major version it was built with (its environment's key depends on it). */
+  node: string;
 }
 
 /** The manifest of a deployment. */
@@ -59,6 +63,8 @@ const ENTRY_FIELDS: Array<[keyof ManifestEntry, string]> = [
   ["environmentKey", "string"],
   ["options", "object"],
   ["secrets", "array"],
+  ["multirank", "string"],
+  ["node", "string"],
 ];
 
 /**
