@@ -33,11 +33,9 @@
  *   body or a class body), `<!-- readme-test: skip REASON -->` (shown as skipped
  *   with its reason). A block with no runnable language and no marker fails.
  */
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { createHash } from "node:crypto";
+import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import fs from "node:fs";
-import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -45,6 +43,7 @@ import { fileURLToPath } from "node:url";
 import { transform } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { blockKind, extractBlocks, splitFiles, type CodeBlock } from "../helpers/readme-blocks.js";
+import { startTinyRegistry, type TinyRegistry } from "../helpers/tiny-registry.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const README = path.join(REPO, "README.md");
@@ -54,7 +53,7 @@ const BLOCK_TIMEOUT_MS = 120_000;
 
 let work: string;
 let port = 8000;
-let registry: http.Server | undefined;
+let registry: TinyRegistry | undefined;
 let registryUrl = "";
 let gateway: { child: ChildProcess; output: () => string; exited: Promise<number | null> } | undefined;
 const groups = new Set<number>();
@@ -186,47 +185,9 @@ async function freePort(preferred: number): Promise<number> {
  * folder each, packed here with npm pack) and answers 404 to anything else.
  */
 async function startRegistry(): Promise<void> {
-  const packs = path.join(work, ".packs");
-  fs.mkdirSync(packs);
   const fixtures = path.join(REPO, "test/fixtures/readme/registry");
-  const known = new Map<string, { manifest: { name: string; version: string }; tgzName: string; tgz: Buffer }>();
-  for (const folder of fs.readdirSync(fixtures)) {
-    const dir = path.join(fixtures, folder);
-    const tgzName = execFileSync("npm", ["pack", "--silent", "--pack-destination", packs], {
-      cwd: dir,
-      encoding: "utf8",
-      env: { ...process.env, npm_config_cache: path.join(work, ".npm-cache") },
-    })
-      .trim()
-      .split("\n")
-      .at(-1)!;
-    const manifest = JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")) as { name: string; version: string };
-    known.set(manifest.name, { manifest, tgzName, tgz: fs.readFileSync(path.join(packs, tgzName)) });
-  }
-  registry = http.createServer((req, res) => {
-    const url = decodeURIComponent(req.url ?? "").slice(1);
-    const name = url.startsWith("@") ? url.split("/").slice(0, 2).join("/") : url.split("/")[0]!;
-    const pkg = req.method === "GET" ? known.get(name) : undefined;
-    if (pkg && url === name) {
-      const base = `http://127.0.0.1:${(registry!.address() as net.AddressInfo).port}`;
-      const dist = {
-        tarball: `${base}/${name}/-/${pkg.tgzName}`,
-        shasum: createHash("sha1").update(pkg.tgz).digest("hex"),
-        integrity: `sha512-${createHash("sha512").update(pkg.tgz).digest("base64")}`,
-      };
-      res.setHeader("content-type", "application/json");
-      res.end(JSON.stringify({ name, "dist-tags": { latest: pkg.manifest.version }, versions: { [pkg.manifest.version]: { ...pkg.manifest, dist } } }));
-    } else if (pkg && url === `${name}/-/${pkg.tgzName}`) {
-      res.setHeader("content-type", "application/octet-stream");
-      res.end(pkg.tgz);
-    } else {
-      res.statusCode = 404;
-      res.end("{}");
-    }
-  });
-  registry.listen(0, "127.0.0.1");
-  await once(registry, "listening");
-  registryUrl = `http://127.0.0.1:${(registry.address() as net.AddressInfo).port}/`;
+  registry = await startTinyRegistry(fs.readdirSync(fixtures).map((folder) => path.join(fixtures, folder)), work);
+  registryUrl = registry.url;
 }
 
 /** The scratch directory: an ESM package with multirank and this repo's dependencies installed (as links). */
@@ -288,7 +249,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const pid of groups) killGroup(pid, "SIGKILL");
-  if (registry) await new Promise((r) => registry!.close(r));
+  await registry?.close();
   // MULTIRANK_README_KEEP=1 keeps the scratch directory (each block's output is in .readme-L<line>.out).
   if (work && process.env.MULTIRANK_README_KEEP === "1") console.error(`readme test: kept ${work}`);
   else if (work) fs.rmSync(work, { recursive: true, force: true });
