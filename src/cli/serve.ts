@@ -7,7 +7,8 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { AbortError, cudaAvailability, listDevices, MultirankError } from "../index.js";
+import { cudaAvailability, listDevices } from "../devices/index.js";
+import { AbortError, MultirankError } from "../errors.js";
 import { findProjectConfig, type ProjectConfig } from "../deploy/project-config.js";
 import { createGateway, exampleApps, loadGatewayConfig } from "../gateway/index.js";
 import { sweepLeftovers } from "../shm/sweep.js";

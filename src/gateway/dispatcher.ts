@@ -5,7 +5,8 @@
  * the job. Worker errors become failed jobs, never gateway errors.
  */
 import type { Logger } from "pino";
-import { AbortError, TimeoutError, type ForwardedLog } from "../index.js";
+import { AbortError, TimeoutError } from "../errors.js";
+import type { ForwardedLog } from "../transport/messages.js";
 import { LongTimer } from "../util/timers.js";
 import type { ResolvedApp, RetryReason } from "./app.js";
 import { QueueFullError, ShuttingDownError } from "./errors.js";

@@ -2,9 +2,10 @@
  * The gateway: a fastify server that serves apps over fal's and Runpod's
  * protocols, one dispatcher (queue + runner pool) per app.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Logger } from "pino";
-import { cudaAvailability, listDevices, MultirankError, StateError, ValidationError } from "../index.js";
+import { cudaAvailability, listDevices } from "../devices/index.js";
+import { MultirankError, StateError, ValidationError } from "../errors.js";
 import { defaultLogger } from "../util/logger.js";
 import { unknownKey } from "../util/did-you-mean.js";
 import { durationToMs } from "../util/timers.js";
@@ -26,7 +27,7 @@ import { GpuAllocator } from "./gpu-allocator.js";
 import { DEFAULT_CHUNK_HIGH_WATER_MARK, type Job } from "./job.js";
 import type { JobQueue } from "./job-queue.js";
 import { JobStore } from "./job-store.js";
-import { GatewayMetrics } from "./metrics.js";
+import type { GatewayMetrics } from "./metrics.js";
 import { registerPageRoutes } from "./page/page-routes.js";
 import { falWebhookBody, registerFalRoutes } from "./protocols/fal.js";
 import { registerRunpodRoutes, runpodStatusBody } from "./protocols/runpod.js";
@@ -210,7 +211,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const table = new AppTable({ logger, gpus, onFinished, createRunner: options.createRunner, createQueue: options.createQueue });
   for (const app of apps) table.add(app);
   const dispatchers = table.dispatchers;
-  const metrics = new GatewayMetrics(() => dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
+  // fastify and prom-client load here, not when the package is imported: a rank imports it too, and serves no HTTP.
+  const [{ default: Fastify }, { GatewayMetrics: Metrics }] = await Promise.all([import("fastify"), import("./metrics.js")]);
+  const metrics = new Metrics(() => dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
   const functionKeys = options.functionServer ? functionServerKeys(options.functionServer) : undefined;
   const core = new GatewayCore(dispatchers, jobs, new KeyChecker(keys, functionKeys?.callerKeys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
 

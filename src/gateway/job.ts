@@ -9,7 +9,8 @@
  * reader (fal result, SSE, Runpod stream) sends them without re-encoding.
  */
 import { EventEmitter } from "node:events";
-import { AbortError, formatTextEvent } from "../index.js";
+import { formatTextEvent } from "../codec/text-events.js";
+import { AbortError } from "../errors.js";
 
 /** Where a job is. Runpod's six states; fal maps the four final ones onto `COMPLETED`. */
 export type JobStatus = "IN_QUEUE" | "IN_PROGRESS" | "COMPLETED" | "FAILED" | "CANCELLED" | "TIMED_OUT";

@@ -6,7 +6,9 @@
  */
 import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
-import { DistributedRunner, StateError, type DistributedRunnerOptions, type MultirankError, type RunnerState } from "../index.js";
+import { StateError, type MultirankError } from "../errors.js";
+import { DistributedRunner, type RunnerState } from "../runner/distributed-runner.js";
+import type { DistributedRunnerOptions } from "../runner/options.js";
 import type { ResolvedApp } from "./app.js";
 import { LongTimer } from "../util/timers.js";
 import type { GpuAllocator } from "./gpu-allocator.js";

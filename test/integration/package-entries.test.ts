@@ -1,0 +1,43 @@
+/**
+ * What importing the package costs a rank: the root entry and
+ * `multirank/worker` load no HTTP server and no metrics library (they come
+ * with `createGateway`), and the subpath entries resolve.
+ */
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+
+/** The packages a fresh process has loaded after importing `specifier` (resolved from the repo, as a user's code would). */
+function packagesLoadedBy(specifier: string): string[] {
+  const script = `
+    import { createRequire } from "node:module";
+    const require = createRequire(import.meta.url);
+    await import(${JSON.stringify(specifier)});
+    const names = new Set();
+    for (const file of Object.keys(require("node:module")._cache)) {
+      const match = /node_modules\\/((@[^/]+\\/)?[^/]+)/.exec(file);
+      if (match) names.add(match[1]);
+    }
+    process.stdout.write(JSON.stringify([...names].sort()));`;
+  return JSON.parse(execFileSync(process.execPath, ["--input-type=module", "-e", script], { cwd: ROOT, encoding: "utf8" })) as string[];
+}
+
+describe("package entries", () => {
+  it.each(["multirank", "multirank/worker"])("%s loads neither fastify nor prom-client", (specifier) => {
+    const loaded = packagesLoadedBy(specifier);
+    expect(loaded).not.toContain("fastify");
+    expect(loaded).not.toContain("prom-client");
+  });
+
+  it("multirank/worker, multirank/gateway and multirank/bench resolve to what they name", async () => {
+    const script = `
+      const worker = await import("multirank/worker");
+      const gateway = await import("multirank/gateway");
+      const bench = await import("multirank/bench");
+      process.stdout.write(JSON.stringify([typeof worker.DistributedWorker, typeof worker.ValidationError, typeof gateway.createGateway, typeof bench.benchmarkWorldSizes]));`;
+    const kinds = JSON.parse(execFileSync(process.execPath, ["--input-type=module", "-e", script], { cwd: ROOT, encoding: "utf8" })) as string[];
+    expect(kinds).toEqual(["function", "function", "function", "function"]);
+  });
+});
