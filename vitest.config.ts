@@ -3,6 +3,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // Ranks and function workers load dist/: rebuild it first when src/ is newer (issue 14, item 9).
+    globalSetup: ["test/global-setup.ts"],
     // Integration suites spawn real rank processes; on a 2-core machine running
     // many files at once starves them and turns timeouts into flakes.
     fileParallelism: false,
