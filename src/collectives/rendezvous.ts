@@ -94,10 +94,6 @@ export function tcpEndpoint(host: string, port: number | "*"): string {
   return isIP(host) === 6 ? `tcp://[${host}]:${port}` : `tcp://${host}:${port}`;
 }
 
-/** Whether `host` is a loopback address or name. */
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
-}
 
 // zmq binds IP literals or interfaces, not host names: a name that is not
 // localhost means "this machine", so bind every interface (as torchrun does).

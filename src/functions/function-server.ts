@@ -40,6 +40,7 @@ import { KeyChecker } from "../gateway/auth.js";
 import type { GatewayCore } from "../gateway/core.js";
 import { ConfigError, ForbiddenError, GatewayError, UnauthorizedError } from "../gateway/errors.js";
 import { acquireWhenFree, type RunnerLease } from "../gateway/runner-pool.js";
+import { isLoopback } from "../util/loopback.js";
 import { durationToMs } from "../util/timers.js";
 import { MULTIRANK_VERSION } from "../version.js";
 import { dataRoutes } from "./data-routes.js";
@@ -245,10 +246,6 @@ export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRo
 
 function isReserved(path: string): boolean {
   return path === "/" || RESERVED_PREFIXES.some((prefix) => path === prefix.replace(/\/$/, "") || path.startsWith(prefix.endsWith("/") ? prefix : `${prefix}/`));
-}
-
-function isLoopback(address: string): boolean {
-  return address === "::1" || address === "localhost" || /^(::ffff:)?127\./.test(address);
 }
 
 /**

@@ -1,12 +1,7 @@
 import { createServer } from "node:net";
 import { join } from "node:path";
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost|\[::1\])$/;
-
-/** True for addresses that never leave this host. */
-export function isLoopback(address: string): boolean {
-  return LOOPBACK.test(address);
-}
+import { isLoopback } from "../util/loopback.js";
 
 // sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 const MAX_IPC_PATH = 107;

@@ -1,6 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { resolveRunnerOptions } from "../../src/runner/options.js";
-import { chooseControlEndpoint, isLoopback, isSameHostEndpoint } from "../../src/runner/endpoints.js";
+import { chooseControlEndpoint, isSameHostEndpoint } from "../../src/runner/endpoints.js";
+import { isLoopback } from "../../src/util/loopback.js";
 import { HeartbeatMonitor } from "../../src/runner/heartbeat-monitor.js";
 import { PendingRequest } from "../../src/runner/pending-request.js";
 import { KeepaliveTimer } from "../../src/runner/keepalive-timer.js";
@@ -38,6 +39,10 @@ describe("control endpoint", () => {
     expect(chooseControlEndpoint({ transport: "auto", workerAddr: "::1", workerPort: 0, runDir: `/tmp/${"x".repeat(200)}` }).bind).toBe("tcp://[::1]:*");
     expect(isLoopback("127.0.0.2")).toBe(true);
     expect(isLoopback("0.0.0.0")).toBe(false);
+    // One rule for every caller (three disagreed): IPv4-mapped and bracketed forms too, never a look-alike name.
+    expect(isLoopback("::ffff:127.0.0.1")).toBe(true);
+    expect(isLoopback("[::1]")).toBe(true);
+    expect(isLoopback("127.example.com")).toBe(false);
     expect([isSameHostEndpoint("unix:/a"), isSameHostEndpoint("ipc:///a"), isSameHostEndpoint("tcp://127.0.0.1:1")]).toEqual([true, true, false]);
   });
 });
