@@ -40,7 +40,10 @@ export interface AppOptions {
   minRunners?: number;
   /** Most runners at once. @default 1 */
   maxRunners?: number;
-  /** Requests one runner runs at once (the worker's `static concurrency`). @default 1 */
+  /**
+   * Requests the gateway sends one runner at once. Independent of the worker's
+   * `static concurrency`, which caps what each rank runs at once; set both. @default 1
+   */
   concurrency?: number;
   /**
    * Memory per rank, GiB (`0.5` is 512 MiB; at least 1/16). Each rank gets

@@ -1,6 +1,7 @@
 /**
- * The wait line of one app. A tiny interface so that a durable queue (BullMQ
- * on Redis, for several hosts) can replace the in-memory one.
+ * The wait line of one app: an in-memory, synchronous interface. A durable
+ * queue shared by several hosts (BullMQ on Redis) needs an asynchronous one;
+ * that is issue 16's to design, not something this interface promises.
  */
 import type { Job } from "./job.js";
 

@@ -187,7 +187,7 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
     return (this.#session?.ranks ?? []).map((rank) => rank.pid ?? -1);
   }
 
-  /** The control endpoint the ranks connect to (`ipc://...` or `tcp://...`). */
+  /** The control endpoint the ranks connect to: `unix:<path>` by default, or ZeroMQ's `ipc://...` / `tcp://...`. */
   get endpoint(): string | undefined {
     return this.#session?.endpoint;
   }
