@@ -128,11 +128,6 @@ export class BackendProcessGroup implements ProcessGroup {
     listener?.(error);
   }
 
-  /** The backend's name (`zmq`, `local`). */
-  get backendName(): string {
-    return this.#backend.name;
-  }
-
   #checkRank(value: unknown, field: string, method: string): number {
     if (!Number.isInteger(value) || (value as number) < 0 || (value as number) >= this.size) {
       throw new ValidationError(`${method}: ${field} must be an integer rank in [0, ${this.size}) (got ${String(value)})`);

@@ -284,11 +284,6 @@ export class ZmqBackend implements CollectiveBackend {
     return this.#slots !== undefined;
   }
 
-  /** How large reductions share memory: mapped segments, tmpfs files, or not at all. */
-  get sharedKind(): "mmap" | "file" | undefined {
-    return this.#slots?.kind;
-  }
-
   // ---- incoming ------------------------------------------------------------
 
   #onMessage(h: Header, frames: Buffer[]): void {

@@ -6,7 +6,7 @@
  */
 import { createReadStream } from "node:fs";
 import { lstat, mkdir, readdir, realpath, stat } from "node:fs/promises";
-import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { dirname, isAbsolute, join, relative, sep } from "node:path";
 import { Readable } from "node:stream";
 import { AbortError, ValidationError } from "../errors.js";
 import { DataSyncError } from "./data-errors.js";

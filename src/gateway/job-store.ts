@@ -31,10 +31,6 @@ export class JobStore {
     return this.#jobs.get(id);
   }
 
-  delete(id: string): void {
-    this.#jobs.delete(id);
-  }
-
   /** The app's last `limit` jobs still stored, newest first (at most {@link RECENT_JOBS_PER_APP}). */
   recent(app: string, limit = RECENT_JOBS_PER_APP): Job[] {
     const jobs: Job[] = [];

@@ -3,8 +3,6 @@ import type { RankPhase, SerializedError } from "../errors.js";
 
 /** One line of a rank's error file. */
 export interface ErrorRecord {
-  /** Unique per rank process, so the runner can tell what it already has. */
-  eid: string;
   rank: number;
   phase: RankPhase;
   requestId?: number;

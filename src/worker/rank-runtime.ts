@@ -1,5 +1,4 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { containsRawImage, encodeImagesIn } from "../codec/images.js";
 import { pack, unpack } from "../codec/packer.js";
@@ -528,7 +527,6 @@ export class RankRuntime {
   #record(phase: RankPhase, error: unknown, requestId?: number): ReturnType<typeof serializeError> {
     const serialized = serializeError(error);
     appendErrorRecord(this.#env.errorFile, {
-      eid: randomUUID(),
       rank: this.#env.rank,
       phase,
       ...(requestId === undefined ? {} : { requestId }),
