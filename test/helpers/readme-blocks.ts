@@ -5,7 +5,7 @@
  */
 
 /** How a block is covered, from a `<!-- readme-test: KIND reason -->` comment just above it. */
-export type MarkerKind = "skip" | "sample" | "fragment";
+export type MarkerKind = "covered" | "sample" | "fragment";
 
 /** One fenced code block. */
 export interface CodeBlock {
@@ -53,7 +53,7 @@ export function extractBlocks(markdown: string): CodeBlock[] {
     const marker = k >= 0 ? MARKER.exec(lines[k]!) : null;
     if (marker) {
       const kind = marker[1]!;
-      if (kind !== "skip" && kind !== "sample" && kind !== "fragment") throw new Error(`README line ${k + 1}: unknown readme-test marker "${kind}"`);
+      if (kind !== "covered" && kind !== "sample" && kind !== "fragment") throw new Error(`README line ${k + 1}: unknown readme-test marker "${kind}"`);
       block.marker = { kind, reason: marker[2]! };
     }
     blocks.push(block);

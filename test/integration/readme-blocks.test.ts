@@ -30,10 +30,12 @@
  *   comment on the line above it: `<!-- readme-test: sample -->` (an output or
  *   value sample; json samples must still parse), `<!-- readme-test: fragment -->`
  *   (part of a program, e.g. a method: it must parse as a module, a function
- *   body or a class body), `<!-- readme-test: skip REASON -->` (shown as skipped
- *   with its reason). A block with no runnable language and no marker fails.
+ *   body or a class body), `<!-- readme-test: covered REASON -->` (a block that
+ *   installs or runs until stopped, which the test named in REASON runs: here it
+ *   must parse with `bash -n`, and each `multirank` command and `npm` script it
+ *   names must exist). A block with no runnable language and no marker fails.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import fs from "node:fs";
 import net from "node:net";
@@ -145,7 +147,7 @@ async function runShell(block: CodeBlock): Promise<void> {
   const prelude = [
     'curl() { command curl --fail-with-body --max-time 60 "$@"; }',
     // No registry here, and an install in this directory would prune the links to the shared node_modules.
-    'npm() { case "$1" in install|i|ci|add|uninstall|update) echo "readme test: npm $1 needs the registry; mark the block <!-- readme-test: skip REASON -->" >&2; return 1;; esac; command npm "$@"; }',
+    'npm() { case "$1" in install|i|ci|add|uninstall|update) echo "readme test: npm $1 needs the registry; mark the block <!-- readme-test: covered REASON -->" >&2; return 1;; esac; command npm "$@"; }',
     "",
   ].join("\n");
   await runToEnd(block, "bash", ["-eo", "pipefail", "-c", prelude + withPort(block.code)], "bash -eo pipefail");
@@ -255,6 +257,45 @@ afterAll(async () => {
   else if (work) fs.rmSync(work, { recursive: true, force: true });
 }, 30_000);
 
+/** npm scripts a covered block may name: this repo's, and the ones `multirank init` writes. */
+const KNOWN_SCRIPTS = new Set(
+  ["package.json", "templates/project/package.json"].flatMap((file) => {
+    const { scripts = {} } = JSON.parse(fs.readFileSync(path.join(REPO, file), "utf8")) as { scripts?: Record<string, string> };
+    // npm's own lifecycle commands need no script entry.
+    return [...Object.keys(scripts), "install", "ci"];
+  }),
+);
+
+/** What `bash -n` says is wrong with `code`, if anything. */
+function shellSyntaxProblem(code: string): string | undefined {
+  try {
+    execFileSync("bash", ["-n"], { input: code, stdio: ["pipe", "pipe", "pipe"] });
+    return undefined;
+  } catch (error) {
+    return String((error as { stderr?: unknown }).stderr ?? error);
+  }
+}
+
+/** The subcommands of `multirank` (or `npx multirank`) a block calls. */
+function multirankCommands(code: string): string[] {
+  return [...code.matchAll(/(?:^|[\s;&|])(?:npx\s+)?multirank\s+([a-z][a-z-]*)/gm)].map((match) => match[1]!);
+}
+
+/** The npm scripts a block runs: `npm run X`, `npm start`, `npm test`, `npm install`. */
+function npmScripts(code: string): string[] {
+  return [...code.matchAll(/(?:^|[\s;&|])npm\s+(?:run\s+)?([a-z][a-z:-]*)/gm)].map((match) => match[1]!);
+}
+
+/** Whether the CLI knows `command` (its help answers). */
+function isMultirankCommand(command: string): boolean {
+  try {
+    execFileSync(process.execPath, [path.join(REPO, "dist/cli/main.js"), "help", command], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 describe("README.md", () => {
   it("quick start: npm start prints its banner and a curl, and serves the echo app", async () => {
     const out = gateway!.output();
@@ -270,8 +311,18 @@ describe("README.md", () => {
 
   for (const block of blocks) {
     const title = `line ${block.line}: ${block.lang || "no language"}${block.marker ? ` (${block.marker.kind}${block.marker.reason ? `: ${block.marker.reason}` : ""})` : ""}`;
-    if (block.marker?.kind === "skip") {
-      it.skip(title, () => {});
+    if (block.marker?.kind === "covered") {
+      // Not run here (it installs, or runs until stopped; the reason says which test runs it), but checked:
+      // it parses, and every multirank command and npm script it names exists.
+      it(title, () => {
+        expect(shellSyntaxProblem(block.code), `README.md line ${block.line}: the block does not parse`).toBeUndefined();
+        for (const command of multirankCommands(block.code)) {
+          expect(isMultirankCommand(command), `README.md line ${block.line}: multirank ${command} is not a command`).toBe(true);
+        }
+        for (const script of npmScripts(block.code)) {
+          expect(KNOWN_SCRIPTS.has(script), `README.md line ${block.line}: npm ${script}: no such script in package.json or the project template`).toBe(true);
+        }
+      });
       continue;
     }
     it(

@@ -3,10 +3,10 @@ import { blockKind, extractBlocks, splitFiles } from "../helpers/readme-blocks.j
 
 describe("README block extraction", () => {
   it("finds fenced blocks with their line, language and marker, indented ones included", () => {
-    const md = ["# t", "", "<!-- readme-test: skip needs a GPU -->", "```sh", "nvidia-smi", "```", "- item:", "  ```ts", "  const a = 1;", "  ```", "```", "plain", "```"].join("\n");
+    const md = ["# t", "", "<!-- readme-test: covered needs a GPU -->", "```sh", "nvidia-smi", "```", "- item:", "  ```ts", "  const a = 1;", "  ```", "```", "plain", "```"].join("\n");
     const blocks = extractBlocks(md);
     expect(blocks.map((b) => [b.line, b.lang, b.marker?.kind])).toEqual([
-      [4, "sh", "skip"],
+      [4, "sh", "covered"],
       [8, "ts", undefined],
       [11, "", undefined],
     ]);
