@@ -4,6 +4,7 @@
  */
 import { HostError, VersionMismatchError, ValidationError } from "../errors.js";
 import { FN_HEADERS, type WireError } from "../functions/wire.js";
+import { errorFromAnswer } from "../functions/wire-error.js";
 import { MULTIRANK_VERSION } from "../version.js";
 import type { DeployResult, DeploymentInfo } from "./deployments.js";
 import { DEPLOY_ROUTES } from "./deploy-routes.js";
@@ -93,15 +94,6 @@ async function request(target: DeployTarget, method: string, route: string, body
   }
   const theirs = response.headers.get(FN_HEADERS.version);
   if (theirs !== null && theirs !== MULTIRANK_VERSION) throw new VersionMismatchError(MULTIRANK_VERSION, theirs, url);
-  if (!response.ok) {
-    const text = await response.text();
-    let wire: WireError | undefined;
-    try {
-      wire = JSON.parse(text) as WireError;
-    } catch {
-      wire = undefined;
-    }
-    throw new HostError({ url, status: response.status, message: `${url} answered ${response.status}: ${wire?.error ?? text.slice(0, 300)}`, code: wire?.code, kinds: wire?.kinds });
-  }
+  if (!response.ok) throw errorFromAnswer({ url, status: response.status, text: await response.text(), what: `${method} ${route}` });
   return { url, response };
 }

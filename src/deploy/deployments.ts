@@ -7,7 +7,7 @@
  * functions whose code and options did not change keep their warm runners.
  */
 import { createHash } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { ArtifactError, VersionMismatchError } from "../errors.js";
@@ -19,6 +19,7 @@ import { ensureEnvironment } from "../functions/environment.js";
 import { linkMultirank, writeBundle } from "../functions/function-app.js";
 import { stableJson, type PreparedFunction, type ServedFunctions } from "../functions/served-functions.js";
 import type { RegistrationRequest } from "../functions/wire.js";
+import { writeFileAtomicSync } from "../util/atomic-write.js";
 import { MULTIRANK_VERSION } from "../version.js";
 import { validateManifest, type Manifest, type ManifestEntry } from "./manifest.js";
 import { readTarGz } from "./tar.js";
@@ -132,10 +133,9 @@ export class Deployments {
       const plan = await this.#prepare(checked, logger ?? this.#log);
       // Kept before anything changes: a revision that cannot be written is not served.
       const dir = join(this.#init.dir, project);
-      mkdirSync(dir, { recursive: true });
-      writeAtomic(join(dir, `${revision}.tgz`), artifact);
+      writeFileAtomicSync(join(dir, `${revision}.tgz`), artifact);
       const next: DeploymentInfo = { project, current: revision, revisions: [...info.revisions, revisionInfo(revision, checked)] };
-      writeAtomic(join(dir, "state.json"), Buffer.from(`${JSON.stringify(next, null, 2)}\n`));
+      writeFileAtomicSync(join(dir, "state.json"), Buffer.from(`${JSON.stringify(next, null, 2)}\n`));
       const changes = this.#commit(project, plan);
       this.#projects.set(project, next);
       this.#log.info({ project, revision, changes: changes.filter((c) => c.change !== "unchanged").length }, "deployed");
@@ -155,7 +155,7 @@ export class Deployments {
       const checked = this.check(artifact);
       const plan = await this.#prepare(checked, this.#log);
       const next = { ...info, current: target };
-      writeAtomic(join(this.#init.dir, info.project, "state.json"), Buffer.from(`${JSON.stringify(next, null, 2)}\n`));
+      writeFileAtomicSync(join(this.#init.dir, info.project, "state.json"), Buffer.from(`${JSON.stringify(next, null, 2)}\n`));
       const changes = this.#commit(info.project, plan);
       this.#projects.set(info.project, next);
       this.#log.info({ project: info.project, revision: target }, "rolled back");
@@ -333,8 +333,3 @@ function revisionInfo(revision: number, checked: CheckedArtifact): RevisionInfo 
   };
 }
 
-function writeAtomic(path: string, data: Buffer): void {
-  const draft = `${path}.${process.pid}.tmp`;
-  writeFileSync(draft, data);
-  renameSync(draft, path);
-}

@@ -3,10 +3,11 @@
  * the app (worker, machine, limits, environment variables) that serves it.
  * The local host and `multirank serve` both make functions runnable this way.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, symlinkSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { StateError } from "../errors.js";
+import { writeFileAtomicSync } from "../util/atomic-write.js";
 import { defineApp, resolveApp, type ResolvedApp } from "../gateway/app.js";
 import { FUNCTION_ENV } from "./function-env.js";
 import type { ResolvedRemoteOptions } from "./options.js";
@@ -59,12 +60,7 @@ export function functionApp(init: FunctionAppInit): ResolvedApp {
 /** Writes a bundle into an environment as `functions/<hash>.mjs` (atomically, once); returns its path. */
 export function writeBundle(environmentDir: string, hash: string, code: string): string {
   const bundlePath = join(environmentDir, "functions", `${hash}.mjs`);
-  if (!existsSync(bundlePath)) {
-    mkdirSync(dirname(bundlePath), { recursive: true });
-    const temporary = `${bundlePath}.${process.pid}.tmp`;
-    writeFileSync(temporary, code);
-    renameSync(temporary, bundlePath);
-  }
+  if (!existsSync(bundlePath)) writeFileAtomicSync(bundlePath, code);
   return bundlePath;
 }
 

@@ -5,12 +5,12 @@
  * the prepared ones in at once, so a refusal or a failed install leaves what
  * was served before.
  */
-import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { ValidationError } from "../errors.js";
+import { writeFileAtomicSync } from "../util/atomic-write.js";
 import type { ResolvedApp } from "../gateway/app.js";
 import type { AppTable, ServedApp } from "../gateway/app-table.js";
 import { AppNotFoundError, ConflictError } from "../gateway/errors.js";
@@ -220,11 +220,7 @@ export function stableJson(value: unknown): string {
 }
 
 function storeTarball(cacheDir: string, sha: string, bytes: Uint8Array): string {
-  const dir = join(cacheDir, "uploads");
-  const path = join(dir, `${sha}.tgz`);
-  mkdirSync(dir, { recursive: true });
-  const temporary = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  writeFileSync(temporary, bytes);
-  renameSync(temporary, path);
+  const path = join(cacheDir, "uploads", `${sha}.tgz`);
+  writeFileAtomicSync(path, bytes);
   return path;
 }

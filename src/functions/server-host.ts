@@ -7,12 +7,14 @@
  * at every rank.
  */
 import { pack, unpack } from "../codec/packer.js";
-import { AbortError, HostError, RemoteExecutionError, ValidationError, VersionMismatchError } from "../errors.js";
+import { AbortError, HostError, ValidationError, VersionMismatchError } from "../errors.js";
+import { httpBaseUrl } from "../util/http-url.js";
 import { MULTIRANK_VERSION } from "../version.js";
 import { packageFunction } from "./function-package.js";
 import { claimName, type CallOptions, type FunctionDefinition, type Host } from "./host.js";
 import { definedBy, type RegisteredFunction } from "./registry.js";
-import { FN_HEADERS, FN_ROUTES, MSGPACK, type RegistrationRequest, type RegistrationResponse, type WireError } from "./wire.js";
+import { FN_HEADERS, FN_ROUTES, MSGPACK, type RegistrationRequest, type RegistrationResponse } from "./wire.js";
+import { errorFromAnswer } from "./wire-error.js";
 
 /** Options of {@link server}. */
 export interface ServerHostOptions {
@@ -41,6 +43,12 @@ export class ServerHost implements Host {
   readonly #modules = new Map<string, string>();
   /** Registrations done or under way, by function name. */
   readonly #registered = new Map<string, Promise<void>>();
+  /**
+   * Inside a function this server runs (it sets the variable when it starts
+   * the function's processes), functions are called by name: they were
+   * registered along with the caller's. Read once: calls are the hot path.
+   */
+  readonly #nested: boolean;
 
   constructor(url: string, options: ServerHostOptions = {}) {
     this.url = normalizeUrl(url);
@@ -50,6 +58,8 @@ export class ServerHost implements Host {
     }
     this.#key = options.key;
     this.#fetch = options.fetch ?? globalThis.fetch;
+    const nested = process.env[NESTED_HOST_ENV];
+    this.#nested = nested !== undefined && normalizeUrl(nested) === this.url;
   }
 
   /** The key, for `syncDir(dir, remoteDir, { host: server(...) })`; not an own property, so logging the host never shows it. */
@@ -76,7 +86,7 @@ export class ServerHost implements Host {
     if (!response.body) throw new HostError({ url: this.url, status: response.status, message: `the server at ${this.url} answered a stream of ${name} with no body` });
     for await (const event of serverSentEvents(response.body, options.signal)) {
       if (event.type === "item") yield unpack(Buffer.from(event.data, "base64"), `a value of ${name}`);
-      else if (event.type === "error") throw this.#errorFrom(parseJson(event.data) as WireError | undefined, 500, name);
+      else if (event.type === "error") throw errorFromAnswer({ url: this.url, status: 500, text: event.data, what: name, functionName: name });
       else if (event.type === "end") return;
     }
     throw new HostError({ url: this.url, status: response.status, message: `the stream of ${name} from ${this.url} ended before its end event` });
@@ -93,7 +103,7 @@ export class ServerHost implements Host {
       const response = await this.#request(route, { body, contentType: MSGPACK, signal: options.signal, timeout: options.timeout });
       if (response.ok) return response;
       const error = await this.#failure(response, name);
-      if (attempt === 0 && response.status === 404 && !this.#nested() && (error as HostError).code === "MULTIRANK_ERR_GATEWAY_APP_NOT_FOUND") {
+      if (attempt === 0 && response.status === 404 && !this.#nested && (error as HostError).code === "MULTIRANK_ERR_GATEWAY_APP_NOT_FOUND") {
         this.#registered.delete(name);
         continue;
       }
@@ -101,14 +111,9 @@ export class ServerHost implements Host {
     }
   }
 
-  /** Inside a function this server runs, functions are called by name: they were registered with the caller's. */
-  #nested(): boolean {
-    const nested = process.env[NESTED_HOST_ENV];
-    return nested !== undefined && normalizeUrl(nested) === this.url;
-  }
 
   #ensureRegistered(definition: FunctionDefinition, signal: AbortSignal | undefined): Promise<void> {
-    if (this.#nested()) return Promise.resolve();
+    if (this.#nested) return Promise.resolve();
     const name = definition.options.name;
     let done = this.#registered.get(name);
     if (!done) {
@@ -144,7 +149,7 @@ export class ServerHost implements Host {
     const headers: Record<string, string> = { "content-type": init.contentType, [FN_HEADERS.version]: MULTIRANK_VERSION };
     if (this.#key !== undefined) headers.authorization = `Key ${this.#key}`;
     if (init.timeout !== undefined) headers[FN_HEADERS.timeout] = String(init.timeout);
-    if (this.#nested()) headers[FN_HEADERS.nested] = "1";
+    if (this.#nested) headers[FN_HEADERS.nested] = "1";
     let response: Response;
     try {
       response = await this.#fetch(`${this.url}${route}`, { method: "POST", headers, body: init.body as unknown as Uint8Array<ArrayBuffer>, ...(init.signal ? { signal: init.signal } : {}) });
@@ -162,16 +167,7 @@ export class ServerHost implements Host {
 
   async #failure(response: Response, functionName: string): Promise<Error> {
     const text = await response.text().catch(() => "");
-    return this.#errorFrom(parseJson(text) as WireError | undefined, response.status, functionName, text);
-  }
-
-  #errorFrom(body: WireError | undefined, status: number, functionName: string, text = ""): Error {
-    if (body?.code === "MULTIRANK_ERR_REMOTE" && body.remote) {
-      const { name, message, stack, rank } = body.remote;
-      return new RemoteExecutionError({ functionName, host: this.url, remoteName: name, remoteMessage: message, remoteStack: stack, rank });
-    }
-    const message = typeof body?.error === "string" ? body.error : `HTTP ${status}${text ? `: ${text.slice(0, 200)}` : ""}`;
-    return new HostError({ url: this.url, status, message: `the server at ${this.url} answered ${status} for ${functionName}: ${message}`, code: body?.code, kinds: body?.kinds });
+    return errorFromAnswer({ url: this.url, status: response.status, text, what: functionName, functionName });
   }
 }
 
@@ -195,24 +191,9 @@ export function server(url: string, options: ServerHostOptions = {}): ServerHost
 }
 
 function normalizeUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new ValidationError(`server(url): url must be an http(s) URL, got ${JSON.stringify(url)}`);
-  }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new ValidationError(`server(url): url must be an http(s) URL, got ${JSON.stringify(url)}`);
-  if (parsed.username || parsed.password) throw new ValidationError("server(url): put the key in options.key, not in the URL");
-  return parsed.href.replace(/\/+$/, "");
+  return httpBaseUrl(url, "server(url): url");
 }
 
-function parseJson(text: string): unknown {
-  try {
-    return text === "" ? undefined : JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
 
 /** The events of a `text/event-stream` body, pulled as the consumer asks (TCP holds the server back). */
 async function* serverSentEvents(body: ReadableStream<Uint8Array>, signal: AbortSignal | undefined): AsyncGenerator<{ type: string; data: string }, void, undefined> {

@@ -9,6 +9,7 @@ import { lstat, mkdir, readdir, realpath, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, sep } from "node:path";
 import { Readable } from "node:stream";
 import { AbortError, ValidationError } from "../errors.js";
+import { httpBaseUrl } from "../util/http-url.js";
 import { DataSyncError } from "./data-errors.js";
 import { hashFile, targetMatches, writeFileAtomic } from "./data-files.js";
 import { checkRelativePath, dataRoot, resolveDataFile, resolveDataPath } from "./data-root.js";
@@ -180,7 +181,7 @@ export interface SyncDirRemoteOptions extends RemoteDataHost {
  * @throws AbortError when `signal` aborts.
  */
 export async function syncDirRemote(localDir: string, remoteDir: string, options: SyncDirRemoteOptions): Promise<SyncDirResult> {
-  const base = baseUrl(options?.url);
+  const base = httpBaseUrl(options?.url, "options.url");
   if (options.adminKey !== undefined && (typeof options.adminKey !== "string" || options.adminKey === "" || /\s/.test(options.adminKey))) {
     throw new ValidationError("options.adminKey must be a non-empty string without spaces");
   }
@@ -280,18 +281,6 @@ function specialKind(stats: import("node:fs").Stats): SpecialEntry["kind"] {
   return "character-device";
 }
 
-function baseUrl(url: unknown): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(String(url));
-  } catch {
-    throw new ValidationError(`options.url must be an http(s) URL, got ${JSON.stringify(url)}`);
-  }
-  if (typeof url !== "string" || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) {
-    throw new ValidationError(`options.url must be an http(s) URL, got ${JSON.stringify(url)}`);
-  }
-  return parsed.href.replace(/\/+$/, "");
-}
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 async function request(doFetch: typeof fetch, url: string, what: string, init: RequestInit): Promise<any> {
