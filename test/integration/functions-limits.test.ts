@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseCpuList } from "../../src/devices/cpu-list.js";
 import { cgroupParent } from "../../src/runner/rank-cgroup.js";
+import { refuseRegistry } from "../helpers/fixture-package.js";
 import { childPids, isRunning, waitFor } from "../helpers/processes.js";
 
 type Fixture = typeof import("../fixtures/functions/limits.js");
@@ -16,8 +17,7 @@ beforeAll(async () => {
   process.env.MULTIRANK_CACHE_DIR = join(work, "cache");
   process.env.MULTIRANK_DATA_DIR = join(work, "data");
   // The functions here have no dependencies; any registry access would be a bug: fail at once.
-  process.env.npm_config_registry = "http://127.0.0.1:9/";
-  process.env.npm_config_fetch_retries = "0";
+  refuseRegistry();
   fx = await import("../fixtures/functions/limits.js");
   ({ local } = await import("multirank"));
 }, 60_000);

@@ -4,28 +4,18 @@
  * requests (status, times, logs, errors; never inputs or outputs) behind the
  * key. In-process (`server.inject`) with fake runners: nothing is spawned.
  */
-import { EventEmitter } from "node:events";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { createGateway, defineApp, type Gateway, type GatewayOptions, type PoolRunner } from "../../src/gateway/index.js";
 import { Job } from "../../src/gateway/job.js";
 import { JobStore, RECENT_JOBS_PER_APP } from "../../src/gateway/job-store.js";
+import { FakeRunnerLifecycle } from "../helpers/fake-runner.js";
 
 const KEY = "kid:page-routes-secret";
 const INPUT_SECRET = "input-secret-1234";
 
 /** Echoes, logs `payload.log` as the rank would, fails when asked. */
-class FakeRunner extends EventEmitter {
-  state = "idle";
-  async start(): Promise<void> {
-    this.state = "ready";
-  }
-  async stop(): Promise<void> {
-    this.state = "stopped";
-  }
-  async terminate(): Promise<void> {
-    this.state = "stopped";
-  }
+class FakeRunner extends FakeRunnerLifecycle {
   async invoke(payload: { log?: string; fail?: boolean }, options: { onLog?: (log: { level: number; msg: string; time: number; rank: number }) => void }): Promise<unknown> {
     if (payload.log) options.onLog?.({ level: 30, msg: payload.log, time: Date.now(), rank: 0 });
     if (payload.fail) throw new Error("it broke");

@@ -3,12 +3,12 @@
  * errors too; the operations routes can ask for a key. In-process
  * (`server.inject`) with fake runners: nothing is spawned.
  */
-import { EventEmitter } from "node:events";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { createGateway, defineApp, type Gateway, type GatewayOptions, type PoolRunner } from "../../src/gateway/index.js";
 import { redactingLogger, redactUrl, takeQuerySecrets } from "../../src/gateway/redact.js";
+import { FakeRunnerLifecycle } from "../helpers/fake-runner.js";
 
 const SECRET = "topsecret-4711";
 const KEY = `kid:${SECRET}`;
@@ -16,17 +16,7 @@ const WRONG = "wrongsecret-0815";
 const HOOK_TOKEN = "hooksecret-99";
 const COOKIE = "cookiesecret-42";
 
-class FakeRunner extends EventEmitter {
-  state = "idle";
-  async start(): Promise<void> {
-    this.state = "ready";
-  }
-  async stop(): Promise<void> {
-    this.state = "stopped";
-  }
-  async terminate(): Promise<void> {
-    this.state = "stopped";
-  }
+class FakeRunner extends FakeRunnerLifecycle {
   async invoke(payload: unknown): Promise<unknown> {
     return { echo: payload };
   }
