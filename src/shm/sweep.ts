@@ -24,10 +24,17 @@ export interface SweepOptions {
  */
 export function sweepStaleSegments(prefix: string, options: SweepOptions = {}): string[] {
   checkPrefix(prefix, "prefix");
-  const dir = options.dir ?? SHM_DIR;
+  return removeSegmentsOfGoneOwners(options.dir ?? SHM_DIR, prefix, ownerGone());
+}
+
+/**
+ * The one shared-memory sweep: removes the segments `<prefix>-...-p<pid>-<hex>`
+ * in `dir` whose owner `gone` says is gone, and entries `alsoRemove` picks.
+ */
+function removeSegmentsOfGoneOwners(dir: string, prefix: string, gone: (pid: number) => boolean, alsoRemove: (name: string) => boolean = () => false): string[] {
   return removeWhere(dir, (name) => {
     const pid = segmentOwner(name, prefix);
-    return pid !== undefined && pid !== process.pid && !processAlive(pid);
+    return pid !== undefined ? gone(pid) : alsoRemove(name);
   });
 }
 
@@ -94,10 +101,7 @@ export function sweepLeftovers(options: LeftoverSweepOptions = {}): SweptLeftove
     }
     return rankFileGone(name);
   });
-  const shm = removeWhere(shmDir, (name) => {
-    const pid = segmentOwner(name, DEFAULT_SEGMENT_PREFIX);
-    return pid !== undefined ? gone(pid) : rankFileGone(name);
-  });
+  const shm = removeSegmentsOfGoneOwners(shmDir, DEFAULT_SEGMENT_PREFIX, gone, rankFileGone);
   return { tmp, shm };
 }
 
