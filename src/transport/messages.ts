@@ -11,7 +11,20 @@ import type { SerializedError } from "../errors.js";
 /** Runner to rank. */
 export type RunnerMessage =
   | { t: "setup"; args: Record<string, unknown> }
-  | { t: "req"; id: number; payload: unknown; streaming: boolean }
+  | {
+      t: "req";
+      id: number;
+      payload: unknown;
+      streaming: boolean;
+      /**
+       * How rank 0 sends this request's streamed results: `true`, every one
+       * as a ready Server-Sent Event (`{ event }`, formatted once, on the
+       * rank); `false`, every one as its value (`{ data }`), even one the
+       * worker asked to send as a text event. Absent: each as the worker's
+       * `addStreamingResult` call asked.
+       */
+      asTextEvents?: boolean;
+    }
   | { t: "cancel"; id: number; reason: "aborted" | "timeout" | "failed" }
   /** The consumer took `bytes` of the request's streamed results: rank 0 may send that much more. */
   | { t: "credit"; id: number; bytes: number }

@@ -13,7 +13,9 @@ export interface StreamingResultOptions {
   quality?: number;
   /**
    * Format the item as a Server-Sent Event (`data: <json>\n\n`) here in the
-   * rank, so the runner forwards bytes without touching them.
+   * rank, so the runner forwards bytes without touching them. When the runner's
+   * request says how its caller wants results (its `asTextEvents`), that
+   * decides instead: every item of the request is then a text event, or none.
    * @default false
    */
   asTextEvent?: boolean;
@@ -127,13 +129,15 @@ export abstract class DistributedWorker<Input = unknown, Output = unknown, Setup
    * only; other ranks' results, and results of a request called with
    * `invoke()`, are dropped here, before any encoding). Raw images are encoded
    * in this rank. Items keep their order. The promise resolves once the item
-   * is on its way; it waits while the caller is behind: more than the
-   * runner's `streamHighWaterMark` bytes (4 MiB by default) not yet taken by
-   * the consumer of `stream()` (an SSE client, a Runpod `/stream` poller), or
-   * the control connection is full. Await it and a slow consumer slows the
-   * worker down instead of filling memory. It rejects once the request is
-   * cancelled. A rank that crashes right after may lose items not yet
-   * written out.
+   * is handed to the control channel. Backpressure is a credit window: the
+   * rank may send the runner's `streamHighWaterMark` bytes (4 MiB by default)
+   * of results ahead of the consumer of `stream()` (an SSE client, a Runpod
+   * `/stream` poller); the runner sends credit back over the control channel
+   * as the consumer takes them, and past the window the promise waits for it
+   * (it also waits while the control connection's own buffer is full). Await
+   * it and a slow consumer slows the worker down instead of filling memory.
+   * It rejects once the request is cancelled. A rank that crashes right after
+   * may lose items not yet written out.
    */
   addStreamingResult(result: unknown, options: StreamingResultOptions = {}): Promise<void> {
     return this.#bound().addStreamingResult(result, options);

@@ -3,7 +3,6 @@ import { RANK_ENV } from "../transport/messages.js";
 /** Everything a rank learns from its environment at start. */
 export interface RankEnv {
   rank: number;
-  localRank: number;
   worldSize: number;
   masterAddr: string;
   masterPort: number;
@@ -47,7 +46,6 @@ export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
   return {
     rank,
     worldSize,
-    localRank: env.LOCAL_RANK ? integer(env, "LOCAL_RANK") : rank,
     masterAddr: env.MASTER_ADDR || "127.0.0.1",
     masterPort: integer(env, "MASTER_PORT"),
     controlEndpoint: required(env, RANK_ENV.controlEndpoint),

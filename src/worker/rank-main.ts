@@ -10,6 +10,7 @@ import { createRankGroup, pinRank } from "./rank-platform.js";
 import { loadWorkerClass } from "./load-worker.js";
 import { readRankEnv, type RankEnv } from "./rank-env.js";
 import { RankRuntime, RUNNER_GONE_EXIT_CODE } from "./rank-runtime.js";
+import { RequestLogStream, type RequestLogRecord } from "./request-log.js";
 
 const FORWARD_LEVEL = pino.levels.values.info!;
 
@@ -19,16 +20,16 @@ function levelValue(name: string): number {
 
 /**
  * The rank's logger. Records go to stdout (the runner relays them) at the
- * rank's level, and records logged through a request's `ctx.log` (they carry
- * `requestId`) also go to `forward`, from info up, whatever the rank's level:
- * they belong to the caller.
+ * rank's level, and records logged through a request's `ctx.log` also go to
+ * `forward`, from info up, whatever the rank's level: they belong to the
+ * caller. `forward` gets the record's values, not its line to parse back.
  */
-function createLogger(env: RankEnv, forward: (line: string) => void): Logger {
+function createLogger(env: RankEnv, forward: (record: RequestLogRecord) => void): Logger {
   const stdoutLevel = levelValue(env.logLevel);
   const streams = [
     // Synchronous writes: a rank that crashes right after logging still shows the line.
     { level: stdoutLevel, stream: pino.destination({ fd: 1, sync: true }) },
-    { level: FORWARD_LEVEL, stream: { write: forward } },
+    { level: FORWARD_LEVEL, stream: new RequestLogStream(forward) },
   ].filter((s) => Number.isFinite(s.level));
   const level = Math.min(stdoutLevel, FORWARD_LEVEL);
   return pino({ level: pino.levels.labels[level] ?? "info", base: { rank: env.rank } }, pino.multistream(streams));
@@ -57,8 +58,8 @@ async function main(): Promise<void> {
   }
   if (env.deathPipeFd !== undefined) watchDeathPipe(env.deathPipeFd, () => process.exit(RUNNER_GONE_EXIT_CODE));
 
-  let forward: (line: string) => void = () => {};
-  const logger = createLogger(env, (line) => forward(line));
+  let forward: (record: RequestLogRecord) => void = () => {};
+  const logger = createLogger(env, (record) => forward(record));
   let device: WorkerDevice;
   try {
     device = pinRank(logger);
@@ -76,7 +77,7 @@ async function main(): Promise<void> {
     exit: (code) => process.exit(code),
   });
 
-  forward = (line) => runtime.forwardLog(line);
+  forward = (record) => runtime.forwardLog(record);
 
   let dying = false;
   const fatal = (error: unknown): void => {

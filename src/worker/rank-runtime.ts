@@ -2,14 +2,11 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { Logger } from "pino";
 import { containsRawImage, encodeImagesIn } from "../codec/images.js";
 import { pack, unpack } from "../codec/packer.js";
-import { formatTextEvent } from "../codec/text-events.js";
 import type { ProcessGroup } from "../collectives/index.js";
 import { requestScopesOf, type RequestScopes } from "../collectives/process-group.js";
 import type { WorkerDevice } from "../devices/index.js";
-import { AbortError, MessageTooLargeError, serializeError, StateError, type RankPhase } from "../errors.js";
-import { GROUP_BROKEN_EXIT_CODE, type RankMessage, type RunnerMessage, type StreamItem } from "../transport/messages.js";
-import { deferred, type Deferred } from "../util/deferred.js";
-import { walkData } from "../util/walk-data.js";
+import { AbortError, serializeError, StateError, type RankPhase } from "../errors.js";
+import { GROUP_BROKEN_EXIT_CODE, type RankMessage, type RunnerMessage } from "../transport/messages.js";
 import { createRankChannel, type RankChannel } from "../transport/control-channel.js";
 import { holdKeptMappings } from "../transport/shared-payload.js";
 import type { CallContext } from "./call-context.js";
@@ -17,33 +14,25 @@ import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type 
 import { appendErrorRecord } from "./error-file.js";
 import { RequestScheduler } from "./request-scheduler.js";
 import type { RankEnv } from "./rank-env.js";
+import { requestLogger, type RequestLogRecord } from "./request-log.js";
+import { StreamOutbox } from "./stream-outbox.js";
 
 /** A request while it runs on this rank. */
 interface ActiveRequest {
   id: number;
   streaming: boolean;
   controller: AbortController;
-  /** Stream items and progress, in order; `done` waits for it. */
-  chain: Promise<void>;
-  /** The first error of a stream item (encoding, packing); it fails the request. */
-  streamFailure: unknown;
-  /** Plain items waiting to go out together (see #queueItem). */
-  outbox: StreamItem[];
-  outboxSent: Deferred<void> | undefined;
-  /** Images of this request being encoded ahead of their turn. */
-  encoding: number;
-  /** Bytes of streamed results this request may still send before the runner's next credit. */
-  credit: number;
-  /** Sends waiting for credit; woken by a credit or the request's end. */
-  creditWaiters: Array<() => void>;
+  /** Stream items, progress and item errors, in order; `done` waits for it. */
+  stream: StreamOutbox;
 }
 
-/** Items per message at most; a burst of small events travels in few messages. */
-const MAX_BATCH = 256;
-/** Images a request may have encoding ahead of their turn to be sent. */
-const MAX_EARLY_ENCODES = 4;
-/** Items holding more binary than this go alone, so batches stay small. */
-const LARGE_ITEM_BYTES = 64 * 1024;
+/** What a rank knows of one request from its `req` message. */
+interface RequestMessage {
+  id: number;
+  payload: unknown;
+  streaming: boolean;
+  asTextEvents: boolean | undefined;
+}
 
 /** Exit code of a rank whose runner is gone (also the death pipe's). */
 export const RUNNER_GONE_EXIT_CODE = 70;
@@ -67,7 +56,7 @@ export class RankRuntime {
   readonly #env: RankEnv;
   readonly #log: Logger;
   readonly #options: RankRuntimeOptions;
-  /** The connection to the runner: a unix stream socket on one host, else ZeroMQ. */
+  /** The connection to the runner: a unix stream socket, or ZeroMQ (across hosts, or when asked for). */
   readonly #channel: RankChannel;
   readonly #active = new Map<number, ActiveRequest>();
   // The request an addStreamingResult belongs to is the one whose call() it
@@ -123,18 +112,14 @@ export class RankRuntime {
     }
   }
 
-  /** Sends a `ctx.log` record (a pino JSON line with `requestId`) to the runner for that request's caller. */
-  forwardLog(line: string): void {
-    if (!line.includes('"requestId":')) return;
-    let record: { requestId?: unknown; level?: unknown; msg?: unknown; time?: unknown };
-    try {
-      record = JSON.parse(line) as typeof record;
-    } catch {
-      return;
-    }
+  /**
+   * Sends a `ctx.log` record (from the rank logger's `RequestLogStream`) to the runner for
+   * that request's caller, while the request runs.
+   */
+  forwardLog(record: RequestLogRecord): void {
     const id = record.requestId;
-    if (typeof id !== "number" || !this.#active.has(id)) return;
-    const log = { level: Number(record.level), msg: String(record.msg ?? ""), time: Number(record.time ?? Date.now()), rank: this.#env.rank };
+    if (!this.#active.has(id)) return;
+    const log = { level: record.level, msg: record.msg, time: record.time, rank: this.#env.rank };
     this.#send({ t: "log", id, log }).catch(() => {});
   }
 
@@ -155,7 +140,7 @@ export class RankRuntime {
         }
         return;
       case "req":
-        this.#enqueueRequest(message.id, message.payload, message.streaming, release);
+        this.#enqueueRequest({ id: message.id, payload: message.payload, streaming: message.streaming, asTextEvents: message.asTextEvents }, release);
         return;
       case "cancel":
         this.#cancel(message.id, message.reason);
@@ -213,12 +198,13 @@ export class RankRuntime {
     };
   }
 
-  #enqueueRequest(id: number, payload: unknown, streaming: boolean, release: () => void): void {
+  #enqueueRequest(request: RequestMessage, release: () => void): void {
     if (this.#stopping) return release();
+    const { id } = request;
     this.#scheduler.enqueue({
       id,
       exclusive: false,
-      run: () => this.#runRequest(id, payload, streaming, release),
+      run: () => this.#runRequest(request, release),
       dropped: (reason) => {
         release();
         void this.#send({ t: "done", id, ok: false, cancelled: true, error: serializeError(new AbortError(`request ${id} cancelled before it started (${reason})`)) }).catch(() => {});
@@ -255,27 +241,23 @@ export class RankRuntime {
    * as soon as the answer is packed (nothing reads the payload after that),
    * before it is sent, so the runner's next request finds the mapping free.
    */
-  async #runRequest(id: number, payload: unknown, streaming: boolean, release: () => void): Promise<void> {
+  async #runRequest({ id, payload, streaming, asTextEvents }: RequestMessage, release: () => void): Promise<void> {
     const worker = this.#worker;
     if (!worker) {
       release();
       await this.#send({ t: "done", id, ok: false, cancelled: false, error: serializeError(new Error("worker is not set up")) }).catch(() => {});
       return;
     }
-    const active: ActiveRequest = {
+    const controller = new AbortController();
+    const stream = new StreamOutbox({
       id,
-      streaming,
-      controller: new AbortController(),
-      chain: Promise.resolve(),
-      streamFailure: undefined,
-      outbox: [],
-      outboxSent: undefined,
-      encoding: 0,
-      credit: this.#env.streamWindow,
-      creditWaiters: [],
-    };
-    // However the request ends, nothing may stay parked waiting for credit.
-    active.controller.signal.addEventListener("abort", () => wake(active), { once: true });
+      signal: controller.signal,
+      window: this.#env.streamWindow,
+      maxMessageBytes: this.#env.maxMessageBytes,
+      textEvents: asTextEvents,
+      send: (bytes) => this.#channel.send([bytes]),
+    });
+    const active: ActiveRequest = { id, streaming, controller, stream };
     this.#active.set(id, active);
     this.#scopes?.begin(id);
     let log: Logger | undefined;
@@ -287,7 +269,7 @@ export class RankRuntime {
       progress: (data) => void this.#enqueueOnStream(active, () => this.#send({ t: "progress", id, data })),
       // A child logger costs a serialisation of its bindings: make it only if used.
       get log(): Logger {
-        return (log ??= rankLog.child({ requestId: id }));
+        return (log ??= requestLogger(rankLog, id));
       },
     };
     try {
@@ -298,9 +280,7 @@ export class RankRuntime {
         // Before the answer goes out: collectives the call left running end now.
         this.#scopes?.end(id);
       }
-      this.#flushOutbox(active);
-      await active.chain;
-      if (active.streamFailure !== undefined) throw active.streamFailure;
+      await stream.drain();
       if (active.controller.signal.aborted) throw active.controller.signal.reason;
       if (this.#env.rank === 0) {
         const result = containsRawImage(output) ? await encodeImagesIn(output, { quality: worker.imageQuality.final, format: worker.imageFormat }) : output;
@@ -324,28 +304,12 @@ export class RankRuntime {
       release();
       this.#scopes?.end(id);
       this.#active.delete(id);
-      wake(active);
+      stream.end();
     }
   }
 
   #credit(id: number, bytes: number): void {
-    const active = this.#active.get(id);
-    if (!active || !(bytes > 0)) return;
-    active.credit += bytes;
-    wake(active);
-  }
-
-  /**
-   * Waits until the request may send streamed results: while its window has
-   * room (one message may overshoot it, so an item larger than the window
-   * still goes). Rejects once the request was cancelled.
-   */
-  async #awaitCredit(active: ActiveRequest): Promise<void> {
-    while (active.credit <= 0) {
-      if (active.controller.signal.aborted) throw active.controller.signal.reason;
-      if (this.#active.get(active.id) !== active) throw new AbortError(`request ${active.id} has ended`);
-      await new Promise<void>((resolve) => active.creditWaiters.push(resolve));
-    }
+    this.#active.get(id)?.stream.credit(bytes);
   }
 
   #call<R>(active: ActiveRequest, fn: () => R): R {
@@ -361,27 +325,7 @@ export class RankRuntime {
   #enqueueOnStream(active: ActiveRequest, send: () => Promise<void>): Promise<void> {
     // Only rank 0 speaks for the group; other ranks drop items before any work.
     if (this.#env.rank !== 0) return Promise.resolve();
-    // Items already waiting in the outbox go first: the stream keeps its order.
-    this.#flushOutbox(active);
-    return this.#appendStep(active, send);
-  }
-
-  /**
-   * Runs `work` after everything already on the request's stream, unless the
-   * request was cancelled or its stream failed; a failure fails the stream.
-   */
-  #appendStep(active: ActiveRequest, work: () => Promise<void>): Promise<void> {
-    const step = active.chain.then(async () => {
-      if (active.controller.signal.aborted || active.streamFailure !== undefined) return;
-      try {
-        await work();
-      } catch (error) {
-        active.streamFailure ??= error;
-        throw error;
-      }
-    });
-    active.chain = step.catch(() => {});
-    return step;
+    return active.stream.enqueue(send);
   }
 
   #requireActive(what: string): ActiveRequest | undefined {
@@ -395,87 +339,11 @@ export class RankRuntime {
     // Only rank 0 speaks for the group, and only a streaming caller hears it (invoke drops items).
     if (!active || !this.#worker || this.#env.rank !== 0 || !active.streaming) return Promise.resolve();
     const worker = this.#worker;
-    const image = containsRawImage(result);
-    if (!image && !holdsLargeBinary(result)) {
-      // The common case (tokens, small JSON): no async work, so the item joins
-      // the outbox now and leaves with whatever else this tick produced.
-      let item: StreamItem;
-      try {
-        item = options.asTextEvent ? { event: formatTextEvent(result) } : { data: result };
-      } catch (error) {
-        active.streamFailure ??= error;
-        const failed = Promise.reject(error);
-        // Awaiting is optional: the request fails through streamFailure either way.
-        failed.catch(() => {});
-        return failed;
-      }
-      return this.#queueItem(active, item);
-    }
-    const encode = (): Promise<unknown> =>
-      image ? encodeImagesIn(result, { quality: options.quality ?? worker.imageQuality.stream, format: options.imageFormat ?? worker.imageFormat }) : Promise.resolve(result);
-    // Up to a few images start encoding now, so frames a worker keeps in
-    // flight encode in parallel and while earlier ones are sent; only sending
-    // keeps the order. More than that wait for their turn in the chain.
-    let early: Promise<unknown> | undefined;
-    if (image && active.encoding < MAX_EARLY_ENCODES && !active.controller.signal.aborted && active.streamFailure === undefined) {
-      active.encoding++;
-      early = encode().finally(() => active.encoding--);
-      // Awaited by the step below; a failure surfaces there, in order.
-      early.catch(() => {});
-    }
-    return this.#enqueueOnStream(active, async () => {
-      const data = await (early ?? encode());
-      await this.#sendItems(active, [options.asTextEvent ? { event: formatTextEvent(data) } : { data }]);
+    return active.stream.addResult(result, {
+      asTextEvent: options.asTextEvent === true,
+      quality: options.quality ?? worker.imageQuality.stream,
+      imageFormat: options.imageFormat ?? worker.imageFormat,
     });
-  }
-
-  /** Adds a ready item to the outbox; a microtask later the whole outbox goes out in order. */
-  #queueItem(active: ActiveRequest, item: StreamItem): Promise<void> {
-    active.outbox.push(item);
-    if (!active.outboxSent) {
-      const sent = deferred<void>();
-      sent.promise.catch(() => {});
-      active.outboxSent = sent;
-      queueMicrotask(() => this.#flushOutbox(active));
-    }
-    return active.outboxSent.promise;
-  }
-
-  /** Moves the outbox onto the stream chain (now, so later messages stay behind it). */
-  #flushOutbox(active: ActiveRequest): void {
-    const sent = active.outboxSent;
-    if (!sent) return;
-    const items = active.outbox;
-    active.outbox = [];
-    active.outboxSent = undefined;
-    this.#appendStep(active, async () => {
-      for (let start = 0; start < items.length; start += MAX_BATCH) await this.#sendItems(active, items.slice(start, start + MAX_BATCH));
-    }).then(
-      () => sent.resolve(),
-      (error: unknown) => sent.reject(error),
-    );
-  }
-
-  /**
-   * Sends items in one message, halving the batch when it is over the size
-   * limit. Waits for the request's stream window first: a consumer that does
-   * not keep up makes this (and so `addStreamingResult`) wait.
-   */
-  async #sendItems(active: ActiveRequest, items: StreamItem[]): Promise<void> {
-    const message: RankMessage = { t: "items", id: active.id, items };
-    let bytes: Buffer;
-    try {
-      bytes = pack(message, describe(message), this.#env.maxMessageBytes);
-    } catch (error) {
-      if (!(error instanceof MessageTooLargeError) || items.length === 1) throw error;
-      const half = Math.ceil(items.length / 2);
-      await this.#sendItems(active, items.slice(0, half));
-      await this.#sendItems(active, items.slice(half));
-      return;
-    }
-    await this.#awaitCredit(active);
-    active.credit -= bytes.byteLength;
-    await this.#channel.send([bytes]);
   }
 
   #addStreamingError(error: unknown): Promise<void> {
@@ -547,16 +415,6 @@ export class RankRuntime {
   }
 }
 
-/** Wakes every send of `active` waiting for credit (they check again). */
-function wake(active: ActiveRequest): void {
-  for (const resolve of active.creditWaiters.splice(0)) resolve();
-}
-
-/** Whether `value` holds typed-array or Buffer data over LARGE_ITEM_BYTES (a few levels deep). */
-function holdsLargeBinary(value: unknown): boolean {
-  return walkData(value, (v) => (ArrayBuffer.isView(v) && v.byteLength > LARGE_ITEM_BYTES ? "stop" : undefined), 4);
-}
-
 function isCancellation(error: unknown, signal: AbortSignal): boolean {
   if (error === signal.reason) return true;
   const name = (error as { name?: unknown } | null)?.name;
@@ -567,8 +425,6 @@ function describe(message: RankMessage): string {
   switch (message.t) {
     case "done":
       return message.ok ? `result of request ${message.id}` : `error of request ${message.id}`;
-    case "items":
-      return `streaming results of request ${message.id}`;
     case "progress":
       return `progress of request ${message.id}`;
     default:

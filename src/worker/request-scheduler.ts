@@ -11,8 +11,8 @@ export interface ScheduledJob {
 
 /**
  * Starts jobs in arrival order, at most `concurrency` at a time. Arrival
- * order is the runner's global order, because the control channel (a unix
- * stream socket, or ZeroMQ) keeps order per peer.
+ * order is the runner's global order, because the control channel keeps
+ * order per peer on either transport (see control-channel.ts).
  */
 export class RequestScheduler {
   readonly #concurrency: number;
