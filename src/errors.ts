@@ -19,13 +19,20 @@ export interface SerializedError {
   phase?: RankPhase;
 }
 
-// A brand shared by every copy of this module (Symbol.for is process-global),
-// so `instanceof` keeps working when two copies of multirank are loaded, as
-// happens when a worker module resolves its own copy of the package.
-const kErrorKinds = Symbol.for("multirank.error.kinds");
+// Brands shared by every copy of this module: Symbol.for keys are
+// process-global, so `instanceof` keeps working when two copies of multirank
+// are loaded, as happens when a worker module resolves its own copy of the
+// package. A class is known by the code it stands for (undici's
+// `Symbol.for('undici.error.UND_ERR_...')`), never by its name, which a
+// minifier rewrites and another library's class can share.
+const BRAND_PREFIX = "multirank.error.";
 
-interface BrandedError {
-  [kErrorKinds]?: readonly string[];
+function brandSymbol(brand: string): symbol {
+  return Symbol.for(`${BRAND_PREFIX}${brand}`);
+}
+
+function addBrand(error: object, brand: string): void {
+  Object.defineProperty(error, brandSymbol(brand), { value: true, enumerable: false, configurable: true });
 }
 
 /** Extra fields every multirank error accepts. */
@@ -44,79 +51,94 @@ export class MultirankError extends Error {
   /** What the rank was doing, when it came from one. */
   readonly phase?: RankPhase;
 
+  /**
+   * What this class stands for in `instanceof`: the `code` of its instances,
+   * or for a family of codes their common prefix (`MULTIRANK_ERR` here, for
+   * every multirank error). An error carries the brand of every class on its
+   * prototype chain that declares one; a subclass that declares none (a
+   * private one) is matched through its prototype chain instead.
+   */
+  static readonly brand: string = "MULTIRANK_ERR";
+
   constructor(code: string, message: string, options: MultirankErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     if (options.rank !== undefined) this.rank = options.rank;
     if (options.phase !== undefined) this.phase = options.phase;
-    const kinds: string[] = [];
     for (let proto = Object.getPrototypeOf(this); proto && proto !== Error.prototype; proto = Object.getPrototypeOf(proto)) {
-      kinds.push(proto.constructor.name);
+      const type = proto.constructor as typeof MultirankError;
+      if (Object.hasOwn(type, "brand")) addBrand(this, type.brand);
     }
-    Object.defineProperty(this, kErrorKinds, { value: Object.freeze(kinds), enumerable: false, configurable: true });
     Object.defineProperty(this, "name", { value: new.target.name, enumerable: false, configurable: true, writable: true });
   }
 
   static override [Symbol.hasInstance](value: unknown): boolean {
     if (typeof value !== "object" || value === null) return false;
-    const kinds = (value as BrandedError)[kErrorKinds];
-    return Array.isArray(kinds) ? kinds.includes(this.name) : Function.prototype[Symbol.hasInstance].call(this, value);
+    if (!Object.hasOwn(this, "brand")) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return (value as Record<symbol, unknown>)[brandSymbol(this.brand)] === true;
   }
 }
 
 /** An option or argument was invalid. The message names the field. */
 export class ValidationError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_INVALID_ARGUMENT";
   constructor(message: string, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_INVALID_ARGUMENT", message, options);
+    super(ValidationError.brand, message, options);
   }
 }
 
 /** The operation was cancelled through an `AbortSignal` or by breaking out of a stream. */
 export class AbortError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_ABORTED";
   constructor(message = "The operation was aborted", options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_ABORTED", message, options);
+    super(AbortError.brand, message, options);
   }
 }
 
 /** The operation did not finish in the time it was given. */
 export class TimeoutError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_TIMEOUT";
   /** The limit that passed, in milliseconds. */
   readonly timeoutMs: number;
   constructor(message: string, timeoutMs: number, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_TIMEOUT", message, options);
+    super(TimeoutError.brand, message, options);
     this.timeoutMs = timeoutMs;
   }
 }
 
 /** A value could not be packed or unpacked (a function, a symbol, a corrupt frame). */
 export class SerializationError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_SERIALIZATION";
   constructor(message: string, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_SERIALIZATION", message, options);
+    super(SerializationError.brand, message, options);
   }
 }
 
 /** A message was larger than `maxMessageBytes`. */
 export class MessageTooLargeError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_MESSAGE_TOO_LARGE";
   readonly size: number;
   readonly limit: number;
   constructor(what: string, size: number, limit: number, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_MESSAGE_TOO_LARGE", `${what} is ${size} bytes, over the limit of ${limit} bytes (maxMessageBytes)`, options);
+    super(MessageTooLargeError.brand, `${what} is ${size} bytes, over the limit of ${limit} bytes (maxMessageBytes)`, options);
     this.size = size;
     this.limit = limit;
   }
 }
 
-/** The ZeroMQ channel failed (bind, connect, send). */
+/** The control channel between the runner and its ranks (a unix socket or ZeroMQ) failed: bind, connect, send. */
 export class TransportError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_TRANSPORT";
   constructor(message: string, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_TRANSPORT", message, options);
+    super(TransportError.brand, message, options);
   }
 }
 
 /** The runner is not in a state that allows the call (not started, stopped, dead). */
 export class StateError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_STATE";
   constructor(message: string, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_STATE", message, options);
+    super(StateError.brand, message, options);
   }
 }
 
@@ -125,6 +147,7 @@ export class StateError extends MultirankError {
  * original error's; `rank` and `phase` say where it happened.
  */
 export class RankError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_RANK";
   /** The original error's class name on the rank (`TypeError`, ...). */
   readonly remoteName: string;
   /** The original error's `code`, if it had one. */
@@ -133,7 +156,7 @@ export class RankError extends MultirankError {
   readonly remoteStack?: string;
 
   constructor(serialized: SerializedError, rank: number, phase: RankPhase, options: { cause?: unknown } = {}) {
-    super("MULTIRANK_ERR_RANK", `rank ${rank} failed in ${phase}: ${serialized.name}: ${serialized.message}`, {
+    super(RankError.brand, `rank ${rank} failed in ${phase}: ${serialized.name}: ${serialized.message}`, {
       rank,
       phase,
       cause: options.cause ?? (serialized.cause ? rebuildError(serialized.cause) : undefined),
@@ -148,6 +171,7 @@ export class RankError extends MultirankError {
 
 /** A rank process exited or was killed. */
 export class RankExitError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_RANK_EXIT";
   readonly exitCode: number | null;
   readonly signal: NodeJS.Signals | null;
   /** The last lines the rank wrote to stderr. */
@@ -155,7 +179,7 @@ export class RankExitError extends MultirankError {
   constructor(rank: number, exitCode: number | null, signal: NodeJS.Signals | null, stderrTail: string, options: { cause?: unknown } = {}) {
     const how = signal ? `was killed by ${signal}` : `exited with code ${exitCode}`;
     const tail = stderrTail ? `\nlast stderr lines of rank ${rank}:\n${stderrTail}` : "";
-    super("MULTIRANK_ERR_RANK_EXIT", `rank ${rank} ${how}${tail}`, { rank, phase: "process", cause: options.cause });
+    super(RankExitError.brand, `rank ${rank} ${how}${tail}`, { rank, phase: "process", cause: options.cause });
     this.exitCode = exitCode;
     this.signal = signal;
     this.stderrTail = stderrTail;
@@ -170,6 +194,7 @@ export class RankExitError extends MultirankError {
  * fails with it and the runner stops the group, as after any crash.
  */
 export class MemoryLimitError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_MEMORY_LIMIT";
   /** The rank's limit in MiB. */
   readonly limitMiB: number;
   /** Which limit caught it: V8's heap limit or the cgroup's `memory.max`. */
@@ -180,7 +205,7 @@ export class MemoryLimitError extends MultirankError {
   readonly stderrTail: string;
   constructor(rank: number, limitMiB: number, via: "heap" | "cgroup", exit: { exitCode: number | null; signal: NodeJS.Signals | null; stderrTail: string }, options: { cause?: unknown } = {}) {
     const how = via === "heap" ? "V8's heap limit (JavaScript heap out of memory)" : "its cgroup's memory.max (killed by the kernel's OOM killer)";
-    super("MULTIRANK_ERR_MEMORY_LIMIT", `rank ${rank} went over its memory limit of ${formatMiB(limitMiB)} and died: ${how}`, { rank, phase: "process", cause: options.cause });
+    super(MemoryLimitError.brand, `rank ${rank} went over its memory limit of ${formatMiB(limitMiB)} and died: ${how}`, { rank, phase: "process", cause: options.cause });
     this.limitMiB = limitMiB;
     this.via = via;
     this.exitCode = exit.exitCode;
@@ -199,11 +224,12 @@ function formatMiB(mib: number): string {
  * native code). The runner stops the group, as after a crash.
  */
 export class RankHungError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_RANK_HUNG";
   /** How long the rank had been silent when it was declared hung, ms. */
   readonly silentMs: number;
   constructor(rank: number, silentMs: number, timeoutMs: number) {
     super(
-      "MULTIRANK_ERR_RANK_HUNG",
+      RankHungError.brand,
       `rank ${rank} is hung: its event loop answered no heartbeat for ${(silentMs / 1000).toFixed(1)} s (heartbeatTimeout is ${timeoutMs / 1000} s); the group was stopped`,
       { rank, phase: "process" },
     );
@@ -217,6 +243,7 @@ export class RankHungError extends MultirankError {
  * The rank's own error (a `RankError`, or `RankExitError` for a crash) is the `cause`.
  */
 export class RemoteExecutionError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_REMOTE";
   /** The remote error's class name (`TypeError`, ...). */
   readonly remoteName: string;
   readonly remoteMessage: string;
@@ -226,7 +253,7 @@ export class RemoteExecutionError extends MultirankError {
   /** Where it ran: `local`, or the server's URL. */
   readonly host: string;
   constructor(fields: { functionName: string; host: string; remoteName: string; remoteMessage: string; remoteStack?: string | undefined; rank?: number | undefined; cause?: unknown }) {
-    super("MULTIRANK_ERR_REMOTE", `remote function ${fields.functionName} failed on ${fields.host}${fields.rank === undefined ? "" : ` (rank ${fields.rank})`}: ${fields.remoteName}: ${fields.remoteMessage}`, {
+    super(RemoteExecutionError.brand, `remote function ${fields.functionName} failed on ${fields.host}${fields.rank === undefined ? "" : ` (rank ${fields.rank})`}: ${fields.remoteName}: ${fields.remoteMessage}`, {
       ...(fields.rank === undefined ? {} : { rank: fields.rank }),
       cause: fields.cause,
     });
@@ -244,10 +271,11 @@ export class RemoteExecutionError extends MultirankError {
  * against one version does not run on another. The message names both.
  */
 export class VersionMismatchError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_VERSION_MISMATCH";
   readonly clientVersion: string;
   readonly serverVersion: string;
   constructor(clientVersion: string, serverVersion: string, url: string) {
-    super("MULTIRANK_ERR_VERSION_MISMATCH", `multirank version mismatch: this client is ${clientVersion}, the server at ${url} is ${serverVersion}; install the same version on both`);
+    super(VersionMismatchError.brand, `multirank version mismatch: this client is ${clientVersion}, the server at ${url} is ${serverVersion}; install the same version on both`);
     this.clientVersion = clientVersion;
     this.serverVersion = serverVersion;
   }
@@ -260,24 +288,34 @@ export class VersionMismatchError extends MultirankError {
  * error class too (a server `ValidationError` is a `ValidationError` here).
  */
 export class HostError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_HOST";
   /** HTTP status of the answer; 0 when the server could not be reached. */
   readonly status: number;
   /** The server's URL. */
   readonly url: string;
   constructor(fields: { url: string; status: number; message: string; code?: string | undefined; kinds?: readonly string[] | undefined; cause?: unknown }) {
-    super(fields.code ?? "MULTIRANK_ERR_HOST", fields.message, fields.cause === undefined ? {} : { cause: fields.cause });
+    super(fields.code ?? HostError.brand, fields.message, fields.cause === undefined ? {} : { cause: fields.cause });
     this.status = fields.status;
     this.url = fields.url;
-    const own = (this as unknown as BrandedError)[kErrorKinds] ?? [];
-    const remote = (fields.kinds ?? []).filter((kind) => typeof kind === "string" && /^[A-Z][A-Za-z]*Error$/.test(kind));
-    Object.defineProperty(this, kErrorKinds, { value: Object.freeze([...new Set([...own, ...remote])]), enumerable: false });
+    // The server's error's brands (its `errorKinds`) make this error match its classes here too.
+    for (const kind of fields.kinds ?? []) if (typeof kind === "string" && /^MULTIRANK_ERR(_[A-Z0-9]+)*$/.test(kind)) addBrand(this, kind);
   }
 }
 
-/** The kinds (class names) of a multirank error, most derived first, for sending over the wire. */
+/**
+ * The brands of a multirank error (the codes, or code prefixes, of its
+ * classes: `["MULTIRANK_ERR_INVALID_ARGUMENT", "MULTIRANK_ERR"]`), most
+ * derived first, for sending over the wire; a `HostError` built from them
+ * matches the same classes. Empty for anything else.
+ */
 export function errorKinds(error: unknown): readonly string[] {
-  const kinds = (error as BrandedError | null)?.[kErrorKinds];
-  return Array.isArray(kinds) ? kinds : [];
+  if (typeof error !== "object" || error === null) return [];
+  const kinds: string[] = [];
+  for (const symbol of Object.getOwnPropertySymbols(error)) {
+    const key = Symbol.keyFor(symbol);
+    if (key?.startsWith(BRAND_PREFIX)) kinds.push(key.slice(BRAND_PREFIX.length));
+  }
+  return kinds;
 }
 
 /**
@@ -287,18 +325,20 @@ export function errorKinds(error: unknown): readonly string[] {
  * names the problem; `entry` names the archive entry or manifest field.
  */
 export class ArtifactError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_ARTIFACT";
   readonly entry: string | undefined;
   constructor(message: string, entry?: string, options: MultirankErrorOptions = {}) {
-    super("MULTIRANK_ERR_ARTIFACT", message, options);
+    super(ArtifactError.brand, message, options);
     this.entry = entry;
   }
 }
 
 /** Several ranks failed at once (start-up, for example); `errors` holds each. */
 export class RankGroupError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_RANKS_FAILED";
   readonly errors: readonly MultirankError[];
   constructor(message: string, errors: readonly MultirankError[], options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_RANKS_FAILED", `${message}:\n${errors.map((e) => `  - ${e.message.split("\n")[0]}`).join("\n")}`, {
+    super(RankGroupError.brand, `${message}:\n${errors.map((e) => `  - ${e.message.split("\n")[0]}`).join("\n")}`, {
       cause: errors[0],
       ...options,
     });
@@ -308,24 +348,27 @@ export class RankGroupError extends MultirankError {
 
 /** A collective call did not match across ranks (different op, length or dtype). */
 export class CollectiveMismatchError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_COLLECTIVE_MISMATCH";
   constructor(message: string, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_COLLECTIVE_MISMATCH", message, { phase: "collective", ...options });
+    super(CollectiveMismatchError.brand, message, { phase: "collective", ...options });
   }
 }
 
 /** A peer in the process group died or stopped answering. */
 export class PeerLostError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_PEER_LOST";
   constructor(message: string, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_PEER_LOST", message, { phase: "collective", ...options });
+    super(PeerLostError.brand, message, { phase: "collective", ...options });
   }
 }
 
 /** The native addon failed: not built, a driver library missing, a driver call failing. */
 export class NativeError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_NATIVE";
   /** The driver's own status name (`CUDA_ERROR_NO_DEVICE`, `NVML_ERROR_NOT_FOUND`), if any. */
   readonly status?: string;
   constructor(message: string, options: MultirankErrorOptions & { status?: string } = {}) {
-    super("MULTIRANK_ERR_NATIVE", message, options);
+    super(NativeError.brand, message, options);
     if (options.status !== undefined) this.status = options.status;
   }
 }
@@ -337,6 +380,7 @@ export class NativeError extends MultirankError {
  * on a server later.
  */
 export class UndeclaredDependencyError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_UNDECLARED_DEPENDENCY";
   /** The package the module imports (`lodash` for `lodash/fp`, `@scope/x` for `@scope/x/y`). */
   readonly packageName: string;
   /** The module that defines the remote functions (the bundle's entry). */
@@ -346,7 +390,7 @@ export class UndeclaredDependencyError extends MultirankError {
   constructor(packageName: string, entry: string, importer: string, suggestion: string, options?: MultirankErrorOptions) {
     const where = importer && importer !== entry ? ` (from ${importer})` : "";
     super(
-      "MULTIRANK_ERR_UNDECLARED_DEPENDENCY",
+      UndeclaredDependencyError.brand,
       `module ${entry} imports "${packageName}"${where}, which the function's dependencies do not list; add it to dependencies (e.g. "${suggestion}")`,
       options,
     );
@@ -361,6 +405,7 @@ export class UndeclaredDependencyError extends MultirankError {
  * relative import. `file`, `line` and `column` point at the first problem.
  */
 export class BundleError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_BUNDLE";
   /** The module that was bundled. */
   readonly entry: string;
   /** The file of the first problem, when the bundler named one. */
@@ -370,7 +415,7 @@ export class BundleError extends MultirankError {
   /** 1-based column of the first problem. */
   readonly column?: number;
   constructor(message: string, entry: string, location: { file?: string; line?: number; column?: number } = {}, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_BUNDLE", message, options);
+    super(BundleError.brand, message, options);
     this.entry = entry;
     if (location.file !== undefined) this.file = location.file;
     if (location.line !== undefined) this.line = location.line;
@@ -386,12 +431,13 @@ export class BundleError extends MultirankError {
  * printed, with credentials removed.
  */
 export class DependencyInstallError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_DEPENDENCY_INSTALL";
   /** The specs the failure is about: the one npm named, or all of them. */
   readonly specs: readonly string[];
   /** The tail of npm's output (about 40 lines), credentials removed. */
   readonly output: string;
   constructor(message: string, specs: readonly string[], output: string, options?: MultirankErrorOptions) {
-    super("MULTIRANK_ERR_DEPENDENCY_INSTALL", output ? `${message}\nnpm output (last lines):\n${output}` : message, options);
+    super(DependencyInstallError.brand, output ? `${message}\nnpm output (last lines):\n${output}` : message, options);
     this.specs = Object.freeze([...specs]);
     this.output = output;
   }

@@ -32,6 +32,18 @@ export {
   type WorkerDevice,
 } from "./devices/index.js";
 export * from "./gateway/index.js";
-export * from "./benchmark/index.js";
+// The benchmark's entry point and its report's shape; the helpers that print and
+// check a report (table, chart, schema, progress bar, percentiles) are in `multirank/bench`.
+export { benchmarkWorldSizes } from "./benchmark/benchmark-world-sizes.js";
+export { BENCHMARK_DEFAULTS, type BenchmarkOptions, type BenchmarkProgress } from "./benchmark/options.js";
+export {
+  REPORT_SCHEMA_VERSION,
+  type BenchmarkEnvironment,
+  type BenchmarkSettings,
+  type StreamFigures,
+  type WorldSizeBenchmarkReport,
+  type WorldSizeResult,
+} from "./benchmark/report.js";
+export type { LatencySummary } from "./benchmark/stats.js";
 export * from "./functions/index.js";
 export * from "./deploy/index.js";

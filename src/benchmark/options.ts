@@ -5,6 +5,8 @@
 import type { Logger } from "pino";
 import { ValidationError } from "../errors.js";
 import type { DeviceSelection } from "../devices/index.js";
+import { durationToMs } from "../util/timers.js";
+import { abortSignal, boolean, check, nonNegativeInteger, positiveInteger } from "../util/validate.js";
 import type { BenchmarkSettings } from "./report.js";
 
 /** Where the benchmark is; passed to `options.onProgress`. */
@@ -104,23 +106,26 @@ export function resolveBenchmarkOptions(options: BenchmarkOptions): ResolvedBenc
   if (!(worker instanceof URL) && (typeof worker !== "string" || worker.length === 0)) {
     throw new ValidationError("options.worker must be a non-empty string or a URL");
   }
-  const quick = bool(options.quick, "quick", BENCHMARK_DEFAULTS.quick);
+  const quick = boolean(options.quick ?? BENCHMARK_DEFAULTS.quick, "options.quick");
   const worldSizes = options.worldSizes ?? BENCHMARK_DEFAULTS.worldSizes;
-  if (!Array.isArray(worldSizes) || worldSizes.length === 0) throw new ValidationError("options.worldSizes must be a non-empty array of positive integers");
-  worldSizes.forEach((size, i) => integer(size, `worldSizes[${i}]`, 1, MAX_WORLD_SIZE));
-  const requests = integer(options.requests ?? (quick ? BENCHMARK_DEFAULTS.quickRequests : BENCHMARK_DEFAULTS.requests), "requests", 1);
-  const concurrency = integer(options.concurrency ?? BENCHMARK_DEFAULTS.concurrency, "concurrency", 1);
-  const warmup = integer(options.warmup ?? (quick ? BENCHMARK_DEFAULTS.quickWarmup : BENCHMARK_DEFAULTS.warmup), "warmup", 0);
-  const payloadBytes = integer(options.payloadBytes ?? BENCHMARK_DEFAULTS.payloadBytes, "payloadBytes", 0);
-  const stream = bool(options.stream, "stream", BENCHMARK_DEFAULTS.stream);
-  const timeout = seconds(options.timeout ?? BENCHMARK_DEFAULTS.timeout, "timeout");
-  const startTimeout = seconds(options.startTimeout ?? BENCHMARK_DEFAULTS.startTimeout, "startTimeout");
+  check(Array.isArray(worldSizes) && worldSizes.length > 0, "options.worldSizes must be a non-empty array of positive integers");
+  worldSizes.forEach((size, i) => positiveInteger(size, `options.worldSizes[${i}]`, MAX_WORLD_SIZE));
+  const requests = positiveInteger(options.requests ?? (quick ? BENCHMARK_DEFAULTS.quickRequests : BENCHMARK_DEFAULTS.requests), "options.requests");
+  const concurrency = positiveInteger(options.concurrency ?? BENCHMARK_DEFAULTS.concurrency, "options.concurrency");
+  const warmup = nonNegativeInteger(options.warmup ?? (quick ? BENCHMARK_DEFAULTS.quickWarmup : BENCHMARK_DEFAULTS.warmup), "options.warmup");
+  const payloadBytes = nonNegativeInteger(options.payloadBytes ?? BENCHMARK_DEFAULTS.payloadBytes, "options.payloadBytes");
+  const stream = boolean(options.stream ?? BENCHMARK_DEFAULTS.stream, "options.stream");
+  // Checked here, with the runner's own duration rule, so a bad value fails before any rank starts.
+  const timeout = options.timeout ?? BENCHMARK_DEFAULTS.timeout;
+  durationToMs(timeout, "options.timeout");
+  const startTimeout = options.startTimeout ?? BENCHMARK_DEFAULTS.startTimeout;
+  durationToMs(startTimeout, "options.startTimeout");
   const setupArgs = options.setupArgs ?? {};
   if (typeof setupArgs !== "object" || setupArgs === null || Array.isArray(setupArgs)) throw new ValidationError("options.setupArgs must be a plain object");
   if ("timeout" in setupArgs || "signal" in setupArgs) {
     throw new ValidationError("options.setupArgs must not hold `timeout` or `signal` (start() reserves them; use options.startTimeout and options.signal)");
   }
-  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ValidationError("options.signal must be an AbortSignal");
+  if (options.signal !== undefined) abortSignal(options.signal, "options.signal");
   if (options.onProgress !== undefined && typeof options.onProgress !== "function") throw new ValidationError("options.onProgress must be a function");
   if (options.payload !== undefined && options.payloadBytes !== undefined && options.payloadBytes !== 0) {
     throw new ValidationError("options.payload and options.payloadBytes cannot both be set");
@@ -147,24 +152,4 @@ function payloadFactory(custom: unknown, payloadBytes: number): (seq: number) =>
   // One buffer for every request: the benchmark measures the runner, not Buffer.alloc.
   const data = Buffer.alloc(payloadBytes, 0x5a);
   return (seq) => ({ seq, data });
-}
-
-function integer(value: unknown, field: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    const what = min === 0 ? "a non-negative integer" : "a positive integer";
-    const range = max === Number.MAX_SAFE_INTEGER ? "" : ` up to ${max}`;
-    throw new ValidationError(`options.${field} must be ${what}${range}, got ${String(value)}`);
-  }
-  return value;
-}
-
-function seconds(value: unknown, field: string): number {
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw new ValidationError(`options.${field} must be a positive number of seconds, got ${String(value)}`);
-  return value;
-}
-
-function bool(value: unknown, field: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== "boolean") throw new ValidationError(`options.${field} must be a boolean, got ${String(value)}`);
-  return value;
 }

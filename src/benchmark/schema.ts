@@ -1,13 +1,13 @@
 /**
  * The JSON Schema (draft 2020-12) of a {@link WorldSizeBenchmarkReport}, as
- * `multirank bench --json` writes it, and a small validator for the subset of
- * JSON Schema it uses, so scripts and tests can check a report with no
- * dependency.
+ * `multirank bench --json` writes it, and a check of a value against it (Ajv,
+ * the validator fastify already brings).
  */
+import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
 import { ValidationError } from "../errors.js";
 import { REPORT_SCHEMA_VERSION } from "./report.js";
 
-/** A JSON Schema object (the keywords {@link validateAgainstSchema} understands, plus annotations). */
+/** A JSON Schema object: the keywords {@link REPORT_SCHEMA} uses (any draft 2020-12 schema validates). */
 export interface JsonSchema {
   $schema?: string;
   $id?: string;
@@ -113,36 +113,19 @@ export const REPORT_SCHEMA: JsonSchema = deepFreeze({
 } satisfies JsonSchema);
 
 /**
- * Checks `value` against `schema`, supporting the keywords of
- * {@link JsonSchema}: type, const, enum, minimum, minLength, minItems,
- * properties, required, additionalProperties (boolean) and items.
- * `format`, `title`, `description`, `$id` and `$schema` are annotations only.
+ * Checks `value` against `schema` (JSON Schema draft 2020-12, checked by Ajv
+ * with every error reported). `format` is an annotation only, as before Ajv:
+ * `createdAt` is written by `new Date().toISOString()`, and checking it would
+ * need a second package (ajv-formats).
  *
- * @returns one message per problem, each starting with a JSON Pointer
- *   (`/results/0/latencyMs/p50: must be >= 0`); empty when `value` is valid.
+ * @returns one message per problem, each starting with the JSON Pointer of the
+ *   offending value (`/results/0/latencyMs/p50: must be >= 0`); empty when `value` is valid.
+ * @throws {ValidationError} when `schema` itself is not a valid schema.
  * @example validateAgainstSchema(JSON.parse(text), REPORT_SCHEMA) // []
  */
-export function validateAgainstSchema(value: unknown, schema: JsonSchema, pointer = ""): string[] {
-  const at = pointer || "/";
-  const errors: string[] = [];
-  if (schema.const !== undefined && value !== schema.const) errors.push(`${at}: must be ${JSON.stringify(schema.const)}`);
-  if (schema.enum && !schema.enum.includes(value)) errors.push(`${at}: must be one of ${schema.enum.map((v) => JSON.stringify(v)).join(", ")}`);
-  if (schema.type && !hasType(value, schema.type)) return [...errors, `${at}: must be of type ${schema.type}`];
-  if (typeof value === "number" && schema.minimum !== undefined && value < schema.minimum) errors.push(`${at}: must be >= ${schema.minimum}`);
-  if (typeof value === "string" && schema.minLength !== undefined && value.length < schema.minLength) errors.push(`${at}: must have at least ${schema.minLength} characters`);
-  if (Array.isArray(value)) {
-    if (schema.minItems !== undefined && value.length < schema.minItems) errors.push(`${at}: must have at least ${schema.minItems} items`);
-    if (schema.items) value.forEach((item, i) => errors.push(...validateAgainstSchema(item, schema.items!, `${pointer}/${i}`)));
-  } else if (typeof value === "object" && value !== null) {
-    const record = value as Record<string, unknown>;
-    for (const key of schema.required ?? []) if (!(key in record)) errors.push(`${at}: must have property ${JSON.stringify(key)}`);
-    for (const [key, child] of Object.entries(record)) {
-      const childSchema = schema.properties?.[key];
-      if (childSchema) errors.push(...validateAgainstSchema(child, childSchema, `${pointer}/${escapePointer(key)}`));
-      else if (schema.additionalProperties === false) errors.push(`${at}: must not have property ${JSON.stringify(key)}`);
-    }
-  }
-  return errors;
+export function validateAgainstSchema(value: unknown, schema: JsonSchema): string[] {
+  const validate = compiled(schema);
+  return validate(value) ? [] : (validate.errors ?? []).map(describeError);
 }
 
 /**
@@ -156,25 +139,42 @@ export function assertValidReport(value: unknown): void {
   if (errors.length > 0) throw new ValidationError(`not a valid benchmark report:\n  ${errors.join("\n  ")}`);
 }
 
-function hasType(value: unknown, type: NonNullable<JsonSchema["type"]>): boolean {
-  switch (type) {
-    case "object":
-      return typeof value === "object" && value !== null && !Array.isArray(value);
-    case "array":
-      return Array.isArray(value);
-    case "integer":
-      return Number.isInteger(value);
-    case "number":
-      return typeof value === "number" && Number.isFinite(value);
-    case "null":
-      return value === null;
-    default:
-      return typeof value === type;
+let ajv: Ajv2020 | undefined;
+const validators = new WeakMap<JsonSchema, ValidateFunction>();
+
+/** One compiled validator per schema object, compiled on first use: compiling costs milliseconds, checking microseconds. */
+function compiled(schema: JsonSchema): ValidateFunction {
+  let validate = validators.get(schema);
+  if (validate) return validate;
+  // addUsedSchema: false, so two schemas with one $id (a copy of REPORT_SCHEMA) do not clash in Ajv's registry.
+  ajv ??= new Ajv2020({ allErrors: true, strict: true, strictNumbers: true, validateFormats: false, addUsedSchema: false });
+  try {
+    validate = ajv.compile(schema);
+  } catch (error) {
+    throw new ValidationError(`not a valid JSON Schema: ${(error as Error).message}`, { cause: error });
   }
+  validators.set(schema, validate);
+  return validate;
 }
 
-function escapePointer(key: string): string {
-  return key.replace(/~/g, "~0").replace(/\//g, "~1");
+/** Ajv's error as one line that names the offending value by its JSON Pointer, and the property or allowed values when Ajv keeps them apart. */
+function describeError(error: ErrorObject): string {
+  const at = error.instancePath || "/";
+  const params = error.params as { additionalProperty?: string; missingProperty?: string; allowedValue?: unknown; allowedValues?: readonly unknown[]; type?: string };
+  switch (error.keyword) {
+    case "type":
+      return `${at}: must be of type ${params.type}`;
+    case "required":
+      return `${at}: must have property ${JSON.stringify(params.missingProperty)}`;
+    case "additionalProperties":
+      return `${at}: must not have property ${JSON.stringify(params.additionalProperty)}`;
+    case "const":
+      return `${at}: must be ${JSON.stringify(params.allowedValue)}`;
+    case "enum":
+      return `${at}: must be one of ${(params.allowedValues ?? []).map((v) => JSON.stringify(v)).join(", ")}`;
+    default:
+      return `${at}: ${error.message ?? `fails ${error.keyword}`}`;
+  }
 }
 
 function deepFreeze<T>(value: T): T {

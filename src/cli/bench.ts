@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
+import { parseArgs } from "node:util";
 import { pino, type Logger } from "pino";
 import type { DeviceSelection } from "../devices/index.js";
 import { AbortError, MultirankError, ValidationError } from "../errors.js";
@@ -13,6 +14,7 @@ import { renderChartSvg } from "../benchmark/chart.js";
 import type { BenchmarkOptions, BenchmarkProgress } from "../benchmark/options.js";
 import { ProgressBar, type ProgressStream } from "../benchmark/progress-bar.js";
 import { formatReportTable } from "../benchmark/table.js";
+import { check, nonNegativeInteger, positiveInteger } from "../util/validate.js";
 
 const USAGE = `Usage: multirank bench <worker-module> [options]
 
@@ -52,9 +54,6 @@ interface ParsedArgs {
   chart?: string;
 }
 
-/** A bad command line: printed with its code and the usage, exit code 2. */
-class UsageError extends ValidationError {}
-
 /**
  * Runs the subcommand. Writes the table (or `--json -`) and notes to `out`;
  * the progress bar to stderr when it is a TTY.
@@ -67,9 +66,10 @@ class UsageError extends ValidationError {}
 export async function runBenchCommand(argv: string[], out: NodeJS.WritableStream, io: BenchCommandIo = {}): Promise<number> {
   let parsed: ParsedArgs | "help";
   try {
-    parsed = parseArgs(argv);
+    parsed = parseBenchArgs(argv);
   } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
+    // A bad command line: printed with its code and the usage, exit code 2.
+    if (!(error instanceof ValidationError)) throw error;
     out.write(`multirank bench: ${error.message} [${error.code}]\n\n${USAGE}`);
     return 2;
   }
@@ -130,90 +130,76 @@ export async function runBenchCommand(argv: string[], out: NodeJS.WritableStream
   }
 }
 
-function parseArgs(argv: string[]): ParsedArgs | "help" {
-  const options: Partial<BenchmarkOptions> = {};
-  const parsed: Omit<ParsedArgs, "options"> = {};
-  const positional: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === "--help" || arg === "-h") return "help";
-    if (!arg.startsWith("--") || arg === "-") {
-      positional.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf("=");
-    const flag = eq === -1 ? arg : arg.slice(0, eq);
-    const value = (): string => {
-      if (eq !== -1) return arg.slice(eq + 1);
-      const next = argv[i + 1];
-      if (next === undefined || (next.startsWith("--") && next.length > 2)) throw new UsageError(`${flag} needs a value`);
-      i++;
-      return next;
-    };
-    const noValue = (): void => {
-      if (eq !== -1) throw new UsageError(`${flag} takes no value`);
-    };
-    switch (flag) {
-      case "--world-sizes":
-        options.worldSizes = value()
-          .split(",")
-          .map((part) => integer(part.trim(), flag, 1));
-        break;
-      case "--requests":
-        options.requests = integer(value(), flag, 1);
-        break;
-      case "--concurrency":
-        options.concurrency = integer(value(), flag, 1);
-        break;
-      case "--warmup":
-        options.warmup = integer(value(), flag, 0);
-        break;
-      case "--payload":
-        options.payload = payload(value(), flag);
-        break;
-      case "--payload-file":
-        options.payload = payloadFile(value(), flag);
-        break;
-      case "--payload-bytes":
-        options.payloadBytes = integer(value(), flag, 0);
-        break;
-      case "--devices":
-        options.devices = devices(value());
-        break;
-      case "--stream":
-        noValue();
-        options.stream = true;
-        break;
-      case "--quick":
-        noValue();
-        options.quick = true;
-        break;
-      case "--json":
-        parsed.json = path(value(), flag);
-        break;
-      case "--chart":
-        parsed.chart = path(value(), flag);
-        if (parsed.chart === "-") throw new UsageError("--chart needs a file name");
-        break;
-      default:
-        throw new UsageError(`unknown option ${JSON.stringify(flag)}`);
-    }
+const FLAGS = {
+  "world-sizes": { type: "string" },
+  requests: { type: "string" },
+  concurrency: { type: "string" },
+  warmup: { type: "string" },
+  payload: { type: "string" },
+  "payload-file": { type: "string" },
+  "payload-bytes": { type: "string" },
+  devices: { type: "string" },
+  stream: { type: "boolean" },
+  quick: { type: "boolean" },
+  json: { type: "string" },
+  chart: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+function parseBenchArgs(argv: string[]): ParsedArgs | "help" {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: FLAGS, allowPositionals: true, strict: true, tokens: true });
+  } catch (error) {
+    throw new ValidationError(parseArgsMessage(error as Error & { code?: string }));
   }
-  if (argv.filter((arg) => /^--payload(-file)?(=|$)/.test(arg)).length > 1) throw new UsageError("give one of --payload and --payload-file, once");
-  if (options.payload !== undefined && options.payloadBytes) throw new UsageError("--payload and --payload-bytes cannot both be set");
-  if (positional.length === 0) throw new UsageError("missing <worker-module>");
-  if (positional.length > 1) throw new UsageError(`expected one worker module, got ${positional.map((p) => JSON.stringify(p)).join(" ")}`);
-  const worker = positional[0]!;
-  if (!worker.startsWith("file:") && !existsSync(resolve(worker))) throw new UsageError(`worker module not found: ${worker}`);
-  return { ...parsed, options: { ...options, worker } };
+  const { values, positionals, tokens } = parsed;
+  if (values.help) return "help";
+  const options: Partial<BenchmarkOptions> = {};
+  if (values["world-sizes"] !== undefined) options.worldSizes = values["world-sizes"].split(",").map((part) => integerArg(part.trim(), "--world-sizes", 1));
+  if (values.requests !== undefined) options.requests = integerArg(values.requests, "--requests", 1);
+  if (values.concurrency !== undefined) options.concurrency = integerArg(values.concurrency, "--concurrency", 1);
+  if (values.warmup !== undefined) options.warmup = integerArg(values.warmup, "--warmup", 0);
+  if (values["payload-bytes"] !== undefined) options.payloadBytes = integerArg(values["payload-bytes"], "--payload-bytes", 0);
+  // parseArgs keeps the last of a repeated flag; two payloads are more likely a mistake than an override.
+  const payloadFlags = tokens.filter((token) => token.kind === "option" && (token.name === "payload" || token.name === "payload-file"));
+  check(payloadFlags.length <= 1, "give one of --payload and --payload-file, once");
+  if (values.payload !== undefined) options.payload = payload(values.payload, "--payload");
+  if (values["payload-file"] !== undefined) options.payload = payloadFile(values["payload-file"], "--payload-file");
+  if (values.devices !== undefined) options.devices = devices(values.devices);
+  if (values.stream) options.stream = true;
+  if (values.quick) options.quick = true;
+  const json = values.json === undefined ? undefined : path(values.json, "--json");
+  const chart = values.chart === undefined ? undefined : path(values.chart, "--chart");
+  check(chart !== "-", "--chart needs a file name");
+  check(options.payload === undefined || !options.payloadBytes, "--payload and --payload-bytes cannot both be set");
+  check(positionals.length > 0, "missing <worker-module>");
+  check(positionals.length === 1, `expected one worker module, got ${positionals.map((p) => JSON.stringify(p)).join(" ")}`);
+  const worker = positionals[0]!;
+  check(worker.startsWith("file:") || existsSync(resolve(worker)), `worker module not found: ${worker}`);
+  return { options: { ...options, worker }, ...(json === undefined ? {} : { json }), ...(chart === undefined ? {} : { chart }) };
 }
 
-function integer(text: string, flag: string, min: number): number {
-  const value = /^\d+$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new UsageError(`${flag} must be ${min === 0 ? "a non-negative" : "a positive"} integer, got ${JSON.stringify(text)}`);
+/**
+ * node:util's parse errors span several lines and suggest `--` for
+ * positionals; ours name the flag in one line, as every other message of the
+ * command does. Anything else keeps node's first line.
+ */
+function parseArgsMessage(error: Error & { code?: string }): string {
+  const flag = /'(-[^' <]+)/.exec(error.message)?.[1];
+  if (flag !== undefined && error.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return `unknown option ${JSON.stringify(flag)}`;
+  if (flag !== undefined && error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    if (error.message.includes("does not take an argument")) return `${flag} takes no value`;
+    if (error.message.includes("ambiguous")) return `${flag} needs a value (write ${flag}=VALUE for one that starts with "-")`;
+    return `${flag} needs a value`;
   }
-  return value;
+  return error.message.split("\n")[0]!;
+}
+
+/** A count given on the command line: digits only, so "1k" or "2.5" is quoted back as typed. */
+function integerArg(text: string, flag: string, min: 0 | 1): number {
+  const value = /^\d+$/.test(text) ? Number(text) : text;
+  return min === 0 ? nonNegativeInteger(value, flag) : positiveInteger(value, flag);
 }
 
 /** A JSON value given on the command line. */
@@ -221,7 +207,7 @@ function payload(text: string, flag: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch (error) {
-    throw new UsageError(`${flag} must be JSON (quote it for the shell: ${flag} '{"prompt":"hi"}'); ${(error as Error).message}`);
+    throw new ValidationError(`${flag} must be JSON (quote it for the shell: ${flag} '{"prompt":"hi"}'); ${(error as Error).message}`);
   }
 }
 
@@ -231,23 +217,23 @@ function payloadFile(file: string, flag: string): unknown {
   try {
     text = readFileSync(path(file, flag), "utf8");
   } catch (error) {
-    throw new UsageError(`${flag}: cannot read ${file}: ${(error as Error).message}`);
+    throw new ValidationError(`${flag}: cannot read ${file}: ${(error as Error).message}`);
   }
   try {
     return JSON.parse(text) as unknown;
   } catch (error) {
-    throw new UsageError(`${flag}: ${file} is not JSON: ${(error as Error).message}`);
+    throw new ValidationError(`${flag}: ${file} is not JSON: ${(error as Error).message}`);
   }
 }
 
 function path(text: string, flag: string): string {
-  if (text.length === 0) throw new UsageError(`${flag} needs a file name`);
+  if (text.length === 0) throw new ValidationError(`${flag} needs a file name`);
   return text;
 }
 
 function devices(text: string): DeviceSelection {
   if (text === "auto" || text === "cpu") return text;
   const parts = text.split(",").map((part) => part.trim());
-  if (parts.some((part) => part.length === 0)) throw new UsageError(`--devices must be auto, cpu or a comma-separated list, got ${JSON.stringify(text)}`);
+  if (parts.some((part) => part.length === 0)) throw new ValidationError(`--devices must be auto, cpu or a comma-separated list, got ${JSON.stringify(text)}`);
   return parts.map((part) => (/^\d+$/.test(part) ? Number(part) : part));
 }

@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { ValidationError } from "../errors.js";
 import { durationToMs } from "../util/timers.js";
+import { abortSignal, boolean, integerInRange, nonEmptyString, oneOf, positiveInteger } from "../util/validate.js";
 import { RANK_ENV } from "../transport/messages.js";
 import type { CollectiveOptions, ProcessGroupOptions } from "./types.js";
 
@@ -46,26 +47,19 @@ export const GROUP_DEFAULTS = Object.freeze({
  */
 export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroupOptions {
   if (typeof options !== "object" || options === null) throw new ValidationError("options must be an object");
-  const { rank, size, masterAddr, masterPort } = options;
-  if (!Number.isInteger(size) || size < 1) throw new ValidationError(`options.size must be a positive integer (got ${String(size)})`);
-  if (!Number.isInteger(rank) || rank < 0 || rank >= size) throw new ValidationError(`options.rank must be an integer in [0, ${size}) (got ${String(rank)})`);
-  if (size > 1) {
-    if (typeof masterAddr !== "string" || masterAddr.length === 0) throw new ValidationError("options.masterAddr must be a non-empty host name or address");
-  }
-  if (size > 1) {
-    if (!Number.isInteger(masterPort) || masterPort < 1 || masterPort > 65535) throw new ValidationError(`options.masterPort must be an integer port in [1, 65535] (got ${String(masterPort)})`);
-  }
+  const size = positiveInteger(options.size, "options.size");
+  const rank = integerInRange(options.rank, "options.rank", 0, size - 1);
+  const masterAddr = size > 1 ? nonEmptyString(options.masterAddr, "options.masterAddr", "a non-empty host name or address") : "127.0.0.1";
+  const masterPort = size > 1 ? integerInRange(options.masterPort, "options.masterPort", 1, 65535) : 0;
   // Seconds at the API (as everywhere in multirank), milliseconds inside; at most MAX_DURATION_SECONDS.
   const timeout = durationToMs(options.timeout ?? GROUP_DEFAULTS.timeout, "options.timeout");
   const operationTimeout = durationToMs(options.operationTimeout ?? GROUP_DEFAULTS.operationTimeout, "options.operationTimeout");
-  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ValidationError("options.signal must be an AbortSignal");
+  if (options.signal !== undefined) abortSignal(options.signal, "options.signal");
   const backend = options.backend ?? GROUP_DEFAULTS.backend;
   if (backend !== "zmq") throw new ValidationError(`options.backend must be "zmq" (got ${String(backend)}); an NCCL backend is planned, see src/collectives/BACKENDS.md`);
-  const transport = options.transport ?? GROUP_DEFAULTS.transport;
-  if (!["auto", "ipc", "tcp"].includes(transport)) throw new ValidationError(`options.transport must be "auto", "ipc" or "tcp" (got ${String(transport)})`);
-  const sharedMemory = options.sharedMemory ?? GROUP_DEFAULTS.sharedMemory;
-  if (typeof sharedMemory !== "boolean") throw new ValidationError("options.sharedMemory must be a boolean");
-  if (options.hostAddr !== undefined && (typeof options.hostAddr !== "string" || options.hostAddr.length === 0)) throw new ValidationError("options.hostAddr must be a non-empty address");
+  const transport = oneOf(options.transport ?? GROUP_DEFAULTS.transport, "options.transport", ["auto", "ipc", "tcp"] as const);
+  const sharedMemory = boolean(options.sharedMemory ?? GROUP_DEFAULTS.sharedMemory, "options.sharedMemory");
+  if (options.hostAddr !== undefined) nonEmptyString(options.hostAddr, "options.hostAddr", "a non-empty address");
   if (options.logger !== undefined && typeof (options.logger as { child?: unknown }).child !== "function") throw new ValidationError("options.logger must be a pino logger");
   const secret = options.secret ?? (process.env[GROUP_SECRET_ENV] || undefined);
   // The message never quotes the secret.
@@ -75,8 +69,8 @@ export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroup
   return Object.freeze({
     rank,
     size,
-    masterAddr: size > 1 ? masterAddr : "127.0.0.1",
-    masterPort: size > 1 ? masterPort : 0,
+    masterAddr,
+    masterPort,
     timeout,
     signal: options.signal,
     logger: options.logger,
@@ -119,6 +113,6 @@ export function checkCallOptions(o: CollectiveOptions | undefined, method: strin
   if (o === undefined) return {};
   if (typeof o !== "object" || o === null) throw new ValidationError(`${method}: options must be an object`);
   if (o.timeout !== undefined) durationToMs(o.timeout, `${method}: options.timeout`);
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new ValidationError(`${method}: options.signal must be an AbortSignal`);
+  if (o.signal !== undefined) abortSignal(o.signal, `${method}: options.signal`);
   return o;
 }

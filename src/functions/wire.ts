@@ -63,7 +63,7 @@ export interface RegistrationResponse {
 export interface WireError {
   error: string;
   code: string;
-  /** The server-side error's class names, most derived first. */
+  /** The server-side error's brands (`errorKinds`: the codes of its classes), most derived first. */
   kinds?: readonly string[];
   /** For `MULTIRANK_ERR_REMOTE`: what the function threw. */
   remote?: { name: string; message: string; stack?: string | undefined; rank?: number | undefined };

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { ValidationError } from "../errors.js";
 import { unknownKey } from "../util/did-you-mean.js";
 import { durationToMs } from "../util/timers.js";
+import { nonNegativeInteger, positiveInteger } from "../util/validate.js";
 import { defaultAllowedCpus } from "../devices/affinity.js";
 import { ConfigError } from "./errors.js";
 import { checkCpuCount, memoryToMiB } from "./limits.js";
@@ -308,16 +309,6 @@ export async function checkWorkerModule(app: ResolvedApp): Promise<void> {
     const has = output.exports.length > 0 ? `it exports only ${output.exports.join(", ")}` : "it exports nothing";
     throw new ConfigError(`app ${app.name}: worker module ${path} has no default export (${has}); export default a class that extends DistributedWorker`);
   }
-}
-
-function positiveInteger(value: unknown, name: string): number {
-  if (!Number.isInteger(value) || (value as number) < 1) throw new ValidationError(`${name} must be a positive integer; got ${String(value)}`);
-  return value as number;
-}
-
-function nonNegativeInteger(value: unknown, name: string): number {
-  if (!Number.isInteger(value) || (value as number) < 0) throw new ValidationError(`${name} must be a non-negative integer; got ${String(value)}`);
-  return value as number;
 }
 
 /** A duration in seconds, checked against MAX_DURATION_SECONDS (timers of any length work; longer ones are refused). */

@@ -20,6 +20,8 @@ export const GATEWAY_ERROR_CODES = Object.freeze({
 
 /** An error the gateway answers with `statusCode`. */
 export class GatewayError extends MultirankError {
+  /** Every code in {@link GATEWAY_ERROR_CODES} starts with it. */
+  static override readonly brand: string = "MULTIRANK_ERR_GATEWAY";
   /** HTTP status the gateway answers with. */
   readonly statusCode: number;
   constructor(code: string, message: string, statusCode: number, options?: MultirankErrorOptions) {
@@ -30,6 +32,7 @@ export class GatewayError extends MultirankError {
 
 /** No app has that name (404). */
 export class AppNotFoundError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.appNotFound;
   constructor(name: string) {
     super(GATEWAY_ERROR_CODES.appNotFound, `no app named "${name}"`, 404);
   }
@@ -37,6 +40,7 @@ export class AppNotFoundError extends GatewayError {
 
 /** No request has that id, or it expired (404). */
 export class JobNotFoundError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.jobNotFound;
   constructor(id: string) {
     super(GATEWAY_ERROR_CODES.jobNotFound, `no request with id "${id}"`, 404);
   }
@@ -44,6 +48,7 @@ export class JobNotFoundError extends GatewayError {
 
 /** Missing or wrong API key (401). */
 export class UnauthorizedError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.unauthorized;
   constructor(message = "missing or invalid API key") {
     super(GATEWAY_ERROR_CODES.unauthorized, message, 401);
   }
@@ -51,6 +56,7 @@ export class UnauthorizedError extends GatewayError {
 
 /** The request itself is malformed (400, or 422 for a well-formed body of the wrong shape). */
 export class BadRequestError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.badRequest;
   constructor(message: string, statusCode: 400 | 422 = 400) {
     super(GATEWAY_ERROR_CODES.badRequest, message, statusCode);
   }
@@ -58,6 +64,7 @@ export class BadRequestError extends GatewayError {
 
 /** The app's queue is at `maxQueueLength` (429). */
 export class QueueFullError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.queueFull;
   constructor(app: string, limit: number) {
     super(GATEWAY_ERROR_CODES.queueFull, `the queue of ${app} is full (${limit} requests); retry later`, 429);
   }
@@ -65,6 +72,7 @@ export class QueueFullError extends GatewayError {
 
 /** The gateway is shutting down and takes no new work (503). */
 export class ShuttingDownError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.shuttingDown;
   constructor() {
     super(GATEWAY_ERROR_CODES.shuttingDown, "the gateway is shutting down", 503);
   }
@@ -72,6 +80,7 @@ export class ShuttingDownError extends GatewayError {
 
 /** The app configuration cannot run on this host (a machine type asks for missing GPUs, a secret is unset). */
 export class ConfigError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.config;
   constructor(message: string, options?: MultirankErrorOptions) {
     super(GATEWAY_ERROR_CODES.config, message, 500, options);
   }
@@ -79,6 +88,7 @@ export class ConfigError extends GatewayError {
 
 /** The key is valid but may not do this: registering code needs an admin key (403). */
 export class ForbiddenError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.forbidden;
   constructor(message: string) {
     super(GATEWAY_ERROR_CODES.forbidden, message, 403);
   }
@@ -86,6 +96,7 @@ export class ForbiddenError extends GatewayError {
 
 /** The request clashes with what the server holds: a function name defined elsewhere, a path in use (409). */
 export class ConflictError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.conflict;
   constructor(message: string) {
     super(GATEWAY_ERROR_CODES.conflict, message, 409);
   }

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { DeviceSelection } from "../devices/index.js";
-import { ValidationError } from "../errors.js";
 import { durationToMs } from "../util/timers.js";
+import { check, integerAtLeast, integerInRange, nonEmptyString, nonNegativeInteger, oneOf, positiveInteger } from "../util/validate.js";
 import type { ControlTransport } from "./endpoints.js";
 
 /** Options of `new DistributedRunner(options)`. Times are in seconds, as in fal. */
@@ -117,6 +117,8 @@ export interface ResolvedRunnerOptions {
 /** The smallest per-rank memory limit, MiB: Node itself needs about 40 MiB before any user code runs. */
 export const MIN_MEMORY_LIMIT_MIB = 64;
 
+const CONTROL_TRANSPORTS: readonly ControlTransport[] = ["auto", "unix", "ipc", "tcp"];
+
 export const RUNNER_DEFAULTS = Object.freeze({
   worldSize: 1,
   masterAddr: "127.0.0.1",
@@ -135,14 +137,6 @@ export const RUNNER_DEFAULTS = Object.freeze({
   streamHighWaterMark: 4 * 1024 * 1024,
 });
 
-function check(condition: boolean, message: string): void {
-  if (!condition) throw new ValidationError(message);
-}
-
-function isPort(value: unknown): value is number {
-  return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= 65535;
-}
-
 /**
  * Seconds to milliseconds for a timeout the caller gave; validates it.
  * @throws {ValidationError} naming `field` unless it is a positive number of seconds up to `MAX_DURATION_SECONDS` (365 days).
@@ -155,29 +149,26 @@ export function timeoutToMs(value: unknown, field: string): number {
 export function resolveRunnerOptions(options: DistributedRunnerOptions): ResolvedRunnerOptions {
   check(typeof options === "object" && options !== null, "options must be an object");
   const worker = options.worker instanceof URL ? options.worker.href : options.worker;
-  check(typeof worker === "string" && worker.length > 0, "options.worker must be the path of a worker module");
+  nonEmptyString(worker, "options.worker", "the path of a worker module");
   const merged = { ...RUNNER_DEFAULTS, ...stripUndefined(options) };
-  check(Number.isInteger(merged.worldSize) && merged.worldSize >= 1, `options.worldSize must be a positive integer, got ${String(merged.worldSize)}`);
-  check(typeof merged.masterAddr === "string" && merged.masterAddr.length > 0, "options.masterAddr must be a host address");
-  check(isPort(merged.masterPort), `options.masterPort must be an integer from 0 to 65535, got ${String(merged.masterPort)}`);
-  check(typeof merged.workerAddr === "string" && merged.workerAddr.length > 0, "options.workerAddr must be a host address");
-  check(isPort(merged.workerPort), `options.workerPort must be an integer from 0 to 65535, got ${String(merged.workerPort)}`);
-  check(["auto", "unix", "ipc", "tcp"].includes(merged.transport), `options.transport must be "auto", "unix", "ipc" or "tcp", got ${String(merged.transport)}`);
+  const worldSize = positiveInteger(merged.worldSize, "options.worldSize");
+  const masterAddr = nonEmptyString(merged.masterAddr, "options.masterAddr", "a host address");
+  const masterPort = integerInRange(merged.masterPort, "options.masterPort", 0, 65535);
+  const workerAddr = nonEmptyString(merged.workerAddr, "options.workerAddr", "a host address");
+  const workerPort = integerInRange(merged.workerPort, "options.workerPort", 0, 65535);
+  const transport = oneOf(merged.transport, "options.transport", CONTROL_TRANSPORTS);
   const timeoutMs = timeoutToMs(merged.timeout, "options.timeout");
   let keepaliveIntervalMs: number | undefined;
   if (options.keepaliveInterval !== undefined && options.keepaliveInterval !== null) {
     keepaliveIntervalMs = timeoutToMs(options.keepaliveInterval, "options.keepaliveInterval");
   }
-  check(
-    Number.isInteger(merged.maxMessageBytes) && merged.maxMessageBytes >= 1024,
-    `options.maxMessageBytes must be an integer of at least 1024, got ${String(merged.maxMessageBytes)}`,
-  );
+  const maxMessageBytes = integerAtLeast(merged.maxMessageBytes, "options.maxMessageBytes", 1024, "an integer number of bytes");
   check(
     merged.devices === "auto" || merged.devices === "cpu" || Array.isArray(merged.devices),
     `options.devices must be "auto", "cpu" or a list of device indices/UUIDs, got ${String(merged.devices)}`,
   );
   if (Array.isArray(merged.devices)) {
-    check(merged.devices.length >= merged.worldSize, `options.devices lists ${merged.devices.length} devices for ${merged.worldSize} ranks`);
+    check(merged.devices.length >= worldSize, `options.devices lists ${merged.devices.length} devices for ${worldSize} ranks`);
   }
   check(typeof merged.env === "object" || merged.env === undefined, "options.env must be an object of strings");
   const env: Record<string, string> = {};
@@ -188,49 +179,37 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
   const nodeArgs = options.nodeArgs ?? [];
   check(Array.isArray(nodeArgs) && nodeArgs.every((a) => typeof a === "string"), "options.nodeArgs must be a list of strings");
   check(!nodeArgs.some((a) => a.startsWith("--max-old-space-size")) || options.memoryLimitMiB === undefined, "options.nodeArgs sets --max-old-space-size and options.memoryLimitMiB sets it too; give one");
-  if (options.memoryLimitMiB !== undefined) {
-    check(
-      Number.isInteger(options.memoryLimitMiB) && options.memoryLimitMiB >= MIN_MEMORY_LIMIT_MIB,
-      `options.memoryLimitMiB must be an integer number of MiB of at least ${MIN_MEMORY_LIMIT_MIB}, got ${String(options.memoryLimitMiB)}`,
-    );
-  }
-  if (options.cpusPerRank !== undefined) {
-    check(Number.isInteger(options.cpusPerRank) && options.cpusPerRank >= 1, `options.cpusPerRank must be a positive integer, got ${String(options.cpusPerRank)}`);
-  }
-  check(Number.isInteger(merged.stderrTailLines) && merged.stderrTailLines >= 0, "options.stderrTailLines must be a non-negative integer");
-  check(
-    typeof merged.heartbeatTimeout === "number" && merged.heartbeatTimeout >= 0,
-    `options.heartbeatTimeout must be a non-negative number of seconds (0 turns heartbeats off), got ${String(merged.heartbeatTimeout)}`,
-  );
-  const heartbeatTimeoutMs = merged.heartbeatTimeout === 0 ? 0 : timeoutToMs(merged.heartbeatTimeout, "options.heartbeatTimeout");
-  check(
-    Number.isInteger(merged.streamHighWaterMark) && merged.streamHighWaterMark >= 1024,
-    `options.streamHighWaterMark must be an integer number of bytes of at least 1024, got ${String(merged.streamHighWaterMark)}`,
-  );
+  const memoryLimitMiB =
+    options.memoryLimitMiB === undefined ? undefined : integerAtLeast(options.memoryLimitMiB, "options.memoryLimitMiB", MIN_MEMORY_LIMIT_MIB, "an integer number of MiB");
+  const cpusPerRank = options.cpusPerRank === undefined ? undefined : positiveInteger(options.cpusPerRank, "options.cpusPerRank");
+  const stderrTailLines = nonNegativeInteger(merged.stderrTailLines, "options.stderrTailLines");
+  // 0 turns heartbeats off.
+  const heartbeatTimeoutMs = durationToMs(merged.heartbeatTimeout, "options.heartbeatTimeout", { allowZero: true });
+  const streamHighWaterMark = integerAtLeast(merged.streamHighWaterMark, "options.streamHighWaterMark", 1024, "an integer number of bytes");
   return Object.freeze({
     worker,
-    worldSize: merged.worldSize,
-    masterAddr: merged.masterAddr,
-    masterPort: merged.masterPort,
-    workerAddr: merged.workerAddr,
-    workerPort: merged.workerPort,
-    transport: merged.transport,
+    worldSize,
+    masterAddr,
+    masterPort,
+    workerAddr,
+    workerPort,
+    transport,
     timeoutMs,
     keepalivePayload: merged.keepalivePayload,
     keepaliveIntervalMs,
     cwd: options.cwd ?? process.cwd(),
     env: Object.freeze(env),
     logger: options.logger,
-    maxMessageBytes: merged.maxMessageBytes,
+    maxMessageBytes,
     devices: merged.devices,
     isolateDevices: Boolean(merged.isolateDevices),
     nodeArgs: Object.freeze([...nodeArgs]),
-    memoryLimitMiB: options.memoryLimitMiB,
-    cpusPerRank: options.cpusPerRank,
+    memoryLimitMiB,
+    cpusPerRank,
     deathPipe: Boolean(merged.deathPipe),
-    stderrTailLines: merged.stderrTailLines,
+    stderrTailLines,
     heartbeatTimeoutMs,
-    streamHighWaterMark: merged.streamHighWaterMark,
+    streamHighWaterMark,
   });
 }
 

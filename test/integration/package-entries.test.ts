@@ -25,10 +25,23 @@ function packagesLoadedBy(specifier: string): string[] {
 }
 
 describe("package entries", () => {
-  it.each(["multirank", "multirank/worker"])("%s loads neither fastify nor prom-client", (specifier) => {
+  it.each(["multirank", "multirank/worker"])("%s loads neither fastify nor prom-client nor ajv", (specifier) => {
     const loaded = packagesLoadedBy(specifier);
     expect(loaded).not.toContain("fastify");
     expect(loaded).not.toContain("prom-client");
+    // Ajv checks benchmark reports; it comes with multirank/bench only.
+    expect(loaded).not.toContain("ajv");
+  });
+
+  it("the report helpers are exported by multirank/bench, not by the root entry", async () => {
+    const helpers = ["ProgressBar", "formatProgressLine", "percentile", "summarize", "ratePerSecond", "formatReportTable", "renderChartSvg", "REPORT_SCHEMA", "assertValidReport", "validateAgainstSchema"];
+    const script = `
+      const root = await import("multirank");
+      const bench = await import("multirank/bench");
+      const helpers = ${JSON.stringify(helpers)};
+      process.stdout.write(JSON.stringify({ root: helpers.filter((name) => name in root), bench: helpers.filter((name) => name in bench), benchmarkWorldSizes: typeof root.benchmarkWorldSizes }));`;
+    const found = JSON.parse(execFileSync(process.execPath, ["--input-type=module", "-e", script], { cwd: ROOT, encoding: "utf8" })) as { root: string[]; bench: string[]; benchmarkWorldSizes: string };
+    expect(found).toEqual({ root: [], bench: helpers, benchmarkWorldSizes: "function" });
   });
 
   it("multirank/worker, multirank/gateway and multirank/bench resolve to what they name", async () => {

@@ -39,11 +39,17 @@ describe("error catalogue", () => {
   });
 
   it("a HostError keeps the server's code and matches the server's error class", () => {
-    const error = new api.HostError({ url: "http://h", status: 422, message: "bad", code: "MULTIRANK_ERR_INVALID_ARGUMENT", kinds: ["ValidationError", "MultirankError"] });
+    const error = new api.HostError({ url: "http://h", status: 422, message: "bad", code: "MULTIRANK_ERR_INVALID_ARGUMENT", kinds: api.errorKinds(new api.ValidationError("x")) });
     expect(error.code).toBe("MULTIRANK_ERR_INVALID_ARGUMENT");
     expect(error).toBeInstanceOf(api.ValidationError);
     expect(error).toBeInstanceOf(api.HostError);
     expect(error).not.toBeInstanceOf(api.TimeoutError);
+    expect(api.errorKinds(new api.ValidationError("x"))).toEqual(["MULTIRANK_ERR_INVALID_ARGUMENT", "MULTIRANK_ERR"]);
+    expect(api.errorKinds(new api.AppNotFoundError("a"))).toEqual(["MULTIRANK_ERR_GATEWAY_APP_NOT_FOUND", "MULTIRANK_ERR_GATEWAY", "MULTIRANK_ERR"]);
+    const gateway = new api.HostError({ url: "http://h", status: 404, message: "no app", code: "MULTIRANK_ERR_GATEWAY_APP_NOT_FOUND", kinds: api.errorKinds(new api.AppNotFoundError("a")) });
+    expect(gateway).toBeInstanceOf(api.AppNotFoundError);
+    expect(gateway).toBeInstanceOf(api.GatewayError);
+    expect(gateway).not.toBeInstanceOf(api.ValidationError);
     expect(new api.VersionMismatchError("0.1.0", "0.2.0", "http://h").message).toMatch(/0\.1\.0.*0\.2\.0/);
   });
 
@@ -65,12 +71,29 @@ describe("error catalogue", () => {
 
   it("instanceof works across copies of the module (branded, not prototype-based)", () => {
     const foreign = Object.assign(new Error("from another copy"), { code: "MULTIRANK_ERR_TIMEOUT" });
-    Object.defineProperty(foreign, Symbol.for("multirank.error.kinds"), { value: ["TimeoutError", "MultirankError"] });
+    // What another copy of errors.ts puts on its TimeoutError: one Symbol.for brand per class code.
+    for (const brand of ["MULTIRANK_ERR_TIMEOUT", "MULTIRANK_ERR"]) Object.defineProperty(foreign, Symbol.for(`multirank.error.${brand}`), { value: true });
     expect(foreign instanceof TimeoutError).toBe(true);
     expect(foreign instanceof MultirankError).toBe(true);
     expect(foreign instanceof ValidationError).toBe(false);
     expect(new TimeoutError("t", 1) instanceof MultirankError).toBe(true);
     expect(new Error("plain") instanceof MultirankError).toBe(false);
+  });
+
+  it("the brand is the class's code, not its name: a same-named class elsewhere does not match, a minified copy still does", () => {
+    // Another library's error class that happens to share a name (or a minifier's rename to one).
+    const Foreign = { ValidationError: class ValidationError extends MultirankError {} }.ValidationError;
+    const foreign = new Foreign("MULTIRANK_ERR_OTHER", "not ours");
+    expect(foreign instanceof ValidationError).toBe(false);
+    expect(foreign instanceof MultirankError).toBe(true);
+    expect(foreign instanceof Foreign).toBe(true);
+    // A minified copy of the package, whose ValidationError is now called `e`: the brand (the code) is unchanged.
+    const Minified = class e extends MultirankError {
+      static override readonly brand = "MULTIRANK_ERR_INVALID_ARGUMENT";
+    };
+    expect(new Minified(Minified.brand, "x") instanceof ValidationError).toBe(true);
+    expect(new ValidationError("x") instanceof Minified).toBe(true);
+    expect(new Minified(Minified.brand, "x") instanceof TimeoutError).toBe(false);
   });
 
   it("serializes name, code, stack and cause, and rebuilds a RankError that names rank and phase", () => {
