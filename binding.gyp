@@ -13,6 +13,7 @@
         "native/errors.cc",
         "native/nvml.cc",
         "native/parent_death.cc",
+        "native/reduce_kernel.cc",
         "native/shared_memory.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -6,6 +6,7 @@
 #include "affinity.h"
 #include "devices.h"
 #include "parent_death.h"
+#include "reduce_kernel.h"
 #include "shared_memory.h"
 
 namespace multirank {

@@ -45,20 +45,6 @@ Napi::Value ShmClose(const Napi::CallbackInfo& info);
 // segment is gone.
 Napi::Value ShmRemap(const Napi::CallbackInfo& info);
 
-// reduceArrays(acc: TypedArray, sources: TypedArray[], op: string): void.
-// The reduction step of the shared-memory all-reduce: acc = sources[0] op
-// sources[1] op ... in that order, element by element, where the sources are
-// usually views of peers' mapped segments. One pass over memory (blocked so
-// acc stays in cache) instead of one JS loop per source. Bit-identical to
-// src/collectives/reduce-ops.ts reduceInto applied in the same order: IEEE
-// float/double arithmetic (no fast-math), int32 sum/prod wrapping, NaN
-// winning min/max. acc and every source: the same type (Float32Array,
-// Float64Array, Int32Array) and length; acc may be sources[0] itself but must
-// not otherwise overlap a source. op: "sum" | "avg" (accumulated as sum) |
-// "prod" | "min" | "max". Runs on the JS main thread: it is memory-bound and
-// short (a few ms for 64 MiB), and its inputs are JS-owned views.
-Napi::Value ReduceArrays(const Napi::CallbackInfo& info);
-
 // shmFreeBytes(dir?: string): number. statvfs(dir).f_bavail * f_frsize, the
 // bytes an unprivileged process may still allocate there. @default "/dev/shm"
 Napi::Value ShmFreeBytes(const Napi::CallbackInfo& info);

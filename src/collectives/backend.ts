@@ -35,7 +35,7 @@ export interface CollectiveCall {
  * signals; a backend only implements the algorithms. See BACKENDS.md.
  */
 export interface CollectiveBackend {
-  /** Backend name, for logs (`"zmq"`). */
+  /** Backend name, for logs: `"local"`, or `"zmq"` (the `backend` option's value) for the CPU backend. */
   readonly name: string;
   readonly rank: number;
   readonly size: number;

@@ -6,12 +6,13 @@ import { LocalBackend } from "./local-backend.js";
 import { resolveGroupOptions } from "./options.js";
 import { BackendProcessGroup } from "./process-group.js";
 import type { ProcessGroup, ProcessGroupOptions } from "./types.js";
-import { createZmqBackend } from "./zmq-backend.js";
+import { createCpuBackend } from "./cpu-backend.js";
 
 /**
  * Joins the process group: rank 0 binds the rendezvous at
- * `tcp://masterAddr:masterPort`, the others connect, they swap data endpoints
- * (ipc when all ranks share a host, else tcp) and from then on talk directly.
+ * `tcp://masterAddr:masterPort`, the others connect, they swap where each
+ * listens (unix sockets when all ranks share a host, else tcp) and from then
+ * on talk directly.
  * Every rank must call it; it resolves on each once all are connected. World
  * size 1 opens no socket at all.
  *
@@ -47,7 +48,7 @@ export async function createProcessGroup(options: ProcessGroupOptions): Promise<
   if (o.signal?.aborted) onAbort();
   else o.signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    const backend = await createZmqBackend({
+    const backend = await createCpuBackend({
       rank: o.rank,
       size: o.size,
       masterAddr: o.masterAddr,

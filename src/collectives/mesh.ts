@@ -126,7 +126,7 @@ export class ZmqMesh implements MessageMesh {
     const push = this.#pushes.get(peer);
     if (!push) return Promise.reject(new TransportError(`no data socket to rank ${peer}`));
     const prev = this.#tails.get(peer) ?? Promise.resolve();
-    // The peer's PULL takes frames of MAX_TCP_FRAME_BYTES at most (see createZmqBackend): larger ones go in pieces.
+    // The peer's PULL takes frames of MAX_TCP_FRAME_BYTES at most (see bootstrap.ts): larger ones go in pieces.
     const next = prev.then(() => push.send(toPieces(frames)));
     const tail = next.catch(() => {});
     this.#tails.set(peer, tail);

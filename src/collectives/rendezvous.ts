@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import { TransportError, ValidationError } from "../errors.js";
 import { abortable } from "./abortable.js";
 import type { GroupAuth, RefusalLog } from "./auth.js";
+import type { PeerRecord } from "./peer-record.js";
 
 const packr = new Packr({ useRecords: false });
 
@@ -16,13 +17,13 @@ const packr = new Packr({ useRecords: false });
  * than this per message before the proof is checked.
  */
 const MAX_MASTER_MESSAGE_BYTES = 16 * 1024;
-/** Per rank in the table a follower receives (an endpoint line is well under this). */
+/** Per rank in the table a follower receives (a peer record is well under this). */
 const MAX_TABLE_BYTES_PER_RANK = 1024;
 
 /** What rank 0 decides once every rank has said hello. */
 export interface RendezvousPlan {
   transport: "ipc" | "tcp";
-  /** Random id naming this group's ipc and shared-memory files. */
+  /** Random id naming this group's unix socket and shared-memory files. */
   groupId: string;
   /** Whether every rank asked for and can use `/dev/shm`. */
   sharedMemory: boolean;
@@ -30,10 +31,17 @@ export interface RendezvousPlan {
 
 /** What the rendezvous needs from the backend being built. */
 export interface RendezvousHooks {
-  /** Binds this rank's data socket for `plan`; reports its endpoint and whether its shared buffers exist. */
-  bind(plan: RendezvousPlan): Promise<{ endpoint: string; sharedMemory: boolean }>;
-  /** Connects to every peer's endpoint (index = rank) and, with `sharedMemory`, opens their buffers. */
-  connect(endpoints: string[], sharedMemory: boolean, signal: AbortSignal): Promise<void>;
+  /**
+   * Binds what this rank's peers will dial for `plan` (its links, and across
+   * hosts its data socket); reports its peer record and whether its shared
+   * buffers exist.
+   */
+  bind(plan: RendezvousPlan): Promise<{ record: PeerRecord; sharedMemory: boolean }>;
+  /**
+   * Connects to every peer (`records`, index = rank, as the ranks published
+   * them: unchecked) and, with `sharedMemory`, opens their buffers.
+   */
+  connect(records: PeerRecord[], sharedMemory: boolean, signal: AbortSignal): Promise<void>;
 }
 
 /** The rendezvous' inputs (validated by the caller). */
@@ -70,8 +78,8 @@ type Msg = Nonces &
   (
     | { t: "hello"; rank: number; size: number; host: string; shm: boolean }
     | { t: "plan"; plan: RendezvousPlan }
-    | { t: "endpoint"; rank: number; endpoint: string; shm: boolean }
-    | { t: "table"; endpoints: string[]; shm: boolean }
+    | { t: "endpoint"; rank: number; record: PeerRecord; shm: boolean }
+    | { t: "table"; records: PeerRecord[]; shm: boolean }
     | { t: "connected"; rank: number }
     | { t: "go" }
     | { t: "error"; message: string }
@@ -115,7 +123,8 @@ function unpack(frame: Buffer | undefined): Msg | undefined {
  * Brings `size` ranks together. Rank 0 binds a ROUTER at
  * `tcp://masterAddr:masterPort`; the others connect DEALERs. Phases:
  * hello (rank, host) → plan (ipc or tcp, group id) → endpoint (each rank's
- * bound data socket) → table (all endpoints) → connected → go. The master
+ * {@link PeerRecord}: where its links and data socket listen) → table (all
+ * records) → connected → go. The master
  * socket is closed afterwards, so the port is free for the next group.
  *
  * Every message carries a proof made with the group's secret (see
@@ -127,11 +136,11 @@ function unpack(frame: Buffer | undefined): Msg | undefined {
  * the port cannot be bound, ValidationError when ranks disagree on the size or
  * two processes claim one rank.
  */
-export async function rendezvous(options: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; endpoints: string[] }> {
+export async function rendezvous(options: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; records: PeerRecord[] }> {
   return options.rank === 0 ? master(options, hooks) : follower(options, hooks);
 }
 
-async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; endpoints: string[] }> {
+async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; records: PeerRecord[] }> {
   const router = new zmq.Router({ linger: 2000, ipv6: isIP(o.masterAddr) === 6, maxMessageSize: MAX_MASTER_MESSAGE_BYTES });
   const address = tcpEndpoint(bindHost(o.masterAddr), o.masterPort);
   const ids = new Map<number, Buffer>();
@@ -203,26 +212,26 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
     };
     toAll({ t: "plan", plan });
 
-    const endpoints: string[] = [];
+    const records: PeerRecord[] = [];
     const own = await hooks.bind(plan);
-    endpoints[0] = own.endpoint;
+    records[0] = own.record;
     let shmOk = own.sharedMemory;
     await collect("endpoint", (rank, m) => {
-      endpoints[rank] = m.endpoint;
+      records[rank] = m.record;
       shmOk &&= m.shm;
     });
-    toAll({ t: "table", endpoints, shm: shmOk });
-    await hooks.connect(endpoints, shmOk, o.signal);
+    toAll({ t: "table", records, shm: shmOk });
+    await hooks.connect(records, shmOk, o.signal);
     await collect("connected", () => {});
     toAll({ t: "go" });
     await abortable(sending, o.signal);
-    return { plan: { ...plan, sharedMemory: shmOk }, endpoints };
+    return { plan: { ...plan, sharedMemory: shmOk }, records };
   } finally {
     router.close();
   }
 }
 
-async function follower(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; endpoints: string[] }> {
+async function follower(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; records: PeerRecord[] }> {
   // Whoever holds the port (rank 0, or a squatter) can make this rank buffer at most one table.
   const dealer = new zmq.Dealer({ linger: 1000, ipv6: isIP(o.masterAddr) === 6, maxMessageSize: MAX_MASTER_MESSAGE_BYTES + o.size * MAX_TABLE_BYTES_PER_RANK });
   const address = tcpEndpoint(o.masterAddr, o.masterPort);
@@ -255,12 +264,12 @@ async function follower(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{
     const { plan } = planned;
     run = planned.run;
     const own = await hooks.bind(plan);
-    void send({ t: "endpoint", rank: o.rank, endpoint: own.endpoint, shm: own.sharedMemory });
+    void send({ t: "endpoint", rank: o.rank, record: own.record, shm: own.sharedMemory });
     const table = await expect("table");
-    await hooks.connect(table.endpoints, table.shm, o.signal);
+    await hooks.connect(table.records, table.shm, o.signal);
     void send({ t: "connected", rank: o.rank });
     await expect("go");
-    return { plan: { ...plan, sharedMemory: table.shm }, endpoints: table.endpoints };
+    return { plan: { ...plan, sharedMemory: table.shm }, records: table.records };
   } finally {
     dealer.close();
   }

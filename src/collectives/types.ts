@@ -120,11 +120,15 @@ export interface ProcessGroupOptions {
   signal?: AbortSignal;
   /** Where to log; a child logger `{ component: "collectives", rank }` is made from it. @default pino to stderr */
   logger?: import("pino").Logger;
-  /** Which backend moves the bytes. @default "zmq" */
+  /**
+   * Which backend moves the bytes. `"zmq"`: the CPU backend (unix sockets and
+   * shared memory on one host, ZeroMQ over tcp across hosts). @default "zmq"
+   */
   backend?: "zmq";
   /**
-   * How peers reach each other: `ipc` sockets (one host only), `tcp`, or `auto`
-   * (ipc when every rank reports the same hostname, else tcp). @default "auto"
+   * How peers reach each other: `ipc` (unix stream sockets, one host only),
+   * `tcp`, or `auto` (ipc when every rank reports the same hostname, else
+   * tcp). @default "auto"
    */
   transport?: "auto" | "ipc" | "tcp";
   /**

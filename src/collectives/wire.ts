@@ -10,7 +10,7 @@ const packr = new Packr({ useRecords: false, moreTypes: true });
 // options, so a Map stays a Map and a function is refused, not dropped.
 const values = createPackr();
 
-/** Message kinds on the data sockets. */
+/** Message kinds of the data mesh (unix stream links on one host, ZeroMQ sockets across hosts). */
 export type MessageKind =
   /** part of a collective, keyed by epoch and sequence number */
   | "c"
@@ -74,9 +74,10 @@ export function bytesOf(view: ArrayBufferView): Buffer {
 /**
  * Encodes any value as one frame. Typed arrays, DataViews, Buffers and
  * ArrayBuffers become their raw bytes; everything else msgpack.
- * With `copy` the frame never aliases `value` (zeromq.js sends large buffers
- * without copying and resolves before the bytes leave, so a caller that may
- * reuse `value` must not hand over its memory).
+ * With `copy` the frame never aliases `value` (the mesh, a link's socket
+ * write or zeromq.js, sends large buffers without copying and resolves before
+ * the bytes leave, so a caller that may reuse `value` must not hand over its
+ * memory).
  * @throws SerializationError when msgpack cannot pack the value.
  */
 export function encodeValue(value: unknown, copy: boolean): { meta: ValueMeta; frame: Buffer } {

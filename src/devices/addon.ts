@@ -44,6 +44,7 @@ export interface NativeAddon {
   shmUnlink(name: string): void;
   shmClose(buffer: ArrayBuffer): boolean;
   shmFreeBytes(dir?: string): number;
+  // The reduction kernel of the shared-memory all-reduce (native/reduce_kernel.h).
   reduceArrays<A extends Float32Array | Float64Array | Int32Array>(acc: A, sources: readonly A[], op: "sum" | "avg" | "prod" | "min" | "max"): void;
 }
 

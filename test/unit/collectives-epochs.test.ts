@@ -10,7 +10,7 @@ import type { MeshEvents, MessageMesh } from "../../src/collectives/mesh.js";
 import { BackendProcessGroup, requestScopesOf, type RequestScopes } from "../../src/collectives/process-group.js";
 import { SharedSlots } from "../../src/collectives/shm.js";
 import { unpackHeader, type Header } from "../../src/collectives/wire.js";
-import { ZmqBackend } from "../../src/collectives/zmq-backend.js";
+import { CpuBackend } from "../../src/collectives/cpu-backend.js";
 import type { PeerLinks } from "../../src/collectives/links.js";
 
 const silent = pino({ level: "silent" });
@@ -107,7 +107,7 @@ describe("the facade's request scopes", () => {
   });
 });
 
-/** Two ZmqBackends wired through memory (messages arrive a macrotask later), each behind a facade. */
+/** Two CpuBackends wired through memory (messages arrive a macrotask later), each behind a facade. */
 function pairOfGroups(slots?: (rank: number) => SharedSlots) {
   const events: MeshEvents[] = [];
   const watchers: { match: (h: Header) => boolean; resolve: () => void }[] = [];
@@ -130,7 +130,7 @@ function pairOfGroups(slots?: (rank: number) => SharedSlots) {
         onLost: () => {},
       }) as MessageMesh & { onLost(l: (p: number) => void): void },
   );
-  const groups = [0, 1].map((rank) => new BackendProcessGroup(new ZmqBackend(rank, 2, meshes[rank]!, meshes[rank] as unknown as PeerLinks, slots?.(rank), silent), silent, 60_000));
+  const groups = [0, 1].map((rank) => new BackendProcessGroup(new CpuBackend(rank, 2, meshes[rank]!, meshes[rank] as unknown as PeerLinks, slots?.(rank)), silent, 60_000));
   const current = [0, 0];
   const scopes = groups.map((g, rank) => {
     const s = requestScopesOf(g)!;
@@ -148,7 +148,7 @@ function pairOfGroups(slots?: (rank: number) => SharedSlots) {
 
 const sumOf = (rank: number, length: number) => (g: BackendProcessGroup) => g.allReduce(new Float32Array(length).fill(rank + 1), "sum", { timeout: 5 });
 
-describe("ZmqBackend across requests (in memory)", () => {
+describe("CpuBackend across requests (in memory)", () => {
   const dirs: string[] = [];
   afterEach(() => {
     for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });

@@ -3,6 +3,8 @@ import { chooseReduceAlgorithm, DIRECT_MAX_BYTES, finishReduce, reduceInto, REDU
 import { resolveGroupOptions, processGroupOptionsFromEnv } from "../../src/collectives/options.js";
 import { decodeValue, encodeValue } from "../../src/collectives/wire.js";
 import { Mailbox } from "../../src/collectives/mailbox.js";
+import { isPeerRecord } from "../../src/collectives/peer-record.js";
+import { Packr } from "msgpackr";
 import { createProcessGroup } from "../../src/collectives/index.js";
 import type { CollectiveBackend, CollectiveCall } from "../../src/collectives/backend.js";
 import { BackendProcessGroup } from "../../src/collectives/process-group.js";
@@ -173,5 +175,18 @@ describe("call order and timeouts in the facade", () => {
     await first;
     await third;
     expect(begun).toEqual([0, 2]);
+  });
+});
+
+describe("peer records in the rendezvous table", () => {
+  it("accepts what a rank publishes on one host and across hosts, after a msgpack round trip, and nothing else", () => {
+    const packr = new Packr({ useRecords: false });
+    const oneHost = { links: "unix:/tmp/multirank-ab12-r1-p42.sock", pid: 42, shared: "mmap" };
+    const acrossHosts = { data: "tcp://10.0.0.2:41000", links: "tcp:10.0.0.2:41001", pid: 43, curveKey: "k".repeat(40) };
+    for (const record of [oneHost, acrossHosts, { links: "unix:/tmp/x.sock", pid: 1 }]) expect(isPeerRecord(packr.unpack(packr.pack(record)))).toBe(true);
+    // The space-separated string ranks published before, and records missing or mistyping a field.
+    for (const bad of ["links unix:/tmp/x.sock 42 mmap -", null, { pid: 42 }, { links: "unix:/x", pid: "42" }, { links: "unix:/x", pid: 1.5 }, { links: "unix:/x", pid: 1, shared: "gpu" }, { links: "unix:/x", pid: 1, data: 7 }]) {
+      expect(isPeerRecord(bad), JSON.stringify(bad)).toBe(false);
+    }
   });
 });
