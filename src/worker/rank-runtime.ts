@@ -10,7 +10,7 @@ import { AbortError, MessageTooLargeError, serializeError, StateError, type Rank
 import { GROUP_BROKEN_EXIT_CODE, type RankMessage, type RunnerMessage, type StreamItem } from "../transport/messages.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { walkData } from "../util/walk-data.js";
-import { createRankChannel, type RankChannel } from "../transport/control-channel.js";
+import { connectRankChannel, type RankChannel } from "../transport/control-channel.js";
 import { holdKeptMappings } from "../transport/shared-payload.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
@@ -88,7 +88,7 @@ export class RankRuntime {
     this.#env = options.env;
     this.#log = options.logger;
     const { env } = options;
-    this.#channel = createRankChannel({
+    this.#channel = connectRankChannel({
       routingId: env.routingId,
       endpoint: env.controlEndpoint,
       // A little over the limit: the header around a maximal payload must still fit.
