@@ -40,7 +40,8 @@ export type { InvokeOptions, RunnerEvents, RunnerState, StartOptions, StopOption
  * import type Echo from "./workers/echo.js";
  * const typed = new DistributedRunner<typeof Echo>({ worker: "./workers/echo.ts" });
  * const { text } = await typed.invoke({ text: "hi" }); // input and result typed as Echo's call()
- */export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends EventEmitter<RunnerEvents> {
+ */
+export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends EventEmitter<RunnerEvents> {
   readonly #options: ResolvedRunnerOptions;
   readonly #log: Logger;
   readonly #keepaliveTimer: KeepaliveTimer | undefined;
@@ -88,7 +89,7 @@ export type { InvokeOptions, RunnerEvents, RunnerState, StartOptions, StopOption
     return (this.#session?.ranks ?? []).map((rank) => rank.pid ?? -1);
   }
 
-  /** The control endpoint the ranks connect to: `unix:<path>` by default, or ZeroMQ's `ipc://...` / `tcp://...` (`transport` option, or a remote `workerAddr`). */
+  /** The control endpoint the ranks connect to: `unix:<path>` by default on one host, or ZeroMQ's `ipc://...` / `tcp://...` (see the `transport` option). */
   get endpoint(): string | undefined {
     return this.#session?.endpoint;
   }
