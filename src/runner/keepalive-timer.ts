@@ -15,10 +15,7 @@ export class KeepaliveTimer {
     this.#onIdle = onIdle;
   }
 
-  get running(): boolean {
-    return this.#timer?.pending === true;
-  }
-
+  /** Starts the wait from now (a running wait is dropped). */
   start(): void {
     this.cancel();
     this.#timer = new LongTimer(this.#intervalMs, () => {
@@ -32,6 +29,7 @@ export class KeepaliveTimer {
     if (this.#timer?.pending) this.#timer.refresh();
   }
 
+  /** Stops the timer; only `start()` arms it again. */
   cancel(): void {
     this.#timer?.cancel();
     this.#timer = undefined;

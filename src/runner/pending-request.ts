@@ -33,7 +33,6 @@ export const ERROR_GRACE_MS = 1000;
  */
 export class PendingRequest {
   readonly id: number;
-  readonly streaming: boolean;
   readonly events: AsyncQueue<StreamEvent> | undefined;
   readonly #completion: Deferred<unknown> | undefined;
   readonly #waiting: Set<number>;
@@ -49,7 +48,6 @@ export class PendingRequest {
 
   constructor(id: number, streaming: boolean, ranks: Iterable<number>, hooks: PendingRequestHooks) {
     this.id = id;
-    this.streaming = streaming;
     this.#waiting = new Set(ranks);
     this.#hooks = hooks;
     if (streaming) this.events = new AsyncQueue<StreamEvent>();

@@ -1,14 +1,14 @@
 import type { Logger } from "pino";
-import { Context, Dealer, Router } from "zeromq";
-import { splitFrame, TCP_FRAME_LIMIT } from "./frame-pieces.js";
-import { SerialSender } from "./serial-sender.js";
-import { watchFailedHandshakes, ZapHandler } from "./zap.js";
+import type { Router } from "zeromq";
 import { StreamDealer, StreamRouter, UNIX_ENDPOINT_PREFIX } from "./stream-sockets.js";
+import { bindZmqRunnerChannel, createZmqRankChannel } from "./zmq-channel.js";
 
 /**
  * The control channel between a runner and its ranks: one interface, two
  * transports. On one host it is a unix stream socket ({@link StreamRouter} /
- * {@link StreamDealer}); across hosts, or when asked for, ZeroMQ ROUTER/DEALER.
+ * {@link StreamDealer}, stream-sockets.ts); across hosts, or when asked for,
+ * ZeroMQ ROUTER/DEALER (zmq-channel.ts). This file holds the interfaces and
+ * the two factories that pick the transport from the endpoint.
  *
  * Flow control is part of the interface:
  * - `send` resolves once the message is handed to the transport, and waits
@@ -56,9 +56,6 @@ export interface RankChannel extends ControlChannel<Buffer[]> {
  */
 export const CONTROL_HIGH_WATER_MARK = 1024 * 1024;
 
-/** ZeroMQ's high-water marks are in messages; this many keeps a burst of small messages moving. */
-const ZMQ_HIGH_WATER_MARK_MESSAGES = 10_000;
-
 /** Options of {@link openRunnerChannel}. */
 export interface RunnerChannelOptions {
   /** Largest message accepted from a rank, bytes. */
@@ -81,41 +78,16 @@ export async function openRunnerChannel(bind: string, options: RunnerChannelOpti
   if (bind.startsWith(UNIX_ENDPOINT_PREFIX)) {
     return StreamRouter.bind(bind.slice(UNIX_ENDPOINT_PREFIX.length), { maxMessageBytes: options.maxMessageBytes, highWaterMark: CONTROL_HIGH_WATER_MARK, log: options.log });
   }
-  const curveSecretKey = options.curveSecretKey;
-  const onDenied = options.onDenied ?? (() => {});
-  // Its own context: a ZAP handler judges every socket of its context, and
-  // another runner in this process has keys of its own.
-  const context = curveSecretKey ? new Context() : undefined;
-  let zap: ZapHandler | undefined;
-  let router: Router | undefined;
-  try {
-    if (context) {
-      zap = await ZapHandler.bind(context, options.log, onDenied);
-      zap.allow(options.clientKeys ?? []);
-    }
-    router = new Router({
-      ...(context ? { context } : {}),
-      linger: 0,
-      mandatory: true,
-      // Over tcp every frame is small (ranks send large messages in pieces):
-      // libzmq reads a whole frame before the CURVE handshake judges it, so
-      // this is all a peer without the keys can make the runner buffer per connection.
-      maxMessageSize: curveSecretKey ? TCP_FRAME_LIMIT : options.maxMessageBytes,
-      sendHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
-      receiveHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
-      ...(curveSecretKey ? { curveServer: true, curveSecretKey } : {}),
-    });
-    if (curveSecretKey) watchFailedHandshakes(router, onDenied);
-    await router.bind(bind);
-  } catch (error) {
-    router?.close();
-    zap?.close();
-    throw error;
-  }
-  return new ZmqRunnerChannel(router, zap);
+  return bindZmqRunnerChannel(bind, {
+    maxMessageBytes: options.maxMessageBytes,
+    curveSecretKey: options.curveSecretKey,
+    clientKeys: options.clientKeys,
+    onDenied: options.onDenied ?? (() => {}),
+    log: options.log,
+  });
 }
 
-/** Options of {@link createRankChannel}. */
+/** Options of {@link connectRankChannel}. */
 export interface RankChannelOptions {
   /** The name the runner knows this rank by. */
   routingId: string;
@@ -129,8 +101,12 @@ export interface RankChannelOptions {
   log: Logger;
 }
 
-/** A rank's control channel for `options.endpoint`, not yet connected. */
-export function createRankChannel(options: RankChannelOptions): RankChannel {
+/**
+ * A rank's control channel for `options.endpoint`: the unix stream transport
+ * for `unix:<path>`, else ZeroMQ. Not connected yet: `connect(endpoint)`
+ * starts it, and sends before the connection is up wait for it.
+ */
+export function connectRankChannel(options: RankChannelOptions): RankChannel {
   if (options.endpoint.startsWith(UNIX_ENDPOINT_PREFIX)) {
     return new StreamDealer(options.routingId, {
       maxMessageBytes: options.maxMessageBytes,
@@ -139,97 +115,5 @@ export function createRankChannel(options: RankChannelOptions): RankChannel {
       log: options.log,
     });
   }
-  const { curve } = options;
-  const dealer = new Dealer({
-    routingId: options.routingId,
-    linger: options.lingerMs,
-    maxMessageSize: options.maxMessageBytes,
-    sendHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
-    receiveHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
-    ...(curve ? { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey } : {}),
-  });
-  // Over tcp the runner takes frames of MAX_TCP_FRAME_BYTES at most (see frame-pieces.ts): larger messages go in pieces.
-  return new ZmqRankChannel(dealer, options.endpoint.startsWith("tcp://"));
-}
-
-/**
- * ZeroMQ's sockets already have the shape: a send waits at the send
- * high-water mark, and the receive queue is read only as fast as the
- * consumer iterates. zeromq.js takes one send at a time, hence the queue.
- */
-class ZmqRunnerChannel implements RunnerChannel {
-  readonly #router: Router;
-  readonly #zap: ZapHandler | undefined;
-  readonly #sender: SerialSender;
-  readonly endpoint: string;
-
-  /** `zap`: over tcp, admits only the CURVE keys this runner gave its ranks; closed with the channel. */
-  constructor(router: Router, zap: ZapHandler | undefined) {
-    this.#router = router;
-    this.#zap = zap;
-    this.#sender = new SerialSender(router);
-    this.endpoint = router.lastEndpoint ?? "";
-  }
-
-  get closed(): boolean {
-    return this.#router.closed;
-  }
-
-  get zmqSocket(): Router {
-    return this.#router;
-  }
-
-  send(frames: Buffer[]): Promise<void> {
-    return this.#sender.send(frames);
-  }
-
-  abortSends(error: unknown): void {
-    this.#sender.abort(error);
-  }
-
-  close(): void {
-    if (!this.#router.closed) this.#router.close();
-    this.#zap?.close();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Buffer[]> {
-    return this.#router[Symbol.asyncIterator]();
-  }
-}
-
-class ZmqRankChannel implements RankChannel {
-  readonly #dealer: Dealer;
-  readonly #sender: SerialSender;
-  readonly #pieces: boolean;
-
-  /** `pieces`: send large messages as frames of at most MAX_TCP_FRAME_BYTES (the runner joins them). */
-  constructor(dealer: Dealer, pieces: boolean) {
-    this.#dealer = dealer;
-    this.#sender = new SerialSender(dealer);
-    this.#pieces = pieces;
-  }
-
-  get closed(): boolean {
-    return this.#dealer.closed;
-  }
-
-  connect(endpoint: string): void {
-    this.#dealer.connect(endpoint);
-  }
-
-  send(frames: Buffer[]): Promise<void> {
-    return this.#sender.send(this.#pieces && frames.length === 1 ? splitFrame(frames[0]!) : frames);
-  }
-
-  abortSends(error: unknown): void {
-    this.#sender.abort(error);
-  }
-
-  close(): void {
-    if (!this.#dealer.closed) this.#dealer.close();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Buffer[]> {
-    return this.#dealer[Symbol.asyncIterator]();
-  }
+  return createZmqRankChannel(options);
 }

@@ -7,7 +7,7 @@ import { requestScopesOf, type RequestScopes } from "../collectives/process-grou
 import type { WorkerDevice } from "../devices/index.js";
 import { AbortError, serializeError, StateError, type RankPhase } from "../errors.js";
 import { GROUP_BROKEN_EXIT_CODE, type RankMessage, type RunnerMessage } from "../transport/messages.js";
-import { createRankChannel, type RankChannel } from "../transport/control-channel.js";
+import { connectRankChannel, type RankChannel } from "../transport/control-channel.js";
 import { holdKeptMappings } from "../transport/shared-payload.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
@@ -77,7 +77,7 @@ export class RankRuntime {
     this.#env = options.env;
     this.#log = options.logger;
     const { env } = options;
-    this.#channel = createRankChannel({
+    this.#channel = connectRankChannel({
       routingId: env.routingId,
       endpoint: env.controlEndpoint,
       // A little over the limit: the header around a maximal payload must still fit.

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { createRankChannel, openRunnerChannel, type RankChannel, type RunnerChannel } from "../../src/transport/control-channel.js";
+import { connectRankChannel, openRunnerChannel, type RankChannel, type RunnerChannel } from "../../src/transport/control-channel.js";
 import { encodePrefix } from "../../src/transport/stream-framing.js";
 
 const log = pino({ level: "silent" });
@@ -21,7 +21,7 @@ afterEach(() => {
 async function pair(): Promise<{ runner: RunnerChannel; rank: RankChannel }> {
   dir = mkdtempSync(join(tmpdir(), "multirank-channel-"));
   const runner = await openRunnerChannel(`unix:${join(dir, "control.sock")}`, { maxMessageBytes: 64 * 1024 * 1024, log });
-  const rank = createRankChannel({ routingId: "r0", endpoint: runner.endpoint, maxMessageBytes: 64 * 1024 * 1024, lingerMs: 0, log });
+  const rank = connectRankChannel({ routingId: "r0", endpoint: runner.endpoint, maxMessageBytes: 64 * 1024 * 1024, lingerMs: 0, log });
   open.push(runner, rank);
   rank.connect(runner.endpoint);
   return { runner, rank };

@@ -113,10 +113,18 @@ describe("runner timeouts", () => {
     timer.reset();
     vi.advanceTimersByTime(2.9e9);
     expect(idle).not.toHaveBeenCalled();
-    expect(timer.running).toBe(true);
     vi.advanceTimersByTime(0.1e9);
     expect(idle).toHaveBeenCalledTimes(1);
-    expect(timer.running).toBe(false);
+    // Fired once and stopped: a reset does not arm it again, only start() does.
+    timer.reset();
+    vi.advanceTimersByTime(2 * 3e9);
+    expect(idle).toHaveBeenCalledTimes(1);
+    timer.start();
+    vi.advanceTimersByTime(3e9);
+    expect(idle).toHaveBeenCalledTimes(2);
+    timer.cancel();
+    vi.advanceTimersByTime(2 * 3e9);
+    expect(idle).toHaveBeenCalledTimes(2);
   });
 });
 

@@ -1,0 +1,122 @@
+import { randomBytes } from "node:crypto";
+import { isAbsolute, resolve } from "node:path";
+import type { Logger } from "pino";
+import { childEnvForPlan, planDevices, type RankDevicePlan } from "../devices/index.js";
+import { NativeError } from "../errors.js";
+import { RANK_ENV } from "../transport/messages.js";
+import type { ControlSession } from "./control-session.js";
+import { findFreePort } from "./endpoints.js";
+import type { ResolvedRunnerOptions } from "./options.js";
+import { rankEntry } from "./rank-entry.js";
+import { RankProcess, type RankExit } from "./rank-process.js";
+
+/** What every rank of one start shares, settled before any rank is spawned. */
+export interface LaunchPlan {
+  /** Each rank's devices and CPUs; undefined: unpinned, on the CPU. */
+  plans: RankDevicePlan[] | undefined;
+  /** The process group's rendezvous port (a free one when the option is 0). */
+  masterPort: number;
+}
+
+/**
+ * Starts a session's rank processes: plans their devices, builds each rank's
+ * environment (the torchrun-style `RANK`/`WORLD_SIZE`/`MASTER_*` variables and
+ * the runner's own `RANK_ENV` block) and spawns a {@link RankProcess} per rank.
+ */
+export class RankLauncher {
+  readonly #options: ResolvedRunnerOptions;
+  readonly #log: Logger;
+
+  /** `log`: the runner's logger; each rank logs through a child of it, and ranks log at its level. */
+  constructor(options: ResolvedRunnerOptions, log: Logger) {
+    this.#options = options;
+    this.#log = log;
+  }
+
+  /**
+   * Plans devices and finds the master port.
+   * @throws {NativeError} device discovery failed (and `devices` is not "auto")
+   * @throws {ValidationError} the devices cannot serve `worldSize` ranks
+   */
+  async plan(): Promise<LaunchPlan> {
+    const plans = this.#planDevices();
+    let masterPort = this.#options.masterPort;
+    if (masterPort === 0) masterPort = await findFreePort(this.#options.masterAddr);
+    return { plans, masterPort };
+  }
+
+  /** Spawns every rank of `session`; `onExit` hears of each rank's exit (expected or not). */
+  launch(session: ControlSession, plan: LaunchPlan, onExit: (rank: RankProcess, exit: RankExit) => Promise<void>): void {
+    const options = this.#options;
+    // New for every start, and only in the ranks' environment (which other users cannot read).
+    const groupSecret = randomBytes(32).toString("hex");
+    const entry = rankEntry();
+    // V8's own limit works everywhere; the cgroup (where we may make one) also catches memory outside the heap.
+    const memoryArgs = options.memoryLimitMiB === undefined ? [] : [`--max-old-space-size=${options.memoryLimitMiB}`];
+    const workerModule = options.worker.startsWith("file:") || isAbsolute(options.worker) ? options.worker : resolve(options.cwd, options.worker);
+    for (let rank = 0; rank < options.worldSize; rank++) {
+      const env = this.#rankEnv(session, plan, rank, { workerModule, groupSecret, errorFile: session.errors.fileFor(rank) });
+      const process_ = new RankProcess({
+        rank,
+        execPath: process.execPath,
+        args: [...entry.execArgv, ...options.nodeArgs, ...memoryArgs, entry.script],
+        env,
+        cwd: options.cwd,
+        logger: this.#log.child({ rank }),
+        stderrTailLines: options.stderrTailLines,
+        deathPipe: options.deathPipe,
+        ...(options.memoryLimitMiB === undefined ? {} : { memoryLimitBytes: options.memoryLimitMiB * 1024 * 1024, cgroupName: `multirank-${process.pid}-${session.nonce}-r${rank}` }),
+      });
+      session.addRank(process_);
+      void process_.exited
+        .then((exit) => onExit(process_, exit))
+        .catch((error: unknown) => this.#log.error({ err: error, rank }, "handling a rank exit failed"));
+    }
+  }
+
+  /** The environment of `rank`: the runner's, `options.env`, the device plan's, then what the rank needs to join. */
+  #rankEnv(session: ControlSession, plan: LaunchPlan, rank: number, shared: { workerModule: string; groupSecret: string; errorFile: string }): NodeJS.ProcessEnv {
+    const options = this.#options;
+    const keys = session.keys;
+    const rankKeys = keys?.rankKeys[rank];
+    return {
+      ...process.env,
+      ...options.env,
+      ...(plan.plans ? childEnvForPlan(plan.plans[rank]!) : {}),
+      RANK: String(rank),
+      LOCAL_RANK: String(rank),
+      WORLD_SIZE: String(options.worldSize),
+      LOCAL_WORLD_SIZE: String(options.worldSize),
+      MASTER_ADDR: options.masterAddr,
+      MASTER_PORT: String(plan.masterPort),
+      [RANK_ENV.controlEndpoint]: session.endpoint,
+      [RANK_ENV.routingId]: session.routingId(rank),
+      [RANK_ENV.token]: session.token,
+      [RANK_ENV.workerModule]: shared.workerModule,
+      [RANK_ENV.errorFile]: shared.errorFile,
+      [RANK_ENV.maxMessageBytes]: String(options.maxMessageBytes),
+      [RANK_ENV.logLevel]: this.#log.level,
+      [RANK_ENV.streamWindow]: String(options.streamHighWaterMark),
+      [RANK_ENV.groupSecret]: shared.groupSecret,
+      ...(options.deathPipe ? { [RANK_ENV.deathPipeFd]: "3" } : {}),
+      ...(keys && rankKeys ? { [RANK_ENV.curveServerKey]: keys.serverKey, [RANK_ENV.curvePublicKey]: rankKeys.publicKey, [RANK_ENV.curveSecretKey]: rankKeys.secretKey } : {}),
+    };
+  }
+
+  #planDevices(): RankDevicePlan[] | undefined {
+    const { devices, worldSize, isolateDevices, cpusPerRank } = this.#options;
+    const perRank = cpusPerRank === undefined ? {} : { cpusPerRank };
+    try {
+      return planDevices(devices, worldSize, { isolateDevices, ...perRank });
+    } catch (error) {
+      // "auto" must work on any machine: without a usable addon, run on the CPU,
+      // unpinned unless cores per rank were asked for (a promise we must keep).
+      if (devices === "auto" && error instanceof NativeError) {
+        if (cpusPerRank !== undefined) return planDevices("cpu", worldSize, { isolateDevices, cpusPerRank });
+        this.#log.warn({ err: error }, "device discovery failed; ranks run unpinned on the CPU");
+        return undefined;
+      }
+      throw error;
+    }
+  }
+}
