@@ -1,6 +1,5 @@
-import { Packr } from "msgpackr";
+import { addExtension, Packr } from "msgpackr";
 import { MessageTooLargeError, SerializationError } from "../errors.js";
-import { withSharedSegments } from "../transport/shared-payload.js";
 
 function refuseFunction(value: unknown): never {
   const name = typeof value === "function" && value.name ? ` "${value.name}"` : "";
@@ -28,32 +27,103 @@ export function createPackr(): Packr {
   return new Packr({ useRecords: true, moreTypes: true, writeFunction: refuseFunction as () => never });
 }
 
-const packr = createPackr();
-
 /**
- * Packs a value to msgpack. Functions and symbols are refused with a
- * {@link SerializationError} instead of being silently dropped, and the result
- * is checked against `limit` so an oversized message never reaches the socket.
+ * A value that travels as a reference to bytes kept elsewhere (a shared-memory
+ * segment, for one): packed as the bytes {@link encode} returns, and turned
+ * back into a value only by a {@link Codec} given {@link ReferenceResolver}.
+ * The layer that owns the bytes (the transport) subclasses it; the codec
+ * never needs to know what a reference means.
  */
-export function pack(value: unknown, what = "message", limit = Number.POSITIVE_INFINITY): Buffer {
-  let bytes: Buffer;
-  try {
-    bytes = packr.pack(value);
-  } catch (error) {
-    if (error instanceof SerializationError) throw new SerializationError(`${what}: ${error.message}`);
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new SerializationError(`${what} cannot be packed: ${reason}`, { cause: error });
-  }
-  if (bytes.length > limit) throw new MessageTooLargeError(what, bytes.length, limit);
-  return bytes;
+export abstract class PackedReference {
+  /** The reference's description, as few bytes as identify it. */
+  abstract encode(): Uint8Array;
 }
 
-/** Unpacks msgpack bytes; corrupt input becomes a {@link SerializationError}. */
-export function unpack<T = unknown>(bytes: Uint8Array, what = "message"): T {
-  try {
-    return withSharedSegments(() => packr.unpack(bytes) as T);
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new SerializationError(`${what} could not be unpacked: ${reason}`, { cause: error });
+/** Turns the references in one unpacked message back into values. */
+export interface ReferenceResolver {
+  /** Runs one unpack: references resolved during `unpack` may share state (one mapping per segment). */
+  around<T>(unpack: () => T): T;
+  /** The value one reference stands for. */
+  resolve(bytes: Uint8Array): unknown;
+}
+
+/** msgpack extension type of a {@link PackedReference} ('M'). */
+const REFERENCE_EXTENSION = 0x4d;
+
+// msgpackr's extensions are process-wide; the codec registers its one and
+// hands each reference to the resolver of the codec unpacking right now, so
+// what a reference means stays with the codec instance that owns it.
+let resolving: ReferenceResolver | undefined;
+addExtension({
+  Class: PackedReference,
+  type: REFERENCE_EXTENSION,
+  pack: (ref: PackedReference) => Buffer.from(ref.encode()),
+  unpack: (bytes: Buffer) => {
+    if (!resolving) throw new SerializationError("a shared-memory reference reached a codec that cannot resolve it");
+    return resolving.resolve(bytes);
+  },
+});
+
+/** Options of {@link Codec}. */
+export interface CodecOptions {
+  /** Resolves references in what this codec unpacks; without it a reference is refused. Default: none. */
+  references?: ReferenceResolver | undefined;
+}
+
+/**
+ * Packs and unpacks messages. Functions and symbols are refused with a
+ * {@link SerializationError} instead of being silently dropped, a packed
+ * message is checked against a size limit before it reaches a socket, and
+ * corrupt input becomes a {@link SerializationError}. A control channel owns
+ * one with its reference resolver; everything else uses {@link plainCodec}.
+ */
+export class Codec {
+  readonly #packr = createPackr();
+  readonly #references: ReferenceResolver | undefined;
+
+  constructor(options: CodecOptions = {}) {
+    this.#references = options.references;
   }
+
+  /** Packs `value`; `what` names it in errors, and a result over `limit` bytes throws {@link MessageTooLargeError}. */
+  pack(value: unknown, what = "message", limit = Number.POSITIVE_INFINITY): Buffer {
+    let bytes: Buffer;
+    try {
+      bytes = this.#packr.pack(value);
+    } catch (error) {
+      if (error instanceof SerializationError) throw new SerializationError(`${what}: ${error.message}`);
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new SerializationError(`${what} cannot be packed: ${reason}`, { cause: error });
+    }
+    if (bytes.length > limit) throw new MessageTooLargeError(what, bytes.length, limit);
+    return bytes;
+  }
+
+  /** Unpacks msgpack bytes; `what` names them in errors. */
+  unpack<T = unknown>(bytes: Uint8Array, what = "message"): T {
+    const outer = resolving;
+    resolving = this.#references;
+    try {
+      const unpackOnce = (): T => this.#packr.unpack(bytes) as T;
+      return this.#references ? this.#references.around(unpackOnce) : unpackOnce();
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new SerializationError(`${what} could not be unpacked: ${reason}`, { cause: error });
+    } finally {
+      resolving = outer;
+    }
+  }
+}
+
+/** The codec of messages that never carry shared-memory references (HTTP bodies, caches). */
+export const plainCodec = new Codec();
+
+/** Packs with {@link plainCodec}. */
+export function pack(value: unknown, what = "message", limit = Number.POSITIVE_INFINITY): Buffer {
+  return plainCodec.pack(value, what, limit);
+}
+
+/** Unpacks with {@link plainCodec}. */
+export function unpack<T = unknown>(bytes: Uint8Array, what = "message"): T {
+  return plainCodec.unpack<T>(bytes, what);
 }

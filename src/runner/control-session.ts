@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { curveKeyPair, type Router } from "zeromq";
-import { pack, unpack } from "../codec/packer.js";
+import type { Codec } from "../codec/packer.js";
 import type { WorkerDevice } from "../devices/index.js";
 import { MemoryLimitError, RankError, RankExitError, RankGroupError, StateError, TransportError, type MultirankError } from "../errors.js";
 import { runDirPrefix, sweepLeftovers } from "../shm/index.js";
@@ -186,6 +186,11 @@ export class ControlSession {
     this.#startup.reject(error);
   }
 
+  /** The codec of the channel's messages (the channel owns it). */
+  get codec(): Codec {
+    return this.#channel.codec;
+  }
+
   /** The name `rank` gives itself on the channel. */
   routingId(rank: number): string {
     return `r${rank}-${this.nonce}`;
@@ -235,7 +240,7 @@ export class ControlSession {
     this.#heartbeats = new HeartbeatMonitor(this.#worldSize, timeoutMs, {
       ping: (n) => {
         if (this.#closed) return;
-        this.sendToConnected(pack({ t: "ping", n } satisfies RunnerMessage));
+        this.sendToConnected(this.codec.pack({ t: "ping", n } satisfies RunnerMessage));
       },
       hung,
     });
@@ -321,7 +326,7 @@ export class ControlSession {
         const body = joinFrames(pieces);
         let message: RankMessage;
         try {
-          message = unpack<RankMessage>(body, "control message");
+          message = this.codec.unpack<RankMessage>(body, "control message");
           if (typeof message !== "object" || message === null || typeof message.t !== "string") throw new Error("not a control message");
         } catch {
           this.#foreign(identity.toString("hex"), `undecodable message from rank ${rank}'s identity`);

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import type { Router } from "zeromq";
 import { pack } from "../codec/packer.js";
-import { formatTextEvent, parseTextEvent } from "../codec/text-events.js";
+import { formatTextEvent } from "../codec/text-events.js";
 import type { WorkerDevice } from "../devices/index.js";
 import { AbortError, MemoryLimitError, MultirankError, RankError, RankGroupError, RankHungError, StateError, TimeoutError, type RankExitError } from "../errors.js";
 import { GROUP_BROKEN_EXIT_CODE, type RunnerMessage } from "../transport/messages.js";
@@ -106,7 +106,9 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
     if (this.#state === "starting" || this.#state === "ready") throw new StateError(`runner is already ${this.#state}`);
     if (this.#state === "stopping") throw new StateError("runner is stopping; await stop() before start()");
     signal?.throwIfAborted();
-    // Packed once, before any process exists: an argument that cannot be sent fails here.
+    // Packed once, before any process or channel exists, so an argument that
+    // cannot be sent fails here; setup arguments never carry shared-memory
+    // references, so the plain codec packs them as the channel's would.
     const setupMessage = pack({ t: "setup", args: setupArgs } satisfies RunnerMessage, "setup arguments", this.#options.maxMessageBytes);
     this.#setupArgs = setupArgs;
     this.#startTimeoutSeconds = timeout;
@@ -302,7 +304,7 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
       return;
     }
     this.#setState("stopping");
-    session.sendToConnected(pack({ t: "teardown" } satisfies RunnerMessage));
+    session.sendToConnected(session.codec.pack({ t: "teardown" } satisfies RunnerMessage));
     await session.close(undefined, timeoutMs);
     this.#setState("stopped");
   }
@@ -399,11 +401,16 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
   }
 }
 
+/** What a stream yields without `asTextEvents`: the request asked the ranks for values, so items arrive as data. */
 function toValue(event: StreamEvent): unknown {
-  if (event.kind === "item" && event.event) return parseTextEvent(event.event);
   return event.data;
 }
 
+/**
+ * What a stream yields with `asTextEvents`: the ranks made each item a text
+ * event already (it passes through untouched); only the final return value,
+ * which `invoke` also reads, is formatted here.
+ */
 function toTextEvent(event: StreamEvent): Buffer {
   if (event.kind === "item" && event.event) return Buffer.from(event.event.buffer, event.event.byteOffset, event.event.byteLength);
   return formatTextEvent(event.data);

@@ -1,4 +1,3 @@
-import { pack } from "../codec/packer.js";
 import { AbortError, MessageTooLargeError, TimeoutError, TransportError, type MultirankError } from "../errors.js";
 import type { SharedSegment } from "../shm/index.js";
 import type { RunnerMessage } from "../transport/messages.js";
@@ -8,7 +7,7 @@ import type { ControlSession } from "./control-session.js";
 import { isSameHostEndpoint } from "./endpoints.js";
 import { timeoutToMs, type ResolvedRunnerOptions } from "./options.js";
 import { PendingRequest, type StreamEvent } from "./pending-request.js";
-import type { InvokeOptions } from "./runner-types.js";
+import type { InvokeOptions, StreamOptions } from "./runner-types.js";
 
 /** Why a request is cancelled at the ranks. */
 export type CancelReason = "aborted" | "timeout" | "failed";
@@ -36,7 +35,7 @@ export class RequestSubmitter {
    * @throws {AbortError} `options.signal` is already aborted (nothing was sent)
    * @throws {SerializationError} / {MessageTooLargeError} the payload cannot be sent (nothing was sent)
    */
-  submit(session: ControlSession, payload: unknown, streaming: boolean, options: InvokeOptions): PendingRequest {
+  submit(session: ControlSession, payload: unknown, streaming: boolean, options: InvokeOptions | StreamOptions): PendingRequest {
     const timeoutMs = options.timeout === undefined ? this.#options.timeoutMs : timeoutToMs(options.timeout, "options.timeout");
     const { signal } = options;
     if (signal?.aborted) throw new AbortError("the request was aborted before it was sent", { cause: signal.reason });
@@ -44,11 +43,13 @@ export class RequestSubmitter {
     // Large buffers go through one shared-memory segment instead of the socket
     // (once, not once per rank); only on one host (a unix or ipc:// socket), where the ranks can map it.
     const shared = isSameHostEndpoint(session.endpoint) ? offloadLargeBuffers(payload) : { payload, segment: undefined, sharedBytes: 0, retained: [] };
-    const message: RunnerMessage = { t: "req", id, payload: shared.payload, streaming };
+    // The rank makes each streamed item in the form the caller reads it: text events or values, never both.
+    const asTextEvents = streaming && "asTextEvents" in options && options.asTextEvents === true;
+    const message: RunnerMessage = { t: "req", id, payload: shared.payload, streaming, asTextEvents };
     // Packed once, before anything is sent: a bad payload changes nothing.
     let bytes: Buffer;
     try {
-      bytes = pack(message, "payload", this.#options.maxMessageBytes - shared.sharedBytes);
+      bytes = session.codec.pack(message, "payload", this.#options.maxMessageBytes - shared.sharedBytes);
     } catch (error) {
       releaseSegment(shared.segment);
       if (error instanceof MessageTooLargeError && shared.sharedBytes > 0) {
@@ -67,7 +68,7 @@ export class RequestSubmitter {
       grantCredit: (bytes) => {
         // Only rank 0's results are forwarded, so only rank 0 is held by the window.
         if (session.closed || !request.waitingOn.has(0)) return;
-        session.send(0, pack({ t: "credit", id, bytes } satisfies RunnerMessage)).catch(() => {});
+        session.send(0, session.codec.pack({ t: "credit", id, bytes } satisfies RunnerMessage)).catch(() => {});
       },
       creditThreshold: Math.max(1, Math.floor(this.#options.streamHighWaterMark / 4)),
       finished: () => {
@@ -136,7 +137,7 @@ export class RequestSubmitter {
 
   #sendCancel(session: ControlSession, request: PendingRequest, reason: CancelReason): void {
     if (session.closed) return;
-    const bytes = pack({ t: "cancel", id: request.id, reason } satisfies RunnerMessage);
+    const bytes = session.codec.pack({ t: "cancel", id: request.id, reason } satisfies RunnerMessage);
     for (const rank of request.waitingOn) {
       session.send(rank, bytes).catch(() => {});
     }

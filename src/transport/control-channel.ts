@@ -1,7 +1,9 @@
 import type { Logger } from "pino";
+import type { Codec } from "../codec/packer.js";
+import { createControlCodec } from "./shared-payload.js";
 import type { Router } from "zeromq";
 import { StreamDealer, StreamRouter, UNIX_ENDPOINT_PREFIX } from "./stream-sockets.js";
-import { bindZmqRunnerChannel, createZmqRankChannel } from "./zmq-channel.js";
+import { bindZmqRunnerChannel, connectZmqRankChannel } from "./zmq-channel.js";
 
 /**
  * The control channel between a runner and its ranks: one interface, two
@@ -24,6 +26,12 @@ export interface ControlChannel<Message> extends AsyncIterable<Message> {
   readonly closed: boolean;
   /** Closes the channel; the iteration ends. Idempotent. */
   close(): void;
+  /**
+   * The codec of this channel's messages, owned by it: it packs the
+   * references of payloads moved to shared memory and maps their segments
+   * when it unpacks them.
+   */
+  readonly codec: Codec;
 }
 
 /** The runner's end: yields `[identity, ...body]` from each rank (over tcp a large body comes in pieces, to join); sends to an identity. */
@@ -40,8 +48,6 @@ export interface RunnerChannel extends ControlChannel<Buffer[]> {
 
 /** A rank's end: one connection to the runner. */
 export interface RankChannel extends ControlChannel<Buffer[]> {
-  /** Connects to `endpoint`; sends before the connection is up wait for it. */
-  connect(endpoint: string): void;
   /** Sends one message to the runner. */
   send(frames: Buffer[]): Promise<void>;
   /** Rejects every send still waiting (the rank is exiting). */
@@ -76,13 +82,19 @@ export interface RunnerChannelOptions {
  */
 export async function openRunnerChannel(bind: string, options: RunnerChannelOptions): Promise<RunnerChannel> {
   if (bind.startsWith(UNIX_ENDPOINT_PREFIX)) {
-    return StreamRouter.bind(bind.slice(UNIX_ENDPOINT_PREFIX.length), { maxMessageBytes: options.maxMessageBytes, highWaterMark: CONTROL_HIGH_WATER_MARK, log: options.log });
+    return StreamRouter.bind(bind.slice(UNIX_ENDPOINT_PREFIX.length), {
+      maxMessageBytes: options.maxMessageBytes,
+      highWaterMark: CONTROL_HIGH_WATER_MARK,
+      codec: createControlCodec(),
+      log: options.log,
+    });
   }
   return bindZmqRunnerChannel(bind, {
     maxMessageBytes: options.maxMessageBytes,
     curveSecretKey: options.curveSecretKey,
     clientKeys: options.clientKeys,
     onDenied: options.onDenied ?? (() => {}),
+    codec: createControlCodec(),
     log: options.log,
   });
 }
@@ -103,17 +115,20 @@ export interface RankChannelOptions {
 
 /**
  * A rank's control channel for `options.endpoint`: the unix stream transport
- * for `unix:<path>`, else ZeroMQ. Not connected yet: `connect(endpoint)`
- * starts it, and sends before the connection is up wait for it.
+ * for `unix:<path>`, else ZeroMQ. It starts connecting at once; sends
+ * before the connection is up wait for it.
  */
 export function connectRankChannel(options: RankChannelOptions): RankChannel {
   if (options.endpoint.startsWith(UNIX_ENDPOINT_PREFIX)) {
-    return new StreamDealer(options.routingId, {
+    const dealer = new StreamDealer(options.routingId, {
       maxMessageBytes: options.maxMessageBytes,
       highWaterMark: CONTROL_HIGH_WATER_MARK,
       lingerMs: options.lingerMs,
+      codec: createControlCodec(),
       log: options.log,
     });
+    dealer.connect(options.endpoint);
+    return dealer;
   }
-  return createZmqRankChannel(options);
+  return connectZmqRankChannel({ ...options, codec: createControlCodec() });
 }

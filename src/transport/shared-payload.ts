@@ -1,6 +1,6 @@
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { addExtension } from "msgpackr";
+import { Codec, PackedReference, type ReferenceResolver } from "../codec/packer.js";
 import { SHM_DIR, SharedSegment, shmAvailable } from "../shm/index.js";
 import { viewKind, viewOver } from "../util/typed-views.js";
 import { replaceViews, walkData } from "../util/walk-data.js";
@@ -34,7 +34,7 @@ function sharedPayloadMinBytes(): number {
 const ALIGN = 8;
 
 /** What travels in place of a large buffer. */
-class SharedRef {
+class SharedRef extends PackedReference {
   constructor(
     readonly segment: string,
     readonly offset: number,
@@ -42,11 +42,17 @@ class SharedRef {
     readonly kind: string,
     /** An {@link allocSharedBuffer} segment: it outlives the request, so ranks keep their mapping of it. */
     readonly reusable: boolean,
-  ) {}
+  ) {
+    super();
+  }
+
+  encode(): Uint8Array {
+    return Buffer.from(JSON.stringify([this.segment, this.offset, this.length, this.kind, this.reusable ? 1 : 0]));
+  }
 }
 
 // Segments opened while one message is unpacked, so several buffers in one
-// payload share one mapping. Only set during `withSharedSegments`.
+// payload share one mapping. Only set while the resolver runs an unpack.
 let opened: Map<string, SharedSegment> | undefined;
 
 /**
@@ -107,12 +113,23 @@ export function holdKeptMappings(): () => void {
   };
 }
 
-addExtension({
-  Class: SharedRef,
-  type: 0x4d,
-  pack: (ref: SharedRef) => Buffer.from(JSON.stringify([ref.segment, ref.offset, ref.length, ref.kind, ref.reusable ? 1 : 0])),
-  unpack: (bytes: Buffer) => {
-    const [segment, offset, length, kind, reusable] = JSON.parse(bytes.toString()) as [string, number, number, string, number?];
+/**
+ * Resolves the references {@link offloadLargeBuffers} put in a message: maps
+ * each segment once per message, read-only, and returns views over it.
+ */
+const sharedSegmentReferences: ReferenceResolver = {
+  around<T>(unpack: () => T): T {
+    const outer = opened;
+    opened = new Map();
+    usedByUnpack = [];
+    try {
+      return unpack();
+    } finally {
+      opened = outer;
+    }
+  },
+  resolve(bytes: Uint8Array): unknown {
+    const [segment, offset, length, kind, reusable] = JSON.parse(Buffer.from(bytes).toString()) as [string, number, number, string, number?];
     let mapped = opened?.get(segment);
     if (!mapped) {
       mapped = reusable === 1 ? mapReusable(segment) : SharedSegment.open(segment, { readOnly: true });
@@ -121,18 +138,11 @@ addExtension({
     // Offsets are 8-aligned in a page-aligned mapping: the view never copies.
     return viewOver(Buffer.from(mapped.arrayBuffer, offset, length), kind);
   },
-});
+};
 
-/** Runs an unpack so that references to one segment share one mapping. */
-export function withSharedSegments<T>(fn: () => T): T {
-  const outer = opened;
-  opened = new Map();
-  usedByUnpack = [];
-  try {
-    return fn();
-  } finally {
-    opened = outer;
-  }
+/** A codec for control messages: it packs offloaded payloads' references and maps their segments when unpacking. */
+export function createControlCodec(): Codec {
+  return new Codec({ references: sharedSegmentReferences });
 }
 
 /** A payload with its large buffers moved to a segment, and the segment's name (to unlink later). */

@@ -2,6 +2,7 @@ import net from "node:net";
 import type { Logger } from "pino";
 import { TransportError } from "../errors.js";
 import { AsyncQueue } from "../util/async-queue.js";
+import type { Codec } from "../codec/packer.js";
 import type { RankChannel, RunnerChannel } from "./control-channel.js";
 import { bodyLength, COPY_MAX_BYTES, encodeMessage, encodePrefix, MAX_MESSAGE_BYTES, MessageDecoder } from "./stream-framing.js";
 
@@ -133,6 +134,8 @@ export interface StreamSocketOptions {
   maxMessageBytes: number;
   /** Unsent bytes per connection before a send waits, and unread bytes before reading pauses. */
   highWaterMark: number;
+  /** The channel's codec (control-channel.ts says what it does). */
+  codec: Codec;
   log: Logger;
 }
 
@@ -146,11 +149,13 @@ export class StreamRouter implements RunnerChannel {
   /** The endpoint ranks connect to (`unix:<path>`). */
   readonly endpoint: string;
   readonly zmqSocket = undefined;
+  readonly codec: Codec;
   #closed = false;
 
   private constructor(server: net.Server, path: string, options: StreamSocketOptions) {
     this.#server = server;
     this.#options = options;
+    this.codec = options.codec;
     this.#inbox = new Inbox(options.highWaterMark);
     this.endpoint = `${UNIX_ENDPOINT_PREFIX}${path}`;
     server.on("connection", (socket) => {
@@ -255,10 +260,12 @@ export class StreamDealer implements RankChannel {
   readonly #inbox: Inbox;
   #socket: net.Socket | undefined;
   #closed = false;
+  readonly codec: Codec;
 
   constructor(routingId: string, options: StreamSocketOptions & { lingerMs: number }) {
     this.#routingId = routingId;
     this.#options = options;
+    this.codec = options.codec;
     this.#inbox = new Inbox(options.highWaterMark);
   }
 

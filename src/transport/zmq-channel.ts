@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { Codec } from "../codec/packer.js";
 import { Context, Dealer, Router } from "zeromq";
 import type { RankChannel, RunnerChannel } from "./control-channel.js";
 import { splitFrame, TCP_FRAME_LIMIT } from "./frame-pieces.js";
@@ -25,6 +26,8 @@ export interface ZmqRunnerOptions {
   clientKeys?: readonly string[] | undefined;
   /** Hears of every connection refused at the handshake. */
   onDenied: (address: string, why: string) => void;
+  /** The channel's codec. */
+  codec: Codec;
   log: Logger;
 }
 
@@ -64,10 +67,10 @@ export async function bindZmqRunnerChannel(bind: string, options: ZmqRunnerOptio
     zap?.close();
     throw error;
   }
-  return new ZmqRunnerChannel(router, zap);
+  return new ZmqRunnerChannel(router, zap, options.codec);
 }
 
-/** Options of {@link createZmqRankChannel}. */
+/** Options of {@link connectZmqRankChannel}. */
 export interface ZmqRankOptions {
   routingId: string;
   /** The runner's endpoint: over `tcp://` large messages go in pieces. */
@@ -75,10 +78,12 @@ export interface ZmqRankOptions {
   maxMessageBytes: number;
   lingerMs: number;
   curve?: { serverKey: string; publicKey: string; secretKey: string } | undefined;
+  /** The channel's codec. */
+  codec: Codec;
 }
 
-/** A ZeroMQ DEALER for a rank, not yet connected. */
-export function createZmqRankChannel(options: ZmqRankOptions): RankChannel {
+/** A ZeroMQ DEALER for a rank, connecting to `options.endpoint` (ZeroMQ reconnects by itself). */
+export function connectZmqRankChannel(options: ZmqRankOptions): RankChannel {
   const { curve } = options;
   const dealer = new Dealer({
     routingId: options.routingId,
@@ -88,8 +93,9 @@ export function createZmqRankChannel(options: ZmqRankOptions): RankChannel {
     receiveHighWaterMark: ZMQ_HIGH_WATER_MARK_MESSAGES,
     ...(curve ? { curveServerKey: curve.serverKey, curvePublicKey: curve.publicKey, curveSecretKey: curve.secretKey } : {}),
   });
+  dealer.connect(options.endpoint);
   // Over tcp the runner takes frames of MAX_TCP_FRAME_BYTES at most (see frame-pieces.ts): larger messages go in pieces.
-  return new ZmqRankChannel(dealer, options.endpoint.startsWith("tcp://"));
+  return new ZmqRankChannel(dealer, options.endpoint.startsWith("tcp://"), options.codec);
 }
 
 /**
@@ -104,7 +110,11 @@ class ZmqRunnerChannel implements RunnerChannel {
   readonly endpoint: string;
 
   /** `zap`: over tcp, admits only the CURVE keys this runner gave its ranks; closed with the channel. */
-  constructor(router: Router, zap: ZapHandler | undefined) {
+  constructor(
+    router: Router,
+    zap: ZapHandler | undefined,
+    readonly codec: Codec,
+  ) {
     this.#router = router;
     this.#zap = zap;
     this.#sender = new SerialSender(router);
@@ -143,7 +153,11 @@ class ZmqRankChannel implements RankChannel {
   readonly #pieces: boolean;
 
   /** `pieces`: send large messages as frames of at most MAX_TCP_FRAME_BYTES (the runner joins them). */
-  constructor(dealer: Dealer, pieces: boolean) {
+  constructor(
+    dealer: Dealer,
+    pieces: boolean,
+    readonly codec: Codec,
+  ) {
     this.#dealer = dealer;
     this.#sender = new SerialSender(dealer);
     this.#pieces = pieces;
@@ -151,10 +165,6 @@ class ZmqRankChannel implements RankChannel {
 
   get closed(): boolean {
     return this.#dealer.closed;
-  }
-
-  connect(endpoint: string): void {
-    this.#dealer.connect(endpoint);
   }
 
   send(frames: Buffer[]): Promise<void> {

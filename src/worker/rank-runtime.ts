@@ -1,7 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { Logger } from "pino";
 import { containsRawImage, encodeImagesIn } from "../codec/images.js";
-import { pack, unpack } from "../codec/packer.js";
 import type { ProcessGroup } from "../collectives/index.js";
 import { requestScopesOf, type RequestScopes } from "../collectives/process-group.js";
 import type { WorkerDevice } from "../devices/index.js";
@@ -90,12 +89,11 @@ export class RankRuntime {
 
   /** Connects, says hello, and serves the runner's messages until teardown. */
   async run(): Promise<void> {
-    this.#channel.connect(this.#env.controlEndpoint);
     await this.#send({ t: "hello", rank: this.#env.rank, pid: process.pid, token: this.#env.token });
     for await (const frames of this.#channel) {
       let message: RunnerMessage;
       try {
-        message = unpack<RunnerMessage>(frames[0]!, "control message");
+        message = this.#channel.codec.unpack<RunnerMessage>(frames[0]!, "control message");
       } catch (error) {
         this.#log.warn({ err: error }, "ignoring a control message that could not be unpacked");
         continue;
@@ -255,6 +253,7 @@ export class RankRuntime {
       window: this.#env.streamWindow,
       maxMessageBytes: this.#env.maxMessageBytes,
       textEvents: asTextEvents,
+      codec: this.#channel.codec,
       send: (bytes) => this.#channel.send([bytes]),
     });
     const active: ActiveRequest = { id, streaming, controller, stream };
@@ -407,7 +406,7 @@ export class RankRuntime {
   #send(message: RankMessage): Promise<void> {
     let bytes: Buffer;
     try {
-      bytes = pack(message, describe(message), this.#env.maxMessageBytes);
+      bytes = this.#channel.codec.pack(message, describe(message), this.#env.maxMessageBytes);
     } catch (error) {
       return Promise.reject(error);
     }

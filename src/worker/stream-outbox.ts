@@ -1,5 +1,5 @@
 import { containsRawImage, encodeImagesIn, type ImageFormat } from "../codec/images.js";
-import { pack } from "../codec/packer.js";
+import type { Codec } from "../codec/packer.js";
 import { formatTextEvent } from "../codec/text-events.js";
 import { AbortError, MessageTooLargeError } from "../errors.js";
 import type { RankMessage, StreamItem } from "../transport/messages.js";
@@ -29,6 +29,8 @@ export interface StreamOutboxOptions {
    * its `addStreamingResult` call asked.
    */
   textEvents: boolean | undefined;
+  /** Packs the messages (the control channel's codec). */
+  codec: Codec;
   /** Hands one packed message to the control channel. */
   send(bytes: Buffer): Promise<void>;
 }
@@ -217,7 +219,7 @@ export class StreamOutbox {
     const message: RankMessage = { t: "items", id, items };
     let bytes: Buffer;
     try {
-      bytes = pack(message, `streaming results of request ${id}`, maxMessageBytes);
+      bytes = this.#options.codec.pack(message, `streaming results of request ${id}`, maxMessageBytes);
     } catch (error) {
       if (!(error instanceof MessageTooLargeError) || items.length === 1) throw error;
       const half = Math.ceil(items.length / 2);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { pack, unpack } from "../../src/codec/packer.js";
+import { Codec, PackedReference, pack, unpack } from "../../src/codec/packer.js";
 import { encodeImage, encodeImagesIn, isEncodedImage, isRawImage } from "../../src/codec/images.js";
 import { formatTextEvent, parseTextEvent, toJsonSafe } from "../../src/codec/text-events.js";
 import { decodeValue, encodeValue } from "../../src/collectives/wire.js";
@@ -52,6 +52,42 @@ const roundTrips: [string, (value: unknown) => unknown][] = [
 
 const cycle: Record<string, unknown> = {};
 cycle.self = cycle;
+
+class NamedRef extends PackedReference {
+  constructor(readonly name: string) {
+    super();
+  }
+  encode(): Uint8Array {
+    return Buffer.from(this.name);
+  }
+}
+
+describe("Codec instances", () => {
+  it("resolve references only through the resolver they were given, one unpack at a time", () => {
+    const rounds: string[][] = [];
+    const owning = new Codec({
+      references: {
+        around(unpackOnce) {
+          rounds.push([]);
+          return unpackOnce();
+        },
+        resolve: (bytes) => {
+          rounds.at(-1)!.push(Buffer.from(bytes).toString());
+          return `value of ${Buffer.from(bytes).toString()}`;
+        },
+      },
+    });
+    const bytes = owning.pack({ a: new NamedRef("seg-1"), b: [new NamedRef("seg-2")] });
+    expect(owning.unpack(bytes)).toEqual({ a: "value of seg-1", b: ["value of seg-2"] });
+    expect(rounds).toEqual([["seg-1", "seg-2"]]);
+  });
+
+  it("refuse a reference when they cannot resolve it, and the plain codec is one of those", () => {
+    const bytes = new Codec().pack({ a: new NamedRef("seg-1") });
+    expect(() => unpack(bytes, "reply")).toThrow(SerializationError);
+    expect(() => unpack(bytes, "reply")).toThrow(/reply could not be unpacked: a shared-memory reference/);
+  });
+});
 
 describe.each(roundTrips)("what crosses %s", (_, roundTrip) => {
   it.each<[string, unknown]>([

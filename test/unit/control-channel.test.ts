@@ -23,7 +23,6 @@ async function pair(): Promise<{ runner: RunnerChannel; rank: RankChannel }> {
   const runner = await openRunnerChannel(`unix:${join(dir, "control.sock")}`, { maxMessageBytes: 64 * 1024 * 1024, log });
   const rank = connectRankChannel({ routingId: "r0", endpoint: runner.endpoint, maxMessageBytes: 64 * 1024 * 1024, lingerMs: 0, log });
   open.push(runner, rank);
-  rank.connect(runner.endpoint);
   return { runner, rank };
 }
 

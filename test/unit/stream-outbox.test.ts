@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { unpack } from "../../src/codec/packer.js";
+import { plainCodec, unpack } from "../../src/codec/packer.js";
 import type { RankMessage, StreamItem } from "../../src/transport/messages.js";
 import { LARGE_ITEM_BYTES, MAX_BATCH, StreamOutbox, type OutboxResultOptions, type StreamOutboxOptions } from "../../src/worker/stream-outbox.js";
 
@@ -16,6 +16,7 @@ function outbox(options: Partial<StreamOutboxOptions> = {}) {
     window: 1024 * 1024,
     maxMessageBytes: 1024 * 1024,
     textEvents: undefined,
+    codec: plainCodec,
     send: async (bytes) => {
       sent.push(unpack(bytes) as Extract<RankMessage, { t: "items" }>);
     },
