@@ -80,10 +80,10 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
     // stops the dispatcher pulling from the runner, whose window stops the rank.
     const pump = (): void => {
       while (!sse.closed && !sse.full) {
-        const json = job.takeChunk();
-        if (json === undefined) return;
+        const frame = job.takeFrame();
+        if (frame === undefined) return;
         chunks++;
-        sse.data(json);
+        sse.frame(frame);
       }
     };
     job.on("chunk", pump);
@@ -92,9 +92,9 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
     void job.done.then(() => {
       job.off("chunk", pump);
       // The producer is done, so what is left is bounded: write it out.
-      for (let json = job.takeChunk(); json !== undefined && !sse.closed; json = job.takeChunk()) {
+      for (let frame = job.takeFrame(); frame !== undefined && !sse.closed; frame = job.takeFrame()) {
         chunks++;
-        sse.data(json);
+        sse.frame(frame);
       }
       if (job.status === "COMPLETED") {
         if (chunks === 0) sse.data(job.outputJson!);
