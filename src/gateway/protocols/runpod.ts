@@ -6,8 +6,7 @@
  * only protocol errors (unknown endpoint or job, bad key, bad body) are not.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import type { GatewayCore } from "../core.js";
-import type { Dispatcher } from "../dispatcher.js";
+import type { ProtocolCore } from "../core.js";
 import { durationToMs } from "../../util/timers.js";
 import { AppNotFoundError, BadRequestError } from "../errors.js";
 import type { Job } from "../job.js";
@@ -29,16 +28,17 @@ interface RunpodBody {
 }
 
 /** Registers the Runpod routes on `server`. */
-export function registerRunpodRoutes(server: FastifyInstance, core: GatewayCore, options: RunpodRouteOptions = {}): void {
+export function registerRunpodRoutes(server: FastifyInstance, core: ProtocolCore, options: RunpodRouteOptions = {}): void {
   const streamHoldMs = options.maxStreamHoldMs ?? 10_000;
 
-  const endpoint = (request: FastifyRequest<{ Params: EndpointParams }>): Dispatcher => {
+  /** The app the request names, once its key is checked. */
+  const endpoint = (request: FastifyRequest<{ Params: EndpointParams }>): string => {
     core.authorize(request);
     return runpodApp(core, request.params.endpoint);
   };
 
-  const submit = (request: FastifyRequest<{ Params: EndpointParams }>): { job: Job; dispatcher: Dispatcher } => {
-    const dispatcher = endpoint(request);
+  const submit = (request: FastifyRequest<{ Params: EndpointParams }>): Job => {
+    const app = endpoint(request);
     const body = request.body as RunpodBody | undefined;
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new BadRequestError('the body must be a JSON object like {"input": {...}}', 422);
     if (!("input" in body) || body.input === undefined) throw new BadRequestError('the body must have an "input" field', 400);
@@ -46,7 +46,7 @@ export function registerRunpodRoutes(server: FastifyInstance, core: GatewayCore,
     // Runpod gives it in ms; like every duration, it is refused above MAX_DURATION_SECONDS.
     const executionTimeout = policy.executionTimeout === undefined ? undefined : durationToMs(policy.executionTimeout, "policy.executionTimeout", { unit: "ms" });
     if (body.webhook !== undefined && (typeof body.webhook !== "string" || !/^https?:\/\//.test(body.webhook))) throw new BadRequestError("webhook must be an http(s) URL", 422);
-    const job = core.submit(dispatcher, {
+    return core.submit(app, {
       input: body.input,
       streaming: true,
       protocol: "runpod",
@@ -54,23 +54,21 @@ export function registerRunpodRoutes(server: FastifyInstance, core: GatewayCore,
       ...(executionTimeout === undefined ? {} : { timeoutMs: executionTimeout }),
       ...(typeof body.webhook === "string" ? { webhookUrl: body.webhook } : {}),
     });
-    return { job, dispatcher };
   };
 
   server.post("/v2/:endpoint/run", async (request: FastifyRequest<{ Params: EndpointParams }>, reply) => {
-    const { job } = submit(request);
+    const job = submit(request);
     return sendJson(reply, `{"id":${JSON.stringify(job.id)},"status":"IN_QUEUE"}`);
   });
 
   server.post("/v2/:endpoint/runsync", async (request: FastifyRequest<{ Params: EndpointParams; Querystring: WaitQuery }>, reply) => {
-    const { job } = submit(request);
+    const job = submit(request);
     await waitDone(job, waitMs(request.query.wait, 90_000));
     return sendJson(reply, runpodStatusBody(job));
   });
 
   const status = (wait: boolean) => async (request: FastifyRequest<{ Params: JobParams; Querystring: WaitQuery }>, reply: FastifyReply) => {
-    const dispatcher = endpoint(request);
-    const job = core.job(dispatcher.app.name, request.params.id);
+    const job = core.job(endpoint(request), request.params.id);
     if (wait) await waitDone(job, waitMs(request.query.wait, 90_000));
     return sendJson(reply, runpodStatusBody(job));
   };
@@ -81,8 +79,7 @@ export function registerRunpodRoutes(server: FastifyInstance, core: GatewayCore,
 
   // The SDK polls /stream with no delay: hold the answer until there are new chunks, the job ends, or the hold passes.
   server.get("/v2/:endpoint/stream/:id", async (request: FastifyRequest<{ Params: JobParams; Querystring: WaitQuery }>, reply) => {
-    const dispatcher = endpoint(request);
-    const job = core.job(dispatcher.app.name, request.params.id);
+    const job = core.job(endpoint(request), request.params.id);
     if (job.unreadChunks === 0 && !job.finished) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, waitMs(request.query.wait, streamHoldMs));
@@ -105,41 +102,39 @@ export function registerRunpodRoutes(server: FastifyInstance, core: GatewayCore,
   });
 
   server.post("/v2/:endpoint/cancel/:id", async (request: FastifyRequest<{ Params: JobParams }>, reply) => {
-    const dispatcher = endpoint(request);
-    const job = core.job(dispatcher.app.name, request.params.id);
-    if (dispatcher.cancel(job)) await waitDone(job, 5000);
+    const job = core.job(endpoint(request), request.params.id);
+    if (core.cancel(job)) await waitDone(job, 5000);
     return sendJson(reply, runpodStatusBody(job));
   });
 
   server.post("/v2/:endpoint/retry/:id", async (request: FastifyRequest<{ Params: JobParams }>, reply) => {
-    const dispatcher = endpoint(request);
-    const job = core.job(dispatcher.app.name, request.params.id);
-    if (!dispatcher.resubmit(job)) {
+    const job = core.job(endpoint(request), request.params.id);
+    if (!core.retry(job)) {
       return sendJson(reply, JSON.stringify({ id: job.id, status: job.status, error: `only FAILED, TIMED_OUT or CANCELLED jobs can be retried; this one is ${job.status}` }));
     }
     return sendJson(reply, `{"id":${JSON.stringify(job.id)},"status":"IN_QUEUE"}`);
   });
 
   server.post("/v2/:endpoint/purge-queue", async (request: FastifyRequest<{ Params: EndpointParams }>, reply) => {
-    const removed = endpoint(request).purge();
+    const removed = core.purge(endpoint(request));
     return sendJson(reply, JSON.stringify({ removed, status: "completed" }));
   });
 
   server.get("/v2/:endpoint/health", async (request: FastifyRequest<{ Params: EndpointParams }>, reply) => {
-    const dispatcher = endpoint(request);
-    const counts = dispatcher.pool.counts();
+    const { jobs, runners: counts } = core.health(endpoint(request));
     return reply.send({
-      jobs: dispatcher.stats(),
+      jobs,
       workers: { idle: counts.idle, initializing: counts.starting, ready: counts.idle + counts.busy, running: counts.busy, throttled: 0, unhealthy: 0 },
     });
   });
 }
 
 /** The app behind a Runpod endpoint id: `owner--alias`, or a unique alias. @throws {AppNotFoundError} */
-export function runpodApp(core: GatewayCore, endpointId: string): Dispatcher {
-  const exact = core.dispatchers.get(endpointId.replace("--", "/"));
-  if (exact) return exact;
-  const matches = [...core.dispatchers.values()].filter((d) => d.app.name.split("/")[1] === endpointId);
+export function runpodApp(core: ProtocolCore, endpointId: string): string {
+  const names = core.appNames();
+  const exact = endpointId.replace("--", "/");
+  if (names.includes(exact)) return exact;
+  const matches = names.filter((name) => name.split("/")[1] === endpointId);
   if (matches.length === 1) return matches[0]!;
   throw new AppNotFoundError(endpointId);
 }
