@@ -10,6 +10,7 @@ import { formatTextEvent } from "../../src/codec/text-events.js";
 import { createGateway, defineApp, type Gateway, type PoolRunner } from "../../src/gateway/index.js";
 import { Job } from "../../src/gateway/job.js";
 import { falWebhookBody } from "../../src/gateway/protocols/fal.js";
+import { placeRawJson } from "../../src/gateway/protocols/raw-json.js";
 import { runpodStatusBody } from "../../src/gateway/protocols/runpod.js";
 import { FakeRunnerLifecycle } from "../helpers/fake-runner.js";
 
@@ -101,5 +102,14 @@ describe("fal webhook bodies, byte for byte", () => {
     failed.start("r");
     failed.fail("FAILED", { type: "worker_error", message: 'no "luck"' });
     expect(falWebhookBody(failed)).toBe('{"request_id":"w-2","gateway_request_id":"w-2","status":"ERROR","error":"no \\"luck\\"","payload":{"detail":"no \\"luck\\"","error_type":"worker_error"}}');
+  });
+});
+
+describe("placeRawJson", () => {
+  it("puts JSON text at the key, never inside a string that quotes the key", () => {
+    const json = JSON.stringify({ note: '"output":null', output: null, after: 1 });
+    expect(placeRawJson(json, "output", '{"a":[1]}')).toBe('{"note":"\\"output\\":null","output":{"a":[1]},"after":1}');
+    expect(placeRawJson('{"stream":[]}', "stream", "[1,2]", "[]")).toBe('{"stream":[1,2]}');
+    expect(() => placeRawJson("{}", "output", "1")).toThrow(/no "output":null/);
   });
 });

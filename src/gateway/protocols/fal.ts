@@ -4,11 +4,13 @@
  * stream, result, cancel). Failed and cancelled requests end `COMPLETED` in
  * status, as fal's do, and their error comes from the result URL.
  */
+import fastJson, { type ObjectSchema } from "fast-json-stringify";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { secondsHeaderMs, type ProtocolCore } from "../core.js";
 import { BadRequestError } from "../errors.js";
 import type { Job, JobErrorType, JobLog, JobPriority } from "../job.js";
 import { SseWriter } from "../sse.js";
+import { placeRawJson } from "./raw-json.js";
 
 /** Options of {@link registerFalRoutes}. */
 export interface FalRouteOptions {
@@ -30,6 +32,26 @@ export const FAL_ERROR_STATUS: Readonly<Record<JobErrorType, number>> = Object.f
   cancelled: 400,
   shutdown: 400,
 });
+
+const WEBHOOK_IDS = { request_id: { type: "string" }, gateway_request_id: { type: "string" }, status: { type: "string" } } as const;
+
+/** The body of fal's webhook for a completed request: `status: "OK"`, `payload` the output. */
+export const FAL_WEBHOOK_OK_SCHEMA: Readonly<ObjectSchema> = Object.freeze({
+  type: "object",
+  properties: { ...WEBHOOK_IDS, payload: {} },
+  required: ["request_id", "gateway_request_id", "status", "payload"],
+});
+
+/** The body of fal's webhook for a failed request: `status: "ERROR"`, `error`, and `payload` `{detail, error_type}`. */
+export const FAL_WEBHOOK_ERROR_SCHEMA: Readonly<ObjectSchema> = Object.freeze({
+  type: "object",
+  properties: { ...WEBHOOK_IDS, error: { type: "string" }, payload: { type: "object", properties: { detail: { type: "string" }, error_type: { type: "string" } }, required: ["detail", "error_type"] } },
+  required: ["request_id", "gateway_request_id", "status", "error", "payload"],
+});
+
+// The output's JSON text is placed as it is (see raw-json.ts).
+const serializeWebhookOk = fastJson(FAL_WEBHOOK_OK_SCHEMA);
+const serializeWebhookError = fastJson(FAL_WEBHOOK_ERROR_SCHEMA);
 
 /** Registers the fal routes on `server`. */
 export function registerFalRoutes(server: FastifyInstance, core: ProtocolCore, options: FalRouteOptions = {}): void {
@@ -193,9 +215,11 @@ export function errorBody(job: Job): { detail: string; error_type: string } {
 
 /** The body fal's webhooks carry. */
 export function falWebhookBody(job: Job): string {
-  if (job.status === "COMPLETED") return `{"request_id":${JSON.stringify(job.id)},"gateway_request_id":${JSON.stringify(job.id)},"status":"OK","payload":${job.outputJson}}`;
+  if (job.status === "COMPLETED") {
+    return placeRawJson(serializeWebhookOk({ request_id: job.id, gateway_request_id: job.id, status: "OK", payload: null }), "payload", job.outputJson ?? "null");
+  }
   const body = errorBody(job);
-  return JSON.stringify({ request_id: job.id, gateway_request_id: job.id, status: "ERROR", error: body.detail, payload: body });
+  return serializeWebhookError({ request_id: job.id, gateway_request_id: job.id, status: "ERROR", error: body.detail, payload: body });
 }
 
 function sendResult(reply: FastifyReply, job: Job): FastifyReply {
