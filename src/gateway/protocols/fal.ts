@@ -67,6 +67,10 @@ export function registerFalRoutes(server: FastifyInstance, core: ProtocolCore, o
     await job.done;
     return sendResult(reply, job);
   };
+  // The proxy form with no target: the rewrite (http-server.ts) found no x-fal-target-url to route by.
+  server.all("/fal/proxy", async () => {
+    throw new BadRequestError("the proxy route needs an x-fal-target-url header pointing at https://fal.run/... or https://queue.fal.run/...");
+  });
   server.post("/fal/run/:owner/:alias", run);
   server.post("/fal/run/:owner/:alias/*", run);
 
