@@ -204,6 +204,7 @@ export function runpodStreamBody(job: Job, chunks: readonly string[]): string {
   return placeRawJson(body, "stream", `[${chunks.map((json) => placeRawJson(EMPTY_STREAM_ITEM, "output", json)).join(",")}]`, "[]");
 }
 
+/** Sends a body the serializers above wrote (fastify sends JSON text as it is, whatever the route's schema). */
 function sendJson(reply: FastifyReply, json: string): FastifyReply {
   return reply.code(200).type("application/json").send(json);
 }
