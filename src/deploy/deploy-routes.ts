@@ -12,7 +12,7 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { pino } from "pino";
 import { ValidationError } from "../errors.js";
-import type { GatewayCore } from "../gateway/core.js";
+import type { ProtocolCore } from "../gateway/core.js";
 import { wireError, sendWireError } from "../functions/function-server.js";
 import { FN_HEADERS } from "../functions/wire.js";
 import { MULTIRANK_VERSION } from "../version.js";
@@ -29,7 +29,7 @@ export const DEPLOY_ROUTES = Object.freeze({
 /** What {@link registerDeployRoutes} needs. */
 export interface DeployRoutesInit {
   deployments: Deployments;
-  core: GatewayCore;
+  core: ProtocolCore;
   authorizeAdmin: (request: FastifyRequest) => void;
 }
 

@@ -37,7 +37,7 @@ import {
 } from "../errors.js";
 import type { AppTable, ServedApp } from "../gateway/app-table.js";
 import { KeyChecker } from "../gateway/auth.js";
-import type { GatewayCore } from "../gateway/core.js";
+import type { ProtocolCore } from "../gateway/core.js";
 import { ConfigError, ForbiddenError, GatewayError, UnauthorizedError } from "../gateway/errors.js";
 import { acquireWhenFree, type RunnerLease } from "../gateway/runner-pool.js";
 import { isLoopback } from "../util/loopback.js";
@@ -94,7 +94,7 @@ export function functionServerKeys(options: FunctionServerOptions): FunctionServ
 /** What {@link registerFunctionRoutes} works with. */
 export interface FunctionRoutesInit extends FunctionServerOptions {
   keys: FunctionServerKeys;
-  core: GatewayCore;
+  core: ProtocolCore;
   table: AppTable;
   gpuCount: number;
   logger: Logger;

@@ -1,52 +1,99 @@
 /**
- * What the protocol modules share: apps by name, the job store, job creation
- * and the key check. Protocols translate HTTP to and from this; they never
- * touch runners.
+ * What the protocol modules share: the key check and a small set of
+ * operations on apps by name and on their jobs ({@link ProtocolCore}).
+ * Protocols translate HTTP to and from these; they never touch dispatchers,
+ * runners or the job store.
  */
 import { randomUUID } from "node:crypto";
 import type { FastifyRequest } from "fastify";
 import { durationToMs } from "../util/timers.js";
 import type { KeyChecker } from "./auth.js";
-import type { Dispatcher } from "./dispatcher.js";
+import type { Dispatcher, DispatcherStats } from "./dispatcher.js";
 import { AppNotFoundError, JobNotFoundError, UnauthorizedError } from "./errors.js";
 import { Job, type JobInit } from "./job.js";
 import { queryKeyOf } from "./redact.js";
 import type { JobStore } from "./job-store.js";
+import type { PoolCounts } from "./runner-pool.js";
 
-/** Options of {@link GatewayCore.submit}. */
+/** Options of {@link ProtocolCore.submit}. */
 export type SubmitOptions = Omit<JobInit, "id" | "app" | "timeoutMs"> & { timeoutMs?: number };
 
-/** The shared state protocols work on. */
-export class GatewayCore {
-  readonly dispatchers: ReadonlyMap<string, Dispatcher>;
-  readonly jobs: JobStore;
+/** An app's load, for Runpod's `/health`. */
+export interface AppHealth {
+  /** Job counts since boot. */
+  jobs: DispatcherStats;
+  /** The app's runners by state. */
+  runners: PoolCounts;
+}
+
+/**
+ * The operations a protocol (fal, Runpod, the page's JSON routes) works
+ * with. Apps are named (`owner/alias`); jobs are the {@link Job}s it hands
+ * out, which carry their own state, logs and stream. Dispatchers, pools and
+ * the job store stay behind it, so a protocol cannot reach a runner.
+ */
+export interface ProtocolCore {
+  /** True when the gateway checks API keys (some are configured). */
+  readonly keysRequired: boolean;
+  /**
+   * @throws {UnauthorizedError} unless the request carries an accepted key (header, or `fal_key` query for
+   *   EventSource, with `allowQueryKey`). The error never quotes the key it was given.
+   */
+  authorize(request: FastifyRequest, allowQueryKey?: boolean): void;
+  /** The names of the apps served now. */
+  appNames(): string[];
+  /** @throws {AppNotFoundError} unless `app` is served now. */
+  assertApp(app: string): void;
+  /** Creates, stores and queues a job of `app`. @throws {AppNotFoundError} {QueueFullError} {ShuttingDownError} */
+  submit(app: string, options: SubmitOptions): Job;
+  /** A job of `app` by id. @throws {JobNotFoundError} */
+  job(app: string, id: string): Job;
+  /** A job of `app` by id, or `undefined`. */
+  findJob(app: string, id: string): Job | undefined;
+  /** Jobs ahead of `job` in its queue (0 when it is next or started). */
+  position(job: Job): number;
+  /** Cancels a job: out of the queue, or aborted at the ranks. False when it had already finished. */
+  cancel(job: Job): boolean;
+  /**
+   * Queues a FAILED, TIMED_OUT or CANCELLED job again under the same id (Runpod `/retry`). False for
+   * other states, and while shutting down. @throws {AppNotFoundError} when its app is gone
+   */
+  retry(job: Job): boolean;
+  /** Cancels every queued job of `app` (Runpod `/purge-queue`); returns how many. @throws {AppNotFoundError} */
+  purge(app: string): number;
+  /** Job counts and runners of `app`. @throws {AppNotFoundError} */
+  health(app: string): AppHealth;
+  /** The app's last `limit` jobs still stored, newest first (an app that is gone still has its jobs). */
+  recentJobs(app: string, limit: number): Job[];
+}
+
+/** The gateway's {@link ProtocolCore}, over the app table's dispatchers and the job store. */
+export class GatewayCore implements ProtocolCore {
+  readonly #dispatchers: ReadonlyMap<string, Dispatcher>;
+  readonly #jobs: JobStore;
   readonly #keys: KeyChecker;
   readonly #chunkHighWaterMark: number | undefined;
+  /**
+   * The dispatcher that queued each job: an app replaced at runtime (`update`) has a new dispatcher under its
+   * name while the old one drains its jobs, and only the old one can take a job out of its queue.
+   */
+  readonly #owners = new WeakMap<Job, Dispatcher>();
 
-  /** `chunkHighWaterMark`: each streaming job's {@link JobInit.chunkHighWaterMark}. */
+  /**
+   * `dispatchers`: the live map of apps (apps come and go at runtime, so it is read at each call).
+   * `chunkHighWaterMark`: each streaming job's {@link JobInit.chunkHighWaterMark}.
+   */
   constructor(dispatchers: ReadonlyMap<string, Dispatcher>, jobs: JobStore, keys: KeyChecker, chunkHighWaterMark?: number) {
-    this.dispatchers = dispatchers;
-    this.jobs = jobs;
+    this.#dispatchers = dispatchers;
+    this.#jobs = jobs;
     this.#keys = keys;
     this.#chunkHighWaterMark = chunkHighWaterMark;
   }
 
-  /** True when the gateway checks API keys (some are configured). */
   get keysRequired(): boolean {
     return !this.#keys.open;
   }
 
-  /** The app's dispatcher. @throws {AppNotFoundError} */
-  app(name: string): Dispatcher {
-    const dispatcher = this.dispatchers.get(name);
-    if (!dispatcher) throw new AppNotFoundError(name);
-    return dispatcher;
-  }
-
-  /**
-   * @throws {UnauthorizedError} unless the request carries an accepted key (header, or `fal_key` query for EventSource).
-   * The error never quotes the key it was given.
-   */
   authorize(request: FastifyRequest, allowQueryKey = false): void {
     let header = request.headers.authorization;
     if (header === undefined && allowQueryKey) {
@@ -57,8 +104,16 @@ export class GatewayCore {
     if (!this.#keys.check(header)) throw new UnauthorizedError(header ? "invalid API key" : "missing API key: send Authorization: Key <id>:<secret>");
   }
 
-  /** Creates, stores and queues a job. @throws {QueueFullError} {ShuttingDownError} */
-  submit(dispatcher: Dispatcher, options: SubmitOptions): Job {
+  appNames(): string[] {
+    return [...this.#dispatchers.keys()];
+  }
+
+  assertApp(app: string): void {
+    this.#app(app);
+  }
+
+  submit(app: string, options: SubmitOptions): Job {
+    const dispatcher = this.#app(app);
     const job = new Job({
       ...(this.#chunkHighWaterMark === undefined ? {} : { chunkHighWaterMark: this.#chunkHighWaterMark }),
       ...options,
@@ -67,15 +122,60 @@ export class GatewayCore {
       timeoutMs: options.timeoutMs ?? dispatcher.app.timeout * 1000,
     });
     dispatcher.submit(job);
-    this.jobs.add(job);
+    this.#owners.set(job, dispatcher);
+    this.#jobs.add(job);
     return job;
   }
 
-  /** A job of `app` by id. @throws {JobNotFoundError} */
   job(app: string, id: string): Job {
-    const job = this.jobs.get(id);
-    if (!job || job.app !== app) throw new JobNotFoundError(id);
+    const job = this.findJob(app, id);
+    if (!job) throw new JobNotFoundError(id);
     return job;
+  }
+
+  findJob(app: string, id: string): Job | undefined {
+    const job = this.#jobs.get(id);
+    return job && job.app === app ? job : undefined;
+  }
+
+  position(job: Job): number {
+    return this.#owner(job).position(job);
+  }
+
+  cancel(job: Job): boolean {
+    return this.#owner(job).cancel(job);
+  }
+
+  // A retry goes to the app as it is served now, not to a dispatcher that was replaced.
+  retry(job: Job): boolean {
+    const dispatcher = this.#app(job.app);
+    if (!dispatcher.resubmit(job)) return false;
+    this.#owners.set(job, dispatcher);
+    return true;
+  }
+
+  purge(app: string): number {
+    return this.#app(app).purge();
+  }
+
+  health(app: string): AppHealth {
+    const dispatcher = this.#app(app);
+    return { jobs: dispatcher.stats(), runners: dispatcher.pool.counts() };
+  }
+
+  recentJobs(app: string, limit: number): Job[] {
+    return this.#jobs.recent(app, limit);
+  }
+
+  #owner(job: Job): Dispatcher {
+    return this.#owners.get(job) ?? this.#app(job.app);
+  }
+
+  /** @throws {AppNotFoundError} */
+  #app(name: string): Dispatcher {
+    const dispatcher = this.#dispatchers.get(name);
+    if (!dispatcher) throw new AppNotFoundError(name);
+    return dispatcher;
   }
 }
 

@@ -1,11 +1,14 @@
 /**
- * The gateway: a fastify server that serves apps over fal's and Runpod's
- * protocols, one dispatcher (queue + runner pool) per app.
+ * The gateway, put together: apps checked against this host, one dispatcher
+ * (queue + runner pool) per app in the app table, the core the protocols
+ * work through, and an HTTP server (http-server.ts) with the fal, Runpod and
+ * operations routes (ops-routes.ts), plus functions and deployments when
+ * asked. Runtime changes (`update`, `serveFunctions`) go through here too.
  */
-import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { cudaAvailability, listDevices } from "../devices/index.js";
-import { MultirankError, StateError, ValidationError } from "../errors.js";
+import { StateError, ValidationError } from "../errors.js";
 import { defaultLogger } from "../util/logger.js";
 import { unknownKey } from "../util/did-you-mean.js";
 import { durationToMs } from "../util/timers.js";
@@ -22,17 +25,14 @@ import { createHash } from "node:crypto";
 import { registerDeployRoutes } from "../deploy/deploy-routes.js";
 import { functionServerKeys, registerFunctionRoutes, type FunctionServerOptions } from "../functions/function-server.js";
 import { GatewayCore } from "./core.js";
-import { ConfigError, GatewayError, ShuttingDownError } from "./errors.js";
+import { ConfigError } from "./errors.js";
 import { GpuAllocator } from "./gpu-allocator.js";
 import { DEFAULT_CHUNK_HIGH_WATER_MARK, type Job } from "./job.js";
 import type { JobQueue } from "./job-queue.js";
 import { JobStore } from "./job-store.js";
 import type { GatewayMetrics } from "./metrics.js";
-import { registerPageRoutes } from "./page/page-routes.js";
-import { falWebhookBody, registerFalRoutes } from "./protocols/fal.js";
-import { registerRunpodRoutes, runpodStatusBody } from "./protocols/runpod.js";
-import { proxyTarget } from "./proxy.js";
-import { redactingLogger, rememberQueryKey, takeQuerySecrets } from "./redact.js";
+import { registerOpsRoutes } from "./ops-routes.js";
+import { redactingLogger } from "./redact.js";
 import type { RunnerFactory } from "./runner-pool.js";
 import { WebhookSender, type WebhookOptions } from "./webhook.js";
 
@@ -201,6 +201,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // A custom runner factory decides what `worker` means; the default one imports it as a module.
   if (!options.createRunner) await Promise.all(apps.map((app) => checkWorkerModule(app)));
 
+  // fastify, prom-client and fast-json-stringify (the protocols' serializers) load here, not when the package is
+  // imported: a rank imports it too, and serves no HTTP.
+  const [{ createHttpServer }, { GatewayMetrics: Metrics }, { registerFalRoutes, falWebhookBody }, { registerRunpodRoutes, runpodStatusBody }] = await Promise.all([
+    import("./http-server.js"),
+    import("./metrics.js"),
+    import("./protocols/fal.js"),
+    import("./protocols/runpod.js"),
+  ]);
   const gpus = new GpuAllocator(host.gpuCount);
   const jobs = new JobStore(resultTtl);
   const webhooks = new WebhookSender(options.webhooks ?? {}, logger);
@@ -210,77 +218,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   };
   const table = new AppTable({ logger, gpus, onFinished, createRunner: options.createRunner, createQueue: options.createQueue });
   for (const app of apps) table.add(app);
-  const dispatchers = table.dispatchers;
-  // fastify and prom-client load here, not when the package is imported: a rank imports it too, and serves no HTTP.
-  const [{ default: Fastify }, { GatewayMetrics: Metrics }] = await Promise.all([import("fastify"), import("./metrics.js")]);
-  const metrics = new Metrics(() => dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
+  const metrics = new Metrics(() => table.dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
   const functionKeys = options.functionServer ? functionServerKeys(options.functionServer) : undefined;
-  const core = new GatewayCore(dispatchers, jobs, new KeyChecker(keys, functionKeys?.callerKeys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
+  const core = new GatewayCore(table.dispatchers, jobs, new KeyChecker(keys, functionKeys?.callerKeys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
 
-  const server = Fastify({
-    loggerInstance: logger.child({ component: "http" }) as FastifyBaseLogger,
-    bodyLimit,
-    rewriteUrl: (request) => {
-      // fal's proxy form: one URL, the real target in x-fal-target-url.
-      const target = takeQuerySecrets(proxyTarget(request.url ?? "/", request.headers["x-fal-target-url"]));
-      // A key in the query (EventSource's ?fal_key=) leaves the URL here, before fastify or an error can quote it;
-      // the key check reads it from the side. fastify saved the URL as it came in originalUrl: redact that too.
-      if (target.falKey !== undefined) rememberQueryKey(request, target.falKey);
-      const raw = request as typeof request & { originalUrl?: string };
-      if (typeof raw.originalUrl === "string") raw.originalUrl = takeQuerySecrets(raw.originalUrl).url;
-      return target.url;
-    },
-    forceCloseConnections: "idle",
-    return503OnClosing: true,
-  });
-  server.removeContentTypeParser("application/json");
-  server.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
-    const text = (body as string).trim();
-    if (text === "") return done(null, undefined);
-    try {
-      done(null, JSON.parse(text));
-    } catch (error) {
-      const failure = new Error(`malformed JSON body: ${(error as Error).message}`) as Error & { statusCode: number };
-      failure.statusCode = 400;
-      done(failure, undefined);
-    }
-  });
-  server.setErrorHandler((error: FastifyError | MultirankError, request, reply) => sendError(error, request, reply));
-  server.setNotFoundHandler((request, reply) => {
-    const status = 404;
-    const message = `no route ${request.method} ${request.url.split("?")[0]}`;
-    if (request.url.startsWith("/fal/")) return reply.code(status).header("x-fal-error-type", "not_found").send({ detail: message, error_type: "not_found" });
-    return reply.code(status).send({ error: message });
-  });
-  server.addHook("onResponse", async (request, reply) => {
-    metrics.httpResponse(request.method, request.routeOptions.url ?? "unmatched", reply.statusCode, reply.elapsedTime / 1000);
-  });
-
+  const server = createHttpServer({ logger, bodyLimit, metrics });
   let closing: Promise<void> | undefined;
-  // Operations routes are public unless requireKeyForOps (a load balancer's probe or a scraper usually has no key).
-  const opsAuth = options.requireKeyForOps === true ? (request: FastifyRequest): void => core.authorize(request) : (): void => {};
-  server.get("/healthz", async (request, reply) => {
-    opsAuth(request);
-    const body = {
-      status: closing ? "shutting_down" : "ok",
-      apps: Object.fromEntries([...dispatchers].map(([name, d]) => [name, { queue: d.queueLength, running: d.runningCount, runners: d.pool.counts(), ...(d.pool.failures ? { failures: d.pool.failures() } : {}) }])),
-    };
-    return reply.code(closing ? 503 : 200).send(body);
-  });
-  server.get("/metrics", async (request, reply) => {
-    opsAuth(request);
-    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
-  });
-  server.get("/apps", async (request) => {
-    opsAuth(request);
-    return {
-      apps: table.apps.map((app) => ({ name: app.name, title: app.title, exampleInput: app.exampleInput, worldSize: app.worldSize, machineType: app.machineType ?? null })),
-    };
-  });
-  registerPageRoutes(server, core, { page: options.page ?? true, opsNeedKey: options.requireKeyForOps === true && core.keysRequired });
-  server.all("/fal/proxy", async () => {
-    throw new GatewayError("MULTIRANK_ERR_GATEWAY_BAD_REQUEST", "the proxy route needs an x-fal-target-url header pointing at https://fal.run/... or https://queue.fal.run/...", 400);
-  });
+  registerOpsRoutes(server, { core, table, metrics, requireKeyForOps: options.requireKeyForOps === true, page: options.page ?? true, closing: () => closing !== undefined });
   registerFalRoutes(server, core, { keepAliveMs: statusKeepAliveMs });
   registerRunpodRoutes(server, core, { maxStreamHoldMs: streamHoldMs });
   let deployments: Deployments | undefined;
@@ -400,27 +344,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   };
 }
 
-function sendError(error: FastifyError | MultirankError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  let status: number;
-  let type: string;
-  if (error instanceof GatewayError) {
-    status = error.statusCode;
-    type = error.code.replace("MULTIRANK_ERR_GATEWAY_", "").toLowerCase();
-  } else if (error instanceof ValidationError) {
-    status = 422;
-    type = "validation_error";
-  } else {
-    const fastifyStatus = (error as FastifyError).statusCode;
-    status = typeof fastifyStatus === "number" && fastifyStatus >= 400 && fastifyStatus < 500 ? fastifyStatus : 500;
-    type = status === 413 ? "payload_too_large" : status === 415 ? "unsupported_media_type" : status < 500 ? "bad_request" : "internal_error";
-  }
-  // A 503 while shutting down is the gateway doing what it was told, not a failure: no stack, no error level.
-  if (status >= 500 && !(error instanceof ShuttingDownError)) request.log.error({ err: error }, "request failed in the gateway");
-  else request.log.info({ status, reason: error.message }, "request refused");
-  if (request.url.startsWith("/fal/")) return reply.code(status).header("x-fal-error-type", type).send({ detail: error.message, error_type: type });
-  return reply.code(status).send({ error: error.message, code: (error as { code?: string }).code ?? type });
-}
-
 function isDefinition(app: AppDefinition | AppOptions): app is AppDefinition {
   return Object.isFrozen(app) && typeof (app as AppDefinition).keepAlive === "number" && typeof (app as AppDefinition).retries === "object";
 }
@@ -438,8 +361,6 @@ function hostInfo(options: GatewayOptions): HostInfo {
   }
   return { ...options.host, baseDir, gpuCount };
 }
-
-
 
 function chunkHighWaterMark(value: number | undefined): number {
   if (value === undefined) return DEFAULT_CHUNK_HIGH_WATER_MARK;

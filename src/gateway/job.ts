@@ -5,11 +5,12 @@
  *   IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED | TIMED_OUT | CANCELLED
  *        ↑_________↓ (a retry puts it back in the queue)
  *
- * Outputs and stream chunks are kept as JSON text, made once, so that every
- * reader (fal result, SSE, Runpod stream) sends them without re-encoding.
+ * Outputs are kept as JSON text, made once; stream chunks as the SSE frames
+ * (`data: <json>\n\n`) the ranks made, which an SSE reader sends untouched
+ * and a Runpod `/stream` reader opens to their JSON. Nothing is re-encoded.
  */
 import { EventEmitter } from "node:events";
-import { formatTextEvent } from "../codec/text-events.js";
+import { toJsonSafe } from "../codec/text-events.js";
 import { AbortError } from "../errors.js";
 
 /** Where a job is. Runpod's six states; fal maps the four final ones onto `COMPLETED`. */
@@ -73,7 +74,7 @@ export interface JobInit {
 /** Events of a {@link Job}. */
 export interface JobEvents {
   status: [status: JobStatus];
-  chunk: [json: string];
+  chunk: [frame: Buffer];
   log: [log: JobLog];
 }
 
@@ -105,8 +106,8 @@ export class Job extends EventEmitter<JobEvents> {
   #error: JobError | undefined;
   #workerId: string | undefined;
   readonly #logs: JobLog[] = [];
-  /** Chunks no reader has taken yet, oldest first, and their size in bytes (UTF-16 length, near enough). */
-  #chunks: string[] = [];
+  /** Chunks no reader has taken yet, as SSE frames, oldest first, and their size in bytes. */
+  #chunks: Buffer[] = [];
   #chunkBytes = 0;
   /** A producer waiting for readers to make room. */
   #spaceWaiters: Array<() => void> = [];
@@ -215,7 +216,8 @@ export class Job extends EventEmitter<JobEvents> {
 
   /** Ends the job with its output (any value; converted to JSON once). */
   complete(output: unknown): void {
-    this.completeWithJson(eventToJson(formatTextEvent(output === undefined ? null : output)));
+    // The JSON a text event would carry (images as data: URLs and so on), without the event around it.
+    this.completeWithJson(JSON.stringify(toJsonSafe(output === undefined ? null : output)) ?? "null");
   }
 
   /** Ends the job with output already in JSON text. */
@@ -255,8 +257,9 @@ export class Job extends EventEmitter<JobEvents> {
   }
 
   /**
-   * Adds a stream chunk (a `data: <json>\n\n` event or JSON text) for the
-   * readers, and emits `chunk`. Returns `undefined` while the unread chunks
+   * Adds a stream chunk for the readers, and emits `chunk`: an SSE frame
+   * (`data: <json>\n\n`, as `runner.stream(..., { asTextEvents: true })`
+   * yields it), kept as it is, or JSON text, framed here once. Returns `undefined` while the unread chunks
    * stay within {@link chunkHighWaterMark}; past it, a promise that resolves
    * once readers took enough (or the job ended, or its attempt was aborted):
    * the producer awaits it, so a reader that does not read holds the runner,
@@ -265,10 +268,10 @@ export class Job extends EventEmitter<JobEvents> {
   pushChunk(event: Buffer | string): Promise<void> | undefined {
     // A stopped attempt's leftovers reach nobody, and must not wait for a reader that is gone.
     if (this.finished || this.#abort?.signal.aborted) return undefined;
-    const json = typeof event === "string" ? event : eventToJson(event);
-    this.#chunks.push(json);
-    this.#chunkBytes += json.length;
-    this.emit("chunk", json);
+    const frame = typeof event === "string" ? Buffer.from(`data: ${event}\n\n`) : event;
+    this.#chunks.push(frame);
+    this.#chunkBytes += frame.length;
+    this.emit("chunk", frame);
     if (!this.#full()) return undefined;
     return new Promise<void>((resolve) => this.#spaceWaiters.push(resolve));
   }
@@ -284,16 +287,19 @@ export class Job extends EventEmitter<JobEvents> {
     this.#chunks = [];
     this.#chunkBytes = 0;
     this.#wakeProducer();
-    return chunks;
+    return chunks.map(eventToJson);
   }
 
-  /** Takes the oldest unread chunk, or `undefined` when there is none (an SSE connection, one at a time as it drains). */
-  takeChunk(): string | undefined {
-    const json = this.#chunks.shift();
-    if (json === undefined) return undefined;
-    this.#chunkBytes -= json.length;
+  /**
+   * Takes the oldest unread chunk as its SSE frame, to be written as it is,
+   * or `undefined` when there is none (an SSE connection, one at a time as it drains).
+   */
+  takeFrame(): Buffer | undefined {
+    const frame = this.#chunks.shift();
+    if (frame === undefined) return undefined;
+    this.#chunkBytes -= frame.length;
     if (!this.#full()) this.#wakeProducer();
-    return json;
+    return frame;
   }
 
   #full(): boolean {

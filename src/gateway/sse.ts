@@ -51,6 +51,12 @@ export class SseWriter {
     this.stream.write(event ? `event: ${event}\ndata: ${json}\n\n` : `data: ${json}\n\n`);
   }
 
+  /** Writes an SSE frame made elsewhere (a rank's `data: <json>\n\n`) as it is. */
+  frame(frame: Buffer): void {
+    if (this.#closed) return;
+    this.stream.write(frame);
+  }
+
   /** Writes a `:` comment line, which clients ignore: a keep-alive. */
   comment(text = "keep-alive"): void {
     if (!this.#closed) this.stream.write(`: ${text}\n\n`);

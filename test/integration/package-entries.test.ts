@@ -1,7 +1,8 @@
 /**
  * What importing the package costs a rank: the root entry and
- * `multirank/worker` load no HTTP server and no metrics library (they come
- * with `createGateway`), and the subpath entries resolve.
+ * `multirank/worker` load no HTTP server, no metrics library and no JSON
+ * serializer compiler (they come with `createGateway`), and the subpath
+ * entries resolve.
  */
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -25,10 +26,11 @@ function packagesLoadedBy(specifier: string): string[] {
 }
 
 describe("package entries", () => {
-  it.each(["multirank", "multirank/worker"])("%s loads neither fastify nor prom-client nor ajv", (specifier) => {
+  it.each(["multirank", "multirank/worker"])("%s loads neither fastify, prom-client, ajv nor the protocols' serializers", (specifier) => {
     const loaded = packagesLoadedBy(specifier);
     expect(loaded).not.toContain("fastify");
     expect(loaded).not.toContain("prom-client");
+    expect(loaded).not.toContain("fast-json-stringify");
     // Ajv checks benchmark reports; it comes with multirank/bench only.
     expect(loaded).not.toContain("ajv");
   });

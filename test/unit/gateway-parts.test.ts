@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { KeyChecker, keyFromHeader } from "../../src/gateway/auth.js";
 import { defineApp, parseMachineType, resolveApp, MemoryJobQueue } from "../../src/gateway/index.js";
+import { formatTextEvent } from "../../src/codec/text-events.js";
 import { eventToJson, Job } from "../../src/gateway/job.js";
 import { proxyTarget } from "../../src/gateway/proxy.js";
 
@@ -118,7 +119,7 @@ describe("Job", () => {
     void wait!.then(() => (resumed = true));
     await Promise.resolve();
     expect(resumed).toBe(false);
-    expect(j.takeChunk()).toBe(chunk); // one taken: back under the mark
+    expect(j.takeFrame()?.toString()).toBe(`data: ${chunk}\n\n`); // one taken: back under the mark
     await wait;
     expect(j.takeChunks()).toEqual([chunk]);
     // A cancel drops what nobody will read and never leaves the producer waiting.
@@ -142,6 +143,29 @@ describe("Job", () => {
     expect(j.error).toEqual({ type: "worker_error", message: "boom" });
     expect(j.logs.at(-1)).toMatchObject({ level: "ERROR", message: "boom", source: "gateway" });
   });
+
+  it("passes a rank's SSE frame to its reader untouched, and frames JSON text once", () => {
+    const j = new Job({ id: "frames", app: "a", input: {}, priority: "normal", streaming: true, timeoutMs: 1000 });
+    j.start("w-1");
+    const frame = formatTextEvent({ token: "é" });
+    const seen: Buffer[] = [];
+    j.on("chunk", (chunk) => seen.push(chunk));
+    j.pushChunk(frame);
+    j.pushChunk('{"token":"b"}');
+    expect(seen[0]).toBe(frame);
+    expect(j.takeFrame()).toBe(frame); // the very bytes the rank made
+    expect(j.takeFrame()?.toString()).toBe('data: {"token":"b"}\n\n');
+    expect(j.takeFrame()).toBeUndefined();
+  });
+
+  it.each([[{ a: 1, s: "x\ny" }], [undefined], [null], ["text"], [[1, 2]], [{ image: { content_type: "image/png", data: new Uint8Array([0]) } }]])(
+    "complete(%s) keeps the JSON a text event of the output carries",
+    (output) => {
+      const j = job("json");
+      j.complete(output);
+      expect(j.outputJson).toBe(eventToJson(formatTextEvent(output === undefined ? null : output)));
+    },
+  );
 
   it("eventToJson strips the SSE framing", () => {
     expect(eventToJson(Buffer.from('data: {"a":1}\n\n'))).toBe('{"a":1}');

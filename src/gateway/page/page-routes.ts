@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { ValidationError } from "../../errors.js";
-import type { GatewayCore } from "../core.js";
+import type { ProtocolCore } from "../core.js";
 import type { Job, JobLog } from "../job.js";
 import { RECENT_JOBS_PER_APP } from "../job-store.js";
 import { PAGE_HTML } from "./page.js";
@@ -45,7 +45,7 @@ const DEFAULT_LIMIT = 20;
  * whenever the gateway has keys, as the status routes that show the same
  * logs do, even where `/apps` and `/healthz` are public.
  */
-export function registerPageRoutes(server: FastifyInstance, core: GatewayCore, options: PageRouteOptions): void {
+export function registerPageRoutes(server: FastifyInstance, core: ProtocolCore, options: PageRouteOptions): void {
   if (options.page) server.get("/", async (_request, reply) => reply.type("text/html; charset=utf-8").send(PAGE_HTML));
   server.get("/page/info", async () => ({ keys: core.keysRequired, opsNeedKey: options.opsNeedKey }));
   server.get("/requests", async (request: FastifyRequest<{ Querystring: { app?: string; limit?: string } }>) => {
@@ -57,7 +57,7 @@ export function registerPageRoutes(server: FastifyInstance, core: GatewayCore, o
       throw new ValidationError(`query parameter limit must be an integer from 1 to ${RECENT_JOBS_PER_APP}, got ${JSON.stringify(request.query.limit)}`);
     }
     // An app that is gone (removed at runtime) still lists the requests it had: no 404.
-    return { app, requests: core.jobs.recent(app, limit).map(recentRequest) };
+    return { app, requests: core.recentJobs(app, limit).map(recentRequest) };
   });
 }
 

@@ -4,12 +4,13 @@
  * stream, result, cancel). Failed and cancelled requests end `COMPLETED` in
  * status, as fal's do, and their error comes from the result URL.
  */
+import fastJson, { type ObjectSchema } from "fast-json-stringify";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { secondsHeaderMs, type GatewayCore } from "../core.js";
-import type { Dispatcher } from "../dispatcher.js";
+import { secondsHeaderMs, type ProtocolCore } from "../core.js";
 import { BadRequestError } from "../errors.js";
 import type { Job, JobErrorType, JobLog, JobPriority } from "../job.js";
 import { SseWriter } from "../sse.js";
+import { placeRawJson } from "./raw-json.js";
 
 /** Options of {@link registerFalRoutes}. */
 export interface FalRouteOptions {
@@ -32,26 +33,52 @@ export const FAL_ERROR_STATUS: Readonly<Record<JobErrorType, number>> = Object.f
   shutdown: 400,
 });
 
+const WEBHOOK_IDS = { request_id: { type: "string" }, gateway_request_id: { type: "string" }, status: { type: "string" } } as const;
+
+/** The body of fal's webhook for a completed request: `status: "OK"`, `payload` the output. */
+export const FAL_WEBHOOK_OK_SCHEMA: Readonly<ObjectSchema> = Object.freeze({
+  type: "object",
+  properties: { ...WEBHOOK_IDS, payload: {} },
+  required: ["request_id", "gateway_request_id", "status", "payload"],
+});
+
+/** The body of fal's webhook for a failed request: `status: "ERROR"`, `error`, and `payload` `{detail, error_type}`. */
+export const FAL_WEBHOOK_ERROR_SCHEMA: Readonly<ObjectSchema> = Object.freeze({
+  type: "object",
+  properties: { ...WEBHOOK_IDS, error: { type: "string" }, payload: { type: "object", properties: { detail: { type: "string" }, error_type: { type: "string" } }, required: ["detail", "error_type"] } },
+  required: ["request_id", "gateway_request_id", "status", "error", "payload"],
+});
+
+// The output's JSON text is placed as it is (see raw-json.ts).
+const serializeWebhookOk = fastJson(FAL_WEBHOOK_OK_SCHEMA);
+const serializeWebhookError = fastJson(FAL_WEBHOOK_ERROR_SCHEMA);
+
 /** Registers the fal routes on `server`. */
-export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, options: FalRouteOptions = {}): void {
+export function registerFalRoutes(server: FastifyInstance, core: ProtocolCore, options: FalRouteOptions = {}): void {
   const keepAliveMs = options.keepAliveMs ?? 15_000;
 
   const run = async (request: FastifyRequest<{ Params: AppParams }>, reply: FastifyReply): Promise<FastifyReply> => {
     core.authorize(request);
-    const dispatcher = core.app(appName(request.params));
-    if (request.params["*"] === "stream") return stream(request, reply, dispatcher, request.body, false);
-    const job = core.submit(dispatcher, { input: objectInput(request.body), streaming: false, ...queueHeaders(request) });
-    cancelWhenClientLeaves(reply, dispatcher, job);
+    const app = appName(request.params);
+    core.assertApp(app);
+    if (request.params["*"] === "stream") return stream(request, reply, app, request.body, false);
+    const job = core.submit(app, { input: objectInput(request.body), streaming: false, ...queueHeaders(request) });
+    cancelWhenClientLeaves(reply, core, job);
     await job.done;
     return sendResult(reply, job);
   };
+  // The proxy form with no target: the rewrite (http-server.ts) found no x-fal-target-url to route by.
+  server.all("/fal/proxy", async () => {
+    throw new BadRequestError("the proxy route needs an x-fal-target-url header pointing at https://fal.run/... or https://queue.fal.run/...");
+  });
   server.post("/fal/run/:owner/:alias", run);
   server.post("/fal/run/:owner/:alias/*", run);
 
   // EventSource can only GET: the input travels as ?input=<json>, the key as ?fal_key=.
   server.get("/fal/run/:owner/:alias/stream", async (request: FastifyRequest<{ Params: AppParams; Querystring: { input?: string } }>, reply) => {
     core.authorize(request, true);
-    const dispatcher = core.app(appName(request.params));
+    const app = appName(request.params);
+    core.assertApp(app);
     let input: unknown = {};
     if (request.query.input) {
       try {
@@ -60,12 +87,12 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
         throw new BadRequestError(`query parameter input is not valid JSON: ${(error as Error).message}`);
       }
     }
-    return stream(request, reply, dispatcher, input, true);
+    return stream(request, reply, app, input, true);
   });
 
-  async function stream(request: FastifyRequest, reply: FastifyReply, dispatcher: Dispatcher, body: unknown, eventSource: boolean): Promise<FastifyReply> {
-    const job = core.submit(dispatcher, { input: objectInput(body), streaming: true, ...queueHeaders(request) });
-    const sse = new SseWriter(reply, () => dispatcher.cancel(job));
+  async function stream(request: FastifyRequest, reply: FastifyReply, app: string, body: unknown, eventSource: boolean): Promise<FastifyReply> {
+    const job = core.submit(app, { input: objectInput(body), streaming: true, ...queueHeaders(request) });
+    const sse = new SseWriter(reply, () => core.cancel(job));
     let firstChunk!: () => void;
     const first = new Promise<void>((resolve) => (firstChunk = resolve));
     job.once("chunk", firstChunk);
@@ -80,10 +107,10 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
     // stops the dispatcher pulling from the runner, whose window stops the rank.
     const pump = (): void => {
       while (!sse.closed && !sse.full) {
-        const json = job.takeChunk();
-        if (json === undefined) return;
+        const frame = job.takeFrame();
+        if (frame === undefined) return;
         chunks++;
-        sse.data(json);
+        sse.frame(frame);
       }
     };
     job.on("chunk", pump);
@@ -92,9 +119,9 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
     void job.done.then(() => {
       job.off("chunk", pump);
       // The producer is done, so what is left is bounded: write it out.
-      for (let json = job.takeChunk(); json !== undefined && !sse.closed; json = job.takeChunk()) {
+      for (let frame = job.takeFrame(); frame !== undefined && !sse.closed; frame = job.takeFrame()) {
         chunks++;
-        sse.data(json);
+        sse.frame(frame);
       }
       if (job.status === "COMPLETED") {
         if (chunks === 0) sse.data(job.outputJson!);
@@ -109,16 +136,17 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
 
   const submit = async (request: FastifyRequest<{ Params: AppParams }>, reply: FastifyReply): Promise<FastifyReply> => {
     core.authorize(request);
-    const dispatcher = core.app(appName(request.params));
+    const app = appName(request.params);
+    core.assertApp(app);
     const webhook = (request.query as Record<string, unknown>).fal_webhook;
     if (webhook !== undefined && (typeof webhook !== "string" || !isHttpUrl(webhook))) throw new BadRequestError("fal_webhook must be an http(s) URL");
-    const job = core.submit(dispatcher, {
+    const job = core.submit(app, {
       input: objectInput(request.body),
       streaming: false,
       ...queueHeaders(request),
       ...(typeof webhook === "string" ? { webhookUrl: webhook } : {}),
     });
-    return reply.header("x-fal-request-id", job.id).send({ status: "IN_QUEUE", ...urls(request, job), queue_position: dispatcher.position(job) });
+    return reply.header("x-fal-request-id", job.id).send({ status: "IN_QUEUE", ...urls(request, job), queue_position: core.position(job) });
   };
   server.post("/fal/queue/:owner/:alias", submit);
   server.post("/fal/queue/:owner/:alias/*", submit);
@@ -127,7 +155,8 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
     core.authorize(request);
     const name = appName(request.params);
     const job = core.job(name, request.params.id);
-    const body = statusBody(request, job, core.app(name), wantsLogs(request.query.logs) ? job.logs : null);
+    core.assertApp(name);
+    const body = statusBody(request, job, core, wantsLogs(request.query.logs) ? job.logs : null);
     return reply.code(job.finished ? 200 : 202).send(body);
   });
 
@@ -135,7 +164,7 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
     core.authorize(request);
     const name = appName(request.params);
     const job = core.job(name, request.params.id);
-    const dispatcher = core.app(name);
+    core.assertApp(name);
     const logs = wantsLogs(request.query.logs);
     const sse = new SseWriter(reply, () => cleanup());
     let sentLogs = 0;
@@ -144,7 +173,7 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
       const all = job.logs;
       const fresh = logs ? all.slice(Math.min(sentLogs, all.length)) : null;
       sentLogs = all.length;
-      sse.data(JSON.stringify(statusBody(request, job, dispatcher, fresh)));
+      sse.data(JSON.stringify(statusBody(request, job, core, fresh)));
       if (job.finished) cleanup();
     };
     const timer = setInterval(() => sse.comment(), keepAliveMs);
@@ -174,9 +203,10 @@ export function registerFalRoutes(server: FastifyInstance, core: GatewayCore, op
   server.put("/fal/queue/:owner/:alias/requests/:id/cancel", async (request: FastifyRequest<{ Params: RequestParams }>, reply) => {
     core.authorize(request);
     const name = appName(request.params);
-    const job = core.jobs.get(request.params.id);
-    if (!job || job.app !== name) return reply.code(404).send({ status: "NOT_FOUND" });
-    if (!core.app(name).cancel(job)) return reply.code(400).send({ status: "ALREADY_COMPLETED" });
+    const job = core.findJob(name, request.params.id);
+    if (!job) return reply.code(404).send({ status: "NOT_FOUND" });
+    core.assertApp(name);
+    if (!core.cancel(job)) return reply.code(400).send({ status: "ALREADY_COMPLETED" });
     return reply.code(202).send({ status: "CANCELLATION_REQUESTED" });
   });
 }
@@ -189,9 +219,11 @@ export function errorBody(job: Job): { detail: string; error_type: string } {
 
 /** The body fal's webhooks carry. */
 export function falWebhookBody(job: Job): string {
-  if (job.status === "COMPLETED") return `{"request_id":${JSON.stringify(job.id)},"gateway_request_id":${JSON.stringify(job.id)},"status":"OK","payload":${job.outputJson}}`;
+  if (job.status === "COMPLETED") {
+    return placeRawJson(serializeWebhookOk({ request_id: job.id, gateway_request_id: job.id, status: "OK", payload: null }), "payload", job.outputJson ?? "null");
+  }
   const body = errorBody(job);
-  return JSON.stringify({ request_id: job.id, gateway_request_id: job.id, status: "ERROR", error: body.detail, payload: body });
+  return serializeWebhookError({ request_id: job.id, gateway_request_id: job.id, status: "ERROR", error: body.detail, payload: body });
 }
 
 function sendResult(reply: FastifyReply, job: Job): FastifyReply {
@@ -205,9 +237,9 @@ function sendResult(reply: FastifyReply, job: Job): FastifyReply {
   return reply.code(FAL_ERROR_STATUS[type]).send(body);
 }
 
-function statusBody(request: FastifyRequest, job: Job, dispatcher: Dispatcher, logs: readonly JobLog[] | null): Record<string, unknown> {
+function statusBody(request: FastifyRequest, job: Job, core: ProtocolCore, logs: readonly JobLog[] | null): Record<string, unknown> {
   const links = urls(request, job);
-  if (job.status === "IN_QUEUE") return { status: "IN_QUEUE", ...links, queue_position: dispatcher.position(job), logs };
+  if (job.status === "IN_QUEUE") return { status: "IN_QUEUE", ...links, queue_position: core.position(job), logs };
   if (job.status === "IN_PROGRESS") return { status: "IN_PROGRESS", ...links, logs };
   const body: Record<string, unknown> = { status: "COMPLETED", ...links, logs, metrics: { inference_time: job.executionTimeMs / 1000 } };
   if (job.status !== "COMPLETED") Object.assign(body, { error: job.error?.message, error_type: job.error?.type });
@@ -233,9 +265,9 @@ function objectInput(body: unknown): unknown {
   return body;
 }
 
-function cancelWhenClientLeaves(reply: FastifyReply, dispatcher: Dispatcher, job: Job): void {
+function cancelWhenClientLeaves(reply: FastifyReply, core: ProtocolCore, job: Job): void {
   reply.raw.once("close", () => {
-    if (!reply.raw.writableFinished && !job.finished) dispatcher.cancel(job);
+    if (!reply.raw.writableFinished && !job.finished) core.cancel(job);
   });
 }
 

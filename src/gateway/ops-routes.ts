@@ -1,0 +1,50 @@
+/**
+ * The operations routes: `/healthz` (503 while shutting down), `/metrics`
+ * (Prometheus), `/apps`, and the web page's routes. Public unless
+ * `requireKeyForOps` (a load balancer's probe or a scraper usually has no key).
+ */
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { AppTable } from "./app-table.js";
+import type { GatewayCore } from "./core.js";
+import type { GatewayMetrics } from "./metrics.js";
+import { registerPageRoutes } from "./page/page-routes.js";
+
+/** What {@link registerOpsRoutes} reads. */
+export interface OpsRoutesInit {
+  core: GatewayCore;
+  /** The apps and their dispatchers, for health. */
+  table: AppTable;
+  metrics: GatewayMetrics;
+  /** Ask for a key on `/healthz`, `/metrics` and `/apps` (when the gateway has keys). */
+  requireKeyForOps: boolean;
+  /** Serve the web page at `/`. */
+  page: boolean;
+  /** True once the gateway is shutting down. */
+  closing: () => boolean;
+}
+
+/** Registers `/healthz`, `/metrics`, `/apps` and the page routes on `server`. */
+export function registerOpsRoutes(server: FastifyInstance, init: OpsRoutesInit): void {
+  const { core, table, metrics } = init;
+  const opsAuth = init.requireKeyForOps ? (request: FastifyRequest): void => core.authorize(request) : (): void => {};
+  server.get("/healthz", async (request, reply) => {
+    opsAuth(request);
+    const closing = init.closing();
+    const body = {
+      status: closing ? "shutting_down" : "ok",
+      apps: Object.fromEntries([...table.dispatchers].map(([name, d]) => [name, { queue: d.queueLength, running: d.runningCount, runners: d.pool.counts(), ...(d.pool.failures ? { failures: d.pool.failures() } : {}) }])),
+    };
+    return reply.code(closing ? 503 : 200).send(body);
+  });
+  server.get("/metrics", async (request, reply) => {
+    opsAuth(request);
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  server.get("/apps", async (request) => {
+    opsAuth(request);
+    return {
+      apps: table.apps.map((app) => ({ name: app.name, title: app.title, exampleInput: app.exampleInput, worldSize: app.worldSize, machineType: app.machineType ?? null })),
+    };
+  });
+  registerPageRoutes(server, core, { page: init.page, opsNeedKey: init.requireKeyForOps && core.keysRequired });
+}
