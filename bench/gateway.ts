@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import Fastify from "fastify";
 import { pino } from "pino";
-import { createGateway, defineApp } from "../src/gateway/index.js";
+import { createGateway, defineApp } from "../src/server/index.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const OUT_DIR = path.join(path.dirname(SELF), "out");

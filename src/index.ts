@@ -31,7 +31,7 @@ export {
   type RankDevicePlan,
   type WorkerDevice,
 } from "./devices/index.js";
-export * from "./gateway/index.js";
+export * from "./server/index.js";
 // The benchmark's entry point and its report's shape; the helpers that print and
 // check a report (table, chart, schema, progress bar, percentiles) are in `multirank/bench`.
 export { benchmarkWorldSizes } from "./benchmark/benchmark-world-sizes.js";

@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { findProjectConfig } from "../deploy/project-config.js";
 import { probeProject } from "../dev/project-probe.js";
-import { createGateway, type UpdateChange } from "../gateway/index.js";
+import { createGateway, type UpdateChange } from "../server/index.js";
 import { banner, countGpus } from "./serve.js";
 
 const USAGE = `usage: multirank dev [options]

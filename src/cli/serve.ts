@@ -10,7 +10,7 @@ import { pino } from "pino";
 import { cudaAvailability, listDevices } from "../devices/index.js";
 import { AbortError, MultirankError } from "../errors.js";
 import { findProjectConfig, type ProjectConfig } from "../deploy/project-config.js";
-import { createGateway, exampleApps, loadGatewayConfig } from "../gateway/index.js";
+import { createGateway, exampleApps, loadGatewayConfig } from "../server/index.js";
 import { sweepLeftovers } from "../shm/sweep.js";
 
 const USAGE = `usage: multirank serve [options]

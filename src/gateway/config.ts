@@ -10,7 +10,7 @@ import { ValidationError } from "../errors.js";
 import { unknownKey } from "../util/did-you-mean.js";
 import type { AppDefinition, AppOptions } from "./app.js";
 import { ConfigError } from "./errors.js";
-import { GATEWAY_OPTION_KEYS, type GatewayOptions } from "./gateway.js";
+import { GATEWAY_OPTION_KEYS, type GatewayOptions } from "./options.js";
 
 /** What a config module exports. */
 export type GatewayConfig = Omit<GatewayOptions, "createRunner" | "createQueue" | "logger" | "host">;

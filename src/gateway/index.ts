@@ -18,7 +18,7 @@ export {
   ShuttingDownError,
   UnauthorizedError,
 } from "./errors.js";
-export { createGateway, type Gateway, type GatewayOptions, type UpdateChange } from "./gateway.js";
+export type { GatewayOptions, UpdateChange } from "./options.js";
 export type { Job, JobError, JobErrorType, JobLog, JobPriority, JobStatus } from "./job.js";
 export { MemoryJobQueue, type JobQueue } from "./job-queue.js";
 export { isMachineType, parseMachineType, type MachineSpec, type MachineType } from "./machine-types.js";

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { RankError, type MultirankError } from "../errors.js";
-import { readErrorRecords } from "../worker/error-file.js";
+import { readErrorRecords } from "../transport/error-file.js";
 
 /**
  * Every error a runner keeps for `gatherErrors()`: what the ranks appended

@@ -10,7 +10,7 @@ import { connectRankChannel, type RankChannel } from "../transport/control-chann
 import { holdKeptMappings } from "../transport/shared-payload.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
-import { appendErrorRecord } from "./error-file.js";
+import { appendErrorRecord } from "../transport/error-file.js";
 import { RequestScheduler } from "./request-scheduler.js";
 import type { RankEnv } from "./rank-env.js";
 import { requestLogger, type RequestLogRecord } from "./request-log.js";

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { pino } from "pino";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { createGateway, defineApp } from "../../src/gateway/index.js";
+import { createGateway, defineApp } from "../../src/server/index.js";
 import { ownChildPids, waitFor } from "../helpers/processes.js";
 import { example, fixture } from "../helpers/runners.js";
 

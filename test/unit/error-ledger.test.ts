@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { RankError, TimeoutError } from "../../src/errors.js";
 import { ErrorLedger } from "../../src/runner/error-ledger.js";
-import { appendErrorRecord } from "../../src/worker/error-file.js";
+import { appendErrorRecord } from "../../src/transport/error-file.js";
 
 const dirs: string[] = [];
 afterEach(() => {

@@ -8,7 +8,7 @@ import { EventEmitter } from "node:events";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { createGateway, defineApp, type Gateway, type GatewayOptions, type PoolRunner } from "../../src/gateway/index.js";
+import { createGateway, defineApp, type Gateway, type GatewayOptions, type PoolRunner } from "../../src/server/index.js";
 import { closestName, editDistance } from "../../src/util/did-you-mean.js";
 
 const CONFIG = "MULTIRANK_ERR_GATEWAY_CONFIG";

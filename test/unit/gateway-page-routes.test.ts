@@ -6,7 +6,7 @@
  */
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { createGateway, defineApp, type Gateway, type GatewayOptions, type PoolRunner } from "../../src/gateway/index.js";
+import { createGateway, defineApp, type Gateway, type GatewayOptions, type PoolRunner } from "../../src/server/index.js";
 import { Job } from "../../src/gateway/job.js";
 import { JobStore, RECENT_JOBS_PER_APP } from "../../src/gateway/job-store.js";
 import { FakeRunnerLifecycle } from "../helpers/fake-runner.js";

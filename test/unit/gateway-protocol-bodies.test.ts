@@ -7,7 +7,7 @@
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { formatTextEvent } from "../../src/codec/text-events.js";
-import { createGateway, defineApp, type Gateway, type PoolRunner } from "../../src/gateway/index.js";
+import { createGateway, defineApp, type Gateway, type PoolRunner } from "../../src/server/index.js";
 import { Job } from "../../src/gateway/job.js";
 import { falWebhookBody } from "../../src/gateway/protocols/fal.js";
 import { placeRawJson } from "../../src/gateway/protocols/raw-json.js";

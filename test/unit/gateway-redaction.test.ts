@@ -6,7 +6,7 @@
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { createGateway, defineApp, type Gateway, type GatewayOptions, type PoolRunner } from "../../src/gateway/index.js";
+import { createGateway, defineApp, type Gateway, type GatewayOptions, type PoolRunner } from "../../src/server/index.js";
 import { redactingLogger, redactUrl, takeQuerySecrets } from "../../src/gateway/redact.js";
 import { FakeRunnerLifecycle } from "../helpers/fake-runner.js";
 

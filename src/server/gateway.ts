@@ -9,12 +9,13 @@ import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { cudaAvailability, listDevices } from "../devices/index.js";
 import { StateError, ValidationError } from "../errors.js";
+import { GATEWAY_OPTION_KEYS, type GatewayOptions, type UpdateChange } from "../gateway/options.js";
 import { defaultLogger } from "../util/logger.js";
 import { unknownKey } from "../util/did-you-mean.js";
 import { durationToMs } from "../util/timers.js";
-import { checkWorkerModule, defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "./app.js";
-import { checkKeys, KeyChecker } from "./auth.js";
-import { AppTable } from "./app-table.js";
+import { checkWorkerModule, defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "../gateway/app.js";
+import { checkKeys, KeyChecker } from "../gateway/auth.js";
+import { AppTable } from "../gateway/app-table.js";
 import { join, resolve } from "node:path";
 import { Deployments } from "../deploy/deployments.js";
 import type { ConfigFunction } from "../deploy/project-config.js";
@@ -24,111 +25,17 @@ import { bundleModule } from "../functions/bundle.js";
 import { createHash } from "node:crypto";
 import { registerDeployRoutes } from "../deploy/deploy-routes.js";
 import { functionServerKeys, registerFunctionRoutes, type FunctionServerOptions } from "../functions/function-server.js";
-import { GatewayCore } from "./core.js";
-import { ConfigError } from "./errors.js";
-import { GpuAllocator } from "./gpu-allocator.js";
-import { DEFAULT_CHUNK_HIGH_WATER_MARK, type Job } from "./job.js";
-import type { JobQueue } from "./job-queue.js";
-import { JobStore } from "./job-store.js";
-import type { GatewayMetrics } from "./metrics.js";
-import { registerOpsRoutes } from "./ops-routes.js";
-import { redactingLogger } from "./redact.js";
-import type { RunnerFactory } from "./runner-pool.js";
-import { WebhookSender, type WebhookOptions } from "./webhook.js";
-
-/**
- * Options of {@link createGateway}. Times are in seconds unless named `...Ms`,
- * and at most 365 days (`MAX_DURATION_SECONDS`).
- */
-export interface GatewayOptions {
-  /** The apps, from `defineApp` or as plain options. */
-  apps: ReadonlyArray<AppDefinition | AppOptions>;
-  /** Accepted API keys (`id:secret` for fal, any string for Runpod); none turns auth off. @default [] */
-  keys?: readonly string[];
-  /**
-   * With `keys`, also ask for a key on the operations routes `/healthz`,
-   * `/metrics` and `/apps` (public by default, so probes and scrapers need
-   * none). The web page at `/` stays public; it sends the key it is given.
-   * @default false
-   */
-  requireKeyForOps?: boolean;
-  /** Largest request body, bytes; larger ones get 413. @default 33554432 (32 MiB) */
-  bodyLimit?: number;
-  /**
-   * pino logger for request logs and everything else. API keys (in
-   * `Authorization`-like headers and in `fal_key`-like query parameters) are
-   * redacted from every line at every level.
-   * @default pino to stderr at MULTIRANK_LOG_LEVEL or "info"
-   */
-  logger?: Logger;
-  /** Folder relative worker paths resolve against. @default process.cwd() */
-  baseDir?: string;
-  /** Seconds to let queued and running requests finish on close before they are cancelled. @default 30 */
-  shutdownGrace?: number;
-  /** Seconds finished requests stay readable. @default 3600 */
-  resultTtl?: number;
-  /** Webhook retry policy. */
-  webhooks?: WebhookOptions;
-  /** Interval of `:` comments on status streams, ms. @default 15000 */
-  statusKeepAliveMs?: number;
-  /** Longest hold of Runpod `/stream`, ms. @default 10000 */
-  streamHoldMs?: number;
-  /**
-   * Bytes of a streaming job's results held for its reader (an SSE client, a
-   * Runpod `/stream` poller) before the gateway stops pulling from the runner;
-   * the runner's own window (`streamHighWaterMark`, 4 MiB) then holds the rank.
-   * @default 4194304 (4 MiB)
-   */
-  streamHighWaterMark?: number;
-  /** Serve the web page at `/` (its JSON routes, `/page/info` and `/requests`, are served either way). @default true */
-  page?: boolean;
-  /** Export Node's default process metrics too. @default false */
-  defaultMetrics?: boolean;
-  /** Override host facts (GPU count, environment), for tests and dry runs. @default discovered */
-  host?: Partial<Omit<HostInfo, "baseDir">>;
-  /** Makes runners. @default `new DistributedRunner(options)` */
-  createRunner?: RunnerFactory;
-  /** Makes each app's queue. @default a {@link MemoryJobQueue} */
-  createQueue?: (app: ResolvedApp) => JobQueue;
-  /**
-   * Serve remote functions too: clients register them (`server(url)` in
-   * `remote()`), and each becomes an app, `fn/<name>`. Off unless given;
-   * `multirank serve` turns it on.
-   */
-  functionServer?: FunctionServerOptions;
-}
-
-/** What {@link Gateway.update} did to one app or function. */
-export interface UpdateChange {
-  kind: "app" | "function";
-  name: string;
-  change: "added" | "updated" | "unchanged" | "removed";
-}
-
-// A record, not a list, so the compiler says when a new option is missing here.
-const GATEWAY_OPTION_KEY_SET = {
-  apps: true,
-  keys: true,
-  requireKeyForOps: true,
-  bodyLimit: true,
-  logger: true,
-  baseDir: true,
-  shutdownGrace: true,
-  resultTtl: true,
-  webhooks: true,
-  statusKeepAliveMs: true,
-  streamHoldMs: true,
-  streamHighWaterMark: true,
-  page: true,
-  defaultMetrics: true,
-  host: true,
-  createRunner: true,
-  createQueue: true,
-  functionServer: true,
-} satisfies Record<keyof GatewayOptions, true>;
-
-/** The fields of {@link GatewayOptions}, for unknown-key checks. */
-export const GATEWAY_OPTION_KEYS: readonly string[] = Object.freeze(Object.keys(GATEWAY_OPTION_KEY_SET));
+import { GatewayCore } from "../gateway/core.js";
+import { ConfigError } from "../gateway/errors.js";
+import { GpuAllocator } from "../gateway/gpu-allocator.js";
+import { DEFAULT_CHUNK_HIGH_WATER_MARK, type Job } from "../gateway/job.js";
+import type { JobQueue } from "../gateway/job-queue.js";
+import { JobStore } from "../gateway/job-store.js";
+import type { GatewayMetrics } from "../gateway/metrics.js";
+import { registerOpsRoutes } from "../gateway/ops-routes.js";
+import { redactingLogger } from "../gateway/redact.js";
+import type { RunnerFactory } from "../gateway/runner-pool.js";
+import { WebhookSender, type WebhookOptions } from "../gateway/webhook.js";
 
 /** A running gateway. */
 export interface Gateway {
@@ -204,10 +111,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // fastify, prom-client and fast-json-stringify (the protocols' serializers) load here, not when the package is
   // imported: a rank imports it too, and serves no HTTP.
   const [{ createHttpServer }, { GatewayMetrics: Metrics }, { registerFalRoutes, falWebhookBody }, { registerRunpodRoutes, runpodStatusBody }] = await Promise.all([
-    import("./http-server.js"),
-    import("./metrics.js"),
-    import("./protocols/fal.js"),
-    import("./protocols/runpod.js"),
+    import("../gateway/http-server.js"),
+    import("../gateway/metrics.js"),
+    import("../gateway/protocols/fal.js"),
+    import("../gateway/protocols/runpod.js"),
   ]);
   const gpus = new GpuAllocator(host.gpuCount);
   const jobs = new JobStore(resultTtl);
