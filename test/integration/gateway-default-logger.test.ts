@@ -5,7 +5,7 @@ import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
-const gatewayModule = new URL("../../src/gateway/index.ts", import.meta.url).href;
+const gatewayModule = new URL("../../src/server/index.ts", import.meta.url).href;
 
 describe("the gateway's default logger", () => {
   it("writes request logs to stderr and nothing to stdout", async () => {
