@@ -57,4 +57,22 @@ describe("collectives across hosts", () => {
       expect(s.at - killedAt).toBeLessThan(10_000);
     }
   }, 120_000);
+
+  it("a rank on the other host that goes silent with its sockets open (SIGSTOP, as a host cut off) is found by the heartbeats", async () => {
+    const ranks = await spawnRanks(4, SCRIPT, { SCENARIO: "kill" }, twoHosts);
+    await Promise.all(ranks.map((r) => r.waitFor("PROGRESS", 2)));
+    const stoppedAt = Date.now();
+    // Nothing closes: only the ZeroMQ heartbeats (0.75 s of silence) can tell.
+    ranks[2].child.kill("SIGSTOP");
+    const [r0, r1, r3] = (await Promise.all([0, 1, 3].map((r) => ranks[r].result))) as { error: ErrorInfo; at: number }[];
+    for (const s of [r0, r1]) {
+      expect(s.error.code).toBe("MULTIRANK_ERR_PEER_LOST");
+      expect(s.error.message).toContain("rank 2 on host host-b");
+      // About 1 s on an idle machine; the bound leaves room for a busy one and is half the all-reduce's timeout.
+      expect(s.at - stoppedAt).toBeLessThan(10_000);
+    }
+    // Rank 2's neighbour on host-b hears of it when the ranks on host-a leave the broken group.
+    expect(r3.error.code).toBe("MULTIRANK_ERR_PEER_LOST");
+    expect(r3.at - stoppedAt).toBeLessThan(10_000);
+  }, 120_000);
 });
