@@ -27,8 +27,8 @@ const GOODBYE_GRACE_MS = 150;
  * @throws whatever {@link bootstrap} throws.
  */
 export async function createCpuBackend(o: BootstrapOptions): Promise<CpuBackend> {
-  const { mesh, links, slots } = await bootstrap(o);
-  return new CpuBackend(o.rank, o.size, mesh, links, slots);
+  const { mesh, links, slots, hostNames } = await bootstrap(o);
+  return new CpuBackend(o.rank, o.size, mesh, links, slots, hostNames);
 }
 
 /** `result` copied into `out` when the caller gave one, else `result` itself. */
@@ -40,9 +40,9 @@ function into(out: Reducible | undefined, result: Reducible): Reducible {
 
 /**
  * The CPU backend: typed arrays and values in this process's memory, moved by
- * messages over a {@link MessageMesh} (unix stream links on one host,
- * ZeroMQ across hosts) and, on one host, large reductions through shared
- * memory. Small payloads go direct (everyone to everyone, one hop); large
+ * messages over a {@link MessageMesh} (unix stream links between ranks on
+ * one host, ZeroMQ over tcp between hosts, chosen per pair) and, when every
+ * rank is on one host, large reductions through shared memory. Small payloads go direct (everyone to everyone, one hop); large
  * reductions take the ring over sockets or the shared-memory path
  * (`algorithms/`). Every message carries the call's sequence number and
  * signature, so a mismatched call is caught before its bytes are used
@@ -65,6 +65,8 @@ export class CpuBackend implements CollectiveBackend {
   /** The shared-memory path, when this group has one. */
   readonly #shared: SharedMemoryReduce | undefined;
   readonly #departed = new Map<number, Error>();
+  /** Each rank's host name, by rank (errors name a lost peer's host). */
+  readonly #hostNames: readonly string[];
   #failureListener: (error: Error) => void = () => {};
   #failure: Error | undefined;
   #closing = false;
@@ -73,9 +75,11 @@ export class CpuBackend implements CollectiveBackend {
    * @param mesh carries the data messages.
    * @param links the peer links, watched for dead peers (may be `mesh` itself).
    * @param slots the shared buffers of large reductions, when every rank opened everyone's.
+   * @param hostNames each rank's host name, by rank.
    */
-  constructor(rank: number, size: number, mesh: MessageMesh, links: PeerLinks, slots: SharedBuffers | undefined) {
+  constructor(rank: number, size: number, mesh: MessageMesh, links: PeerLinks, slots: SharedBuffers | undefined, hostNames: readonly string[] = []) {
     this.rank = rank;
+    this.#hostNames = hostNames;
     this.size = size;
     this.#mesh = mesh;
     this.#links = links;
@@ -131,7 +135,7 @@ export class CpuBackend implements CollectiveBackend {
         return;
       }
       case "b": {
-        const error = new PeerLostError(`rank ${h.s} closed its process group`, { rank: h.s });
+        const error = new PeerLostError(`${this.#who(h.s)} closed its process group`, { rank: h.s });
         this.#departed.set(h.s, error);
         this.#mailbox.depart(h.s, error);
         this.#shared?.wake();
@@ -157,8 +161,14 @@ export class CpuBackend implements CollectiveBackend {
     // The goodbye travels on the other socket of the pair; give it a moment.
     setTimeout(() => {
       if (this.#closing || this.#failure || this.#departed.has(peer)) return;
-      this.#failureListener(new PeerLostError(`rank ${peer} disconnected from rank ${this.rank}: its process died or the network to it failed`, { rank: peer }));
+      this.#failureListener(new PeerLostError(`${this.#who(peer)} disconnected from rank ${this.rank}: its process died or the network to it failed`, { rank: peer }));
     }, GOODBYE_GRACE_MS).unref();
+  }
+
+  /** `rank 2 on host gpu-b`: how errors name a peer. */
+  #who(peer: number): string {
+    const host = this.#hostNames[peer];
+    return host === undefined ? `rank ${peer}` : `rank ${peer} on host ${host}`;
   }
 
   // ---- lifecycle -----------------------------------------------------------

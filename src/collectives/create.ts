@@ -11,8 +11,8 @@ import { createCpuBackend } from "./cpu-backend.js";
 /**
  * Joins the process group: rank 0 binds the rendezvous at
  * `tcp://masterAddr:masterPort`, the others connect, they swap where each
- * listens (unix sockets when all ranks share a host, else tcp) and from then
- * on talk directly.
+ * listens (unix sockets for peers on the same host, tcp with ZeroMQ and
+ * CURVE for peers on others) and from then on talk directly.
  * Every rank must call it; it resolves on each once all are connected. World
  * size 1 opens no socket at all.
  *

@@ -30,9 +30,17 @@ export interface LinkIdentity {
   rank: number;
 }
 
+/** A peer to link with: where it listens, and whether its link carries data messages. */
+export interface LinkTarget {
+  /** `unix:<path>` or `tcp:<host>:<port>`. */
+  address: string;
+  /** Whether the link carries the data (unix links do; tcp links only watch the peer, ZeroMQ carries the data). */
+  data: boolean;
+}
+
 /**
- * One stream socket per pair of ranks (unix sockets on one host, tcp across
- * hosts), for two jobs:
+ * One stream socket per pair of ranks (unix sockets between ranks on one
+ * host, tcp between hosts), for two jobs:
  *
  * - Death detection that costs nothing while all is well: when a process dies
  *   its kernel closes the socket and the peer sees `close` at once, without
@@ -44,7 +52,9 @@ export interface LinkIdentity {
  *   what a barrier costs.
  *
  * Over tcp a dead host is not noticed by `close`; ZeroMQ heartbeats on the
- * data sockets cover that case, so across hosts ZeroMQ carries the data.
+ * data sockets cover that case. And a tcp link is authenticated but not
+ * encrypted, so between hosts ZeroMQ with CURVE carries the data and the
+ * tcp links carry none ({@link LinkTarget.data}).
  *
  * The connecting side opens with its rank and a proof made with the group's
  * secret. The accepting side reads exactly that many bytes and nothing more
@@ -52,7 +62,7 @@ export interface LinkIdentity {
  * {@link HELLO_TIMEOUT_MS}, is destroyed and logged, and never becomes a link.
  */
 export class PeerLinks implements MessageMesh {
-  readonly #server: net.Server;
+  readonly #servers: net.Server[];
   readonly #sockets = new Map<number, net.Socket>();
   readonly #path: string | undefined;
   readonly #log: Logger;
@@ -70,76 +80,98 @@ export class PeerLinks implements MessageMesh {
   #accepted: (peer: number, socket: net.Socket, rest: Buffer) => void = (peer, socket, rest) => void this.#parked.push([peer, socket, rest]);
 
   readonly #identity: LinkIdentity;
+  readonly #kinds = new Map<number, "unix" | "tcp">();
+  readonly #warnedNoData = new Set<number>();
 
-  private constructor(server: net.Server, path: string | undefined, log: Logger, identity: LinkIdentity) {
-    this.#server = server;
+  private constructor(servers: net.Server[], path: string | undefined, log: Logger, identity: LinkIdentity) {
+    this.#servers = servers;
     this.#path = path;
     this.#log = log;
     this.#identity = identity;
-    server.on("connection", (socket) => {
-      socket.on("error", () => {});
-      this.#unlinked.add(socket);
-      socket.once("close", () => this.#unlinked.delete(socket));
-      const who = socket.remoteAddress ? `link peer ${socket.remoteAddress}:${socket.remotePort}` : "link peer on the unix socket";
-      const refuse = (why: string): void => {
-        identity.refusals.refuse(who, why);
-        socket.destroy();
-      };
-      const timer = setTimeout(() => refuse("no link hello in time"), HELLO_TIMEOUT_MS).unref();
-      socket.once("close", () => clearTimeout(timer));
-      // The connecting peer names itself with its rank (4 bytes) and proves it
-      // holds the secret; what follows is messages. Until then at most one read
-      // (a chunk) is held, so a stranger cannot make this process buffer more.
-      let hello: Buffer = Buffer.alloc(0);
-      const onHello = (d: Buffer): void => {
-        hello = hello.byteLength === 0 ? d : Buffer.concat([hello, d]);
-        if (hello.byteLength < HELLO_BYTES) return;
-        socket.off("data", onHello);
-        clearTimeout(timer);
-        if (this.#closed) return void socket.destroy();
-        const peer = hello.readUInt32LE(0);
-        if (!identity.auth.verify(hello.subarray(4, HELLO_BYTES), ...linkClaim(identity.groupId, peer, identity.rank))) {
-          return refuse("a link hello without a valid proof");
-        }
-        // Paused until link() attaches its reader, so no byte is read without one.
-        socket.pause();
-        this.#accepted(peer, socket, hello.subarray(HELLO_BYTES));
-      };
-      socket.on("data", onHello);
-    });
+    for (const server of servers) server.on("connection", (socket) => this.#accept(socket));
+  }
+
+  #accept(socket: net.Socket): void {
+    const identity = this.#identity;
+    socket.on("error", () => {});
+    this.#unlinked.add(socket);
+    socket.once("close", () => this.#unlinked.delete(socket));
+    const who = socket.remoteAddress ? `link peer ${socket.remoteAddress}:${socket.remotePort}` : "link peer on the unix socket";
+    const refuse = (why: string): void => {
+      identity.refusals.refuse(who, why);
+      socket.destroy();
+    };
+    const timer = setTimeout(() => refuse("no link hello in time"), HELLO_TIMEOUT_MS).unref();
+    socket.once("close", () => clearTimeout(timer));
+    // The connecting peer names itself with its rank (4 bytes) and proves it
+    // holds the secret; what follows is messages. Until then at most one read
+    // (a chunk) is held, so a stranger cannot make this process buffer more.
+    let hello: Buffer = Buffer.alloc(0);
+    const onHello = (d: Buffer): void => {
+      hello = hello.byteLength === 0 ? d : Buffer.concat([hello, d]);
+      if (hello.byteLength < HELLO_BYTES) return;
+      socket.off("data", onHello);
+      clearTimeout(timer);
+      if (this.#closed) return void socket.destroy();
+      const peer = hello.readUInt32LE(0);
+      if (!identity.auth.verify(hello.subarray(4, HELLO_BYTES), ...linkClaim(identity.groupId, peer, identity.rank))) {
+        return refuse("a link hello without a valid proof");
+      }
+      // Paused until link() attaches its reader, so no byte is read without one.
+      socket.pause();
+      this.#accepted(peer, socket, hello.subarray(HELLO_BYTES));
+    };
+    socket.on("data", onHello);
   }
 
   /**
-   * Listens on a unix socket at `path`, or on tcp `host` (random port) when
-   * `path` is undefined; accepts only peers that prove `identity`'s secret.
-   * Resolves with the address to give peers.
+   * Listens on a unix socket at `at.path` (for peers on this host) and/or on
+   * tcp `at.tcpHost`, a random port (for peers on other hosts); accepts only
+   * peers that prove `identity`'s secret, on either.
+   * Resolves with the unix address to give peers and the tcp port.
    */
-  static async listen(path: string | undefined, host: string, log: Logger, identity: LinkIdentity): Promise<{ links: PeerLinks; address: string }> {
-    const server = net.createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      if (path) server.listen(path, resolve);
-      else server.listen(0, host, resolve);
-    });
-    server.unref();
-    const a = server.address();
-    const address = typeof a === "string" ? `unix:${a}` : `tcp:${a!.family === "IPv6" ? `[${a!.address}]` : a!.address}:${a!.port}`;
-    return { links: new PeerLinks(server, path, log, identity), address };
+  static async listen(at: { path?: string; tcpHost?: string }, log: Logger, identity: LinkIdentity): Promise<{ links: PeerLinks; unix?: string; tcpPort?: number }> {
+    const listen = async (start: (server: net.Server, listening: () => void) => void): Promise<net.Server> => {
+      const server = net.createServer();
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        start(server, resolve);
+      });
+      server.unref();
+      return server;
+    };
+    const servers: net.Server[] = [];
+    try {
+      if (at.path !== undefined) servers.push(await listen((s, done) => s.listen(at.path, done)));
+      if (at.tcpHost !== undefined) servers.push(await listen((s, done) => s.listen(0, at.tcpHost, done)));
+    } catch (error) {
+      for (const s of servers) s.close();
+      throw error;
+    }
+    const tcp = at.tcpHost === undefined ? undefined : (servers.at(-1)!.address() as net.AddressInfo);
+    return { links: new PeerLinks(servers, at.path, log, identity), unix: at.path === undefined ? undefined : `unix:${at.path}`, tcpPort: tcp?.port };
   }
 
-  /** Links with every peer: connects to higher ranks, accepts lower ones. Resolves once all `size - 1` links are up. */
-  async link(rank: number, addresses: string[], signal: AbortSignal): Promise<void> {
-    const expected = addresses.length - 1;
+  /**
+   * Links with every peer in `targets` (by rank; none at `rank`): connects to
+   * higher ranks, accepts lower ones. Resolves once all are up.
+   */
+  async link(rank: number, targets: readonly (LinkTarget | undefined)[], signal: AbortSignal): Promise<void> {
+    const expected = targets.length - 1;
     await new Promise<void>((resolve, reject) => {
       const add = (peer: number, socket: net.Socket, rest: Buffer): void => {
         this.#unlinked.delete(socket);
-        if (this.#closed || this.#sockets.has(peer) || peer === rank || peer >= addresses.length) return void socket.destroy();
+        const target = targets[peer];
+        if (this.#closed || this.#sockets.has(peer) || peer === rank || !target) return void socket.destroy();
         this.#sockets.set(peer, socket);
         socket.unref();
         socket.setNoDelay(true);
         socket.setKeepAlive(true, 1000);
+        this.#kinds.set(peer, socket.remoteAddress === undefined ? "unix" : "tcp");
+        // Decided per link, not per message: a tcp link is authenticated but not
+        // encrypted, so data must come over CURVE, and whatever a tcp link brings is dropped.
         const decoder = new MessageDecoder(
-          (frames) => this.#receive(peer, frames),
+          target.data ? (frames) => this.#receive(peer, frames) : () => this.#noData(peer),
           (why) => {
             this.#log.warn({ peer, why }, "malformed message on the link to a peer; dropping the link");
             socket.destroy();
@@ -160,8 +192,8 @@ export class PeerLinks implements MessageMesh {
       signal.addEventListener("abort", onAbort, { once: true });
       this.#accepted = add;
       for (const [peer, socket, rest] of this.#parked.splice(0)) add(peer, socket, rest);
-      for (let peer = rank + 1; peer < addresses.length; peer++) {
-        const a = addresses[peer];
+      for (let peer = rank + 1; peer < targets.length; peer++) {
+        const a = targets[peer]!.address;
         const socket = a.startsWith("unix:")
           ? net.connect(a.slice(5))
           : net.connect(Number(a.slice(a.lastIndexOf(":") + 1)), a.slice(4, a.lastIndexOf(":")).replace(/^\[|\]$/g, ""));
@@ -179,6 +211,17 @@ export class PeerLinks implements MessageMesh {
     });
   }
 
+  #noData(peer: number): void {
+    if (this.#warnedNoData.has(peer)) return;
+    this.#warnedNoData.add(peer);
+    this.#log.warn({ peer }, "dropped a message on a tcp link, which carries no data (the data sockets do)");
+  }
+
+  /** How each linked peer is reached: `unix` or `tcp` (what the sockets are, for logs and tests). */
+  kinds(): ReadonlyMap<number, "unix" | "tcp"> {
+    return this.#kinds;
+  }
+
   #receive(peer: number, frames: Buffer[]): void {
     const header = frames.length > 0 ? unpackHeader(frames[0]) : undefined;
     // The sender is the link's peer, whatever the header claims.
@@ -188,8 +231,7 @@ export class PeerLinks implements MessageMesh {
     }
     if (this.#events) this.#events.onMessage(header, frames.slice(1));
     else if (this.#early.length < MAX_EARLY_MESSAGES) this.#early.push([header, frames.slice(1)]);
-    // Over tcp the links carry no data: a peer that sends anyway is not heard.
-    else this.#log.warn({ peer }, "dropped a message on a link that carries no data");
+    else this.#log.warn({ peer }, "dropped a message that came before the links started, past the limit");
   }
 
   /** Calls `listener(peer)` when the link to `peer` drops. */
@@ -242,7 +284,7 @@ export class PeerLinks implements MessageMesh {
         s.unref();
       } else s.destroy();
     }
-    this.#server.close();
+    for (const server of this.#servers) server.close();
     this.unlink();
   }
 }

@@ -154,3 +154,37 @@ export class ZmqMesh implements MessageMesh {
     this.#zap?.close();
   }
 }
+
+/**
+ * The mesh of a group that spans hosts: each peer's messages go over the
+ * unix link when it shares this rank's host, else over the ZeroMQ data
+ * sockets (tcp, CURVE). Only such groups pay for the per-message choice; on
+ * one host the links are the mesh.
+ */
+export class RoutedMesh implements MessageMesh {
+  readonly #links: MessageMesh;
+  readonly #zmq: MessageMesh;
+  /** By rank: whether the peer is on this host. */
+  readonly #local: readonly boolean[];
+
+  constructor(links: MessageMesh, zmq: MessageMesh, local: readonly boolean[]) {
+    this.#links = links;
+    this.#zmq = zmq;
+    this.#local = local;
+  }
+
+  /** Starts both: messages come from either, disconnects from the ZeroMQ side (the links report theirs through `onLost`). */
+  start(events: MeshEvents): void {
+    this.#links.start(events);
+    this.#zmq.start(events);
+  }
+
+  send(peer: number, frames: Buffer[]): Promise<void> {
+    return (this.#local[peer] ? this.#links : this.#zmq).send(peer, frames);
+  }
+
+  close(lingerMs: number): void {
+    this.#links.close(lingerMs);
+    this.#zmq.close(lingerMs);
+  }
+}

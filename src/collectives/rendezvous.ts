@@ -1,12 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { isIP } from "node:net";
-import os from "node:os";
 import * as zmq from "zeromq";
 import { Packr } from "msgpackr";
 import type { Logger } from "pino";
 import { TransportError, ValidationError } from "../errors.js";
 import { abortable } from "./abortable.js";
 import type { GroupAuth, RefusalLog } from "./auth.js";
+import { isHostIdentity, type HostIdentity } from "./host.js";
+import type { GroupTransport } from "./peer-plan.js";
 import type { PeerRecord } from "./peer-record.js";
 
 const packr = new Packr({ useRecords: false });
@@ -22,10 +23,13 @@ const MAX_TABLE_BYTES_PER_RANK = 1024;
 
 /** What rank 0 decides once every rank has said hello. */
 export interface RendezvousPlan {
-  transport: "ipc" | "tcp";
+  /** How pairs of ranks connect (see {@link GroupTransport}). */
+  transport: GroupTransport;
+  /** Each rank's host id, by rank (from the hellos). */
+  hosts: string[];
   /** Random id naming this group's unix socket and shared-memory files. */
   groupId: string;
-  /** Whether every rank asked for and can use `/dev/shm`. */
+  /** Whether every rank asked for and can use `/dev/shm` (only when all share one host). */
   sharedMemory: boolean;
 }
 
@@ -52,6 +56,8 @@ export interface RendezvousOptions {
   masterPort: number;
   transport: "auto" | "ipc" | "tcp";
   sharedMemory: boolean;
+  /** This rank's host, said in its hello. */
+  host: HostIdentity;
   /** Aborts with the reason to throw (a TimeoutError or AbortError). */
   signal: AbortSignal;
   log: Logger;
@@ -76,7 +82,7 @@ interface Nonces {
 
 type Msg = Nonces &
   (
-    | { t: "hello"; rank: number; size: number; host: string; shm: boolean }
+    | { t: "hello"; rank: number; size: number; host: HostIdentity; shm: boolean }
     | { t: "plan"; plan: RendezvousPlan }
     | { t: "endpoint"; rank: number; record: PeerRecord; shm: boolean }
     | { t: "table"; records: PeerRecord[]; shm: boolean }
@@ -122,7 +128,7 @@ function unpack(frame: Buffer | undefined): Msg | undefined {
 /**
  * Brings `size` ranks together. Rank 0 binds a ROUTER at
  * `tcp://masterAddr:masterPort`; the others connect DEALERs. Phases:
- * hello (rank, host) → plan (ipc or tcp, group id) → endpoint (each rank's
+ * hello (rank, host) → plan (ipc, mixed or tcp; every rank's host; group id) → endpoint (each rank's
  * {@link PeerRecord}: where its links and data socket listen) → table (all
  * records) → connected → go. The master
  * socket is closed afterwards, so the port is free for the next group.
@@ -162,7 +168,7 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
       throw new TransportError(`rank 0 cannot bind the rendezvous at ${address}: ${(cause as Error).message}`, { cause });
     }
     o.log.debug({ address }, "rendezvous bound");
-    const hosts: string[] = [os.hostname()];
+    const hosts: HostIdentity[] = [o.host];
     let shm = o.sharedMemory;
 
     // Receives until `have` holds a message of type `t` from every other rank.
@@ -187,6 +193,10 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
             await send(id!, m.fn, { t: "error", message: `rank ${m.rank} is out of range or already taken` });
             continue;
           }
+          if (!isHostIdentity(m.host)) {
+            await send(id!, m.fn, { t: "error", message: `rank ${m.rank} said no host identity in its hello (another multirank version?)` });
+            continue;
+          }
           if (t !== "hello") continue;
           ids.set(m.rank, id!);
           nonces.set(m.rank, m.fn);
@@ -203,10 +213,17 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
       hosts[rank] = m.host;
       shm &&= m.shm;
     });
-    const sameHost = hosts.every((h) => h === hosts[0]);
-    const transport = o.transport === "auto" ? (sameHost ? "ipc" : "tcp") : o.transport;
-    const plan: RendezvousPlan = { transport, groupId: randomBytes(6).toString("hex"), sharedMemory: shm && transport === "ipc" && sameHost };
-    o.log.debug({ plan, hosts }, "rendezvous plan");
+    const sameHost = hosts.every((h) => h.id === hosts[0]!.id);
+    // Per pair when the ranks span hosts: unix links where two share one, tcp between hosts.
+    const transport: GroupTransport = o.transport === "auto" ? (sameHost ? "ipc" : "mixed") : o.transport;
+    const plan: RendezvousPlan = {
+      transport,
+      hosts: hosts.map((h) => h.id),
+      groupId: randomBytes(6).toString("hex"),
+      // One host only: a reduction across hosts through /dev/shm within each would be hierarchical (not yet).
+      sharedMemory: shm && transport === "ipc" && sameHost,
+    };
+    o.log.debug({ plan, hosts: hosts.map((h) => h.name) }, "rendezvous plan");
     const toAll = (msg: Msg): void => {
       for (const [rank, id] of ids) void send(id, nonces.get(rank)!, msg);
     };
@@ -259,7 +276,7 @@ async function follower(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{
   };
   try {
     dealer.connect(address);
-    void send({ t: "hello", rank: o.rank, size: o.size, host: os.hostname(), shm: o.sharedMemory });
+    void send({ t: "hello", rank: o.rank, size: o.size, host: o.host, shm: o.sharedMemory });
     const planned = await expect("plan");
     const { plan } = planned;
     run = planned.run;

@@ -126,21 +126,25 @@ export interface ProcessGroupOptions {
    */
   backend?: "zmq";
   /**
-   * How peers reach each other: `ipc` (unix stream sockets, one host only),
-   * `tcp`, or `auto` (ipc when every rank reports the same hostname, else
-   * tcp). @default "auto"
+   * How peers reach each other: `auto` chooses per pair of ranks, unix
+   * stream sockets between ranks on one host and ZeroMQ over tcp (CURVE)
+   * between hosts (a host is a hostname, boot id, network and mount
+   * namespace; `MULTIRANK_HOST_ID` overrides it); `ipc` forces unix sockets
+   * (one host only); `tcp` forces tcp for every pair. @default "auto"
    */
   transport?: "auto" | "ipc" | "tcp";
   /**
    * Use shared memory in `/dev/shm` for large all-reduces and reduce-scatters
-   * when all ranks share a host (ignored over tcp or where `/dev/shm` is
+   * when all ranks share a host (ignored when they span hosts, over tcp or where `/dev/shm` is
    * missing): segments mapped by the native addon, or tmpfs files read and
    * written with pread/pwrite where the addon is not built. @default true
    */
   sharedMemory?: boolean;
   /**
-   * Address peers use to reach this rank over tcp. @default masterAddr when it is
-   * loopback, else `MULTIRANK_HOST_ADDR`, else the first non-internal IPv4 address
+   * Address peers on other hosts use to reach this rank over tcp (an IP, or
+   * a name: then bound on every interface). @default `MULTIRANK_HOST_ADDR`,
+   * else masterAddr when it is loopback, else this host's address on the
+   * route to masterAddr, else its first non-internal IPv4 address
    */
   hostAddr?: string;
   /** Default per-call timeout in seconds for collectives (see {@link CollectiveOptions.timeout}). @default 1800 */

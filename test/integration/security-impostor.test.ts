@@ -232,11 +232,11 @@ describe("security: peers without the secrets", () => {
     const secret = groupSecret();
     const { logger, lines } = capturingLogger();
     const identity = (rank: number) => ({ auth: new GroupAuth(secret), refusals: new RefusalLog(logger), groupId: "a1b2c3", rank });
-    const a = await PeerLinks.listen(undefined, "127.0.0.1", logger, identity(0));
-    const b = await PeerLinks.listen(undefined, "127.0.0.1", logger, identity(1));
+    const a = await PeerLinks.listen({ tcpHost: "127.0.0.1" }, logger, identity(0));
+    const b = await PeerLinks.listen({ tcpHost: "127.0.0.1" }, logger, identity(1));
     const links = [a.links, b.links];
     try {
-      const [host, port] = [a.address.slice(4, a.address.lastIndexOf(":")), Number(a.address.slice(a.address.lastIndexOf(":") + 1))];
+      const [host, port] = ["127.0.0.1", a.tcpPort!];
       // Each stranger claims rank 1 to rank 0: a bare rank (the old hello), a guessed proof, a proof made with another secret.
       const rankOne = Buffer.alloc(4);
       rankOne.writeUInt32LE(1);
@@ -258,7 +258,8 @@ describe("security: peers without the secrets", () => {
       expect(lines.filter((l) => l.includes("a link hello without a valid proof"))).toHaveLength(3);
 
       // The real peer links as if the strangers had not been there.
-      const addresses = [a.address, b.address];
+      // Told to carry data, as a unix link does (between hosts ZeroMQ carries it).
+      const addresses = [a, b].map((l) => ({ address: `tcp:127.0.0.1:${l.tcpPort!}`, data: true }));
       const signal = AbortSignal.timeout(10_000);
       await Promise.all([a.links.link(0, addresses, signal), b.links.link(1, addresses, signal)]);
       const got = new Promise<string>((resolve) => b.links.start({ onMessage: (h, frames) => resolve(`${h.s}:${frames[0]!.toString()}`), onDisconnect: () => {} }));

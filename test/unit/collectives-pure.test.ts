@@ -181,11 +181,26 @@ describe("call order and timeouts in the facade", () => {
 describe("peer records in the rendezvous table", () => {
   it("accepts what a rank publishes on one host and across hosts, after a msgpack round trip, and nothing else", () => {
     const packr = new Packr({ useRecords: false });
-    const oneHost = { links: "unix:/tmp/multirank-ab12-r1-p42.sock", pid: 42, shared: "mmap" };
-    const acrossHosts = { data: "tcp://10.0.0.2:41000", links: "tcp:10.0.0.2:41001", pid: 43, curveKey: "k".repeat(40) };
-    for (const record of [oneHost, acrossHosts, { links: "unix:/tmp/x.sock", pid: 1 }]) expect(isPeerRecord(packr.unpack(packr.pack(record)))).toBe(true);
-    // The space-separated string ranks published before, and records missing or mistyping a field.
-    for (const bad of ["links unix:/tmp/x.sock 42 mmap -", null, { pid: 42 }, { links: "unix:/x", pid: "42" }, { links: "unix:/x", pid: 1.5 }, { links: "unix:/x", pid: 1, shared: "gpu" }, { links: "unix:/x", pid: 1, data: 7 }]) {
+    const host = { id: "0123456789abcdef0123456789abcdef", name: "gpu-a" };
+    const remote = { links: "tcp:10.0.0.2:41001", data: "tcp://10.0.0.2:41000", curveKey: "k".repeat(40) };
+    const oneHost = { host, links: "unix:/tmp/multirank-ab12-r1-p42.sock", pid: 42, shared: "mmap" };
+    const acrossHosts = { host, remote, pid: 43 };
+    const both = { host, links: "unix:/tmp/x.sock", remote, pid: 44 };
+    for (const record of [oneHost, acrossHosts, both, { host, pid: 1 }]) expect(isPeerRecord(packr.unpack(packr.pack(record)))).toBe(true);
+    // The space-separated string ranks published before, records of the version before (no host), and records missing or mistyping a field.
+    const bads = [
+      "links unix:/tmp/x.sock 42 mmap -",
+      null,
+      { links: "unix:/x", pid: 42 },
+      { host, links: "unix:/x", pid: "42" },
+      { host, links: "unix:/x", pid: 1.5 },
+      { host, links: "unix:/x", pid: 1, shared: "gpu" },
+      { host: { id: "", name: "a" }, pid: 1 },
+      { host, pid: 1, links: 7 },
+      { host, pid: 1, remote: { ...remote, data: 7 } },
+      { host, pid: 1, remote: { links: "tcp:10.0.0.2:1", data: "tcp://10.0.0.2:2" } },
+    ];
+    for (const bad of bads) {
       expect(isPeerRecord(bad), JSON.stringify(bad)).toBe(false);
     }
   });
