@@ -28,6 +28,8 @@ export class HeartbeatMonitor {
   readonly #intervalMs: number;
   readonly #hooks: HeartbeatHooks;
   readonly #lastHeard: number[];
+  /** Ranks judged; all of them after {@link start}, each from its {@link watch} otherwise. */
+  readonly #watched: boolean[];
   #timer: NodeJS.Timeout | undefined;
   #expectedTick = 0;
   #n = 0;
@@ -42,13 +44,23 @@ export class HeartbeatMonitor {
     this.#intervalMs = Math.max(10, Math.min(MAX_INTERVAL_MS, Math.floor(timeoutMs / PINGS_PER_TIMEOUT)));
     this.#hooks = hooks;
     this.#lastHeard = new Array<number>(worldSize).fill(0);
+    this.#watched = new Array<boolean>(worldSize).fill(false);
   }
 
   /** Starts pinging; every rank's clock starts now. */
   start(): void {
     if (this.#stopped || this.#timer) return;
     this.#lastHeard.fill(this.#now());
+    this.#watched.fill(true);
     this.#schedule();
+  }
+
+  /** Judges `rank` from now on (a rank that joined); pinging starts with the first. */
+  watch(rank: number): void {
+    if (this.#stopped || rank >= this.#watched.length) return;
+    this.#lastHeard[rank] = this.#now();
+    this.#watched[rank] = true;
+    if (!this.#timer) this.#schedule();
   }
 
   /** A message came from `rank`: it is alive. */
@@ -82,6 +94,7 @@ export class HeartbeatMonitor {
       if (this.#stopped) return;
       const now = this.#now();
       for (let rank = 0; rank < this.#lastHeard.length; rank++) {
+        if (!this.#watched[rank]) continue;
         const silent = now - this.#lastHeard[rank]!;
         if (silent > this.#timeoutMs) {
           this.stop();
