@@ -277,6 +277,9 @@ export class ControlSession {
 
   /** Fails every request in flight with `error` (the group failed). */
   failRequests(error: MultirankError): void {
+    // Joined ranks cannot be killed from here: the live ones must drop the
+    // requests themselves, or their teardown would wait for them.
+    if (this.#joins) for (const id of this.requests.keys()) this.sendToConnected(this.codec.pack({ t: "cancel", id, reason: "failed" } satisfies RunnerMessage));
     for (const request of this.requests.values()) request.fail(error);
   }
 

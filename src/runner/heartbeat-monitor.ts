@@ -93,14 +93,22 @@ export class HeartbeatMonitor {
     setImmediate(() => {
       if (this.#stopped) return;
       const now = this.#now();
+      // Of several silent ranks, the one silent longest went first: the
+      // others may only have followed it (their group broke when it died).
+      let worst = -1;
+      let worstSilent = this.#timeoutMs;
       for (let rank = 0; rank < this.#lastHeard.length; rank++) {
         if (!this.#watched[rank]) continue;
         const silent = now - this.#lastHeard[rank]!;
-        if (silent > this.#timeoutMs) {
-          this.stop();
-          this.#hooks.hung(rank, silent);
-          return;
+        if (silent > worstSilent) {
+          worst = rank;
+          worstSilent = silent;
         }
+      }
+      if (worst >= 0) {
+        this.stop();
+        this.#hooks.hung(worst, worstSilent);
+        return;
       }
       this.#schedule();
     });
