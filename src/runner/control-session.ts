@@ -23,6 +23,14 @@ import { RankJoins, type JoinedRank } from "./rank-joins.js";
 const SIGTERM_GRACE_MS = 2000;
 /** Attach mode: how long joined ranks get to finish a teardown when the group failed (nothing can be killed from here). */
 const ATTACH_TEARDOWN_GRACE_MS = 2000;
+/**
+ * Attach mode: the silence allowed a joined rank until it is set up, if
+ * longer than `heartbeatTimeout`. Loading the worker (tsx compiling it, a
+ * synchronous model load) may block its event loop; a rank killed meanwhile
+ * is still noticed within this, not at the start timeout. The spawn mode's
+ * heartbeat default.
+ */
+const SETUP_SILENCE_MS = 60_000;
 /** How long messages a dead rank sent before it died get to arrive before its requests fail. */
 const LAST_MESSAGES_GRACE_MS = 50;
 
@@ -435,6 +443,7 @@ export class ControlSession {
         return;
       }
       case "ready":
+        this.#heartbeats?.settle(rank);
         this.#ready.add(rank);
         this.devices[rank] = message.device as WorkerDevice;
         this.#checkStartup();
@@ -479,7 +488,7 @@ export class ControlSession {
     this.#routingIds[rank] = identity;
     this.#rankOf.set(identity.toString("latin1"), rank);
     this.#connected.add(rank);
-    this.#heartbeats?.watch(rank);
+    this.#heartbeats?.watch(rank, SETUP_SILENCE_MS);
     this.#log.info({ rank, host, pid }, `rank ${rank} joined from ${host}`);
     if (!joins.complete) return;
     const setup = this.#attach!.setupFor(joins.rendezvous());

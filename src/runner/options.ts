@@ -97,7 +97,8 @@ export interface DistributedRunnerOptions {
    * the moment each rank joins (setup included): a rank on another host can
    * vanish without an exit the runner could see (killed, host unreachable),
    * and its requests then fail within `heartbeatTimeout` plus one ping
-   * interval (a quarter of it, at most 5 s): 12.5 s by default.
+   * interval (a quarter of it, at most 5 s): 12.5 s by default. Until a
+   * joined rank is set up it may be silent for 60 s (or this, if longer).
    * @default 60 (10 with `launcher: "external"`)
    */
   heartbeatTimeout?: number;

@@ -172,7 +172,7 @@ describe("attach mode: ranks started by another launcher", () => {
     runner.once("listening", () => launchRank(runner.joinInfo, 1, 3));
     const error = await runner.start({ timeout: 3 }).catch((e: unknown) => e as Error & { code?: string });
     expect(error).toMatchObject({ code: "MULTIRANK_ERR_TIMEOUT" });
-    expect(error.message).toMatch(/ranks that never joined: 0, 2 \(of 3/);
+    expect((error as Error).message).toMatch(/ranks that never joined: 0, 2 \(of 3/);
     expect(runner.state).toBe("failed");
     // The rank that came was told to leave.
     expect(await children[0]!.exited).toBe(0);
@@ -196,7 +196,7 @@ describe("attach mode: ranks started by another launcher", () => {
       (e: unknown) => e as Error & { code?: string },
     );
     expect(error).toMatchObject({ code: "MULTIRANK_ERR_TIMEOUT" });
-    expect(error!.message).toMatch(/the launcher did not restart the ranks: .*ranks that never joined: 0, 1/);
+    expect((error as Error).message).toMatch(/the launcher did not restart the ranks: .*ranks that never joined: 0, 1/);
     expect(await Promise.all(second.map((r) => r.exited))).toEqual([0, 0]);
   }, 90_000);
 });
