@@ -227,13 +227,19 @@ export class RankHungError extends MultirankError {
   static override readonly brand = "MULTIRANK_ERR_RANK_HUNG";
   /** How long the rank had been silent when it was declared hung, ms. */
   readonly silentMs: number;
-  constructor(rank: number, silentMs: number, timeoutMs: number) {
+  /** The rank's host, for a rank that joined (attach mode); undefined for a spawned rank. */
+  readonly host: string | undefined;
+  /** `host`: where a joined rank runs; such a rank may also be dead or cut off, which the runner cannot tell apart. */
+  constructor(rank: number, silentMs: number, timeoutMs: number, host?: string) {
     super(
       RankHungError.brand,
-      `rank ${rank} is hung: its event loop answered no heartbeat for ${(silentMs / 1000).toFixed(1)} s (heartbeatTimeout is ${timeoutMs / 1000} s); the group was stopped`,
+      host === undefined
+        ? `rank ${rank} is hung: its event loop answered no heartbeat for ${(silentMs / 1000).toFixed(1)} s (heartbeatTimeout is ${timeoutMs / 1000} s); the group was stopped`
+        : `rank ${rank} on host ${host} answered no heartbeat for ${(silentMs / 1000).toFixed(1)} s (heartbeatTimeout is ${timeoutMs / 1000} s): it died, hung, or its host is unreachable; the group was stopped`,
       { rank, phase: "process" },
     );
     this.silentMs = silentMs;
+    this.host = host;
   }
 }
 

@@ -20,6 +20,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   deploy: { summary: "build and deploy the project to a multirank server (--to URL, $MULTIRANK_HOST)", load: async () => (await import("./deploy.js")).runDeployCommand },
   apps: { summary: "list, inspect, roll back or delete deployments on a server", load: async () => (await import("./apps.js")).runAppsCommand },
   run: { summary: "call a remote function or a worker module once and print the result as JSON", load: async () => (await import("./run.js")).runRunCommand },
+  rank: {
+    summary: "run one rank of a runner in attach mode, under mpirun, srun, Kubernetes or torchrun (MULTIRANK_JOIN)",
+    load: async () => (await import("./rank.js")).runRankCommand,
+  },
   devices: { summary: "list CUDA devices and their local CPU cores (--json for scripts)", load: async () => (await import("./devices.js")).runDevicesCommand },
 };
 

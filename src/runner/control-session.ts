@@ -10,7 +10,7 @@ import { MemoryLimitError, RankError, RankExitError, RankGroupError, StateError,
 import { runDirPrefix, sweepLeftovers } from "../shm/index.js";
 import { openRunnerChannel, type RunnerChannel } from "../transport/control-channel.js";
 import { joinFrames } from "../transport/frame-pieces.js";
-import type { RankMessage, RunnerMessage } from "../transport/messages.js";
+import type { GroupRendezvous, RankMessage, RunnerMessage } from "../transport/messages.js";
 import { deferred, type Deferred } from "../util/deferred.js";
 import { setLongTimeout, type LongTimer } from "../util/timers.js";
 import { chooseControlEndpoint, type ControlTransport } from "./endpoints.js";
@@ -18,8 +18,19 @@ import type { ErrorLedger, SessionErrors } from "./error-ledger.js";
 import { HeartbeatMonitor } from "./heartbeat-monitor.js";
 import type { PendingRequest } from "./pending-request.js";
 import type { RankExit, RankProcess } from "./rank-process.js";
+import { RankJoins, type JoinedRank } from "./rank-joins.js";
 
 const SIGTERM_GRACE_MS = 2000;
+/** Attach mode: how long joined ranks get to finish a teardown when the group failed (nothing can be killed from here). */
+const ATTACH_TEARDOWN_GRACE_MS = 2000;
+/**
+ * Attach mode: the silence allowed a joined rank until it is set up, if
+ * longer than `heartbeatTimeout`. Loading the worker (tsx compiling it, a
+ * synchronous model load) may block its event loop; a rank killed meanwhile
+ * is still noticed within this, not at the start timeout. The spawn mode's
+ * heartbeat default.
+ */
+const SETUP_SILENCE_MS = 60_000;
 /** How long messages a dead rank sent before it died get to arrive before its requests fail. */
 const LAST_MESSAGES_GRACE_MS = 50;
 
@@ -45,9 +56,24 @@ export interface ControlSessionOptions {
   workerPort: number;
   /** The packed `setup` message, sent to each rank once it says hello. */
   setupMessage: Buffer;
+  /** Attach mode (`launcher: "external"`): ranks join on their own; without it the runner spawns them. */
+  attach?: AttachSessionOptions | undefined;
   ledger: ErrorLedger;
   foreign: ForeignMessageLog;
   log: Logger;
+}
+
+/** What an attach-mode session needs: the run's keys and secret, kept across restarts so one join string serves them all. */
+export interface AttachSessionOptions {
+  /** The runner's CURVE key pair (Z85). */
+  serverKeys: { publicKey: string; secretKey: string };
+  /** The run's secret, hex. */
+  secret: string;
+  /** Packs the `setup` message with where the group meets, once every rank joined. */
+  setupFor(group: GroupRendezvous | undefined): Buffer;
+  /** Heartbeats from each join (0: off); `hung` hears of a rank silent past it. */
+  heartbeatTimeoutMs: number;
+  hung(rank: number, silentMs: number): void;
 }
 
 /** The CURVE keys of a tcp session: the runner's public key and each rank's pair. */
@@ -69,6 +95,9 @@ export class ControlSession {
   readonly #worldSize: number;
   readonly #maxMessageBytes: number;
   readonly #setupMessage: Buffer;
+  readonly #attach: AttachSessionOptions | undefined;
+  /** Attach mode: who joined, from where. */
+  readonly #joins: RankJoins | undefined;
   readonly #foreign: ForeignMessageLog;
   readonly #log: Logger;
   /** The endpoint the ranks connect to (`unix:<path>`, `ipc://...` or `tcp://...`). */
@@ -116,9 +145,12 @@ export class ControlSession {
     if (swept.tmp.length + swept.shm.length > 0) options.log.debug({ swept }, "removed leftovers of processes that are gone");
     // The owner's pid and start time in the name tell a later sweep whether it is still in use.
     const runDir = mkdtempSync(join(tmpdir(), runDirPrefix()));
-    const endpoint = chooseControlEndpoint({ transport: options.transport, workerAddr: options.workerAddr, workerPort: options.workerPort, runDir });
-    const serverKeys = endpoint.secure ? curveKeyPair() : undefined;
-    const rankKeys = serverKeys ? Array.from({ length: options.worldSize }, () => curveKeyPair()) : [];
+    const { attach } = options;
+    // Attach mode is always tcp with CURVE: the ranks are on other hosts.
+    const endpoint = chooseControlEndpoint({ transport: attach ? "tcp" : options.transport, workerAddr: options.workerAddr, workerPort: options.workerPort, runDir });
+    const serverKeys = attach ? attach.serverKeys : endpoint.secure ? curveKeyPair() : undefined;
+    // Joining ranks make their own keys (the runner cannot hand them out): they prove themselves in their hello.
+    const rankKeys = serverKeys && !attach ? Array.from({ length: options.worldSize }, () => curveKeyPair()) : [];
     let channel: RunnerChannel;
     try {
       // A little over the limit: the header around a maximal payload must still fit.
@@ -126,6 +158,7 @@ export class ControlSession {
         maxMessageBytes: options.maxMessageBytes + 64 * 1024,
         curveSecretKey: serverKeys?.secretKey,
         clientKeys: rankKeys.map((keys) => keys.publicKey),
+        anyClient: attach !== undefined,
         onDenied: (address, why) => options.foreign(address, `a connection with ${why}`),
         log: options.log,
       });
@@ -143,6 +176,11 @@ export class ControlSession {
     this.#worldSize = options.worldSize;
     this.#maxMessageBytes = options.maxMessageBytes;
     this.#setupMessage = options.setupMessage;
+    this.#attach = options.attach;
+    if (options.attach) {
+      this.#joins = new RankJoins(options.worldSize, options.attach.secret);
+      if (options.attach.heartbeatTimeoutMs > 0) this.#heartbeats = this.#newHeartbeats(options.attach.heartbeatTimeoutMs, options.attach.hung);
+    }
     this.#foreign = options.foreign;
     this.#log = options.log;
     this.endpoint = endpoint;
@@ -174,6 +212,21 @@ export class ControlSession {
   /** The ZeroMQ ROUTER underneath, when the transport is ZeroMQ. */
   get zmqSocket(): Router | undefined {
     return this.#channel.zmqSocket;
+  }
+
+  /** True when the ranks joined on their own (attach mode): the session has no processes. */
+  get attached(): boolean {
+    return this.#attach !== undefined;
+  }
+
+  /** Attach mode: rank `rank`'s host and pid, once it joined. */
+  joined(rank: number): JoinedRank | undefined {
+    return this.#joins?.get(rank);
+  }
+
+  /** Attach mode: ranks that have not joined, ascending (empty otherwise). */
+  notJoined(): number[] {
+    return this.#joins?.missing() ?? [];
   }
 
   /** Ranks that have not reported ready, ascending. */
@@ -232,19 +285,26 @@ export class ControlSession {
 
   /** Fails every request in flight with `error` (the group failed). */
   failRequests(error: MultirankError): void {
+    // Joined ranks cannot be killed from here: the live ones must drop the
+    // requests themselves, or their teardown would wait for them.
+    if (this.#joins) for (const id of this.requests.keys()) this.sendToConnected(this.codec.pack({ t: "cancel", id, reason: "failed" } satisfies RunnerMessage));
     for (const request of this.requests.values()) request.fail(error);
   }
 
   /** Pings the ranks from now on; `hung` hears of a rank silent past `timeoutMs`. */
   startHeartbeats(timeoutMs: number, hung: (rank: number, silentMs: number) => void): void {
-    this.#heartbeats = new HeartbeatMonitor(this.#worldSize, timeoutMs, {
+    this.#heartbeats = this.#newHeartbeats(timeoutMs, hung);
+    this.#heartbeats.start();
+  }
+
+  #newHeartbeats(timeoutMs: number, hung: (rank: number, silentMs: number) => void): HeartbeatMonitor {
+    return new HeartbeatMonitor(this.#worldSize, timeoutMs, {
       ping: (n) => {
         if (this.#closed) return;
         this.sendToConnected(this.codec.pack({ t: "ping", n } satisfies RunnerMessage));
       },
       hung,
     });
-    this.#heartbeats.start();
   }
 
   /**
@@ -270,8 +330,16 @@ export class ControlSession {
    * removes the run directory.
    */
   async close(signal: NodeJS.Signals | undefined, graceMs = 0): Promise<void> {
+    const wasClosing = this.#closing;
     this.#closing = true;
     this.#heartbeats?.stop();
+    if (this.#joins && !this.#closed) {
+      // Nothing here can signal a process on another host: every joined rank
+      // is asked to tear down (the runner's stop() asked already) and gets a
+      // bounded time to say it did.
+      if (!wasClosing || signal !== undefined) this.sendToConnected(this.codec.pack({ t: "teardown" } satisfies RunnerMessage));
+      await settlesWithin(this.#joins.allTornDown(), graceMs > 0 ? graceMs : ATTACH_TEARDOWN_GRACE_MS);
+    }
     const allExited = Promise.all(this.#ranks.map((rank) => rank.exited));
     if (graceMs > 0 && !(await settlesWithin(allExited, graceMs))) signal ??= "SIGTERM";
     if (signal) {
@@ -314,13 +382,16 @@ export class ControlSession {
       for await (const frames of this.#channel) {
         const [identity, ...pieces] = frames;
         const rank = identity ? this.#rankOf.get(identity.toString("latin1")) : undefined;
-        if (rank === undefined || pieces.length === 0) {
+        // In attach mode an identity is learnt from its hello: an unknown one may be a rank joining.
+        const joining = rank === undefined && this.#joins !== undefined;
+        if ((rank === undefined && !joining) || !identity || pieces.length === 0) {
           this.#foreign(identity?.toString("hex"), "unknown peer");
           continue;
         }
+        const who = rank === undefined ? "an unknown identity" : `rank ${rank}'s identity`;
         // Over tcp a rank sends large messages in pieces (frame-pieces.ts).
         if (pieces.reduce((sum, piece) => sum + piece.byteLength, 0) > maxBytes) {
-          this.#foreign(identity.toString("hex"), `a message over maxMessageBytes from rank ${rank}'s identity`);
+          this.#foreign(identity.toString("hex"), `a message over maxMessageBytes from ${who}`);
           continue;
         }
         const body = joinFrames(pieces);
@@ -329,7 +400,12 @@ export class ControlSession {
           message = this.codec.unpack<RankMessage>(body, "control message");
           if (typeof message !== "object" || message === null || typeof message.t !== "string") throw new Error("not a control message");
         } catch {
-          this.#foreign(identity.toString("hex"), `undecodable message from rank ${rank}'s identity`);
+          this.#foreign(identity.toString("hex"), `undecodable message from ${who}`);
+          continue;
+        }
+        if (rank === undefined) {
+          if (message.t === "hello") this.#onJoin(identity, message);
+          else this.#foreign(identity.toString("hex"), `message before hello from ${who}`);
           continue;
         }
         if (message.t !== "hello" && !this.#connected.has(rank)) {
@@ -352,6 +428,10 @@ export class ControlSession {
   #onMessage(rank: number, message: RankMessage, bytes: number): void {
     switch (message.t) {
       case "hello": {
+        if (this.#joins) {
+          this.#foreign(this.#routingIds[rank]?.toString("hex"), `a second hello from rank ${rank}'s identity`);
+          return;
+        }
         if (message.token !== this.token) {
           this.#foreign(this.#routingIds[rank]?.toString("hex"), "hello with a wrong token");
           return;
@@ -363,6 +443,7 @@ export class ControlSession {
         return;
       }
       case "ready":
+        this.#heartbeats?.settle(rank);
         this.#ready.add(rank);
         this.devices[rank] = message.device as WorkerDevice;
         this.#checkStartup();
@@ -379,10 +460,42 @@ export class ControlSession {
         this.errors.setFatal(rank, new RankError(message.error, rank, "process"));
         return;
       case "teardown-done":
+        this.#joins?.tornDown(rank);
+        return;
       case "pong":
         return;
       default:
         this.#routeToRequest(rank, message, bytes);
+    }
+  }
+
+  /**
+   * Attach mode: a hello from an identity not seen before. Admitted, it is
+   * that rank's identity from now on and its heartbeats start; refused, the
+   * peer hears why (so it exits with a clear error) and the log says so,
+   * rate-limited. Setup goes out once every rank joined: rank 0's hello said
+   * where the group meets, and every rank needs that before it can set up.
+   */
+  #onJoin(identity: Buffer, hello: RankMessage & { t: "hello" }): void {
+    const joins = this.#joins!;
+    const verdict = joins.admit(hello);
+    if (!verdict.ok) {
+      this.#foreign(identity.toString("hex"), `refused a rank's hello: ${verdict.reason}`);
+      this.#channel.send([identity, this.codec.pack({ t: "refused", reason: verdict.reason } satisfies RunnerMessage)]).catch(() => {});
+      return;
+    }
+    const { rank, host, pid } = verdict;
+    this.#routingIds[rank] = identity;
+    this.#rankOf.set(identity.toString("latin1"), rank);
+    this.#connected.add(rank);
+    this.#heartbeats?.watch(rank, SETUP_SILENCE_MS);
+    this.#log.info({ rank, host, pid }, `rank ${rank} joined from ${host}`);
+    if (!joins.complete) return;
+    const setup = this.#attach!.setupFor(joins.rendezvous());
+    for (const r of this.#connected) {
+      this.send(r, setup).catch((error: unknown) => {
+        this.#startup.reject(new TransportError(`could not send setup to rank ${r}`, { rank: r, cause: error }));
+      });
     }
   }
 

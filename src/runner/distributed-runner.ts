@@ -1,11 +1,15 @@
+import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
+import { hostname } from "node:os";
 import type { Logger } from "pino";
-import type { Router } from "zeromq";
+import { curveKeyPair, type Router } from "zeromq";
 import { pack } from "../codec/packer.js";
 import { formatTextEvent } from "../codec/text-events.js";
 import type { WorkerDevice } from "../devices/index.js";
 import { AbortError, MemoryLimitError, MultirankError, RankError, RankGroupError, RankHungError, StateError, TimeoutError, type RankExitError } from "../errors.js";
+import { encodeJoinInfo } from "../transport/join-info.js";
 import { GROUP_BROKEN_EXIT_CODE, type RunnerMessage } from "../transport/messages.js";
+import { writeFileAtomicSync } from "../util/atomic-write.js";
 import { defaultLogger } from "../util/logger.js";
 import { setLongTimeout } from "../util/timers.js";
 import type { AnyWorkerClass, WorkerClass, WorkerInput, WorkerOutput } from "../worker/distributed-worker.js";
@@ -54,6 +58,10 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
   #setupArgs: Record<string, unknown> = {};
   #startTimeoutSeconds: number | undefined;
   #stopping: Promise<void> | undefined;
+  /** Attach mode: the run's keys and secret, and the port bound first, kept across restarts so one join string serves them all. */
+  readonly #attach: { serverKeys: { publicKey: string; secretKey: string }; secret: string } | undefined;
+  #attachPort: number | undefined;
+  #joinInfo: string | undefined;
 
   /**
    * @throws {ValidationError} when an option is invalid; the message names it.
@@ -67,6 +75,23 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
     this.#submitter = new RequestSubmitter(this.#options, () => this.maybeResetKeepalive());
     const interval = this.#options.keepaliveIntervalMs;
     if (interval !== undefined) this.#keepaliveTimer = new KeepaliveTimer(interval, () => this.#keepaliveFired());
+    if (this.#options.launcher === "external") this.#attach = { serverKeys: curveKeyPair(), secret: randomBytes(32).toString("hex") };
+  }
+
+  /**
+   * With `launcher: "external"`: the one string ranks need to join (the
+   * control endpoint, the runner's CURVE public key, the run's secret and the
+   * world size), for `multirank rank` in `MULTIRANK_JOIN` or a file
+   * (`MULTIRANK_JOIN_FILE`, or the `joinFile` option). Known once `start()`
+   * bound the control socket (the `listening` event), and the same for every
+   * restart of this runner. It holds a secret: never log it, never put it on
+   * a command line.
+   * @throws {StateError} spawned ranks (`launcher: "spawn"`), or before the first `start()` bound the socket.
+   */
+  get joinInfo(): string {
+    if (!this.#attach) throw new StateError('joinInfo is for launcher: "external"; this runner spawns its ranks');
+    if (this.#joinInfo === undefined) throw new StateError("joinInfo is known once start() bound the control socket (the runner's listening event)");
+    return this.#joinInfo;
   }
 
   /** Where the runner is in its life: idle, starting, ready, stopping, stopped or failed. */
@@ -86,7 +111,9 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
 
   /** PIDs of the rank processes, by rank (empty when not running). */
   get pids(): readonly number[] {
-    return (this.#session?.ranks ?? []).map((rank) => rank.pid ?? -1);
+    const session = this.#session;
+    if (session?.attached) return Array.from({ length: this.worldSize }, (_, rank) => session.joined(rank)?.pid ?? -1);
+    return (session?.ranks ?? []).map((rank) => rank.pid ?? -1);
   }
 
   /** The control endpoint the ranks connect to: `unix:<path>` by default on one host, or ZeroMQ's `ipc://...` / `tcp://...` (see the `transport` option). */
@@ -121,7 +148,12 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
       throw error;
     }
     const timer = setLongTimeout(timeoutMs, () => {
-      session.failStartup(new TimeoutError(`start timed out after ${timeout} s; ranks not ready: ${session.notReady().join(", ")}`, timeoutMs));
+      const missing = session.notJoined();
+      const why =
+        missing.length > 0
+          ? `ranks that never joined: ${missing.join(", ")} (of ${this.worldSize}; did the launcher start \`multirank rank\` with this runner's join string?)`
+          : `ranks not ready: ${session.notReady().join(", ")}`;
+      session.failStartup(new TimeoutError(`start timed out after ${timeout} s; ${why}`, timeoutMs));
     });
     const onAbort = (): void => session.failStartup(new AbortError("start was aborted", { cause: signal?.reason }));
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -136,13 +168,15 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
       signal?.removeEventListener("abort", onAbort);
     }
     const heartbeatTimeoutMs = this.#options.heartbeatTimeoutMs;
-    if (heartbeatTimeoutMs !== 0) session.startHeartbeats(heartbeatTimeoutMs, (rank, silentMs) => void this.#onRankHung(session, rank, silentMs));
+    // Joined ranks have been watched since they joined.
+    if (heartbeatTimeoutMs !== 0 && !session.attached) session.startHeartbeats(heartbeatTimeoutMs, (rank, silentMs) => void this.#onRankHung(session, rank, silentMs));
     this.#setState("ready");
     this.maybeStartKeepalive();
   }
 
   /** Binds the control channel, then spawns the ranks (the session is current from then on). */
   async #openSession(setupMessage: Buffer): Promise<ControlSession> {
+    if (this.#attach) return this.#openAttachSession(setupMessage);
     const { worldSize, maxMessageBytes, transport, workerAddr, workerPort } = this.#options;
     const session = await ControlSession.open({ worldSize, maxMessageBytes, transport, workerAddr, workerPort, setupMessage, ledger: this.#ledger, foreign: this.#foreign, log: this.#log });
     let plan: LaunchPlan;
@@ -155,6 +189,57 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
     this.#session = session;
     session.listen();
     this.#launcher.launch(session, plan, (rank, exit) => this.#onRankExit(session, rank, exit));
+    return session;
+  }
+
+  /**
+   * Attach mode: binds the control channel (the port of the first start
+   * again, so the join string stays valid), publishes the join string, and
+   * waits for ranks: nothing is spawned.
+   */
+  async #openAttachSession(setupMessage: Buffer): Promise<ControlSession> {
+    const attach = this.#attach!;
+    const { worldSize, maxMessageBytes, transport, workerAddr, workerPort, heartbeatTimeoutMs, joinFile } = this.#options;
+    const args = this.#setupArgs;
+    let session: ControlSession | undefined;
+    session = await ControlSession.open({
+      worldSize,
+      maxMessageBytes,
+      transport,
+      workerAddr,
+      workerPort: this.#attachPort ?? workerPort,
+      setupMessage,
+      attach: {
+        ...attach,
+        setupFor: (group) => session!.codec.pack({ t: "setup", args, ...(group ? { group } : {}) } satisfies RunnerMessage),
+        heartbeatTimeoutMs,
+        hung: (rank, silentMs) => void this.#onRankHung(session!, rank, silentMs),
+      },
+      ledger: this.#ledger,
+      foreign: this.#foreign,
+      log: this.#log,
+    });
+    const bound = /^tcp:\/\/(.+):(\d+)$/.exec(session.endpoint);
+    if (!bound) {
+      session.discard();
+      throw new StateError(`the control socket bound an endpoint ranks cannot join: ${session.endpoint}`);
+    }
+    this.#attachPort = Number(bound[2]);
+    // A wildcard address is where the runner listens, not where ranks find it.
+    const host = ["0.0.0.0", "[::]", "*"].includes(bound[1]!) ? hostname() : bound[1]!;
+    this.#joinInfo = encodeJoinInfo({ endpoint: `tcp://${host}:${this.#attachPort}`, serverKey: attach.serverKeys.publicKey, secret: attach.secret, worldSize });
+    if (joinFile !== undefined) {
+      try {
+        writeFileAtomicSync(joinFile, `${this.#joinInfo}\n`, 0o600);
+      } catch (error) {
+        session.discard();
+        throw new StateError(`could not write options.joinFile (${joinFile})`, { cause: error });
+      }
+    }
+    this.#session = session;
+    session.listen();
+    this.#log.info({ endpoint: session.endpoint, worldSize, ...(joinFile === undefined ? {} : { joinFile }) }, "waiting for ranks to join");
+    this.emit("listening");
     return session;
   }
 
@@ -323,7 +408,15 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
   /** Stops (gracefully) and starts again with the same setup arguments. */
   async restart(options: StopOptions = {}): Promise<void> {
     await this.stop(options);
-    await this.#startAgain();
+    if (!this.#attach) return this.#startAgain();
+    // Attach mode: the ranks exited after their teardown; only their launcher
+    // can start them again (torchrun's restarts, a Job's or a Pod's policy).
+    try {
+      await this.#startAgain();
+    } catch (error) {
+      if (!(error instanceof TimeoutError)) throw error;
+      throw new TimeoutError(`restart: the launcher did not restart the ranks: ${error.message}`, error.timeoutMs ?? 0, { cause: error });
+    }
   }
 
   /** `await using runner = ...` stops it at the end of the scope. */
@@ -388,10 +481,13 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
   /** A rank stopped answering heartbeats: handled like a crash, except that nothing can be asked of it. */
   async #onRankHung(session: ControlSession, rank: number, silentMs: number): Promise<void> {
     if (session.closed || session.closing || session !== this.#session) return;
-    const error = new RankHungError(rank, silentMs, this.#options.heartbeatTimeoutMs);
-    this.#log.error({ rank, silentMs: Math.round(silentMs) }, "rank is hung (no heartbeat); stopping the group");
+    const host = session.joined(rank)?.host;
+    const error = new RankHungError(rank, silentMs, this.#options.heartbeatTimeoutMs, host);
+    this.#log.error({ rank, silentMs: Math.round(silentMs), ...(host === undefined ? {} : { host }) }, "rank is hung (no heartbeat); stopping the group");
     this.#ledger.record(error);
     session.failure ??= error;
+    // A joined rank can go silent while the group sets up: start() ends the session.
+    if (this.#state === "starting") return session.failStartup(error);
     this.maybeCancelKeepalive();
     this.emit("failure", error);
     this.#setState("failed");

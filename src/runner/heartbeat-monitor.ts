@@ -28,6 +28,10 @@ export class HeartbeatMonitor {
   readonly #intervalMs: number;
   readonly #hooks: HeartbeatHooks;
   readonly #lastHeard: number[];
+  /** Ranks judged; all of them after {@link start}, each from its {@link watch} otherwise. */
+  readonly #watched: boolean[];
+  /** Each rank's allowed silence, ms: the timeout, or a setup's longer one until {@link settle}. */
+  readonly #limitMs: number[];
   #timer: NodeJS.Timeout | undefined;
   #expectedTick = 0;
   #n = 0;
@@ -42,18 +46,39 @@ export class HeartbeatMonitor {
     this.#intervalMs = Math.max(10, Math.min(MAX_INTERVAL_MS, Math.floor(timeoutMs / PINGS_PER_TIMEOUT)));
     this.#hooks = hooks;
     this.#lastHeard = new Array<number>(worldSize).fill(0);
+    this.#watched = new Array<boolean>(worldSize).fill(false);
+    this.#limitMs = new Array<number>(worldSize).fill(timeoutMs);
   }
 
   /** Starts pinging; every rank's clock starts now. */
   start(): void {
     if (this.#stopped || this.#timer) return;
     this.#lastHeard.fill(this.#now());
+    this.#watched.fill(true);
     this.#schedule();
+  }
+
+  /**
+   * Judges `rank` from now on (a rank that joined); pinging starts with the
+   * first. `setupMs`: the silence allowed until {@link settle} (loading a
+   * worker module may block its event loop for a while), if longer than the timeout.
+   */
+  watch(rank: number, setupMs = this.#timeoutMs): void {
+    if (this.#stopped || rank >= this.#watched.length) return;
+    this.#lastHeard[rank] = this.#now();
+    this.#watched[rank] = true;
+    this.#limitMs[rank] = Math.max(setupMs, this.#timeoutMs);
+    if (!this.#timer) this.#schedule();
   }
 
   /** A message came from `rank`: it is alive. */
   heard(rank: number): void {
     if (rank < this.#lastHeard.length) this.#lastHeard[rank] = this.#now();
+  }
+
+  /** `rank` is set up: from now on it is judged by the timeout. */
+  settle(rank: number): void {
+    if (rank < this.#limitMs.length) this.#limitMs[rank] = this.#timeoutMs;
   }
 
   /** Stops for good. */
@@ -81,13 +106,22 @@ export class HeartbeatMonitor {
     setImmediate(() => {
       if (this.#stopped) return;
       const now = this.#now();
+      // Of several silent ranks, the one silent longest went first: the
+      // others may only have followed it (their group broke when it died).
+      let worst = -1;
+      let worstSilent = 0;
       for (let rank = 0; rank < this.#lastHeard.length; rank++) {
+        if (!this.#watched[rank]) continue;
         const silent = now - this.#lastHeard[rank]!;
-        if (silent > this.#timeoutMs) {
-          this.stop();
-          this.#hooks.hung(rank, silent);
-          return;
+        if (silent > this.#limitMs[rank]! && silent > worstSilent) {
+          worst = rank;
+          worstSilent = silent;
         }
+      }
+      if (worst >= 0) {
+        this.stop();
+        this.#hooks.hung(worst, worstSilent);
+        return;
       }
       this.#schedule();
     });

@@ -14,7 +14,24 @@ export interface DistributedRunnerOptions {
   masterAddr?: string;
   /** Port of the process-group rendezvous; 0 picks a free port. @default 0 */
   masterPort?: number;
-  /** Address the control socket binds. @default "127.0.0.1" */
+  /**
+   * Who starts the ranks. `"spawn"`: the runner, as child processes on this
+   * host. `"external"` (attach mode): another launcher (mpirun, srun, a
+   * Kubernetes Indexed Job, torchrun) starts `multirank rank` on its hosts;
+   * the runner spawns nothing, listens on ZeroMQ tcp with CURVE at
+   * `workerAddr:workerPort`, and `start()` waits for `worldSize` ranks to join
+   * with {@link DistributedRunner.joinInfo}. `transport`, `devices`,
+   * `cpusPerRank`, `memoryLimitMiB`, `nodeArgs`, `env`, `masterAddr` and
+   * `masterPort` concern spawned ranks only. @default "spawn"
+   */
+  launcher?: RankLauncherKind;
+  /**
+   * With `launcher: "external"`: also write the join string to this path,
+   * mode 0600, when the runner starts listening (the same string across
+   * restarts). @default unset
+   */
+  joinFile?: string;
+  /** Address the control socket binds (with `launcher: "external"`, one the ranks' hosts reach). @default "127.0.0.1" */
   workerAddr?: string;
   /** Port of the control socket; 0 picks one (a unix socket on loopback). @default 0 */
   workerPort?: number;
@@ -74,7 +91,15 @@ export interface DistributedRunnerOptions {
    * is not. `setup()` is judged by the start timeout instead. 0 turns it off.
    * The default, a minute, is far above any pause a healthy event loop shows
    * (GC, a large JSON parse) and far below the day a hang cost before; NCCL's
-   * watchdog makes the same trade at minutes. @default 60
+   * watchdog makes the same trade at minutes.
+   *
+   * With `launcher: "external"` the default is 10 s, and heartbeats run from
+   * the moment each rank joins (setup included): a rank on another host can
+   * vanish without an exit the runner could see (killed, host unreachable),
+   * and its requests then fail within `heartbeatTimeout` plus one ping
+   * interval (a quarter of it, at most 5 s): 12.5 s by default. Until a
+   * joined rank is set up it may be silent for 60 s (or this, if longer).
+   * @default 60 (10 with `launcher: "external"`)
    */
   heartbeatTimeout?: number;
   /**
@@ -86,9 +111,14 @@ export interface DistributedRunnerOptions {
   streamHighWaterMark?: number;
 }
 
+/** Who starts the ranks: the runner (`"spawn"`) or another launcher (`"external"`, attach mode). */
+export type RankLauncherKind = "spawn" | "external";
+
 /** The options after defaults, as the runner uses them. */
 export interface ResolvedRunnerOptions {
   worker: string;
+  launcher: RankLauncherKind;
+  joinFile: string | undefined;
   worldSize: number;
   masterAddr: string;
   masterPort: number;
@@ -117,6 +147,7 @@ export interface ResolvedRunnerOptions {
 /** The smallest per-rank memory limit, MiB: Node itself needs about 40 MiB before any user code runs. */
 export const MIN_MEMORY_LIMIT_MIB = 64;
 
+const RANK_LAUNCHERS: readonly RankLauncherKind[] = ["spawn", "external"];
 const CONTROL_TRANSPORTS: readonly ControlTransport[] = ["auto", "unix", "ipc", "tcp"];
 
 export const RUNNER_DEFAULTS = Object.freeze({
@@ -134,6 +165,9 @@ export const RUNNER_DEFAULTS = Object.freeze({
   deathPipe: true,
   stderrTailLines: 40,
   heartbeatTimeout: 60,
+  /** Seconds, with `launcher: "external"`. */
+  externalHeartbeatTimeout: 10,
+  launcher: "spawn" as const,
   streamHighWaterMark: 4 * 1024 * 1024,
 });
 
@@ -152,6 +186,9 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
   nonEmptyString(worker, "options.worker", "the path of a worker module");
   const merged = { ...RUNNER_DEFAULTS, ...stripUndefined(options) };
   const worldSize = positiveInteger(merged.worldSize, "options.worldSize");
+  const launcher = oneOf(merged.launcher, "options.launcher", RANK_LAUNCHERS);
+  const joinFile = options.joinFile === undefined ? undefined : nonEmptyString(options.joinFile, "options.joinFile", "a file path");
+  check(joinFile === undefined || launcher === "external", 'options.joinFile needs options.launcher "external" (spawned ranks need no join string)');
   const masterAddr = nonEmptyString(merged.masterAddr, "options.masterAddr", "a host address");
   const masterPort = integerInRange(merged.masterPort, "options.masterPort", 0, 65535);
   const workerAddr = nonEmptyString(merged.workerAddr, "options.workerAddr", "a host address");
@@ -184,10 +221,13 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
   const cpusPerRank = options.cpusPerRank === undefined ? undefined : positiveInteger(options.cpusPerRank, "options.cpusPerRank");
   const stderrTailLines = nonNegativeInteger(merged.stderrTailLines, "options.stderrTailLines");
   // 0 turns heartbeats off.
-  const heartbeatTimeoutMs = durationToMs(merged.heartbeatTimeout, "options.heartbeatTimeout", { allowZero: true });
+  const heartbeatTimeout = options.heartbeatTimeout ?? (launcher === "external" ? RUNNER_DEFAULTS.externalHeartbeatTimeout : RUNNER_DEFAULTS.heartbeatTimeout);
+  const heartbeatTimeoutMs = durationToMs(heartbeatTimeout, "options.heartbeatTimeout", { allowZero: true });
   const streamHighWaterMark = integerAtLeast(merged.streamHighWaterMark, "options.streamHighWaterMark", 1024, "an integer number of bytes");
   return Object.freeze({
     worker,
+    launcher,
+    joinFile,
     worldSize,
     masterAddr,
     masterPort,

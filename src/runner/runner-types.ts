@@ -50,6 +50,8 @@ export interface StopOptions {
 export interface RunnerEvents {
   state: [state: RunnerState];
   rankExit: [exit: RankExit & { expected: boolean }];
+  /** Attach mode: the control socket is bound and `runner.joinInfo` is known (each start). */
+  listening: [];
   /** The runner failed while ready (a rank died or hung), with why; `state` turns `failed` right after. */
   failure: [error: MultirankError];
 }

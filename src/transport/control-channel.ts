@@ -70,6 +70,8 @@ export interface RunnerChannelOptions {
   curveSecretKey?: string | undefined;
   /** With CURVE: the only client public keys let in (the ones the runner gave its ranks). */
   clientKeys?: readonly string[];
+  /** With CURVE: let any client key in (ranks that joined prove themselves in their hello). */
+  anyClient?: boolean;
   /** Hears of every connection refused at the handshake (the caller rate-limits its log). */
   onDenied?: (address: string, why: string) => void;
   log: Logger;
@@ -93,6 +95,7 @@ export async function openRunnerChannel(bind: string, options: RunnerChannelOpti
     maxMessageBytes: options.maxMessageBytes,
     curveSecretKey: options.curveSecretKey,
     clientKeys: options.clientKeys,
+    anyClient: options.anyClient,
     onDenied: options.onDenied ?? (() => {}),
     codec: createControlCodec(),
     log: options.log,

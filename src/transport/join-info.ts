@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import { ValidationError } from "../errors.js";
 
 /**
@@ -48,4 +49,14 @@ export function decodeJoinInfo(text: string, from = "the join string"): JoinInfo
   if (typeof secret !== "string" || !/^[0-9a-f]{32,}$/.test(secret)) throw new ValidationError(`${from} is damaged: its secret is not hex`);
   if (typeof worldSize !== "number" || !Number.isInteger(worldSize) || worldSize < 1) throw new ValidationError(`${from} is damaged: its world size is not a positive integer`);
   return { endpoint, serverKey, secret, worldSize };
+}
+
+/** The token rank `rank` proves itself with in its hello: HMAC-SHA256 of `join:<rank>` under the run's secret, hex. */
+export function joinToken(secret: string, rank: number): string {
+  return createHmac("sha256", secret).update(`join:${rank}`).digest("hex");
+}
+
+/** The process group's secret of a joined run, derived from the run's secret (so it never travels on its own). */
+export function joinGroupSecret(secret: string): string {
+  return createHmac("sha256", secret).update("group").digest("hex");
 }

@@ -10,7 +10,10 @@ import type { SerializedError } from "../errors.js";
 
 /** Runner to rank. */
 export type RunnerMessage =
-  | { t: "setup"; args: Record<string, unknown> }
+  /** `group`: in attach mode, where the process group meets (rank 0's report) and its secret. */
+  | { t: "setup"; args: Record<string, unknown>; group?: GroupRendezvous }
+  /** In attach mode: the runner refused this rank's hello; the rank exits with `reason`. */
+  | { t: "refused"; reason: string }
   | {
       t: "req";
       id: number;
@@ -32,6 +35,29 @@ export type RunnerMessage =
   | { t: "ping"; n: number }
   | { t: "teardown" };
 
+/**
+ * A rank's first message. A spawned rank sends `rank`, `pid` and the token
+ * the runner gave it. A rank that joins (attach mode) also sends its world
+ * size and host, its token is {@link joinToken} of the run's secret, and rank
+ * 0 says where the process group should meet (`group`).
+ */
+export interface RankHello {
+  t: "hello";
+  rank: number;
+  pid: number;
+  token: string;
+  worldSize?: number;
+  host?: string;
+  group?: { masterAddr: string; masterPort: number };
+}
+
+/** Where a joined group's ranks meet, and the secret of the group's links. */
+export interface GroupRendezvous {
+  masterAddr: string;
+  masterPort: number;
+  secret: string;
+}
+
 /** One streamed result: a value, or a ready Server-Sent Event the rank formatted. */
 export type StreamItem = { data: unknown } | { event: Uint8Array };
 
@@ -45,7 +71,7 @@ export interface ForwardedLog {
 
 /** Rank to runner. */
 export type RankMessage =
-  | { t: "hello"; rank: number; pid: number; token: string }
+  | RankHello
   | { t: "ready"; device: unknown }
   | { t: "setup-failed"; error: SerializedError }
   | { t: "items"; id: number; items: StreamItem[] }

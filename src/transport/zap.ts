@@ -38,6 +38,7 @@ export function z85Encode(bytes: Uint8Array): string {
 export class ZapHandler {
   readonly #socket: zmq.Reply;
   readonly #keys = new Set<string>();
+  #any = false;
   readonly #known = deferred<void>();
   readonly #onDenied: (address: string, why: string) => void;
   #closed = false;
@@ -66,6 +67,16 @@ export class ZapHandler {
     this.#known.resolve();
   }
 
+  /**
+   * Lets any CURVE client in: for ranks that made their own keys (attach
+   * mode), which prove themselves in their first message instead. CURVE
+   * still encrypts, and a peer must still know the server's public key.
+   */
+  allowAny(): void {
+    this.#any = true;
+    this.#known.resolve();
+  }
+
   /** Stops answering; pending and later handshakes fail. Idempotent. */
   close(): void {
     if (this.#closed) return;
@@ -81,7 +92,7 @@ export class ZapHandler {
         await this.#known.promise;
         if (this.#closed) return;
         const curve = mechanism?.toString() === "CURVE";
-        const ok = curve && key?.byteLength === 32 && this.#keys.has(z85Encode(key));
+        const ok = curve && key?.byteLength === 32 && (this.#any || this.#keys.has(z85Encode(key)));
         if (!ok) this.#onDenied(address?.toString() ?? "", curve ? "a client key this side did not issue" : `the ${mechanism?.toString() || "NULL"} mechanism`);
         await this.#socket.send([version ?? "1.0", requestId ?? "", ok ? "200" : "400", ok ? "OK" : "not allowed", "", ""]);
       }

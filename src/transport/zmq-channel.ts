@@ -24,6 +24,8 @@ export interface ZmqRunnerOptions {
   curveSecretKey?: string | undefined;
   /** With CURVE: the only client public keys let in. */
   clientKeys?: readonly string[] | undefined;
+  /** With CURVE: let any client key in (see `ZapHandler.allowAny`). */
+  anyClient?: boolean | undefined;
   /** Hears of every connection refused at the handshake. */
   onDenied: (address: string, why: string) => void;
   /** The channel's codec. */
@@ -46,7 +48,8 @@ export async function bindZmqRunnerChannel(bind: string, options: ZmqRunnerOptio
   try {
     if (context) {
       zap = await ZapHandler.bind(context, options.log, onDenied);
-      zap.allow(options.clientKeys ?? []);
+      if (options.anyClient) zap.allowAny();
+      else zap.allow(options.clientKeys ?? []);
     }
     router = new Router({
       ...(context ? { context } : {}),

@@ -19,6 +19,12 @@ export interface RankEnv {
   streamWindow: number;
   /** The process group's secret (the runner always sets one). */
   groupSecret: string | undefined;
+  /**
+   * A rank that joins a runner (attach mode, `multirank rank`): what its
+   * hello adds, its host and, on rank 0, where the process group should meet.
+   * Such a rank learns the group's secret and meeting point from `setup`.
+   */
+  join?: { host: string; group: { masterAddr: string; masterPort: number } | undefined } | undefined;
 }
 
 /** The runner's default `streamHighWaterMark`, for ranks started without one. */

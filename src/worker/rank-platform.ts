@@ -2,6 +2,7 @@ import { availableParallelism } from "node:os";
 import type { Logger } from "pino";
 import { createProcessGroup, type ProcessGroup } from "../collectives/index.js";
 import { pinCurrentProcess, planFromEnv, setParentDeathSignal, type WorkerDevice } from "../devices/index.js";
+import type { GroupRendezvous } from "../transport/messages.js";
 import type { RankEnv } from "./rank-env.js";
 
 /**
@@ -19,14 +20,19 @@ export function pinRank(logger: Logger): WorkerDevice {
   return pinCurrentProcess(plan);
 }
 
-/** Joins the process group at MASTER_ADDR:MASTER_PORT with the runner's secret (no sockets for a world of one). */
-export function createRankGroup(env: RankEnv, logger: Logger): Promise<ProcessGroup> {
+/**
+ * Joins the process group with the runner's secret (no sockets for a world of
+ * one): at MASTER_ADDR:MASTER_PORT for a spawned rank, or where `rendezvous`
+ * (the runner's `setup`, in attach mode) says, since there the runner could
+ * not know an address all hosts reach before rank 0 reported one.
+ */
+export function createRankGroup(env: RankEnv, logger: Logger, rendezvous?: GroupRendezvous): Promise<ProcessGroup> {
   return createProcessGroup({
     rank: env.rank,
     size: env.worldSize,
-    masterAddr: env.masterAddr,
-    masterPort: env.masterPort,
-    secret: env.groupSecret,
+    masterAddr: rendezvous?.masterAddr ?? env.masterAddr,
+    masterPort: rendezvous?.masterPort ?? env.masterPort,
+    secret: rendezvous?.secret ?? env.groupSecret,
     logger: logger.child({ component: "group" }),
   });
 }

@@ -5,7 +5,7 @@ import type { ProcessGroup } from "../collectives/index.js";
 import { requestScopesOf, type RequestScopes } from "../collectives/process-group.js";
 import type { WorkerDevice } from "../devices/index.js";
 import { AbortError, serializeError, StateError, type RankPhase } from "../errors.js";
-import { GROUP_BROKEN_EXIT_CODE, type RankMessage, type RunnerMessage } from "../transport/messages.js";
+import { GROUP_BROKEN_EXIT_CODE, type GroupRendezvous, type RankMessage, type RunnerMessage } from "../transport/messages.js";
 import { connectRankChannel, type RankChannel } from "../transport/control-channel.js";
 import { holdKeptMappings } from "../transport/shared-payload.js";
 import type { CallContext } from "./call-context.js";
@@ -35,6 +35,8 @@ interface RequestMessage {
 
 /** Exit code of a rank whose runner is gone (also the death pipe's). */
 export const RUNNER_GONE_EXIT_CODE = 70;
+/** Exit code of a joining rank the runner refused (wrong join string, world size or rank). */
+export const JOIN_REFUSED_EXIT_CODE = 2;
 
 /** How the rank runtime is started; the rank main fills it from the environment. */
 export interface RankRuntimeOptions {
@@ -42,7 +44,10 @@ export interface RankRuntimeOptions {
   logger: Logger;
   device: WorkerDevice;
   loadWorker: () => Promise<WorkerClass>;
-  createGroup: () => Promise<ProcessGroup>;
+  /** `rendezvous`: where a joined group meets, from the runner's `setup` (attach mode). */
+  createGroup: (rendezvous?: GroupRendezvous) => Promise<ProcessGroup>;
+  /** Hears why the runner refused this rank's hello, before it exits with {@link JOIN_REFUSED_EXIT_CODE}. */
+  refused?: (reason: string) => void;
   /** Called once the runtime wants the process to end, with the exit code. */
   exit: (code: number) => void;
 }
@@ -89,7 +94,8 @@ export class RankRuntime {
 
   /** Connects, says hello, and serves the runner's messages until teardown. */
   async run(): Promise<void> {
-    await this.#send({ t: "hello", rank: this.#env.rank, pid: process.pid, token: this.#env.token });
+    const { rank, worldSize, token, join } = this.#env;
+    await this.#send({ t: "hello", rank, pid: process.pid, token, ...(join ? { worldSize, host: join.host, ...(join.group ? { group: join.group } : {}) } : {}) });
     for await (const frames of this.#channel) {
       let message: RunnerMessage;
       try {
@@ -134,8 +140,11 @@ export class RankRuntime {
       case "setup":
         if (!this.#setupStarted) {
           this.#setupStarted = true;
-          void this.#setup(message.args);
+          void this.#setup(message.args, message.group);
         }
+        return;
+      case "refused":
+        this.#refused(message.reason);
         return;
       case "req":
         this.#enqueueRequest({ id: message.id, payload: message.payload, streaming: message.streaming, asTextEvents: message.asTextEvents }, release);
@@ -158,13 +167,24 @@ export class RankRuntime {
     }
   }
 
-  async #setup(args: Record<string, unknown>): Promise<void> {
+  /** The runner will not take this rank: say why and leave (nothing else will ever come). */
+  #refused(reason: unknown): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    const why = typeof reason === "string" ? reason : "no reason given";
+    this.#log.error({ reason: why }, "the runner refused this rank");
+    this.#options.refused?.(why);
+    this.#channel.close();
+    this.#options.exit(JOIN_REFUSED_EXIT_CODE);
+  }
+
+  async #setup(args: Record<string, unknown>, rendezvous: GroupRendezvous | undefined): Promise<void> {
     try {
       const WorkerCtor = await this.#options.loadWorker();
       const concurrency = WorkerCtor.concurrency ?? 1;
       this.#scheduler = new RequestScheduler(concurrency);
       const worker = new WorkerCtor();
-      this.#group = await this.#options.createGroup();
+      this.#group = await this.#options.createGroup(rendezvous);
       this.#scopes = requestScopesOf(this.#group);
       this.#scopes?.track({
         // A loop a finished request left behind still runs under that request: its collectives reject.

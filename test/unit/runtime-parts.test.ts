@@ -24,8 +24,18 @@ describe("runner options", () => {
     [{ maxMessageBytes: 10 }, /options.maxMessageBytes/],
     [{ env: { A: 1 } }, /options.env.A must be a string/],
     [{ devices: [0], worldSize: 2 }, /options.devices lists 1 devices for 2 ranks/],
+    [{ launcher: "ssh" }, /options.launcher/],
+    [{ joinFile: "/tmp/j" }, /options.joinFile needs options.launcher "external"/],
   ])("rejects %o", (bad, message) => {
     expect(() => resolveRunnerOptions({ worker: "w.ts", ...(bad as object) })).toThrow(message);
+  });
+});
+
+describe("runner options for attach mode", () => {
+  it("default to spawn, with a 10 s heartbeat timeout for an external launcher unless one is given", () => {
+    expect(resolveRunnerOptions({ worker: "w.ts" })).toMatchObject({ launcher: "spawn", heartbeatTimeoutMs: 60_000, joinFile: undefined });
+    expect(resolveRunnerOptions({ worker: "w.ts", launcher: "external", joinFile: "/tmp/j" })).toMatchObject({ launcher: "external", heartbeatTimeoutMs: 10_000, joinFile: "/tmp/j" });
+    expect(resolveRunnerOptions({ worker: "w.ts", launcher: "external", heartbeatTimeout: 3 })).toMatchObject({ heartbeatTimeoutMs: 3000 });
   });
 });
 
@@ -118,6 +128,31 @@ describe("HeartbeatMonitor", () => {
       expect(hung[0]![0]).toBe(1);
       expect(hung[0]![1]).toBeGreaterThan(1000);
       expect(hung[0]![1]).toBeLessThanOrEqual(1500);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("judges joined ranks from their join only, and names the rank silent longest", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setImmediate", "Date"] });
+    try {
+      const hung: number[] = [];
+      const monitor = new HeartbeatMonitor(3, 1000, { ping: () => {}, hung: (rank) => void hung.push(rank) }, () => Date.now());
+      monitor.watch(2);
+      // Rank 2 answers; ranks 0 and 1 have not joined: never judged.
+      for (let i = 0; i < 8; i++) {
+        await vi.advanceTimersByTimeAsync(250);
+        monitor.heard(2);
+      }
+      expect(hung).toEqual([]);
+      monitor.watch(0);
+      monitor.watch(1);
+      // Rank 1 dies first; ranks 0 and 2 follow it a little later.
+      await vi.advanceTimersByTimeAsync(250);
+      monitor.heard(0);
+      monitor.heard(2);
+      for (let i = 0; i < 8 && hung.length === 0; i++) await vi.advanceTimersByTimeAsync(250);
+      expect(hung).toEqual([1]);
     } finally {
       vi.useRealTimers();
     }
