@@ -79,6 +79,7 @@ export async function runRankCommand(argv: string[], out: NodeJS.WritableStream)
   await startRank(env, {
     pin: (logger) => pinLocalRank(placement, logger),
     refused: (reason) => process.stderr.write(`multirank rank: the runner refused rank ${placement.rank}: ${reason}\n`),
+    runnerGone: (why) => process.stderr.write(`multirank rank: ${why}\n`),
   });
   return 0;
 }

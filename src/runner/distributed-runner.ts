@@ -211,7 +211,14 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
       setupMessage,
       attach: {
         ...attach,
-        setupFor: (group) => session!.codec.pack({ t: "setup", args, ...(group ? { group } : {}) } satisfies RunnerMessage),
+        setupFor: (group) =>
+          session!.codec.pack({
+            t: "setup",
+            args,
+            ...(group ? { group } : {}),
+            // The runner pings at least four times per heartbeatTimeout: that long without a word means it is gone.
+            ...(heartbeatTimeoutMs > 0 ? { runnerSilenceMs: heartbeatTimeoutMs } : {}),
+          } satisfies RunnerMessage),
         heartbeatTimeoutMs,
         hung: (rank, silentMs) => void this.#onRankHung(session!, rank, silentMs),
       },

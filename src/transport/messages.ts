@@ -11,7 +11,12 @@ import type { SerializedError } from "../errors.js";
 /** Runner to rank. */
 export type RunnerMessage =
   /** `group`: in attach mode, where the process group meets (rank 0's report) and its secret. */
-  | { t: "setup"; args: Record<string, unknown>; group?: GroupRendezvous }
+  /**
+   * `runnerSilenceMs` (attach mode, heartbeats on): a joined rank has no
+   * death pipe, so it leaves once the runner, which pings it far more often,
+   * has been silent this long.
+   */
+  | { t: "setup"; args: Record<string, unknown>; group?: GroupRendezvous; runnerSilenceMs?: number }
   /** In attach mode: the runner refused this rank's hello; the rank exits with `reason`. */
   | { t: "refused"; reason: string }
   | {

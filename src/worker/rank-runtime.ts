@@ -12,6 +12,7 @@ import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
 import { appendErrorRecord } from "../transport/error-file.js";
 import { RequestScheduler } from "./request-scheduler.js";
+import { RunnerWatchdog } from "./runner-watchdog.js";
 import type { RankEnv } from "./rank-env.js";
 import { requestLogger, type RequestLogRecord } from "./request-log.js";
 import { StreamOutbox } from "./stream-outbox.js";
@@ -48,6 +49,8 @@ export interface RankRuntimeOptions {
   createGroup: (rendezvous?: GroupRendezvous) => Promise<ProcessGroup>;
   /** Hears why the runner refused this rank's hello, before it exits with {@link JOIN_REFUSED_EXIT_CODE}. */
   refused?: (reason: string) => void;
+  /** Hears why a joined rank gives up on a silent runner, before it exits with {@link RUNNER_GONE_EXIT_CODE}. */
+  runnerGone?: (why: string) => void;
   /** Called once the runtime wants the process to end, with the exit code. */
   exit: (code: number) => void;
 }
@@ -74,6 +77,8 @@ export class RankRuntime {
   #scopes: RequestScopes | undefined;
   #groupBroken = false;
   #setupStarted = false;
+  /** Attach mode: notices a runner that went away without a word. */
+  #watchdog: RunnerWatchdog | undefined;
   #stopping = false;
 
   constructor(options: RankRuntimeOptions) {
@@ -104,6 +109,7 @@ export class RankRuntime {
         this.#log.warn({ err: error }, "ignoring a control message that could not be unpacked");
         continue;
       }
+      this.#watchdog?.heard();
       // A request holds the shared buffers it was given until it ends.
       this.#handle(message, holdKeptMappings());
     }
@@ -140,6 +146,7 @@ export class RankRuntime {
       case "setup":
         if (!this.#setupStarted) {
           this.#setupStarted = true;
+          if (this.#env.join && message.runnerSilenceMs !== undefined) this.#watchRunner(message.runnerSilenceMs);
           void this.#setup(message.args, message.group);
         }
         return;
@@ -389,9 +396,23 @@ export class RankRuntime {
     });
   }
 
+  /** A joined rank leaves once its runner has been silent `silenceMs` (it has no death pipe). */
+  #watchRunner(silenceMs: number): void {
+    this.#watchdog = new RunnerWatchdog(silenceMs, (silentMs) => {
+      if (this.#stopping) return;
+      const why = `the runner has been silent for ${(silentMs / 1000).toFixed(1)} s (it is gone or cut off); the rank exits`;
+      this.#log.error({ silentMs: Math.round(silentMs) }, why);
+      this.#options.runnerGone?.(why);
+      this.#stopping = true;
+      this.#channel.close();
+      this.#options.exit(RUNNER_GONE_EXIT_CODE);
+    });
+  }
+
   async #teardown(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#watchdog?.stop();
     let error: ReturnType<typeof serializeError> | undefined;
     try {
       await this.#scheduler.idle();

@@ -36,6 +36,8 @@ export interface RankStartOptions {
   pin(logger: Logger): WorkerDevice;
   /** The runner refused this rank (attach mode): the process exits right after. */
   refused?: (reason: string) => void;
+  /** A joined rank gives up on a silent runner: the process exits right after. */
+  runnerGone?: (why: string) => void;
 }
 
 /**
@@ -63,6 +65,7 @@ export async function startRank(env: RankEnv, options: RankStartOptions): Promis
     createGroup: (rendezvous) => createRankGroup(env, logger, rendezvous),
     exit: (code) => process.exit(code),
     ...(options.refused ? { refused: options.refused } : {}),
+    ...(options.runnerGone ? { runnerGone: options.runnerGone } : {}),
   });
 
   forward = (record) => runtime.forwardLog(record);

@@ -199,6 +199,16 @@ describe("attach mode: ranks started by another launcher", () => {
     expect((error as Error).message).toMatch(/the launcher did not restart the ranks: .*ranks that never joined: 0, 1/);
     expect(await Promise.all(second.map((r) => r.exited))).toEqual([0, 0]);
   }, 90_000);
+
+  it("a joined rank leaves once its runner has been silent for heartbeatTimeout (the runner is gone or cut off)", async () => {
+    const runner = attachRunner(2, { heartbeatTimeout: 2 });
+    const ranks = await startWithRanks(runner);
+    expect(await runner.invoke({ value: 1 })).toMatchObject({ sum: [3] });
+    // The runner stops talking without a teardown, as a SIGKILLed runner or a cut link would.
+    runner.closeZmqSocket();
+    expect(await Promise.all(ranks.map((r) => r.exited))).toEqual([70, 70]);
+    for (const rank of ranks) expect(rank.stderr()).toMatch(/the runner has been silent for \d+\.\d s \(it is gone or cut off\); the rank exits/);
+  });
 });
 
 /** Whether `mpirun` runs here. */
