@@ -195,6 +195,11 @@ export class NetnsHosts {
     return execFileSync(first!, rest, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   }
 
+  /** The processes running on `host` now. */
+  pids(host: string): number[] {
+    return ip("netns", "pids", this.host(host).ns).split("\n").filter(Boolean).map(Number);
+  }
+
   /** Pulls `host`'s cable: its port on the bridge goes down, and its packets go nowhere. Its processes keep running. */
   cut(host: string): void {
     ip("-n", this.#hub, "link", "set", this.#port(host), "down");
