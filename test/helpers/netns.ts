@@ -36,7 +36,7 @@ export interface NetnsHost {
 /** Why namespaces cannot be made here, or undefined when they can. */
 export function netnsUnavailable(): string | undefined {
   if (process.platform !== "linux") return "network namespaces need Linux";
-  if (process.getuid?.() !== 0) return "network namespaces need root (CI runs these tests as root)";
+  if (process.getuid?.() !== 0) return "network namespaces need root";
   for (const tool of ["ip", "nsenter", "unshare"]) {
     if (spawnSync(tool, ["--version"], { stdio: "ignore" }).error) return `${tool} is not installed (iproute2, util-linux)`;
   }

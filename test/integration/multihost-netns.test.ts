@@ -26,7 +26,7 @@ const hostOf = (rank: number): string => LAYOUT[Math.floor(rank / 2)]!;
 
 const unavailable = netnsUnavailable();
 const skip = unavailable !== undefined && !process.env.CI;
-if (skip) process.stderr.write(`multihost-netns: skipped: ${unavailable}\n`);
+if (skip) process.stderr.write(`multihost-netns: skipped: ${unavailable} (in CI, where CI is set, it runs as root and must pass)\n`);
 
 describe.skipIf(skip)("attach mode across network-namespace hosts", () => {
   let hosts: NetnsHosts | undefined;
