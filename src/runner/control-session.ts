@@ -179,7 +179,14 @@ export class ControlSession {
     this.#attach = options.attach;
     if (options.attach) {
       this.#joins = new RankJoins(options.worldSize, options.attach.secret);
-      if (options.attach.heartbeatTimeoutMs > 0) this.#heartbeats = this.#newHeartbeats(options.attach.heartbeatTimeoutMs, options.attach.hung);
+      const { hung } = options.attach;
+      if (options.attach.heartbeatTimeoutMs > 0) {
+        this.#heartbeats = this.#newHeartbeats(options.attach.heartbeatTimeoutMs, (rank, silentMs) => {
+          // A silent rank will not say it tore down: closing must not wait for it.
+          this.#joins?.lost(rank);
+          hung(rank, silentMs);
+        });
+      }
     }
     this.#foreign = options.foreign;
     this.#log = options.log;

@@ -65,6 +65,11 @@ export class RankJoins {
   }
 
   /** Resolves once every joined rank finished its teardown. */
+  /** `rank` went silent (killed, cut off): nothing more will come from it, a teardown reply included. */
+  lost(rank: number): void {
+    this.tornDown(rank);
+  }
+
   allTornDown(): Promise<void> {
     if ([...this.#joined.keys()].every((r) => this.#tornDown.has(r))) return Promise.resolve();
     this.#allTornDown ??= deferred<void>();
