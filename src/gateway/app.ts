@@ -88,6 +88,38 @@ export interface AppOptions {
   title?: string;
   /** An example input for the web page and the printed curl. @default {} */
   exampleInput?: unknown;
+  /**
+   * Who starts the ranks. `"spawn"`: the gateway, on its own host. `"external"`
+   * (attach mode): another launcher (mpirun, srun, a Kubernetes Indexed Job,
+   * torchrun) starts `multirank rank` on its hosts and the ranks join the
+   * app's one runner, which listens at `workerAddr:workerPort` and writes its
+   * join string to `joinFile`. Such an app has exactly one runner, started at
+   * boot and never stopped for idleness (the launcher owns the ranks): give
+   * `worldSize`, and leave `machineType`, `minRunners`, `maxRunners`,
+   * `keepAlive`, `memory`, `cpu`, `env` and `secrets` unset, since they
+   * concern ranks the gateway spawns. When the ranks fail, the runner waits
+   * for the launcher to start them again with the same join string.
+   * @default "spawn"
+   */
+  launcher?: "spawn" | "external";
+  /** With `launcher: "external"`: the address the runner listens on for ranks, one their hosts reach. @default "127.0.0.1" */
+  workerAddr?: string;
+  /** With `launcher: "external"`: the port the runner listens on for ranks; 0 picks one (then read it from `joinFile`). @default 0 */
+  workerPort?: number;
+  /**
+   * With `launcher: "external"`: the file (mode 0600) the runner writes its
+   * join string to, for `MULTIRANK_JOIN_FILE` on the ranks' hosts; a relative
+   * path resolves against the config file's folder. @default unset
+   */
+  joinFile?: string;
+}
+
+/** Where the ranks of an app in attach mode (`launcher: "external"`) join its runner. */
+export interface AppAttachment {
+  readonly workerAddr: string;
+  readonly workerPort: number;
+  /** As given; {@link resolveApp} makes it absolute. */
+  readonly joinFile: string | undefined;
 }
 
 /** A validated app, as `defineApp` returns it (frozen). */
@@ -116,6 +148,8 @@ export interface AppDefinition {
   readonly secrets: readonly string[];
   readonly title: string;
   readonly exampleInput: unknown;
+  /** Set when another launcher starts the ranks (`launcher: "external"`); undefined when the gateway spawns them. */
+  readonly attach: AppAttachment | undefined;
 }
 
 /** An app fitted to this host: world size, GPU needs and the ranks' full environment. */
@@ -138,6 +172,9 @@ const DEFAULTS = Object.freeze({
   startupTimeout: 1800,
   heartbeatTimeout: 60,
   maxQueueLength: 1000,
+  /** Seconds, with `launcher: "external"`: a rank on another host can vanish without an exit the gateway could see. */
+  externalHeartbeatTimeout: 10,
+  externalWorkerAddr: "127.0.0.1",
 });
 
 // A record, not a list, so the compiler says when a new option is missing here.
@@ -164,6 +201,10 @@ const APP_OPTION_KEYS = Object.keys({
   exampleInput: true,
   memory: true,
   cpu: true,
+  launcher: true,
+  workerAddr: true,
+  workerPort: true,
+  joinFile: true,
 } satisfies Record<keyof AppOptions, true>);
 const RETRY_KEYS: readonly string[] = ["max", "on"] satisfies ReadonlyArray<keyof RetryPolicy>;
 
@@ -195,7 +236,9 @@ export function defineApp(options: AppOptions): AppDefinition {
       throw new ValidationError(`${field("machineType")}: ${(error as Error).message}`);
     }
   }
-  const minRunners = nonNegativeInteger(options.minRunners ?? DEFAULTS.minRunners, field("minRunners"));
+  const attach = attachment(options, field);
+  // An app in attach mode has exactly one runner, kept from boot on: its ranks come and go with their launcher.
+  const minRunners = attach ? 1 : nonNegativeInteger(options.minRunners ?? DEFAULTS.minRunners, field("minRunners"));
   const maxRunners = positiveInteger(options.maxRunners ?? Math.max(DEFAULTS.maxRunners, minRunners), field("maxRunners"));
   if (minRunners > maxRunners) throw new ValidationError(`${field("minRunners")} (${minRunners}) is above options.maxRunners (${maxRunners})`);
   const retries = options.retries ?? {};
@@ -225,7 +268,7 @@ export function defineApp(options: AppOptions): AppDefinition {
     timeout: seconds(options.timeout ?? DEFAULTS.timeout, field("timeout")),
     retries: Object.freeze({ max: nonNegativeInteger(retries.max ?? 0, field("retries.max")), on: Object.freeze([...on]) }),
     startupTimeout: seconds(options.startupTimeout ?? DEFAULTS.startupTimeout, field("startupTimeout")),
-    heartbeatTimeout: seconds(options.heartbeatTimeout ?? DEFAULTS.heartbeatTimeout, field("heartbeatTimeout"), true),
+    heartbeatTimeout: seconds(options.heartbeatTimeout ?? (attach ? DEFAULTS.externalHeartbeatTimeout : DEFAULTS.heartbeatTimeout), field("heartbeatTimeout"), true),
     maxQueueLength: positiveInteger(options.maxQueueLength ?? DEFAULTS.maxQueueLength, field("maxQueueLength")),
     setupArgs: Object.freeze({ ...setupArgs }),
     keepalivePayload: options.keepalivePayload ?? {},
@@ -234,7 +277,51 @@ export function defineApp(options: AppOptions): AppDefinition {
     secrets: Object.freeze([...secrets]),
     title: typeof options.title === "string" ? options.title : name,
     exampleInput: options.exampleInput ?? {},
+    attach,
   });
+}
+
+const LAUNCHERS = ["spawn", "external"] as const;
+/** Options that shape runners the gateway spawns or scales: an app in attach mode has one runner and no ranks of its own. */
+const SPAWN_ONLY: ReadonlyArray<[keyof AppOptions, string]> = [
+  ["machineType", "give worldSize, the ranks the launcher starts; their devices are the launcher's hosts'"],
+  ["minRunners", "the app has one runner, started at boot and never scaled to zero: the launcher owns the ranks"],
+  ["maxRunners", "the app has one runner: the launcher owns the ranks, and a second runner would have none"],
+  ["keepAlive", "the runner is never stopped for idleness: the launcher owns the ranks, and they exit with it"],
+  ["memory", "the ranks run on the launcher's hosts; limit them there"],
+  ["cpu", "the ranks run on the launcher's hosts; pin them there"],
+  ["env", "the ranks get their environment from the launcher"],
+  ["secrets", "the ranks get their environment from the launcher"],
+];
+
+/**
+ * Checks the attach-mode fields: `launcher: "external"` with where ranks join,
+ * and none of the fields that concern spawned or scaled runners.
+ * @returns undefined for an app whose ranks the gateway spawns.
+ */
+function attachment(options: AppOptions, field: (key: string) => string): AppAttachment | undefined {
+  const launcher = options.launcher ?? "spawn";
+  if (!LAUNCHERS.includes(launcher)) throw new ValidationError(`${field("launcher")} must be "spawn" or "external"; got ${JSON.stringify(launcher)}`);
+  if (launcher === "spawn") {
+    for (const key of ["workerAddr", "workerPort", "joinFile"] as const) {
+      if (options[key] !== undefined) throw new ValidationError(`${field(key)} needs options.launcher "external" (the gateway spawns this app's ranks on its own host)`);
+    }
+    return undefined;
+  }
+  for (const [key, why] of SPAWN_ONLY) {
+    const value = options[key];
+    // One runner is what an external app has anyway; saying so is not an error.
+    const harmless = (key === "minRunners" || key === "maxRunners") && value === 1;
+    if (value !== undefined && !harmless) throw new ValidationError(`${field(key)} cannot be set with launcher "external": ${why}`);
+  }
+  if (options.worldSize === undefined) throw new ValidationError(`${field("worldSize")} is required with launcher "external": the number of ranks the launcher starts`);
+  const workerAddr = options.workerAddr ?? DEFAULTS.externalWorkerAddr;
+  if (typeof workerAddr !== "string" || workerAddr.length === 0) throw new ValidationError(`${field("workerAddr")} must be a host address`);
+  const workerPort = options.workerPort ?? 0;
+  if (!Number.isInteger(workerPort) || workerPort < 0 || workerPort > 65535) throw new ValidationError(`${field("workerPort")} must be a port number (0 to 65535); got ${JSON.stringify(workerPort)}`);
+  const joinFile = options.joinFile;
+  if (joinFile !== undefined && (typeof joinFile !== "string" || joinFile.length === 0)) throw new ValidationError(`${field("joinFile")} must be a file path`);
+  return Object.freeze({ workerAddr, workerPort, joinFile });
 }
 
 /** What {@link resolveApp} needs to know about the host. */
@@ -276,7 +363,9 @@ export function resolveApp(app: AppDefinition, host: HostInfo): ResolvedApp {
     secretValues[secret] = value;
   }
   const workerPath = app.worker.startsWith("file:") ? fileURLToPath(app.worker) : isAbsolute(app.worker) ? app.worker : resolve(host.baseDir, app.worker);
-  return Object.freeze({ ...app, worldSize: spec.worldSize, gpusPerRunner, workerPath, rankEnv: Object.freeze({ ...app.env, ...secretValues }) });
+  const joinFile = app.attach?.joinFile;
+  const attach = app.attach && joinFile !== undefined && !isAbsolute(joinFile) ? Object.freeze({ ...app.attach, joinFile: resolve(host.baseDir, joinFile) }) : app.attach;
+  return Object.freeze({ ...app, worldSize: spec.worldSize, gpusPerRunner, workerPath, rankEnv: Object.freeze({ ...app.env, ...secretValues }), attach });
 }
 
 const SCRIPT = /\.(c|m)?(j|t)sx?$/;
@@ -290,6 +379,8 @@ const SCRIPT = /\.(c|m)?(j|t)sx?$/;
  * @throws {ConfigError} naming the app and the file.
  */
 export async function checkWorkerModule(app: ResolvedApp): Promise<void> {
+  // In attach mode the ranks load the worker on their own hosts (`multirank rank --worker`), not here.
+  if (app.attach) return;
   const path = app.workerPath;
   if (!existsSync(path)) throw new ConfigError(`app ${app.name}: options.worker: no such file ${path}`);
   if (!SCRIPT.test(path)) return;

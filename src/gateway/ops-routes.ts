@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { AppTable } from "./app-table.js";
 import type { GatewayCore } from "./core.js";
 import type { GatewayMetrics } from "./metrics.js";
+import type { RunnerPool } from "./runner-pool.js";
 import { registerPageRoutes } from "./page/page-routes.js";
 
 /** What {@link registerOpsRoutes} reads. */
@@ -32,7 +33,7 @@ export function registerOpsRoutes(server: FastifyInstance, init: OpsRoutesInit):
     const closing = init.closing();
     const body = {
       status: closing ? "shutting_down" : "ok",
-      apps: Object.fromEntries([...table.dispatchers].map(([name, d]) => [name, { queue: d.queueLength, running: d.runningCount, runners: d.pool.counts(), ...(d.pool.failures ? { failures: d.pool.failures() } : {}) }])),
+      apps: Object.fromEntries([...table.dispatchers].map(([name, d]) => [name, appHealth(d.pool, d.queueLength, d.runningCount)])),
     };
     return reply.code(closing ? 503 : 200).send(body);
   });
@@ -43,8 +44,21 @@ export function registerOpsRoutes(server: FastifyInstance, init: OpsRoutesInit):
   server.get("/apps", async (request) => {
     opsAuth(request);
     return {
-      apps: table.apps.map((app) => ({ name: app.name, title: app.title, exampleInput: app.exampleInput, worldSize: app.worldSize, machineType: app.machineType ?? null })),
+      apps: table.apps.map((app) => ({
+        name: app.name,
+        title: app.title,
+        exampleInput: app.exampleInput,
+        worldSize: app.worldSize,
+        machineType: app.machineType ?? null,
+        ...(app.attach ? { launcher: "external" } : {}),
+      })),
     };
   });
   registerPageRoutes(server, core, { page: init.page, opsNeedKey: init.requireKeyForOps && core.keysRequired });
+}
+
+/** One app's line in `/healthz`; an app in attach mode adds `ranks`, which says whether it waits for its launcher's ranks. */
+function appHealth(pool: RunnerPool, queue: number, running: number): Record<string, unknown> {
+  const ranks = pool.attachStatus?.();
+  return { queue, running, runners: pool.counts(), ...(pool.failures ? { failures: pool.failures() } : {}), ...(ranks ? { ranks } : {}) };
 }

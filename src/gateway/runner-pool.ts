@@ -13,8 +13,8 @@ import type { ResolvedApp } from "./app.js";
 import { LongTimer } from "../util/timers.js";
 import type { GpuAllocator } from "./gpu-allocator.js";
 
-/** The part of a runner a pool uses (so tests can pass fakes). */
-export type PoolRunner = Pick<DistributedRunner, "start" | "stop" | "terminate" | "invoke" | "stream" | "on" | "off" | "state">;
+/** The part of a runner a pool uses (so tests can pass fakes); `pids` tells an app in attach mode which ranks joined. */
+export type PoolRunner = Pick<DistributedRunner, "start" | "stop" | "terminate" | "invoke" | "stream" | "on" | "off" | "state"> & Partial<Pick<DistributedRunner, "pids">>;
 
 /** Makes a runner for a pool. @default `new DistributedRunner(options)` */
 export type RunnerFactory = (options: DistributedRunnerOptions) => PoolRunner;
@@ -41,6 +41,20 @@ export interface PoolFailures {
   last?: { at: string; code: string; message: string };
 }
 
+/** How far the ranks of an app in attach mode (`launcher: "external"`) have come. */
+export interface AttachStatus {
+  /**
+   * `waiting`: the runner listens and not every rank has joined (or set up);
+   * ranks may join now. `ready`: it serves. `recovering`: its ranks failed and
+   * it is ending their session (ranks that join now are refused) before it
+   * waits again. `stopped`: the gateway closed.
+   */
+  state: "waiting" | "ready" | "recovering" | "stopped";
+  /** Ranks that joined the current runner. */
+  joined: number;
+  worldSize: number;
+}
+
 /** What a dispatcher needs from a pool. */
 export interface RunnerPool {
   /** True when {@link acquire} can lend a runner without exceeding the limits. */
@@ -51,6 +65,8 @@ export interface RunnerPool {
   counts(): PoolCounts;
   /** Runners replaced after a failure (a rank died or hung) since the pool started, and the last failure. */
   failures?(): PoolFailures;
+  /** For an app in attach mode: whether its runner waits for ranks; undefined when the gateway spawns them. */
+  attachStatus?(): AttachStatus | undefined;
   /** Emits "change" when capacity may have grown (a runner became ready, stopped, or was replaced). */
   on(event: "change", listener: () => void): this;
   /** Stops every runner; `terminate` kills instead of stopping gracefully. */
@@ -75,7 +91,12 @@ interface Slot {
   ready: Promise<void>;
   idleTimer: LongTimer | undefined;
   gpus: number[];
+  /** Removes the listeners this slot put on its runner (attach mode reuses the runner for the next slot). */
+  unlisten: () => void;
 }
+
+/** Seconds between tries to start an attach-mode app's runner again after a start failed (a bind error, say). */
+const ATTACH_RETRY_SECONDS = 5;
 
 /** A pool of runner processes on this host. */
 export class LocalRunnerPool extends EventEmitter implements RunnerPool {
@@ -88,13 +109,21 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
   #closed = false;
   #replaced = 0;
   #lastFailure: PoolFailures["last"];
+  /**
+   * Attach mode: the app's one runner, made once and started again after each
+   * failure, so its join string (endpoint, key, secret) stays the one the
+   * launcher's ranks hold.
+   */
+  #attachRunner: PoolRunner | undefined;
+  #attachRetry: LongTimer | undefined;
 
   constructor(app: ResolvedApp, options: LocalRunnerPoolOptions) {
     super();
     this.#app = app;
     this.#log = options.logger.child({ component: "pool", app: app.name });
     this.#gpus = options.gpus;
-    this.#createRunner = options.createRunner ?? ((runnerOptions) => new DistributedRunner(runnerOptions));
+    const createRunner = options.createRunner ?? ((runnerOptions) => new DistributedRunner(runnerOptions));
+    this.#createRunner = app.attach ? (runnerOptions) => (this.#attachRunner ??= createRunner(runnerOptions)) : createRunner;
   }
 
   /** Starts `minRunners` runners; resolves when they are ready (or failed, which is logged). */
@@ -105,7 +134,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
   hasCapacity(): boolean {
     if (this.#closed) return false;
     for (const slot of this.#slots) if (slot.state !== "stopping" && slot.active < this.#app.concurrency) return true;
-    return this.#live() < this.#app.maxRunners && this.#gpus.available >= this.#app.gpusPerRunner;
+    return this.#occupied() < this.#app.maxRunners && this.#gpus.available >= this.#app.gpusPerRunner;
   }
 
   acquire(): Promise<RunnerLease> {
@@ -149,9 +178,31 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
     return counts;
   }
 
+  attachStatus(): AttachStatus | undefined {
+    if (!this.#app.attach) return undefined;
+    const worldSize = this.#app.worldSize;
+    const runner = this.#attachRunner;
+    const joined = runner?.state === "starting" || runner?.state === "ready" ? (runner.pids ?? []).filter((pid) => pid > 0).length : 0;
+    if (this.#closed) return { state: "stopped", joined, worldSize };
+    const ready = runner?.state === "ready" && [...this.#slots].some((slot) => slot.state === "ready");
+    // Before boot made the runner, ranks that connect are not refused: their ZeroMQ socket keeps trying until it listens.
+    const waiting = runner === undefined || runner.state === "starting";
+    return { state: ready ? "ready" : waiting ? "waiting" : "recovering", joined, worldSize };
+  }
+
   async close(options: { timeout?: number; terminate?: boolean } = {}): Promise<void> {
     this.#closed = true;
+    this.#attachRetry?.cancel();
     await Promise.all([...this.#slots].map((slot) => this.#stopSlot(slot, options)));
+  }
+
+  /**
+   * Runners that count against `maxRunners`. In attach mode a stopping one
+   * counts too: the next slot starts the same runner again, which must have
+   * stopped first.
+   */
+  #occupied(): number {
+    return this.#app.attach ? this.#slots.size : this.#live();
   }
 
   #live(): number {
@@ -161,45 +212,70 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
   }
 
   #startSlot(): Slot | undefined {
-    if (this.#closed || this.#live() >= this.#app.maxRunners) return undefined;
+    if (this.#closed || this.#occupied() >= this.#app.maxRunners) return undefined;
     const gpus = this.#gpus.take(this.#app.gpusPerRunner);
     if (!gpus) return undefined;
     const app = this.#app;
     const id = `${app.name.replace("/", "--")}-${this.#nextId++}`;
-    const runner = this.#createRunner({
+    const common = {
       worker: app.workerPath,
       worldSize: app.worldSize,
-      devices: app.gpusPerRunner > 0 ? gpus : "cpu",
-      env: { ...app.rankEnv },
       logger: this.#log.child({ runner: id }),
       keepalivePayload: app.keepalivePayload,
       heartbeatTimeout: app.heartbeatTimeout,
-      ...(app.memoryMiB === undefined ? {} : { memoryLimitMiB: app.memoryMiB }),
-      ...(app.cpu === undefined ? {} : { cpusPerRank: app.cpu }),
       ...(app.keepaliveInterval === undefined ? {} : { keepaliveInterval: app.keepaliveInterval }),
-    });
-    const slot: Slot = { id, runner, state: "starting", active: 0, ready: Promise.resolve(), idleTimer: undefined, gpus };
+    };
+    const runner = this.#createRunner(
+      app.attach
+        ? { ...common, launcher: "external", workerAddr: app.attach.workerAddr, workerPort: app.attach.workerPort, ...(app.attach.joinFile === undefined ? {} : { joinFile: app.attach.joinFile }) }
+        : {
+            ...common,
+            devices: app.gpusPerRunner > 0 ? gpus : "cpu",
+            env: { ...app.rankEnv },
+            ...(app.memoryMiB === undefined ? {} : { memoryLimitMiB: app.memoryMiB }),
+            ...(app.cpu === undefined ? {} : { cpusPerRank: app.cpu }),
+          },
+    );
+    const slot: Slot = { id, runner, state: "starting", active: 0, ready: Promise.resolve(), idleTimer: undefined, gpus, unlisten: () => {} };
     this.#slots.add(slot);
     const started = Date.now();
-    this.#log.info({ runner: id, worldSize: app.worldSize, gpus }, "starting a runner (cold start)");
+    if (app.attach) this.#log.info({ runner: id, worldSize: app.worldSize, workerAddr: app.attach.workerAddr, joinFile: app.attach.joinFile }, "waiting for the launcher's ranks to join");
+    else this.#log.info({ runner: id, worldSize: app.worldSize, gpus }, "starting a runner (cold start)");
     slot.ready = runner.start({ ...app.setupArgs, timeout: app.startupTimeout }).then(
       () => {
         if (slot.state !== "starting") throw new StateError(`runner ${id} was stopped while it started`);
         slot.state = "ready";
         this.#log.info({ runner: id, ms: Date.now() - started }, "runner ready");
-        runner.on("state", (state: RunnerState) => this.#onRunnerState(slot, state));
-        runner.on("failure", (error: MultirankError) => this.#onRunnerFailure(slot, error));
+        const onState = (state: RunnerState): void => this.#onRunnerState(slot, state);
+        const onFailure = (error: MultirankError): void => this.#onRunnerFailure(slot, error);
+        runner.on("state", onState);
+        runner.on("failure", onFailure);
+        slot.unlisten = () => {
+          runner.off("state", onState);
+          runner.off("failure", onFailure);
+        };
         if (slot.active === 0) this.#armIdle(slot);
         this.emit("change");
       },
       async (error: unknown) => {
         this.#log.error({ runner: id, err: error }, "runner failed to start");
         await this.#removeSlot(slot, true);
+        // Attach mode: the launcher may start the ranks later (a job still queued, mpirun run again); keep waiting.
+        if (app.attach) this.#retryAttachLater();
         throw error;
       },
     );
     slot.ready.catch(() => {});
     return slot;
+  }
+
+  #retryAttachLater(): void {
+    if (this.#closed || this.#attachRetry) return;
+    this.#attachRetry = new LongTimer(ATTACH_RETRY_SECONDS * 1000, () => {
+      this.#attachRetry = undefined;
+      this.#fillToMinimum();
+      this.emit("change");
+    }).unref();
   }
 
   #release(slot: Slot): void {
@@ -232,7 +308,8 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
   #onRunnerState(slot: Slot, state: RunnerState): void {
     if (state !== "failed" || slot.state === "stopping") return;
     this.#replaced++;
-    this.#log.error({ runner: slot.id, reason: this.#lastFailure?.code }, "runner failed (a rank died or hung); replacing it");
+    if (this.#app.attach) this.#log.error({ runner: slot.id, reason: this.#lastFailure?.code }, "runner failed (a rank died or hung); waiting for the launcher to start the ranks again");
+    else this.#log.error({ runner: slot.id, reason: this.#lastFailure?.code }, "runner failed (a rank died or hung); replacing it");
     void this.#removeSlot(slot, true).then(() => {
       this.#fillToMinimum();
       this.emit("change");
@@ -259,6 +336,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
     if (!this.#slots.has(slot)) return;
     slot.state = "stopping";
     slot.idleTimer?.cancel();
+    slot.unlisten();
     if (kill) await slot.runner.terminate().catch(() => {});
     if (!this.#slots.delete(slot)) return;
     this.#gpus.give(slot.gpus);
@@ -267,7 +345,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
 
   #fillToMinimum(): Slot[] {
     const started: Slot[] = [];
-    while (!this.#closed && this.#live() < this.#app.minRunners) {
+    while (!this.#closed && this.#occupied() < this.#app.minRunners) {
       const slot = this.#startSlot();
       if (!slot) break;
       started.push(slot);
