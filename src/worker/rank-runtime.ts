@@ -22,8 +22,13 @@ interface ActiveRequest {
   id: number;
   streaming: boolean;
   controller: AbortController;
-  /** Stream items, progress and item errors, in order; `done` waits for it. */
-  stream: StreamOutbox;
+  /**
+   * Stream items, progress and item errors, in order; `done` waits for it.
+   * Made on first use: most requests never stream, and a request's cost on
+   * the hot path is what a rank pays at every invoke.
+   */
+  stream: StreamOutbox | undefined;
+  asTextEvents: boolean | undefined;
 }
 
 /** What a rank knows of one request from its `req` message. */
@@ -274,16 +279,7 @@ export class RankRuntime {
       return;
     }
     const controller = new AbortController();
-    const stream = new StreamOutbox({
-      id,
-      signal: controller.signal,
-      window: this.#env.streamWindow,
-      maxMessageBytes: this.#env.maxMessageBytes,
-      textEvents: asTextEvents,
-      codec: this.#channel.codec,
-      send: (bytes) => this.#channel.send([bytes]),
-    });
-    const active: ActiveRequest = { id, streaming, controller, stream };
+    const active: ActiveRequest = { id, streaming, controller, stream: undefined, asTextEvents };
     this.#active.set(id, active);
     this.#scopes?.begin(id);
     let log: Logger | undefined;
@@ -306,7 +302,7 @@ export class RankRuntime {
         // Before the answer goes out: collectives the call left running end now.
         this.#scopes?.end(id);
       }
-      await stream.drain();
+      await active.stream?.drain();
       if (active.controller.signal.aborted) throw active.controller.signal.reason;
       if (this.#env.rank === 0) {
         const result = containsRawImage(output) ? await encodeImagesIn(output, { quality: worker.imageQuality.final, format: worker.imageFormat }) : output;
@@ -330,12 +326,25 @@ export class RankRuntime {
       release();
       this.#scopes?.end(id);
       this.#active.delete(id);
-      stream.end();
+      active.stream?.end();
     }
   }
 
+  /** The request's outbox, made on first use. */
+  #outboxOf(active: ActiveRequest): StreamOutbox {
+    return (active.stream ??= new StreamOutbox({
+      id: active.id,
+      signal: active.controller.signal,
+      window: this.#env.streamWindow,
+      maxMessageBytes: this.#env.maxMessageBytes,
+      textEvents: active.asTextEvents,
+      codec: this.#channel.codec,
+      send: (bytes) => this.#channel.send([bytes]),
+    }));
+  }
+
   #credit(id: number, bytes: number): void {
-    this.#active.get(id)?.stream.credit(bytes);
+    this.#active.get(id)?.stream?.credit(bytes);
   }
 
   #call<R>(active: ActiveRequest, fn: () => R): R {
@@ -351,7 +360,7 @@ export class RankRuntime {
   #enqueueOnStream(active: ActiveRequest, send: () => Promise<void>): Promise<void> {
     // Only rank 0 speaks for the group; other ranks drop items before any work.
     if (this.#env.rank !== 0) return Promise.resolve();
-    return active.stream.enqueue(send);
+    return this.#outboxOf(active).enqueue(send);
   }
 
   #requireActive(what: string): ActiveRequest | undefined {
@@ -365,7 +374,7 @@ export class RankRuntime {
     // Only rank 0 speaks for the group, and only a streaming caller hears it (invoke drops items).
     if (!active || !this.#worker || this.#env.rank !== 0 || !active.streaming) return Promise.resolve();
     const worker = this.#worker;
-    return active.stream.addResult(result, {
+    return this.#outboxOf(active).addResult(result, {
       asTextEvent: options.asTextEvent === true,
       quality: options.quality ?? worker.imageQuality.stream,
       imageFormat: options.imageFormat ?? worker.imageFormat,
