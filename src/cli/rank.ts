@@ -38,8 +38,10 @@ their sizes and local ranks).
 
 Environment: MULTIRANK_HOST_ADDR (rank 0: the address other hosts reach for
 the process group), MULTIRANK_LOG_LEVEL, MULTIRANK_MAX_MESSAGE_BYTES.
-Exit codes: 0 after the runner's teardown, 2 bad usage, a placement that
-disagrees with the runner, or a join the runner refused; 1 a fatal error.
+Exit codes: 0 after the runner's stop(); 75 after its restart() (so a
+restart policy starts the rank again); 2 bad usage, a placement that
+disagrees with the runner, or a join the runner refused; 70 the runner went
+silent; 71 the process group broke; 1 a fatal error.
 `;
 
 /** A bad command line, join string or placement: exit 2, with a message that never holds the join string. */

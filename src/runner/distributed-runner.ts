@@ -381,14 +381,19 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
    * SIGKILL. Idempotent. Leaves no child process.
    */
   stop(options: StopOptions = {}): Promise<void> {
+    return this.#stopOnce(options, false);
+  }
+
+  /** `forRestart` (attach mode): the joined ranks exit with RESTART_EXIT_CODE, so their launcher starts them again. */
+  #stopOnce(options: StopOptions, forRestart: boolean): Promise<void> {
     const timeoutMs = timeoutToMs(options.timeout ?? 10, "stop options.timeout");
-    this.#stopping ??= this.#stop(timeoutMs).finally(() => {
+    this.#stopping ??= this.#stop(timeoutMs, forRestart).finally(() => {
       this.#stopping = undefined;
     });
     return this.#stopping;
   }
 
-  async #stop(timeoutMs: number): Promise<void> {
+  async #stop(timeoutMs: number, forRestart: boolean): Promise<void> {
     this.maybeCancelKeepalive();
     const session = this.#session;
     if (!session || session.closed) {
@@ -396,7 +401,7 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
       return;
     }
     this.#setState("stopping");
-    session.sendToConnected(session.codec.pack({ t: "teardown" } satisfies RunnerMessage));
+    session.sendToConnected(session.codec.pack({ t: "teardown", ...(forRestart && session.attached ? { restart: true } : {}) } satisfies RunnerMessage));
     await session.close(undefined, timeoutMs);
     this.#setState("stopped");
   }
@@ -414,10 +419,10 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
 
   /** Stops (gracefully) and starts again with the same setup arguments. */
   async restart(options: StopOptions = {}): Promise<void> {
-    await this.stop(options);
+    await this.#stopOnce(options, this.#attach !== undefined);
     if (!this.#attach) return this.#startAgain();
-    // Attach mode: the ranks exited after their teardown; only their launcher
-    // can start them again (torchrun's restarts, a Job's or a Pod's policy).
+    // Attach mode: the ranks exited with RESTART_EXIT_CODE; only their
+    // launcher can start them again (torchrun's restarts, a Job's or a Pod's policy).
     try {
       await this.#startAgain();
     } catch (error) {

@@ -38,7 +38,13 @@ export type RunnerMessage =
   | { t: "credit"; id: number; bytes: number }
   /** A heartbeat: the rank's main thread answers with a `pong` of the same `n`. */
   | { t: "ping"; n: number }
-  | { t: "teardown" };
+  /**
+   * `restart` (attach mode): the runner is restarting, so the rank exits with
+   * {@link RESTART_EXIT_CODE} instead of 0, and a launcher that restarts
+   * failed processes (torchrun's `--max-restarts`, a Job's `OnFailure`)
+   * starts it again.
+   */
+  | { t: "teardown"; restart?: boolean };
 
 /**
  * A rank's first message. A spawned rank sends `rank`, `pid` and the token
@@ -88,6 +94,12 @@ export type RankMessage =
   | { t: "pong"; n: number }
   | { t: "teardown-done"; error?: SerializedError }
   | { t: "fatal"; error: SerializedError };
+
+/**
+ * Exit code of a joined rank after a teardown for `restart()`: not 0, so
+ * launchers with a restart policy start it again (75 is EX_TEMPFAIL: try again).
+ */
+export const RESTART_EXIT_CODE = 75;
 
 /**
  * Exit code of a rank whose process group broke for good (it failed: a peer

@@ -5,7 +5,7 @@ import type { ProcessGroup } from "../collectives/index.js";
 import { requestScopesOf, type RequestScopes } from "../collectives/process-group.js";
 import type { WorkerDevice } from "../devices/index.js";
 import { AbortError, serializeError, StateError, type RankPhase } from "../errors.js";
-import { GROUP_BROKEN_EXIT_CODE, type GroupRendezvous, type RankMessage, type RunnerMessage } from "../transport/messages.js";
+import { GROUP_BROKEN_EXIT_CODE, RESTART_EXIT_CODE, type GroupRendezvous, type RankMessage, type RunnerMessage } from "../transport/messages.js";
 import { connectRankChannel, type RankChannel } from "../transport/control-channel.js";
 import { holdKeptMappings } from "../transport/shared-payload.js";
 import type { CallContext } from "./call-context.js";
@@ -172,7 +172,7 @@ export class RankRuntime {
         this.#credit(message.id, message.bytes);
         return;
       case "teardown":
-        void this.#teardown();
+        void this.#teardown(message.restart === true && this.#env.join !== undefined);
         return;
       default:
         this.#log.warn({ type: (message as { t?: unknown }).t }, "ignoring a control message of unknown type");
@@ -418,7 +418,8 @@ export class RankRuntime {
     });
   }
 
-  async #teardown(): Promise<void> {
+  /** `forRestart`: a joined rank exits with RESTART_EXIT_CODE, so its launcher starts it again. */
+  async #teardown(forRestart = false): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
     this.#watchdog?.stop();
@@ -437,7 +438,7 @@ export class RankRuntime {
     await this.#send(error ? { t: "teardown-done", error } : { t: "teardown-done" }).catch(() => {});
     this.#channel.abortSends(new AbortError("rank is exiting"));
     this.#channel.close();
-    this.#options.exit(0);
+    this.#options.exit(forRestart ? RESTART_EXIT_CODE : 0);
   }
 
   /** Writes the error to the error file and returns its wire form. */

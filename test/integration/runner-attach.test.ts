@@ -183,10 +183,19 @@ describe("attach mode: ranks started by another launcher", () => {
     // restart() waits as long as start() did: long enough for a busy machine to start ranks, short enough to see it give up.
     const first = await startWithRanks(runner, 15);
     const join = runner.joinInfo;
-    // A launcher with a restart policy: ranks that exit come back with the same join string, once.
+    // A launcher with a restart policy, as torchrun's and a Job's OnFailure: a
+    // rank that exits non-zero comes back with the same join string (once here).
     const second: Launched[] = [];
-    for (const [rank, launched] of first.entries()) void launched.exited.then(() => second.push(launchRank(join, rank, 2)));
+    const firstExits: Array<number | null> = [];
+    for (const [rank, launched] of first.entries()) {
+      void launched.exited.then((code) => {
+        firstExits.push(code);
+        if (code !== 0) second.push(launchRank(join, rank, 2));
+      });
+    }
     await runner.restart();
+    // restart() tells the ranks it is one: they exit 75, not 0, so the policy applies.
+    expect(firstExits).toEqual([75, 75]);
     expect(second).toHaveLength(2);
     expect(runner.joinInfo).toBe(join);
     expect(await runner.invoke({ value: 0 })).toMatchObject({ sum: [1] });
@@ -197,8 +206,15 @@ describe("attach mode: ranks started by another launcher", () => {
     );
     expect(error).toMatchObject({ code: "MULTIRANK_ERR_TIMEOUT" });
     expect((error as Error).message).toMatch(/the launcher did not restart the ranks: .*ranks that never joined: 0, 1/);
-    expect(await Promise.all(second.map((r) => r.exited))).toEqual([0, 0]);
+    expect(await Promise.all(second.map((r) => r.exited))).toEqual([75, 75]);
   }, 90_000);
+
+  it("stop() ends joined ranks with exit code 0, so a restart policy leaves them ended", async () => {
+    const runner = attachRunner(2);
+    const ranks = await startWithRanks(runner);
+    await runner.stop();
+    expect(await Promise.all(ranks.map((r) => r.exited))).toEqual([0, 0]);
+  });
 
   it("a joined rank leaves once its runner has been silent for heartbeatTimeout (the runner is gone or cut off)", async () => {
     const runner = attachRunner(2, { heartbeatTimeout: 2 });
