@@ -74,6 +74,8 @@ export interface AttachSessionOptions {
   /** Heartbeats from each join (0: off); `hung` hears of a rank silent past it. */
   heartbeatTimeoutMs: number;
   hung(rank: number, silentMs: number): void;
+  /** A joined rank reported a fatal error: its process is ending, and nothing will say so later (no exit event reaches the runner). */
+  lost(rank: number, error: RankError): void;
 }
 
 /** The CURVE keys of a tcp session: the runner's public key and each rank's pair. */
@@ -463,9 +465,15 @@ export class ControlSession {
         }
         this.#checkStartup();
         return;
-      case "fatal":
-        this.errors.setFatal(rank, new RankError(message.error, rank, "process"));
+      case "fatal": {
+        const error = new RankError(message.error, rank, "process");
+        this.errors.setFatal(rank, error);
+        if (this.#attach) {
+          this.#joins?.lost(rank);
+          this.#attach.lost(rank, error);
+        }
         return;
+      }
       case "teardown-done":
         this.#joins?.tornDown(rank);
         return;

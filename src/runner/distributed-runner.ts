@@ -221,6 +221,7 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
           } satisfies RunnerMessage),
         heartbeatTimeoutMs,
         hung: (rank, silentMs) => void this.#onRankHung(session!, rank, silentMs),
+        lost: (rank, error) => void this.#onRankLost(session!, rank, error, "a joined rank reported a fatal error; stopping the group"),
       },
       ledger: this.#ledger,
       foreign: this.#foreign,
@@ -495,7 +496,14 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
     if (session.closed || session.closing || session !== this.#session) return;
     const host = session.joined(rank)?.host;
     const error = new RankHungError(rank, silentMs, this.#options.heartbeatTimeoutMs, host);
-    this.#log.error({ rank, silentMs: Math.round(silentMs), ...(host === undefined ? {} : { host }) }, "rank is hung (no heartbeat); stopping the group");
+    await this.#onRankLost(session, rank, error, "rank is hung (no heartbeat); stopping the group", { silentMs: Math.round(silentMs) });
+  }
+
+  /** A rank is gone (hung, or a joined rank's fatal error): the group fails with `error`. */
+  async #onRankLost(session: ControlSession, rank: number, error: MultirankError, why: string, fields: Record<string, unknown> = {}): Promise<void> {
+    if (session.closed || session.closing || session !== this.#session) return;
+    const host = session.joined(rank)?.host;
+    this.#log.error({ rank, ...fields, ...(host === undefined ? {} : { host }) }, why);
     this.#ledger.record(error);
     session.failure ??= error;
     // A joined rank can go silent while the group sets up: start() ends the session.

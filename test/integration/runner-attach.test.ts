@@ -155,6 +155,21 @@ describe("attach mode: ranks started by another launcher", () => {
     expect([0, 71]).toContain(await ranks[0]!.exited);
   });
 
+  it("a joined rank's fatal error fails the group at once, not after the heartbeat bound", async () => {
+    // Heartbeats long enough that only the fatal report can explain a quick failure.
+    const runner = attachRunner(2, { heartbeatTimeout: 120 });
+    await startWithRanks(runner);
+    const started = Date.now();
+    const error = await runner.invoke({ crashRank: 1 }).then(
+      () => undefined,
+      (e: unknown) => e as Error & { code?: string; rank?: number },
+    );
+    expect(error).toMatchObject({ rank: 1 });
+    expect(error!.message).toMatch(/rank 1 crashed on purpose/);
+    expect(Date.now() - started).toBeLessThan(60_000);
+    expect(runner.state).toBe("failed");
+  });
+
   it("writes joinFile with mode 0600, which a rank can join with (MULTIRANK_JOIN_FILE)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mr-attach-"));
     dirs.push(dir);
