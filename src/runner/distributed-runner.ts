@@ -218,6 +218,8 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
             ...(group ? { group } : {}),
             // The runner pings at least four times per heartbeatTimeout: that long without a word means it is gone.
             ...(heartbeatTimeoutMs > 0 ? { runnerSilenceMs: heartbeatTimeoutMs } : {}),
+            // A joined rank cannot read these from an environment the runner made.
+            limits: { maxMessageBytes, streamWindow: this.#options.streamHighWaterMark },
           } satisfies RunnerMessage),
         heartbeatTimeoutMs,
         hung: (rank, silentMs) => void this.#onRankHung(session!, rank, silentMs),

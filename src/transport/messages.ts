@@ -8,6 +8,16 @@ import type { SerializedError } from "../errors.js";
  * request can be mistaken for another's, cancelled ones included.
  */
 
+/**
+ * The runner's limits, for joined ranks (spawned ranks have them in their
+ * environment): the largest message either way, and the bytes of streamed
+ * results a request may send ahead of the runner's credit.
+ */
+export interface RankLimits {
+  maxMessageBytes: number;
+  streamWindow: number;
+}
+
 /** Runner to rank. */
 export type RunnerMessage =
   /** `group`: in attach mode, where the process group meets (rank 0's report) and its secret. */
@@ -16,7 +26,7 @@ export type RunnerMessage =
    * death pipe, so it leaves once the runner, which pings it far more often,
    * has been silent this long.
    */
-  | { t: "setup"; args: Record<string, unknown>; group?: GroupRendezvous; runnerSilenceMs?: number }
+  | { t: "setup"; args: Record<string, unknown>; group?: GroupRendezvous; runnerSilenceMs?: number; limits?: RankLimits }
   /** In attach mode: the runner refused this rank's hello; the rank exits with `reason`. */
   | { t: "refused"; reason: string }
   | {

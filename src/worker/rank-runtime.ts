@@ -5,7 +5,7 @@ import type { ProcessGroup } from "../collectives/index.js";
 import { requestScopesOf, type RequestScopes } from "../collectives/process-group.js";
 import type { WorkerDevice } from "../devices/index.js";
 import { AbortError, serializeError, StateError, type RankPhase } from "../errors.js";
-import { GROUP_BROKEN_EXIT_CODE, RESTART_EXIT_CODE, type GroupRendezvous, type RankMessage, type RunnerMessage } from "../transport/messages.js";
+import { GROUP_BROKEN_EXIT_CODE, RESTART_EXIT_CODE, type GroupRendezvous, type RankLimits, type RankMessage, type RunnerMessage } from "../transport/messages.js";
 import { connectRankChannel, type RankChannel } from "../transport/control-channel.js";
 import { holdKeptMappings } from "../transport/shared-payload.js";
 import type { CallContext } from "./call-context.js";
@@ -152,6 +152,7 @@ export class RankRuntime {
         if (!this.#setupStarted) {
           this.#setupStarted = true;
           if (this.#env.join && message.runnerSilenceMs !== undefined) this.#watchRunner(message.runnerSilenceMs);
+          if (this.#env.join && message.limits) this.#adoptLimits(message.limits);
           void this.#setup(message.args, message.group);
         }
         return;
@@ -403,6 +404,18 @@ export class RankRuntime {
         dropped: (reason) => reject(new AbortError(`runInWorker cancelled: ${reason}`)),
       });
     });
+  }
+
+  /**
+   * A joined rank takes the runner's limits from its setup (a spawned rank
+   * has them in its environment): a message over the runner's
+   * maxMessageBytes fails here, with a clear error, instead of being dropped
+   * by the runner. Messages from the runner are bounded by the channel's own
+   * limit, set at start (MULTIRANK_MAX_MESSAGE_BYTES).
+   */
+  #adoptLimits(limits: RankLimits): void {
+    if (Number.isSafeInteger(limits.maxMessageBytes) && limits.maxMessageBytes > 0) this.#env.maxMessageBytes = limits.maxMessageBytes;
+    if (Number.isSafeInteger(limits.streamWindow) && limits.streamWindow > 0) this.#env.streamWindow = limits.streamWindow;
   }
 
   /** A joined rank leaves once its runner has been silent `silenceMs` (it has no death pipe). */

@@ -170,6 +170,14 @@ describe("attach mode: ranks started by another launcher", () => {
     expect(runner.state).toBe("failed");
   });
 
+  it("joined ranks take the runner's maxMessageBytes from setup: an answer over it fails clearly instead of being dropped", async () => {
+    const runner = attachRunner(2, { maxMessageBytes: 64 * 1024, timeout: 60 });
+    await startWithRanks(runner);
+    expect(await runner.invoke({ bytes: 1000 })).toHaveLength(1000);
+    await expect(runner.invoke({ bytes: 200 * 1024 })).rejects.toThrow(/rank 0 failed in call: .*65536/);
+    expect(await runner.invoke({ value: 1 })).toMatchObject({ sum: [3] });
+  });
+
   it("writes joinFile with mode 0600, which a rank can join with (MULTIRANK_JOIN_FILE)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mr-attach-"));
     dirs.push(dir);
