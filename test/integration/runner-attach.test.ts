@@ -18,6 +18,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { DistributedRunner } from "../../src/index.js";
 import { decodeJoinInfo, encodeJoinInfo } from "../../src/transport/join-info.js";
 import { isRunning, ownChildPids, waitFor } from "../helpers/processes.js";
+import { buildFakeDriver, type FakeDriver } from "../fixtures/fake-driver/build.js";
 
 const WORKER = "test/fixtures/workers/attach-sum.ts";
 const CLI = "dist/cli/main.js";
@@ -286,4 +287,29 @@ describe("attach mode under Open MPI", () => {
     expect(await waitFor(() => pids.every((pid) => !isRunning(pid)), 10_000)).toBe(true);
     expect(ownChildPids()).toEqual([]);
   }, 120_000);
+});
+
+describe("attach mode: each joined rank pins itself by its local rank", () => {
+  let fake: FakeDriver | undefined;
+  afterEach(() => {
+    fake?.remove();
+    fake = undefined;
+  });
+
+  it("takes its host's device for its local rank, through the fake CUDA driver", async () => {
+    fake = buildFakeDriver();
+    // Four fake GPUs on every "host"; devices 0 and 1 are local to core 0, 2 and 3 to core 1.
+    const hostEnv = { MULTIRANK_FAKE_DRIVER: fake.path, FAKE_CUDA_DEVICE_CPUS: "0;0;1;1" };
+    const runner = attachRunner(4);
+    runner.once("listening", () => {
+      // Two hosts of two ranks each, as `torchrun --nnodes 2 --nproc-per-node 2` would start them.
+      for (let rank = 0; rank < 4; rank++) {
+        launchRank(runner.joinInfo, rank, 4, { ...hostEnv, LOCAL_RANK: String(rank % 2), LOCAL_WORLD_SIZE: "2", MULTIRANK_HOST_ID: rank < 2 ? "host-a" : "host-b" });
+      }
+    });
+    await runner.start({ timeout: 120 });
+    expect(runner.devices.map((d) => (d.kind === "cuda" ? d.index : -1))).toEqual([0, 1, 0, 1]);
+    expect(runner.devices.map((d) => d.cpus)).toEqual([[0], [0], [0], [0]]);
+    expect(await runner.invoke({ value: 1 })).toMatchObject({ sum: [10] });
+  });
 });
