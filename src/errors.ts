@@ -204,7 +204,7 @@ export class MemoryLimitError extends MultirankError {
   /** The last lines the rank wrote to stderr. */
   readonly stderrTail: string;
   constructor(rank: number, limitMiB: number, via: "heap" | "cgroup", exit: { exitCode: number | null; signal: NodeJS.Signals | null; stderrTail: string }, options: { cause?: unknown } = {}) {
-    const how = via === "heap" ? "V8's heap limit (JavaScript heap out of memory)" : "its cgroup's memory.max (killed by the kernel's OOM killer)";
+    const how = via === "heap" ? "V8's heap limit (JavaScript heap out of memory)" : "its cgroup's memory limit (killed by the kernel's OOM killer)";
     super(MemoryLimitError.brand, `rank ${rank} went over its memory limit of ${formatMiB(limitMiB)} and died: ${how}`, { rank, phase: "process", cause: options.cause });
     this.limitMiB = limitMiB;
     this.via = via;

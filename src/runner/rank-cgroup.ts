@@ -1,19 +1,21 @@
 /**
- * A rank's own memory cgroup (cgroup v2): a child of this process's cgroup
- * with `memory.max` set, so the kernel holds the rank to its `memory` limit
- * even for memory V8's heap limit does not see (Buffers, native code). Only
- * where the unified hierarchy is mounted and this process may delegate the
- * memory controller to a child group, which usually means root outside a
- * container. Elsewhere the rank runs without one and V8's heap limit is the
+ * A rank's own memory cgroup: a child of this process's cgroup with its
+ * memory limit set, so the kernel holds the rank to its `memory` limit even
+ * for memory V8's heap limit does not see (Buffers, native code). On cgroup
+ * v2 (the unified hierarchy) that is `memory.max`, where this process may
+ * delegate the memory controller to a child group; on cgroup v1 (older
+ * kernels and hosts, and many container hosts still) it is the memory
+ * controller's own hierarchy and `memory.limit_in_bytes`. Either usually
+ * means root. Elsewhere the rank runs without one and V8's heap limit is the
  * only guard; that is logged once, at debug.
  */
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 
 /** Where the cgroup files are; tests point these at a temporary directory. */
 export interface CgroupFs {
-  /** The cgroup v2 mount. @default "/sys/fs/cgroup" */
+  /** Where cgroups are mounted: the unified (v2) mount, or the directory of v1's per-controller mounts. @default "/sys/fs/cgroup" */
   root: string;
   /** Text of `/proc/self/cgroup`. */
   selfCgroup: () => string;
@@ -21,8 +23,8 @@ export interface CgroupFs {
 
 const SYSTEM: CgroupFs = { root: "/sys/fs/cgroup", selfCgroup: () => readFileSync("/proc/self/cgroup", "utf8") };
 
-/** Where child groups can go, or why they cannot. */
-type Parent = { ok: true; dir: string } | { ok: false; why: string };
+/** Where child groups can go (and in which cgroup version's files), or why they cannot. */
+type Parent = { ok: true; dir: string; version: 1 | 2 } | { ok: false; why: string };
 
 const parents = new Map<string, Parent>();
 let unavailableLogged = false;
@@ -43,7 +45,10 @@ export function cgroupParent(fs: CgroupFs = SYSTEM): Parent {
 }
 
 function findParent(fs: CgroupFs): Parent {
-  if (!existsSync(join(fs.root, "cgroup.controllers"))) return { ok: false, why: `${fs.root} is not a cgroup v2 (unified) mount` };
+  if (!existsSync(join(fs.root, "cgroup.controllers"))) {
+    if (existsSync(join(fs.root, "memory", "memory.limit_in_bytes"))) return findV1Parent(fs);
+    return { ok: false, why: `${fs.root} is neither a cgroup v2 (unified) mount nor holds cgroup v1's memory controller` };
+  }
   let own: string | undefined;
   try {
     own = fs
@@ -69,7 +74,33 @@ function findParent(fs: CgroupFs): Parent {
   } catch (error) {
     return { ok: false, why: `cannot enable the memory controller for children of ${dir}: ${(error as Error).message}` };
   }
-  return { ok: true, dir };
+  return { ok: true, dir, version: 2 };
+}
+
+/** cgroup v1: this process's group in the memory controller's own hierarchy, when it may make children there. */
+function findV1Parent(fs: CgroupFs): Parent {
+  let own: string | undefined;
+  try {
+    // Lines are "id:controllers:path"; the memory controller's may share its line with others.
+    own = fs
+      .selfCgroup()
+      .split("\n")
+      .map((line) => line.split(":"))
+      .find((fields) => fields.length >= 3 && fields[1]!.split(",").includes("memory"))
+      ?.slice(2)
+      .join(":")
+      .trim();
+  } catch (error) {
+    return { ok: false, why: `cannot read this process's cgroup: ${(error as Error).message}` };
+  }
+  if (own === undefined) return { ok: false, why: "this process is in no cgroup v1 memory group" };
+  const dir = join(fs.root, "memory", own);
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch (error) {
+    return { ok: false, why: `cannot make memory cgroups under ${dir}: ${(error as Error).message}` };
+  }
+  return { ok: true, dir, version: 1 };
 }
 
 /** What {@link RankCgroup.create} needs. */
@@ -88,10 +119,12 @@ export interface RankCgroupOptions {
 export class RankCgroup {
   /** The group's directory. */
   readonly dir: string;
+  readonly #version: 1 | 2;
   #removed = false;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, version: 1 | 2) {
     this.dir = dir;
+    this.#version = version;
   }
 
   /**
@@ -109,11 +142,17 @@ export class RankCgroup {
       }
       return undefined;
     }
-    const group = new RankCgroup(join(parent.dir, options.name));
+    const group = new RankCgroup(join(parent.dir, options.name), parent.version);
     try {
       mkdirSync(group.dir);
-      writeFileSync(join(group.dir, "memory.max"), String(options.limitBytes));
-      if (existsSync(join(group.dir, "memory.swap.max"))) writeFileSync(join(group.dir, "memory.swap.max"), "0");
+      if (parent.version === 2) {
+        writeFileSync(join(group.dir, "memory.max"), String(options.limitBytes));
+        if (existsSync(join(group.dir, "memory.swap.max"))) writeFileSync(join(group.dir, "memory.swap.max"), "0");
+      } else {
+        writeFileSync(join(group.dir, "memory.limit_in_bytes"), String(options.limitBytes));
+        // Memory plus swap at the same limit: no swapping around it (where swap accounting is on).
+        if (existsSync(join(group.dir, "memory.memsw.limit_in_bytes"))) writeFileSync(join(group.dir, "memory.memsw.limit_in_bytes"), String(options.limitBytes));
+      }
       writeFileSync(join(group.dir, "cgroup.procs"), String(options.pid));
       return group;
     } catch (error) {
@@ -123,18 +162,24 @@ export class RankCgroup {
     }
   }
 
-  /** The group's `memory.events` counters (`oom`, `oom_kill`, `max`, ...); empty when unreadable. */
+  /**
+   * The group's counters as cgroup v2's `memory.events` names them (`oom`,
+   * `oom_kill`, `max`, ...); on v1, `oom_kill` from `memory.oom_control` and
+   * `max` and `oom` from `memory.failcnt` (the times the limit was hit).
+   * Empty when unreadable.
+   */
   events(): Record<string, number> {
-    const out: Record<string, number> = {};
+    if (this.#version === 2) return readCounters(join(this.dir, "memory.events"));
+    const out = readCounters(join(this.dir, "memory.oom_control"));
+    const counters: Record<string, number> = {};
+    if (out.oom_kill !== undefined) counters.oom_kill = out.oom_kill;
     try {
-      for (const line of readFileSync(join(this.dir, "memory.events"), "utf8").split("\n")) {
-        const [key, value] = line.trim().split(/\s+/);
-        if (key && value !== undefined && /^\d+$/.test(value)) out[key] = Number(value);
-      }
+      const failcnt = Number(readFileSync(join(this.dir, "memory.failcnt"), "utf8").trim());
+      if (Number.isInteger(failcnt)) counters.max = counters.oom = failcnt;
     } catch {
-      // Removed already, or not a real cgroup: no counters.
+      // Removed already: no counter.
     }
-    return out;
+    return counters;
   }
 
   /**
@@ -153,4 +198,18 @@ export class RankCgroup {
       else if (code === "EBUSY" && attempt < 20) setTimeout(() => this.remove(attempt + 1), 50).unref();
     }
   }
+}
+
+/** `key value` lines of a cgroup file, the numeric ones; empty when unreadable. */
+function readCounters(path: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  try {
+    for (const line of readFileSync(path, "utf8").split("\n")) {
+      const [key, value] = line.trim().split(/\s+/);
+      if (key && value !== undefined && /^\d+$/.test(value)) out[key] = Number(value);
+    }
+  } catch {
+    // Removed already, or not a real cgroup: no counters.
+  }
+  return out;
 }

@@ -120,11 +120,45 @@ describe("per-rank memory cgroups (a fake cgroup v2 tree)", () => {
   });
 
   it("says why when there is no cgroup v2, no memory controller, or the group cannot be made", () => {
-    expect(cgroupParent({ root: fakeTree({ v2: false }), selfCgroup: self })).toMatchObject({ ok: false, why: expect.stringMatching(/not a cgroup v2/) });
+    expect(cgroupParent({ root: fakeTree({ v2: false }), selfCgroup: self })).toMatchObject({ ok: false, why: expect.stringMatching(/neither a cgroup v2 \(unified\) mount nor holds cgroup v1's memory controller/) });
     expect(cgroupParent({ root: fakeTree({ controllers: "cpu pids\n" }), selfCgroup: self })).toMatchObject({ ok: false, why: expect.stringMatching(/memory controller is not available/) });
     expect(cgroupParent({ root: fakeTree(), selfCgroup: () => "4:memory:/x\n" })).toMatchObject({ ok: false, why: expect.stringMatching(/no cgroup v2 group/) });
     const root = fakeTree();
     mkdirSync(join(root, "job", "taken"));
     expect(RankCgroup.create({ name: "taken", limitBytes: 1 << 26, pid: 1, logger, fs: { root, selfCgroup: self } })).toBeUndefined();
+  });
+});
+
+describe("per-rank memory cgroups (a fake cgroup v1 tree)", () => {
+  const roots: string[] = [];
+  afterEach(() => {
+    for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
+  });
+
+  function fakeV1Tree(): string {
+    const root = mkdtempSync(join(tmpdir(), "multirank-fake-cgroup1-"));
+    roots.push(root);
+    mkdirSync(join(root, "memory", "job"), { recursive: true });
+    writeFileSync(join(root, "memory", "memory.limit_in_bytes"), "9223372036854771712\n");
+    return root;
+  }
+  const self = (): string => "6:memory:/job\n5:cpu,cpuacct:/job\n1:name=systemd:/\n";
+
+  it("makes a child in the memory controller's hierarchy with memory.limit_in_bytes (and memsw where swap is accounted)", () => {
+    const root = fakeV1Tree();
+    // What the kernel would show in a new group: the files exist.
+    const dir = join(root, "memory", "job", "multirank-1-ab-r0");
+    const group = RankCgroup.create({ name: "multirank-1-ab-r0", limitBytes: 256 * 1024 * 1024, pid: 4242, logger, fs: { root, selfCgroup: self } });
+    expect(group?.dir).toBe(dir);
+    expect(readFileSync(join(dir, "memory.limit_in_bytes"), "utf8")).toBe(String(256 * 1024 * 1024));
+    expect(readFileSync(join(dir, "cgroup.procs"), "utf8")).toBe("4242");
+    writeFileSync(join(dir, "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n");
+    writeFileSync(join(dir, "memory.failcnt"), "12\n");
+    expect(group!.events()).toEqual({ oom_kill: 1, max: 12, oom: 12 });
+  });
+
+  it("says why when this process has no memory group there", () => {
+    const root = fakeV1Tree();
+    expect(cgroupParent({ root, selfCgroup: () => "5:cpu,cpuacct:/job\n" })).toMatchObject({ ok: false, why: expect.stringMatching(/no cgroup v1 memory group/) });
   });
 });
