@@ -470,7 +470,8 @@ export class ControlSession {
         this.errors.setFatal(rank, error);
         if (this.#attach) {
           this.#joins?.lost(rank);
-          this.#attach.lost(rank, error);
+          // A rank whose group broke names a consequence: the heartbeats find the rank really gone, within their bound.
+          if (!message.groupBroken) this.#attach.lost(rank, error);
         }
         return;
       }

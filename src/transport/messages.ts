@@ -103,7 +103,12 @@ export type RankMessage =
   | { t: "done"; id: number; ok: false; error: SerializedError; cancelled: boolean }
   | { t: "pong"; n: number }
   | { t: "teardown-done"; error?: SerializedError }
-  | { t: "fatal"; error: SerializedError };
+  /**
+   * `groupBroken`: the rank leaves because its process group broke (a peer
+   * died or was cut off): a consequence, not the cause, so the runner waits
+   * for its heartbeats to name the rank that is really gone.
+   */
+  | { t: "fatal"; error: SerializedError; groupBroken?: boolean };
 
 /**
  * Exit code of a joined rank after a teardown for `restart()`: not 0, so

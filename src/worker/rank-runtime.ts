@@ -139,9 +139,9 @@ export class RankRuntime {
   }
 
   /** Records a fatal error (file first, then socket) before the process ends. */
-  async reportFatal(error: unknown): Promise<void> {
+  async reportFatal(error: unknown, groupBroken = false): Promise<void> {
     const serialized = this.#record("process", error);
-    await Promise.race([this.#send({ t: "fatal", error: serialized }).catch(() => {}), new Promise((r) => setTimeout(r, 200))]);
+    await Promise.race([this.#send({ t: "fatal", error: serialized, ...(groupBroken ? { groupBroken } : {}) }).catch(() => {}), new Promise((r) => setTimeout(r, 200))]);
   }
 
   /** `release` ends the hold on shared buffers the message came with (only a request keeps it). */
@@ -264,7 +264,7 @@ export class RankRuntime {
     this.#groupBroken = true;
     const error = new StateError(`process group broken on rank ${this.#env.rank}: ${cause.message}`, { rank: this.#env.rank, cause });
     this.#log.error({ err: error }, "the process group is broken; the rank exits");
-    void this.reportFatal(error).finally(() => this.#options.exit(GROUP_BROKEN_EXIT_CODE));
+    void this.reportFatal(error, true).finally(() => this.#options.exit(GROUP_BROKEN_EXIT_CODE));
   }
 
   /**
