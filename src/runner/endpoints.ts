@@ -1,4 +1,3 @@
-import { createServer } from "node:net";
 import { join } from "node:path";
 
 import { isLoopback } from "../util/loopback.js";
@@ -41,16 +40,3 @@ export function isSameHostEndpoint(endpoint: string): boolean {
   return endpoint.startsWith("unix:") || endpoint.startsWith("ipc://");
 }
 
-/** Finds a free TCP port on `host` by letting the kernel pick one. */
-export function findFreePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen({ host, port: 0, exclusive: true }, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}

@@ -5,7 +5,7 @@ import { childEnvForPlan, planDevices, type RankDevicePlan } from "../devices/in
 import { NativeError } from "../errors.js";
 import { RANK_ENV } from "../transport/messages.js";
 import type { ControlSession } from "./control-session.js";
-import { findFreePort } from "./endpoints.js";
+import { findFreePort } from "../util/free-port.js";
 import type { ResolvedRunnerOptions } from "./options.js";
 import { rankEntry } from "./rank-entry.js";
 import { RankProcess, type RankExit } from "./rank-process.js";

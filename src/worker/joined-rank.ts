@@ -1,9 +1,8 @@
-import { createSocket } from "node:dgram";
-import { createServer, isIP } from "node:net";
-import { networkInterfaces } from "node:os";
 import type { Logger } from "pino";
 import { NativeError } from "../errors.js";
 import { pinCurrentProcess, planDevices, setParentDeathSignal, type RankDevicePlan, type WorkerDevice } from "../devices/index.js";
+import { chooseHostAddr } from "../collectives/host.js";
+import { findFreePort } from "../util/free-port.js";
 import type { RankPlacement } from "./launcher-env.js";
 
 /*
@@ -42,51 +41,16 @@ export function pinLocalRank(placement: RankPlacement, logger: Logger): WorkerDe
 }
 
 /**
- * Where rank 0 offers the process group's rendezvous: `MULTIRANK_HOST_ADDR`
- * when set, else the local address this host uses toward the runner's (the
- * interface the other hosts most likely reach too), else the first external
- * IPv4 address; and a port free on it now.
+ * Where rank 0 offers the process group's rendezvous: the address its peers
+ * on other hosts dial, chosen as the group chooses its own
+ * (`chooseHostAddr` with the runner as the master: `MULTIRANK_HOST_ADDR`,
+ * else the local address of the route to the runner, else the first
+ * external IPv4 address), and a port free on it now.
  */
 export async function groupMeetingPoint(runnerEndpoint: string, env: NodeJS.ProcessEnv = process.env): Promise<{ masterAddr: string; masterPort: number }> {
-  const masterAddr = env.MULTIRANK_HOST_ADDR || (await localAddressToward(runnerEndpoint)) || firstExternalIPv4() || "127.0.0.1";
-  return { masterAddr, masterPort: await freePort(masterAddr) };
-}
-
-/** The local address the kernel routes `tcp://host:port` through: a connected UDP socket sends nothing. */
-async function localAddressToward(endpoint: string): Promise<string | undefined> {
-  const m = /^tcp:\/\/\[?([^\]]+?)\]?:(\d+)$/.exec(endpoint);
-  if (!m) return undefined;
-  const [, host, port] = m;
-  const socket = createSocket(isIP(host!) === 6 ? "udp6" : "udp4");
-  try {
-    await new Promise<void>((resolve, reject) => {
-      socket.once("error", reject);
-      socket.connect(Number(port), host, () => resolve());
-    });
-    return socket.address().address;
-  } catch {
-    return undefined;
-  } finally {
-    socket.close();
-  }
-}
-
-function firstExternalIPv4(): string | undefined {
-  for (const addresses of Object.values(networkInterfaces())) {
-    for (const address of addresses ?? []) if (address.family === "IPv4" && !address.internal) return address.address;
-  }
-  return undefined;
-}
-
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen({ host, port: 0, exclusive: true }, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
+  const runner = /^tcp:\/\/\[?([^\]]+?)\]?:(\d+)$/.exec(runnerEndpoint);
+  const chosen = await chooseHostAddr({ env, masterAddr: runner?.[1] ?? "127.0.0.1", masterPort: Number(runner?.[2] ?? 0) });
+  // Nothing better than the runner's own address: that is not ours to bind.
+  const masterAddr = chosen.source === "masterAddr" ? "127.0.0.1" : chosen.address;
+  return { masterAddr, masterPort: await findFreePort(masterAddr) };
 }

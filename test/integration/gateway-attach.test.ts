@@ -7,7 +7,6 @@
  * the ranks with exit code 0. A rank that dies fails the runner, and the
  * gateway waits for the launcher to start ranks again with the same join file.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,39 +14,21 @@ import { afterEach, describe, expect, it } from "vitest";
 import { defineApp } from "../../src/gateway/index.js";
 import { cleanUpGateways, post, startGateway } from "../fixtures/gateway/harness.js";
 import { waitFor } from "../helpers/processes.js";
+import { killLaunchedRanks, launchRank as launchJoinedRank, type Launched } from "../helpers/joined-ranks.js";
 
 const WORKER = "test/fixtures/workers/attach-sum.ts";
-const CLI = "dist/cli/main.js";
-
-interface Launched {
-  child: ChildProcess;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
-const ranks: Launched[] = [];
 const dirs: string[] = [];
 
 cleanUpGateways("each");
 // Registered after the harness's cleanup, so it runs first: the harness then finds no child left.
 afterEach(async () => {
-  for (const { child } of ranks) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  await Promise.all(ranks.splice(0).map((r) => r.exited));
+  await killLaunchedRanks();
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
 /** Starts one `multirank rank` as torchrun would, reading the join string from the app's join file. */
 function launchRank(joinFile: string, rank: number, worldSize: number): Launched {
-  const child = spawn(process.execPath, [CLI, "rank", "--worker", WORKER], {
-    env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(worldSize), MULTIRANK_JOIN_FILE: joinFile, MULTIRANK_LOG_LEVEL: "warn" },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let err = "";
-  child.stderr!.on("data", (chunk: Buffer) => (err += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code, signal) => resolve(code ?? (signal ? 128 : null))));
-  const launched = { child, stderr: () => err, exited };
-  ranks.push(launched);
-  return launched;
+  return launchJoinedRank(WORKER, rank, worldSize, { MULTIRANK_JOIN_FILE: joinFile });
 }
 
 async function health(url: string): Promise<any> {
@@ -104,7 +85,7 @@ describe("multirank serve with an app in attach mode", () => {
     const first = [launchRank(joinFile, 0, 2), launchRank(joinFile, 1, 2)];
     expect((await post(`${url}/fal/run/test/attached`, { value: 1 })).body).toMatchObject({ sum: [3] });
     first[1]!.child.kill("SIGKILL");
-    expect(await first[1]!.exited).toBe(128);
+    expect(await first[1]!.exited).toBeNull(); // SIGKILLed
     // The group fails; the survivor ends too (its process group broke, or the runner told it to tear down), and the runner waits again.
     expect(await first[0]!.exited).not.toBeNull();
     await waitForRanks(url, "test/attached", { state: "waiting", joined: 0 });

@@ -7,7 +7,7 @@
  * The mpirun test skips (saying so) where mpirun is missing, except in CI
  * (CI set), where it fails instead: .ci/run installs openmpi-bin.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
@@ -18,25 +18,15 @@ import { afterEach, describe, expect, it } from "vitest";
 import { DistributedRunner } from "../../src/index.js";
 import { decodeJoinInfo, encodeJoinInfo } from "../../src/transport/join-info.js";
 import { isRunning, ownChildPids, waitFor } from "../helpers/processes.js";
+import { killLaunchedRanks, launchRank as launchJoinedRank, trackLaunched, type Launched } from "../helpers/joined-ranks.js";
 import { buildFakeDriver, type FakeDriver } from "../fixtures/fake-driver/build.js";
 
 const WORKER = "test/fixtures/workers/attach-sum.ts";
-const CLI = "dist/cli/main.js";
-
-interface Launched {
-  child: ChildProcess;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
-const children: Launched[] = [];
 const runners: DistributedRunner[] = [];
 const dirs: string[] = [];
 
 afterEach(async () => {
-  for (const { child } of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  await Promise.all(children.map((c) => c.exited));
-  children.length = 0;
+  await killLaunchedRanks();
   await Promise.all(runners.map((r) => r.terminate()));
   runners.length = 0;
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
@@ -62,16 +52,7 @@ function attachRunner(worldSize: number, extra: Partial<ConstructorParameters<ty
 
 /** Starts one `multirank rank` as torchrun would, with the join string in its environment. */
 function launchRank(join: string, rank: number, worldSize: number, env: Record<string, string> = {}): Launched {
-  const child = spawn(process.execPath, [CLI, "rank", "--worker", WORKER], {
-    env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(worldSize), MULTIRANK_JOIN: join, MULTIRANK_LOG_LEVEL: "warn", ...env },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let err = "";
-  child.stderr!.on("data", (chunk: Buffer) => (err += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const launched = { child, stderr: () => err, exited };
-  children.push(launched);
-  return launched;
+  return launchJoinedRank(WORKER, rank, worldSize, { MULTIRANK_JOIN: join, ...env });
 }
 
 /** Starts the runner and, once it listens, `worldSize` ranks. */
@@ -193,13 +174,14 @@ describe("attach mode: ranks started by another launcher", () => {
 
   it("start() times out naming the ranks that never joined", async () => {
     const runner = attachRunner(3);
-    runner.once("listening", () => launchRank(runner.joinInfo, 1, 3));
+    let came: Launched | undefined;
+    runner.once("listening", () => (came = launchRank(runner.joinInfo, 1, 3)));
     const error = await runner.start({ timeout: 3 }).catch((e: unknown) => e as Error & { code?: string });
     expect(error).toMatchObject({ code: "MULTIRANK_ERR_TIMEOUT" });
     expect((error as Error).message).toMatch(/ranks that never joined: 0, 2 \(of 3/);
     expect(runner.state).toBe("failed");
     // The rank that came was told to leave.
-    expect(await children[0]!.exited).toBe(0);
+    expect(await came!.exited).toBe(0);
   });
 
   it("restart() waits for the launcher to bring the ranks back, or says it did not", async () => {
@@ -267,13 +249,10 @@ describe("attach mode under Open MPI", () => {
     runner.once("listening", () => {
       const child = spawn(
         "mpirun",
-        ["--allow-run-as-root", "--oversubscribe", "-np", "4", "--mca", "btl", "self,tcp", "-x", "MULTIRANK_JOIN", "-x", "MULTIRANK_LOG_LEVEL", process.execPath, CLI, "rank", "--worker", WORKER],
+        ["--allow-run-as-root", "--oversubscribe", "-np", "4", "--mca", "btl", "self,tcp", "-x", "MULTIRANK_JOIN", "-x", "MULTIRANK_LOG_LEVEL", process.execPath, "dist/cli/main.js", "rank", "--worker", WORKER],
         { env: { ...process.env, MULTIRANK_JOIN: runner.joinInfo, MULTIRANK_LOG_LEVEL: "warn" }, stdio: ["ignore", "ignore", "pipe"] },
       );
-      let err = "";
-      child.stderr!.on("data", (chunk: Buffer) => (err += chunk.toString()));
-      mpirun = { child, stderr: () => err, exited: new Promise((resolve) => child.once("exit", (code) => resolve(code))) };
-      children.push(mpirun);
+      mpirun = trackLaunched(child);
     });
     await runner.start({ timeout: 120 });
     const pids = [...runner.pids];

@@ -4,7 +4,7 @@
  * name), keys read from unset environment variables. In-process, fake
  * runners: nothing is spawned.
  */
-import { EventEmitter } from "node:events";
+import { FakeRunnerLifecycle } from "../helpers/fake-runner.js";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -14,18 +14,8 @@ import { closestName, editDistance } from "../../src/util/did-you-mean.js";
 const CONFIG = "MULTIRANK_ERR_GATEWAY_CONFIG";
 
 /** A runner whose invoke waits until released, so a request can be in flight during shutdown. */
-class HeldRunner extends EventEmitter {
+class HeldRunner extends FakeRunnerLifecycle {
   static release: () => void = () => {};
-  state = "idle";
-  async start(): Promise<void> {
-    this.state = "ready";
-  }
-  async stop(): Promise<void> {
-    this.state = "stopped";
-  }
-  async terminate(): Promise<void> {
-    this.state = "stopped";
-  }
   async invoke(payload: unknown): Promise<unknown> {
     await new Promise<void>((resolve) => (HeldRunner.release = resolve));
     return { echo: payload };
