@@ -495,7 +495,6 @@ export class DistributedRunner<W extends AnyWorkerClass = WorkerClass> extends E
 
   /** A rank stopped answering heartbeats: handled like a crash, except that nothing can be asked of it. */
   async #onRankHung(session: ControlSession, rank: number, silentMs: number): Promise<void> {
-    if (session.closed || session.closing || session !== this.#session) return;
     const host = session.joined(rank)?.host;
     const error = new RankHungError(rank, silentMs, this.#options.heartbeatTimeoutMs, host);
     await this.#onRankLost(session, rank, error, "rank is hung (no heartbeat); stopping the group", { silentMs: Math.round(silentMs) });
