@@ -6,7 +6,7 @@
 import type { Logger } from "pino";
 import { ValidationError } from "../errors.js";
 import type { ResolvedApp } from "./app.js";
-import { Dispatcher, type JobFinishedListener } from "./dispatcher.js";
+import { Dispatcher, type DrainOptions, type JobFinishedListener } from "./dispatcher.js";
 import type { GpuAllocator } from "./gpu-allocator.js";
 import { MemoryJobQueue, type JobQueue } from "./job-queue.js";
 import { LocalRunnerPool, type RunnerFactory, type RunnerPool } from "./runner-pool.js";
@@ -18,6 +18,8 @@ export interface AppTableOptions {
   onFinished: JobFinishedListener;
   createRunner?: RunnerFactory | undefined;
   createQueue?: ((app: ResolvedApp) => JobQueue) | undefined;
+  /** Called after an app is added, replaced or removed (a shared queue starts or stops taking its jobs). */
+  onChange?: (() => void) | undefined;
 }
 
 /** One app being served. */
@@ -52,7 +54,9 @@ export class AppTable {
   /** Serves `app`. @throws {ValidationError} when an app of that name is already served. */
   add(app: ResolvedApp): ServedApp {
     if (this.#served.has(app.name)) throw new ValidationError(`two apps are named ${app.name}`);
-    return this.#serve(app);
+    const served = this.#serve(app);
+    this.#options.onChange?.();
+    return served;
   }
 
   /**
@@ -65,6 +69,7 @@ export class AppTable {
     this.#served.delete(app.name);
     const served = this.#serve(app);
     if (old) this.#retire(old, graceMs);
+    this.#options.onChange?.();
     return served;
   }
 
@@ -75,6 +80,7 @@ export class AppTable {
     this.#served.delete(name);
     this.dispatchers.delete(name);
     this.#retire(old, graceMs);
+    this.#options.onChange?.();
   }
 
   /** Starts every app's `minRunners`. */
@@ -82,10 +88,10 @@ export class AppTable {
     await Promise.all([...this.#served.values()].map((served) => served.pool.warm()));
   }
 
-  /** Drains every dispatcher (up to `graceMs`), then stops every pool. */
-  async close(graceMs: number): Promise<void> {
+  /** Drains every dispatcher (up to `graceMs`; see {@link DrainOptions}), then stops every pool. */
+  async close(graceMs: number, options: DrainOptions = {}): Promise<void> {
     const served = [...this.#served.values()];
-    await Promise.all(served.map((s) => s.dispatcher.drain(graceMs)));
+    await Promise.all(served.map((s) => s.dispatcher.drain(graceMs, options)));
     await Promise.all(served.map((s) => s.pool.close({ timeout: 10 })));
     await Promise.all(this.#retiring);
   }

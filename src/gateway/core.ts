@@ -44,27 +44,30 @@ export interface ProtocolCore {
   appNames(): string[];
   /** @throws {AppNotFoundError} unless `app` is served now. */
   assertApp(app: string): void;
-  /** Creates, stores and queues a job of `app`. @throws {AppNotFoundError} {QueueFullError} {ShuttingDownError} */
-  submit(app: string, options: SubmitOptions): Job;
+  /**
+   * Creates, stores and queues a job of `app`.
+   * @throws {AppNotFoundError} {QueueFullError} {ShuttingDownError} {QueueUnavailableError} (a shared queue's Redis is unreachable)
+   */
+  submit(app: string, options: SubmitOptions): Promise<Job>;
   /** A job of `app` by id. @throws {JobNotFoundError} */
-  job(app: string, id: string): Job;
+  job(app: string, id: string): Promise<Job>;
   /** A job of `app` by id, or `undefined`. */
-  findJob(app: string, id: string): Job | undefined;
+  findJob(app: string, id: string): Promise<Job | undefined>;
   /** Jobs ahead of `job` in its queue (0 when it is next or started). */
-  position(job: Job): number;
+  position(job: Job): Promise<number>;
   /** Cancels a job: out of the queue, or aborted at the ranks. False when it had already finished. */
-  cancel(job: Job): boolean;
+  cancel(job: Job): Promise<boolean>;
   /**
    * Queues a FAILED, TIMED_OUT or CANCELLED job again under the same id (Runpod `/retry`). False for
    * other states, and while shutting down. @throws {AppNotFoundError} when its app is gone
    */
-  retry(job: Job): boolean;
+  retry(job: Job): Promise<boolean>;
   /** Cancels every queued job of `app` (Runpod `/purge-queue`); returns how many. @throws {AppNotFoundError} */
-  purge(app: string): number;
+  purge(app: string): Promise<number>;
   /** Job counts and runners of `app`. @throws {AppNotFoundError} */
-  health(app: string): AppHealth;
+  health(app: string): Promise<AppHealth>;
   /** The app's last `limit` jobs still stored, newest first (an app that is gone still has its jobs). */
-  recentJobs(app: string, limit: number): Job[];
+  recentJobs(app: string, limit: number): Promise<Job[]>;
 }
 
 /** The gateway's {@link ProtocolCore}, over the app table's dispatchers and the job store. */
@@ -112,7 +115,7 @@ export class GatewayCore implements ProtocolCore {
     this.#app(app);
   }
 
-  submit(app: string, options: SubmitOptions): Job {
+  async submit(app: string, options: SubmitOptions): Promise<Job> {
     const dispatcher = this.#app(app);
     const job = new Job({
       ...(this.#chunkHighWaterMark === undefined ? {} : { chunkHighWaterMark: this.#chunkHighWaterMark }),
@@ -127,43 +130,43 @@ export class GatewayCore implements ProtocolCore {
     return job;
   }
 
-  job(app: string, id: string): Job {
-    const job = this.findJob(app, id);
+  async job(app: string, id: string): Promise<Job> {
+    const job = await this.findJob(app, id);
     if (!job) throw new JobNotFoundError(id);
     return job;
   }
 
-  findJob(app: string, id: string): Job | undefined {
+  async findJob(app: string, id: string): Promise<Job | undefined> {
     const job = this.#jobs.get(id);
     return job && job.app === app ? job : undefined;
   }
 
-  position(job: Job): number {
+  async position(job: Job): Promise<number> {
     return this.#owner(job).position(job);
   }
 
-  cancel(job: Job): boolean {
+  async cancel(job: Job): Promise<boolean> {
     return this.#owner(job).cancel(job);
   }
 
   // A retry goes to the app as it is served now, not to a dispatcher that was replaced.
-  retry(job: Job): boolean {
+  async retry(job: Job): Promise<boolean> {
     const dispatcher = this.#app(job.app);
     if (!dispatcher.resubmit(job)) return false;
     this.#owners.set(job, dispatcher);
     return true;
   }
 
-  purge(app: string): number {
+  async purge(app: string): Promise<number> {
     return this.#app(app).purge();
   }
 
-  health(app: string): AppHealth {
+  async health(app: string): Promise<AppHealth> {
     const dispatcher = this.#app(app);
     return { jobs: dispatcher.stats(), runners: dispatcher.pool.counts() };
   }
 
-  recentJobs(app: string, limit: number): Job[] {
+  async recentJobs(app: string, limit: number): Promise<Job[]> {
     return this.#jobs.recent(app, limit);
   }
 

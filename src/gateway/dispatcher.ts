@@ -44,6 +44,26 @@ class ShutdownAbort extends AbortError {
   }
 }
 
+/** Why a running request is aborted when the gateway shuts down and hands its jobs back to a shared queue. */
+class HandBackAbort extends AbortError {
+  constructor() {
+    super("the gateway shut down; the request goes back to the queue");
+  }
+}
+
+/** How a job handed over by a shared queue left this gateway ({@link Dispatcher.runTaken}). */
+export type TakenOutcome = "settled" | "handed-back";
+
+/** Options of {@link Dispatcher.drain}. */
+export interface DrainOptions {
+  /**
+   * Hand jobs back instead of cancelling them: what is still queued here,
+   * and what still runs when the grace ends, goes back IN_QUEUE (a shared
+   * queue gives them to another gateway). @default false
+   */
+  handBack?: boolean;
+}
+
 /** Runs one app's jobs. */
 export class Dispatcher {
   readonly app: ResolvedApp;
@@ -53,6 +73,10 @@ export class Dispatcher {
   readonly #onFinished: JobFinishedListener | undefined;
   readonly #running = new Set<Job>();
   readonly #counted = new WeakSet<Job>();
+  /** Jobs a shared queue handed over, and how to tell it when each leaves. */
+  readonly #taken = new Map<Job, (outcome: TakenOutcome) => void>();
+  /** Every {@link #run} in flight, so a drain can wait for them all. */
+  readonly #runs = new Set<Promise<void>>();
   readonly #stats: DispatcherStats = { completed: 0, failed: 0, inProgress: 0, inQueue: 0, retried: 0 };
   #closing = false;
 
@@ -108,6 +132,26 @@ export class Dispatcher {
     return true;
   }
 
+  /**
+   * Runs a job a shared queue handed to this gateway (it was admitted there:
+   * no length check, no start timer). Resolves when it finished here, or was
+   * handed back by a {@link drain} with `handBack`.
+   */
+  runTaken(job: Job): Promise<TakenOutcome> {
+    if (this.#closing) return Promise.resolve("handed-back");
+    return new Promise<TakenOutcome>((resolve) => {
+      this.#taken.set(job, resolve);
+      this.#queue.push(job);
+      this.#pump();
+    });
+  }
+
+  /** The job with this id running (or queued) here, if any: a cancel relayed from another gateway finds it. */
+  takenJob(id: string): Job | undefined {
+    for (const job of this.#taken.keys()) if (job.id === id) return job;
+    return undefined;
+  }
+
   /** Cancels a job: removed from the queue, or aborted at the ranks. False when it had already finished. */
   cancel(job: Job): boolean {
     const removed = this.#queue.remove(job);
@@ -130,18 +174,27 @@ export class Dispatcher {
    * Stops taking jobs, lets queued and running ones finish for up to
    * `graceMs`, then cancels what is left. Resolves when nothing runs.
    */
-  async drain(graceMs: number): Promise<void> {
+  async drain(graceMs: number, options: DrainOptions = {}): Promise<void> {
     this.#closing = true;
+    const handBack = options.handBack === true;
+    if (handBack) for (const job of this.#queue.drain()) this.#handBack(job, "the gateway shut down before it started");
     const deadline = Date.now() + graceMs;
     while ((this.#queue.length > 0 || this.#running.size > 0) && Date.now() < deadline) {
-      await Promise.race([...[...this.#running].map((job) => job.done), sleep(Math.min(100, Math.max(1, deadline - Date.now())))]);
+      await Promise.race([...this.#runs, sleep(Math.min(100, Math.max(1, deadline - Date.now())))]);
     }
     for (const job of this.#queue.drain()) {
       job.fail("CANCELLED", { type: "shutdown", message: "the gateway shut down before the request started" });
       this.#settled(job);
     }
-    for (const job of this.#running) job.abortAttempt(new ShutdownAbort());
-    await Promise.all([...this.#running].map((job) => job.done));
+    for (const job of this.#running) job.abortAttempt(handBack ? new HandBackAbort() : new ShutdownAbort());
+    await Promise.all([...this.#runs]);
+  }
+
+  #handBack(job: Job, reason: string): void {
+    job.requeue(reason);
+    const resolve = this.#taken.get(job);
+    this.#taken.delete(job);
+    resolve?.("handed-back");
   }
 
   #enqueue(job: Job): void {
@@ -165,9 +218,14 @@ export class Dispatcher {
   #pump(): void {
     while (this.#queue.length > 0 && this.#pool.hasCapacity()) {
       const job = this.#queue.shift()!;
-      if (job.finished) continue;
+      if (job.finished) {
+        this.#settled(job);
+        continue;
+      }
       this.#running.add(job);
-      void this.#run(job);
+      const run = this.#run(job);
+      this.#runs.add(run);
+      void run.finally(() => this.#runs.delete(run));
     }
   }
 
@@ -227,7 +285,10 @@ export class Dispatcher {
     } catch (error) {
       const reason: unknown = signal.aborted ? signal.reason : undefined;
       if (job.cancelRequested) job.fail("CANCELLED", { type: "cancelled", message: "the request was cancelled" });
-      else if (reason instanceof ShutdownAbort) job.fail("CANCELLED", { type: "shutdown", message: reason.message });
+      else if (reason instanceof HandBackAbort) {
+        this.#handBack(job, reason.message);
+        return;
+      } else if (reason instanceof ShutdownAbort) job.fail("CANCELLED", { type: "shutdown", message: reason.message });
       else if (reason instanceof GatewayTimeout) this.#attemptFailed(job, "timeout", { type: "request_timeout", message: reason.message });
       else this.#attemptFailed(job, ...classify(error));
     } finally {
@@ -250,6 +311,9 @@ export class Dispatcher {
   #settled(job: Job): void {
     if (!job.finished || this.#counted.has(job)) return;
     this.#counted.add(job);
+    const taken = this.#taken.get(job);
+    this.#taken.delete(job);
+    taken?.("settled");
     if (job.status === "COMPLETED") this.#stats.completed++;
     else this.#stats.failed++;
     if (job.status !== "COMPLETED") this.#log.info({ job: job.id, status: job.status, error: job.error?.message }, "request did not complete");

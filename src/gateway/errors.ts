@@ -16,6 +16,7 @@ export const GATEWAY_ERROR_CODES = Object.freeze({
   config: "MULTIRANK_ERR_GATEWAY_CONFIG",
   forbidden: "MULTIRANK_ERR_GATEWAY_FORBIDDEN",
   conflict: "MULTIRANK_ERR_GATEWAY_CONFLICT",
+  queueUnavailable: "MULTIRANK_ERR_GATEWAY_QUEUE_UNAVAILABLE",
 } as const);
 
 /** An error the gateway answers with `statusCode`. */
@@ -99,5 +100,17 @@ export class ConflictError extends GatewayError {
   static override readonly brand = GATEWAY_ERROR_CODES.conflict;
   constructor(message: string) {
     super(GATEWAY_ERROR_CODES.conflict, message, 409);
+  }
+}
+
+/**
+ * The shared queue's Redis cannot be reached or refused the work (503): at
+ * start the message names the URL; while serving, new requests get it until
+ * Redis is back, and `/healthz` says why.
+ */
+export class QueueUnavailableError extends GatewayError {
+  static override readonly brand = GATEWAY_ERROR_CODES.queueUnavailable;
+  constructor(message: string, options?: MultirankErrorOptions) {
+    super(GATEWAY_ERROR_CODES.queueUnavailable, message, 503, options);
   }
 }

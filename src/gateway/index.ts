@@ -15,6 +15,7 @@ export {
   GatewayError,
   JobNotFoundError,
   QueueFullError,
+  QueueUnavailableError,
   ShuttingDownError,
   UnauthorizedError,
 } from "./errors.js";

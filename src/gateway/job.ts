@@ -12,6 +12,7 @@
 import { EventEmitter } from "node:events";
 import { toJsonSafe } from "../codec/text-events.js";
 import { AbortError } from "../errors.js";
+import { MemoryChunkBuffer, type ChunkBuffer } from "./chunk-buffer.js";
 
 /** Where a job is. Runpod's six states; fal maps the four final ones onto `COMPLETED`. */
 export type JobStatus = "IN_QUEUE" | "IN_PROGRESS" | "COMPLETED" | "FAILED" | "CANCELLED" | "TIMED_OUT";
@@ -69,19 +70,45 @@ export interface JobInit {
    * a reader takes chunks. @default 4194304 (4 MiB)
    */
   chunkHighWaterMark?: number;
+  /** When it was submitted (a job read back from a shared queue keeps its own). @default now */
+  createdAt?: number;
+  /** Where its unread stream chunks wait. @default in memory, bounded by {@link chunkHighWaterMark} */
+  chunks?: ChunkBuffer;
+}
+
+/**
+ * What a job is now, apart from its identity, input, logs and stream: what a
+ * shared queue stores, and what a gateway that did not run the job reads back
+ * ({@link Job.state}, {@link Job.restore}).
+ */
+export interface JobState {
+  status: JobStatus;
+  startedAt?: number | undefined;
+  finishedAt?: number | undefined;
+  attempts: number;
+  /** The output as JSON text (COMPLETED only). */
+  outputJson?: string | undefined;
+  error?: JobError | undefined;
+  workerId?: string | undefined;
+  cancelRequested: boolean;
 }
 
 /** Events of a {@link Job}. */
 export interface JobEvents {
   status: [status: JobStatus];
-  chunk: [frame: Buffer];
+  /** A chunk arrived for the readers (take it with {@link Job.takeFrame} or {@link Job.takeChunks}). */
+  chunk: [];
   log: [log: JobLog];
 }
 
 const FINAL: ReadonlySet<JobStatus> = new Set(["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]);
-const MAX_LOGS = 1000;
-/** Unread chunks at most, whatever their size: a second high-water mark, for floods of tiny chunks. */
-const MAX_UNREAD_CHUNKS = 10_000;
+/** Status log lines a job keeps (the oldest go first). */
+export const MAX_LOGS = 1000;
+
+/** True for COMPLETED, FAILED, CANCELLED and TIMED_OUT. */
+export function isFinalStatus(status: JobStatus): boolean {
+  return FINAL.has(status);
+}
 /** Default of {@link JobInit.chunkHighWaterMark}. */
 export const DEFAULT_CHUNK_HIGH_WATER_MARK = 4 * 1024 * 1024;
 
@@ -89,7 +116,7 @@ export const DEFAULT_CHUNK_HIGH_WATER_MARK = 4 * 1024 * 1024;
 export class Job extends EventEmitter<JobEvents> {
   readonly id: string;
   readonly app: string;
-  readonly input: unknown;
+  #input: unknown;
   readonly priority: JobPriority;
   readonly streaming: boolean;
   readonly timeoutMs: number;
@@ -97,7 +124,7 @@ export class Job extends EventEmitter<JobEvents> {
   readonly webhookUrl: string | undefined;
   readonly chunkHighWaterMark: number;
   readonly protocol: "fal" | "runpod";
-  readonly createdAt = Date.now();
+  readonly createdAt: number;
   #status: JobStatus = "IN_QUEUE";
   #startedAt: number | undefined;
   #finishedAt: number | undefined;
@@ -105,12 +132,9 @@ export class Job extends EventEmitter<JobEvents> {
   #outputJson: string | undefined;
   #error: JobError | undefined;
   #workerId: string | undefined;
-  readonly #logs: JobLog[] = [];
-  /** Chunks no reader has taken yet, as SSE frames, oldest first, and their size in bytes. */
-  #chunks: Buffer[] = [];
-  #chunkBytes = 0;
-  /** A producer waiting for readers to make room. */
-  #spaceWaiters: Array<() => void> = [];
+  #logs: JobLog[] = [];
+  /** Chunks no reader has taken yet, as SSE frames, oldest first. */
+  readonly #chunks: ChunkBuffer;
   #cancelRequested = false;
   #abort: AbortController | undefined;
   #done: Promise<Job>;
@@ -121,7 +145,7 @@ export class Job extends EventEmitter<JobEvents> {
     this.setMaxListeners(0);
     this.id = init.id;
     this.app = init.app;
-    this.input = init.input;
+    this.#input = init.input;
     this.priority = init.priority;
     this.streaming = init.streaming;
     this.timeoutMs = init.timeoutMs;
@@ -129,6 +153,8 @@ export class Job extends EventEmitter<JobEvents> {
     this.webhookUrl = init.webhookUrl;
     this.chunkHighWaterMark = init.chunkHighWaterMark ?? DEFAULT_CHUNK_HIGH_WATER_MARK;
     this.protocol = init.protocol ?? "fal";
+    this.createdAt = init.createdAt ?? Date.now();
+    this.#chunks = init.chunks ?? new MemoryChunkBuffer(this.chunkHighWaterMark);
     this.#done = new Promise((resolve) => {
       this.#resolveDone = resolve;
     });
@@ -136,6 +162,14 @@ export class Job extends EventEmitter<JobEvents> {
 
   get status(): JobStatus {
     return this.#status;
+  }
+  /** What the job runs with (`undefined` on a gateway that only reads a shared queue's job). */
+  get input(): unknown {
+    return this.#input;
+  }
+  /** Gives a job read back from a shared queue its input, when a gateway is about to run it. */
+  supplyInput(input: unknown): void {
+    this.#input = input;
   }
   /** True once the job is COMPLETED, FAILED, CANCELLED or TIMED_OUT. */
   get finished(): boolean {
@@ -206,9 +240,7 @@ export class Job extends EventEmitter<JobEvents> {
     this.#startedAt = undefined;
     this.#finishedAt = undefined;
     this.#dropChunks();
-    this.#done = new Promise((resolve) => {
-      this.#resolveDone = resolve;
-    });
+    this.#renewDone();
     this.log("INFO", "request re-queued (retry)", "gateway");
     this.#setStatus("IN_QUEUE");
     return true;
@@ -269,59 +301,93 @@ export class Job extends EventEmitter<JobEvents> {
     // A stopped attempt's leftovers reach nobody, and must not wait for a reader that is gone.
     if (this.finished || this.#abort?.signal.aborted) return undefined;
     const frame = typeof event === "string" ? Buffer.from(`data: ${event}\n\n`) : event;
-    this.#chunks.push(frame);
-    this.#chunkBytes += frame.length;
-    this.emit("chunk", frame);
-    if (!this.#full()) return undefined;
-    return new Promise<void>((resolve) => this.#spaceWaiters.push(resolve));
+    const room = this.#chunks.push(frame);
+    if (!this.#chunks.announces) this.emit("chunk");
+    return room;
+  }
+
+  /** Tells readers that a chunk arrived elsewhere (a shared queue's other gateway ran the job). */
+  chunkArrived(): void {
+    this.emit("chunk");
   }
 
   /** Chunks not yet taken by a reader. */
-  get unreadChunks(): number {
-    return this.#chunks.length;
+  unreadChunks(): Promise<number> {
+    return this.#chunks.count();
   }
 
   /** Takes every unread chunk, as JSON texts (Runpod `/stream` reads each chunk once). */
-  takeChunks(): string[] {
-    const chunks = this.#chunks;
-    this.#chunks = [];
-    this.#chunkBytes = 0;
-    this.#wakeProducer();
-    return chunks.map(eventToJson);
+  async takeChunks(): Promise<string[]> {
+    return (await this.#chunks.takeAll()).map(eventToJson);
   }
 
   /**
    * Takes the oldest unread chunk as its SSE frame, to be written as it is,
    * or `undefined` when there is none (an SSE connection, one at a time as it drains).
    */
-  takeFrame(): Buffer | undefined {
-    const frame = this.#chunks.shift();
-    if (frame === undefined) return undefined;
-    this.#chunkBytes -= frame.length;
-    if (!this.#full()) this.#wakeProducer();
-    return frame;
-  }
-
-  #full(): boolean {
-    return this.#chunkBytes > this.chunkHighWaterMark || this.#chunks.length > MAX_UNREAD_CHUNKS;
+  takeFrame(): Promise<Buffer | undefined> {
+    return this.#chunks.take();
   }
 
   #wakeProducer(): void {
-    for (const resolve of this.#spaceWaiters.splice(0)) resolve();
+    this.#chunks.release();
   }
 
   #dropChunks(): void {
-    this.#chunks = [];
-    this.#chunkBytes = 0;
-    this.#wakeProducer();
+    this.#chunks.clear();
+  }
+
+  /** What the job is now (see {@link JobState}). */
+  get state(): JobState {
+    return {
+      status: this.#status,
+      startedAt: this.#startedAt,
+      finishedAt: this.#finishedAt,
+      attempts: this.#attempts,
+      outputJson: this.#outputJson,
+      error: this.#error,
+      workerId: this.#workerId,
+      cancelRequested: this.#cancelRequested,
+    };
+  }
+
+  /**
+   * Takes on a state read back from a shared queue (another gateway changed
+   * the job): emits `status` when the status changed, and settles
+   * {@link done} when it became final (a final job queued again gets a new one).
+   */
+  restore(state: JobState): void {
+    const before = this.#status;
+    if (isFinalStatus(before) && !isFinalStatus(state.status)) this.#renewDone();
+    this.#startedAt = state.startedAt;
+    this.#finishedAt = state.finishedAt;
+    this.#attempts = state.attempts;
+    this.#outputJson = state.outputJson;
+    this.#error = state.error;
+    this.#workerId = state.workerId;
+    this.#cancelRequested = state.cancelRequested;
+    if (state.status === before) return;
+    this.#status = state.status;
+    if (isFinalStatus(state.status)) this.#wakeProducer();
+    this.emit("status", state.status);
+    if (isFinalStatus(state.status)) this.#resolveDone(this);
+  }
+
+  /** Replaces the status logs with those read back from a shared queue. */
+  restoreLogs(logs: readonly JobLog[]): void {
+    this.#logs = logs.slice(-MAX_LOGS);
+  }
+
+  /** Adds a log line made elsewhere, and emits `log`. */
+  addLog(entry: JobLog): void {
+    if (this.#logs.length >= MAX_LOGS) this.#logs.shift();
+    this.#logs.push(entry);
+    this.emit("log", entry);
   }
 
   /** Adds a status log line. */
   log(level: JobLog["level"], message: string, source: JobLog["source"] = "user", time = Date.now()): void {
-    const entry: JobLog = { message, level, source, timestamp: new Date(time).toISOString() };
-    if (this.#logs.length >= MAX_LOGS) this.#logs.shift();
-    this.#logs.push(entry);
-    this.emit("log", entry);
+    this.addLog({ message, level, source, timestamp: new Date(time).toISOString() });
   }
 
   #finish(status: JobStatus): void {
@@ -331,6 +397,12 @@ export class Job extends EventEmitter<JobEvents> {
     this.#wakeProducer();
     this.#setStatus(status);
     this.#resolveDone(this);
+  }
+
+  #renewDone(): void {
+    this.#done = new Promise((resolve) => {
+      this.#resolveDone = resolve;
+    });
   }
 
   #setStatus(status: JobStatus): void {

@@ -5,14 +5,14 @@
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { AppTable } from "./app-table.js";
-import type { GatewayCore } from "./core.js";
+import type { ProtocolCore } from "./core.js";
 import type { GatewayMetrics } from "./metrics.js";
 import type { RunnerPool } from "./runner-pool.js";
 import { registerPageRoutes } from "./page/page-routes.js";
 
 /** What {@link registerOpsRoutes} reads. */
 export interface OpsRoutesInit {
-  core: GatewayCore;
+  core: ProtocolCore;
   /** The apps and their dispatchers, for health. */
   table: AppTable;
   metrics: GatewayMetrics;
@@ -22,6 +22,8 @@ export interface OpsRoutesInit {
   page: boolean;
   /** True once the gateway is shutting down. */
   closing: () => boolean;
+  /** The shared queue's state, when there is one: `/healthz` answers 503 with the reason while it is not ok. */
+  queue?: () => { backend: string; ok: boolean; reason?: string };
 }
 
 /** Registers `/healthz`, `/metrics`, `/apps` and the page routes on `server`. */
@@ -31,11 +33,14 @@ export function registerOpsRoutes(server: FastifyInstance, init: OpsRoutesInit):
   server.get("/healthz", async (request, reply) => {
     opsAuth(request);
     const closing = init.closing();
+    const queue = init.queue?.();
+    const status = closing ? "shutting_down" : queue && !queue.ok ? "queue_unavailable" : "ok";
     const body = {
-      status: closing ? "shutting_down" : "ok",
+      status,
+      ...(queue ? { queue } : {}),
       apps: Object.fromEntries([...table.dispatchers].map(([name, d]) => [name, appHealth(d.pool, d.queueLength, d.runningCount)])),
     };
-    return reply.code(closing ? 503 : 200).send(body);
+    return reply.code(status === "ok" ? 200 : 503).send(body);
   });
   server.get("/metrics", async (request, reply) => {
     opsAuth(request);

@@ -6,6 +6,7 @@
  */
 import type { Logger } from "pino";
 import type { FunctionServerOptions } from "../functions/function-server.js";
+import type { QueueOptions } from "../queue/queue-options.js";
 import type { AppDefinition, AppOptions, HostInfo, ResolvedApp } from "./app.js";
 import type { JobQueue } from "./job-queue.js";
 import type { RunnerFactory } from "./runner-pool.js";
@@ -66,6 +67,13 @@ export interface GatewayOptions {
   /** Makes each app's queue. @default a {@link MemoryJobQueue} */
   createQueue?: (app: ResolvedApp) => JobQueue;
   /**
+   * Keep the queue and the jobs' records in Redis (through BullMQ) instead of
+   * memory: several gateways on one Redis share the work, and a restart loses
+   * nothing. `multirank serve --redis URL` and `MULTIRANK_REDIS_URL` set it.
+   * @default in memory
+   */
+  queue?: QueueOptions;
+  /**
    * Serve remote functions too: clients register them (`server(url)` in
    * `remote()`), and each becomes an app, `fn/<name>`. Off unless given;
    * `multirank serve` turns it on.
@@ -99,6 +107,7 @@ const GATEWAY_OPTION_KEY_SET = {
   host: true,
   createRunner: true,
   createQueue: true,
+  queue: true,
   functionServer: true,
 } satisfies Record<keyof GatewayOptions, true>;
 

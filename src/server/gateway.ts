@@ -36,6 +36,10 @@ import { registerOpsRoutes } from "../gateway/ops-routes.js";
 import { redactingLogger } from "../gateway/redact.js";
 import type { RunnerFactory } from "../gateway/runner-pool.js";
 import { WebhookSender, type WebhookOptions } from "../gateway/webhook.js";
+import type { ProtocolCore } from "../gateway/core.js";
+import { resolveQueueOptions, type ResolvedQueueOptions } from "../queue/queue-options.js";
+import { RedisConnections } from "../queue/redis-connection.js";
+import { RedisJobQueue } from "../queue/redis-queue.js";
 
 /** A running gateway. */
 export interface Gateway {
@@ -96,6 +100,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const graceMs = durationToMs(options.shutdownGrace ?? 30, "options.shutdownGrace", { allowZero: true });
   const resultTtl = options.resultTtl ?? 3600;
   durationToMs(resultTtl, "options.resultTtl");
+  const queueOptions: ResolvedQueueOptions | undefined = options.queue === undefined ? undefined : resolveQueueOptions(options.queue);
+  if (queueOptions && options.createQueue) throw new ValidationError("options.queue and options.createQueue cannot both be set: the Redis queue makes its own");
   const statusKeepAliveMs = durationToMs(options.statusKeepAliveMs ?? 15_000, "options.statusKeepAliveMs", { unit: "ms" });
   const streamHoldMs = durationToMs(options.streamHoldMs ?? 10_000, "options.streamHoldMs", { unit: "ms", allowZero: true });
   const host = hostInfo(options);
@@ -116,6 +122,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     import("../gateway/protocols/fal.js"),
     import("../gateway/protocols/runpod.js"),
   ]);
+  // Redis first: an unreachable or evicting Redis is refused before anything starts.
+  const connections = queueOptions ? await RedisConnections.open(queueOptions.url, logger) : undefined;
   const gpus = new GpuAllocator(host.gpuCount);
   const jobs = new JobStore(resultTtl);
   const webhooks = new WebhookSender(options.webhooks ?? {}, logger);
@@ -123,15 +131,36 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     metrics.jobFinished(job);
     if (job.webhookUrl) void webhooks.send(job.webhookUrl, job.protocol === "runpod" ? runpodStatusBody(job) : falWebhookBody(job), job.id);
   };
-  const table = new AppTable({ logger, gpus, onFinished, createRunner: options.createRunner, createQueue: options.createQueue });
+  let redisQueue: RedisJobQueue | undefined;
+  const table = new AppTable({
+    logger,
+    gpus,
+    onFinished,
+    createRunner: options.createRunner,
+    createQueue: options.createQueue,
+    onChange: () => void redisQueue?.syncApps().catch((error: unknown) => log.warn({ err: error }, "could not start taking an app's jobs from Redis")),
+  });
   for (const app of apps) table.add(app);
   const metrics = new Metrics(() => table.dispatchers.values(), { defaultMetrics: options.defaultMetrics ?? false });
   const functionKeys = options.functionServer ? functionServerKeys(options.functionServer) : undefined;
-  const core = new GatewayCore(table.dispatchers, jobs, new KeyChecker(keys, functionKeys?.callerKeys ?? []), chunkHighWaterMark(options.streamHighWaterMark));
+  const keyChecker = new KeyChecker(keys, functionKeys?.callerKeys ?? []);
+  const highWaterMark = chunkHighWaterMark(options.streamHighWaterMark);
+  let core: ProtocolCore;
+  if (connections && queueOptions) {
+    try {
+      redisQueue = await RedisJobQueue.start({ connections, options: queueOptions, table, keys: keyChecker, logger, resultTtlMs: resultTtl * 1000, chunkHighWaterMark: highWaterMark, onFinished });
+    } catch (error) {
+      connections.disconnect();
+      await table.close(0);
+      throw error;
+    }
+    core = redisQueue;
+  } else core = new GatewayCore(table.dispatchers, jobs, keyChecker, highWaterMark);
+  const queueHealth = redisQueue ? (): ReturnType<RedisJobQueue["queueHealth"]> => redisQueue!.queueHealth() : undefined;
 
   const server = createHttpServer({ logger, bodyLimit, metrics });
   let closing: Promise<void> | undefined;
-  registerOpsRoutes(server, { core, table, metrics, requireKeyForOps: options.requireKeyForOps === true, page: options.page ?? true, closing: () => closing !== undefined });
+  registerOpsRoutes(server, { core, table, metrics, requireKeyForOps: options.requireKeyForOps === true, page: options.page ?? true, closing: () => closing !== undefined, ...(queueHealth ? { queue: queueHealth } : {}) });
   registerFalRoutes(server, core, { keepAliveMs: statusKeepAliveMs });
   registerRunpodRoutes(server, core, { maxStreamHoldMs: streamHoldMs });
   let deployments: Deployments | undefined;
@@ -159,7 +188,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const close = (): Promise<void> => {
     closing ??= (async () => {
       log.info({ graceMs }, "shutting down: no new requests; finishing the ones in flight");
-      await table.close(graceMs);
+      // On a shared queue, what is queued stays in Redis, and what could not finish in the grace goes back to it.
+      if (redisQueue) await redisQueue.close(() => table.close(graceMs, { handBack: true }));
+      else await table.close(graceMs);
       await webhooks.close(5000);
       jobs.close();
       await server.close();

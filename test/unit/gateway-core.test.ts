@@ -35,22 +35,22 @@ function core(dispatchers: Map<string, Dispatcher>): GatewayCore {
 }
 
 describe("GatewayCore", () => {
-  it("submits and finds jobs by app name, and refuses an app it does not serve", () => {
+  it("submits and finds jobs by app name, and refuses an app it does not serve", async () => {
     const calls: string[] = [];
     const apps = new Map([["a/one", stubDispatcher("a/one", calls)]]);
     const c: ProtocolCore = core(apps);
-    const job = c.submit("a/one", { input: { x: 1 }, priority: "normal", streaming: false });
+    const job = await c.submit("a/one", { input: { x: 1 }, priority: "normal", streaming: false });
     expect(job).toMatchObject({ app: "a/one", timeoutMs: 7000, status: "IN_QUEUE" });
-    expect(c.job("a/one", job.id)).toBe(job);
-    expect(c.findJob("a/two", job.id)).toBeUndefined();
-    expect(() => c.job("a/two", job.id)).toThrow(expect.objectContaining({ code: "MULTIRANK_ERR_GATEWAY_JOB_NOT_FOUND" }));
-    expect(() => c.submit("a/two", { input: {}, priority: "normal", streaming: false })).toThrow(expect.objectContaining({ code: "MULTIRANK_ERR_GATEWAY_APP_NOT_FOUND" }));
+    expect(await c.job("a/one", job.id)).toBe(job);
+    expect(await c.findJob("a/two", job.id)).toBeUndefined();
+    await expect(c.job("a/two", job.id)).rejects.toThrow(expect.objectContaining({ code: "MULTIRANK_ERR_GATEWAY_JOB_NOT_FOUND" }));
+    await expect(c.submit("a/two", { input: {}, priority: "normal", streaming: false })).rejects.toThrow(expect.objectContaining({ code: "MULTIRANK_ERR_GATEWAY_APP_NOT_FOUND" }));
     expect(() => c.assertApp("a/two")).toThrow(expect.objectContaining({ code: "MULTIRANK_ERR_GATEWAY_APP_NOT_FOUND" }));
     expect(c.appNames()).toEqual(["a/one"]);
-    expect(c.position(job)).toBe(0);
-    expect(c.health("a/one")).toEqual({ jobs: expect.objectContaining({ inQueue: 1 }), runners: { starting: 0, idle: 1, busy: 0, stopping: 0 } });
-    expect(c.recentJobs("a/one", 5)).toEqual([job]);
-    expect(c.purge("a/one")).toBe(1);
+    expect(await c.position(job)).toBe(0);
+    expect(await c.health("a/one")).toEqual({ jobs: expect.objectContaining({ inQueue: 1 }), runners: { starting: 0, idle: 1, busy: 0, stopping: 0 } });
+    expect(await c.recentJobs("a/one", 5)).toEqual([job]);
+    expect(await c.purge("a/one")).toBe(1);
   });
 
   it("keeps dispatchers and the job store to itself", () => {
@@ -60,17 +60,17 @@ describe("GatewayCore", () => {
     expect("jobs" in c).toBe(false);
   });
 
-  it("cancels a job at the dispatcher that queued it, and retries it at the app served now", () => {
+  it("cancels a job at the dispatcher that queued it, and retries it at the app served now", async () => {
     const calls: string[] = [];
     const apps = new Map([["a/one", stubDispatcher("a/one", calls)]]);
     const c = core(apps);
-    const job = c.submit("a/one", { input: {}, priority: "normal", streaming: false });
+    const job = await c.submit("a/one", { input: {}, priority: "normal", streaming: false });
     // `update` replaced the app: a new dispatcher under the same name; the old one drains.
     apps.set("a/one", stubDispatcher("a/one(new)", calls));
-    expect(c.cancel(job)).toBe(true);
-    expect(c.cancel(job)).toBe(false);
-    expect(c.retry(job)).toBe(true);
-    expect(c.cancel(job)).toBe(true);
+    expect(await c.cancel(job)).toBe(true);
+    expect(await c.cancel(job)).toBe(false);
+    expect(await c.retry(job)).toBe(true);
+    expect(await c.cancel(job)).toBe(true);
     expect(calls).toEqual(["a/one#cancel", "a/one#cancel", "a/one(new)#resubmit", "a/one(new)#cancel"]);
   });
 });

@@ -57,7 +57,7 @@ export function registerPageRoutes(server: FastifyInstance, core: ProtocolCore, 
       throw new ValidationError(`query parameter limit must be an integer from 1 to ${RECENT_JOBS_PER_APP}, got ${JSON.stringify(request.query.limit)}`);
     }
     // An app that is gone (removed at runtime) still lists the requests it had: no 404.
-    return { app, requests: core.recentJobs(app, limit).map(recentRequest) };
+    return { app, requests: (await core.recentJobs(app, limit)).map(recentRequest) };
   });
 }
 

@@ -62,7 +62,7 @@ export function registerFalRoutes(server: FastifyInstance, core: ProtocolCore, o
     const app = appName(request.params);
     core.assertApp(app);
     if (request.params["*"] === "stream") return stream(request, reply, app, request.body, false);
-    const job = core.submit(app, { input: objectInput(request.body), streaming: false, ...queueHeaders(request) });
+    const job = await core.submit(app, { input: objectInput(request.body), streaming: false, ...queueHeaders(request) });
     cancelWhenClientLeaves(reply, core, job);
     await job.done;
     return sendResult(reply, job);
@@ -91,37 +91,62 @@ export function registerFalRoutes(server: FastifyInstance, core: ProtocolCore, o
   });
 
   async function stream(request: FastifyRequest, reply: FastifyReply, app: string, body: unknown, eventSource: boolean): Promise<FastifyReply> {
-    const job = core.submit(app, { input: objectInput(body), streaming: true, ...queueHeaders(request) });
-    const sse = new SseWriter(reply, () => core.cancel(job));
+    const job = await core.submit(app, { input: objectInput(body), streaming: true, ...queueHeaders(request) });
+    const sse = new SseWriter(reply, () => void core.cancel(job).catch(() => {}));
     let firstChunk!: () => void;
     const first = new Promise<void>((resolve) => (firstChunk = resolve));
     job.once("chunk", firstChunk);
-    await Promise.race([first, job.done]);
+    // A chunk may have arrived (on another gateway sharing the queue) before the listener was on.
+    if ((await job.unreadChunks()) === 0) await Promise.race([first, job.done]);
     job.off("chunk", firstChunk);
-    if (job.finished && job.status !== "COMPLETED" && job.unreadChunks === 0) {
+    if (job.finished && job.status !== "COMPLETED" && (await job.unreadChunks()) === 0) {
       return sendResult(reply, job); // Nothing streamed yet: a plain error response.
     }
     let chunks = 0;
     // Chunks move from the job to the socket only as fast as the client reads:
     // while the SSE stream is full they wait in the job, whose high-water mark
     // stops the dispatcher pulling from the runner, whose window stops the rank.
-    const pump = (): void => {
+    // One pump at a time (taking a chunk may wait on a shared queue); a chunk that arrives meanwhile asks for another round.
+    let pumping: Promise<void> | undefined;
+    let again = false;
+    const drainOnce = async (): Promise<void> => {
       while (!sse.closed && !sse.full) {
-        const frame = job.takeFrame();
+        const frame = await job.takeFrame();
         if (frame === undefined) return;
         chunks++;
         sse.frame(frame);
       }
     };
-    job.on("chunk", pump);
-    sse.onDrain(pump);
-    pump();
-    void job.done.then(() => {
-      job.off("chunk", pump);
+    const pump = (): Promise<void> => {
+      if (pumping) {
+        again = true;
+        return pumping;
+      }
+      pumping = (async () => {
+        do {
+          again = false;
+          await drainOnce();
+        } while (again && !sse.closed && !sse.full);
+      })()
+        .catch((error: unknown) => request.log.warn({ err: error, job: job.id }, "reading the stream's chunks failed"))
+        .finally(() => (pumping = undefined));
+      return pumping;
+    };
+    const onChunk = (): void => void pump();
+    job.on("chunk", onChunk);
+    sse.onDrain(onChunk);
+    void pump();
+    void job.done.then(async () => {
+      job.off("chunk", onChunk);
       // The producer is done, so what is left is bounded: write it out.
-      for (let frame = job.takeFrame(); frame !== undefined && !sse.closed; frame = job.takeFrame()) {
-        chunks++;
-        sse.frame(frame);
+      while (pumping) await pumping;
+      try {
+        for (let frame = await job.takeFrame(); frame !== undefined && !sse.closed; frame = await job.takeFrame()) {
+          chunks++;
+          sse.frame(frame);
+        }
+      } catch (error) {
+        request.log.warn({ err: error, job: job.id }, "reading the stream's last chunks failed");
       }
       if (job.status === "COMPLETED") {
         if (chunks === 0) sse.data(job.outputJson!);
@@ -140,13 +165,13 @@ export function registerFalRoutes(server: FastifyInstance, core: ProtocolCore, o
     core.assertApp(app);
     const webhook = (request.query as Record<string, unknown>).fal_webhook;
     if (webhook !== undefined && (typeof webhook !== "string" || !isHttpUrl(webhook))) throw new BadRequestError("fal_webhook must be an http(s) URL");
-    const job = core.submit(app, {
+    const job = await core.submit(app, {
       input: objectInput(request.body),
       streaming: false,
       ...queueHeaders(request),
       ...(typeof webhook === "string" ? { webhookUrl: webhook } : {}),
     });
-    return reply.header("x-fal-request-id", job.id).send({ status: "IN_QUEUE", ...urls(request, job), queue_position: core.position(job) });
+    return reply.header("x-fal-request-id", job.id).send({ status: "IN_QUEUE", ...urls(request, job), queue_position: await core.position(job) });
   };
   server.post("/fal/queue/:owner/:alias", submit);
   server.post("/fal/queue/:owner/:alias/*", submit);
@@ -154,27 +179,33 @@ export function registerFalRoutes(server: FastifyInstance, core: ProtocolCore, o
   server.get("/fal/queue/:owner/:alias/requests/:id/status", async (request: FastifyRequest<{ Params: RequestParams; Querystring: { logs?: string } }>, reply) => {
     core.authorize(request);
     const name = appName(request.params);
-    const job = core.job(name, request.params.id);
+    const job = await core.job(name, request.params.id);
     core.assertApp(name);
-    const body = statusBody(request, job, core, wantsLogs(request.query.logs) ? job.logs : null);
+    const body = statusBody(request, job, await queuePosition(core, job), wantsLogs(request.query.logs) ? job.logs : null);
     return reply.code(job.finished ? 200 : 202).send(body);
   });
 
   server.get("/fal/queue/:owner/:alias/requests/:id/status/stream", async (request: FastifyRequest<{ Params: RequestParams; Querystring: { logs?: string } }>, reply) => {
     core.authorize(request);
     const name = appName(request.params);
-    const job = core.job(name, request.params.id);
+    const job = await core.job(name, request.params.id);
     core.assertApp(name);
     const logs = wantsLogs(request.query.logs);
     const sse = new SseWriter(reply, () => cleanup());
     let sentLogs = 0;
+    // Events go out in order: each waits for the one before (a queue position may be a round trip to Redis).
+    let last: Promise<void> = Promise.resolve();
     const push = (): void => {
-      // Each event carries only the logs not sent before; the client accumulates them.
-      const all = job.logs;
-      const fresh = logs ? all.slice(Math.min(sentLogs, all.length)) : null;
-      sentLogs = all.length;
-      sse.data(JSON.stringify(statusBody(request, job, core, fresh)));
-      if (job.finished) cleanup();
+      last = last.then(async () => {
+        if (sse.closed) return;
+        const position = await queuePosition(core, job).catch(() => 0);
+        // Each event carries only the logs not sent before; the client accumulates them.
+        const all = job.logs;
+        const fresh = logs ? all.slice(Math.min(sentLogs, all.length)) : null;
+        sentLogs = all.length;
+        sse.data(JSON.stringify(statusBody(request, job, position, fresh)));
+        if (job.finished) cleanup();
+      });
     };
     const timer = setInterval(() => sse.comment(), keepAliveMs);
     const onLog = (): void => push();
@@ -193,7 +224,7 @@ export function registerFalRoutes(server: FastifyInstance, core: ProtocolCore, o
 
   server.get("/fal/queue/:owner/:alias/requests/:id", async (request: FastifyRequest<{ Params: RequestParams }>, reply) => {
     core.authorize(request);
-    const job = core.job(appName(request.params), request.params.id);
+    const job = await core.job(appName(request.params), request.params.id);
     if (!job.finished) {
       return reply.code(400).header("x-fal-request-id", job.id).send({ detail: `request ${job.id} is ${job.status}; wait for COMPLETED`, error_type: "request_not_completed" });
     }
@@ -203,10 +234,10 @@ export function registerFalRoutes(server: FastifyInstance, core: ProtocolCore, o
   server.put("/fal/queue/:owner/:alias/requests/:id/cancel", async (request: FastifyRequest<{ Params: RequestParams }>, reply) => {
     core.authorize(request);
     const name = appName(request.params);
-    const job = core.findJob(name, request.params.id);
+    const job = await core.findJob(name, request.params.id);
     if (!job) return reply.code(404).send({ status: "NOT_FOUND" });
     core.assertApp(name);
-    if (!core.cancel(job)) return reply.code(400).send({ status: "ALREADY_COMPLETED" });
+    if (!(await core.cancel(job))) return reply.code(400).send({ status: "ALREADY_COMPLETED" });
     return reply.code(202).send({ status: "CANCELLATION_REQUESTED" });
   });
 }
@@ -237,9 +268,14 @@ function sendResult(reply: FastifyReply, job: Job): FastifyReply {
   return reply.code(FAL_ERROR_STATUS[type]).send(body);
 }
 
-function statusBody(request: FastifyRequest, job: Job, core: ProtocolCore, logs: readonly JobLog[] | null): Record<string, unknown> {
+/** The job's place in its queue, asked for only while it waits. */
+function queuePosition(core: ProtocolCore, job: Job): Promise<number> {
+  return job.status === "IN_QUEUE" ? core.position(job) : Promise.resolve(0);
+}
+
+function statusBody(request: FastifyRequest, job: Job, position: number, logs: readonly JobLog[] | null): Record<string, unknown> {
   const links = urls(request, job);
-  if (job.status === "IN_QUEUE") return { status: "IN_QUEUE", ...links, queue_position: core.position(job), logs };
+  if (job.status === "IN_QUEUE") return { status: "IN_QUEUE", ...links, queue_position: position, logs };
   if (job.status === "IN_PROGRESS") return { status: "IN_PROGRESS", ...links, logs };
   const body: Record<string, unknown> = { status: "COMPLETED", ...links, logs, metrics: { inference_time: job.executionTimeMs / 1000 } };
   if (job.status !== "COMPLETED") Object.assign(body, { error: job.error?.message, error_type: job.error?.type });
@@ -267,7 +303,7 @@ function objectInput(body: unknown): unknown {
 
 function cancelWhenClientLeaves(reply: FastifyReply, core: ProtocolCore, job: Job): void {
   reply.raw.once("close", () => {
-    if (!reply.raw.writableFinished && !job.finished) core.cancel(job);
+    if (!reply.raw.writableFinished && !job.finished) void core.cancel(job).catch(() => {});
   });
 }
 

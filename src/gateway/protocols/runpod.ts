@@ -90,7 +90,7 @@ export function registerRunpodRoutes(server: FastifyInstance, core: ProtocolCore
     return runpodApp(core, request.params.endpoint);
   };
 
-  const submit = (request: FastifyRequest<{ Params: EndpointParams }>): Job => {
+  const submit = (request: FastifyRequest<{ Params: EndpointParams }>): Promise<Job> => {
     const app = endpoint(request);
     const body = request.body as RunpodBody | undefined;
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new BadRequestError('the body must be a JSON object like {"input": {...}}', 422);
@@ -111,18 +111,18 @@ export function registerRunpodRoutes(server: FastifyInstance, core: ProtocolCore
 
   const ackRoute = { schema: { response: { 200: RUNPOD_ACK_SCHEMA } } };
   server.post("/v2/:endpoint/run", ackRoute, async (request: FastifyRequest<{ Params: EndpointParams }>, reply) => {
-    const job = submit(request);
+    const job = await submit(request);
     return reply.code(200).send({ id: job.id, status: "IN_QUEUE" });
   });
 
   server.post("/v2/:endpoint/runsync", jobRoute, async (request: FastifyRequest<{ Params: EndpointParams; Querystring: WaitQuery }>, reply) => {
-    const job = submit(request);
+    const job = await submit(request);
     await waitDone(job, waitMs(request.query.wait, 90_000));
     return sendJson(reply, runpodStatusBody(job));
   });
 
   const status = (wait: boolean) => async (request: FastifyRequest<{ Params: JobParams; Querystring: WaitQuery }>, reply: FastifyReply) => {
-    const job = core.job(endpoint(request), request.params.id);
+    const job = await core.job(endpoint(request), request.params.id);
     if (wait) await waitDone(job, waitMs(request.query.wait, 90_000));
     return sendJson(reply, runpodStatusBody(job));
   };
@@ -133,8 +133,8 @@ export function registerRunpodRoutes(server: FastifyInstance, core: ProtocolCore
 
   // The SDK polls /stream with no delay: hold the answer until there are new chunks, the job ends, or the hold passes.
   server.get("/v2/:endpoint/stream/:id", { schema: { response: { 200: RUNPOD_STREAM_SCHEMA } } }, async (request: FastifyRequest<{ Params: JobParams; Querystring: WaitQuery }>, reply) => {
-    const job = core.job(endpoint(request), request.params.id);
-    if (job.unreadChunks === 0 && !job.finished) {
+    const job = await core.job(endpoint(request), request.params.id);
+    if (!job.finished && (await job.unreadChunks()) === 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, waitMs(request.query.wait, streamHoldMs));
         function done(): void {
@@ -149,30 +149,30 @@ export function registerRunpodRoutes(server: FastifyInstance, core: ProtocolCore
         reply.raw.once("close", done);
       });
     }
-    return sendJson(reply, runpodStreamBody(job, job.takeChunks()));
+    return sendJson(reply, runpodStreamBody(job, await job.takeChunks()));
   });
 
   server.post("/v2/:endpoint/cancel/:id", jobRoute, async (request: FastifyRequest<{ Params: JobParams }>, reply) => {
-    const job = core.job(endpoint(request), request.params.id);
-    if (core.cancel(job)) await waitDone(job, 5000);
+    const job = await core.job(endpoint(request), request.params.id);
+    if (await core.cancel(job)) await waitDone(job, 5000);
     return sendJson(reply, runpodStatusBody(job));
   });
 
   server.post("/v2/:endpoint/retry/:id", ackRoute, async (request: FastifyRequest<{ Params: JobParams }>, reply) => {
-    const job = core.job(endpoint(request), request.params.id);
-    if (!core.retry(job)) {
+    const job = await core.job(endpoint(request), request.params.id);
+    if (!(await core.retry(job))) {
       return reply.code(200).send({ id: job.id, status: job.status, error: `only FAILED, TIMED_OUT or CANCELLED jobs can be retried; this one is ${job.status}` });
     }
     return reply.code(200).send({ id: job.id, status: "IN_QUEUE" });
   });
 
   server.post("/v2/:endpoint/purge-queue", { schema: { response: { 200: RUNPOD_PURGE_SCHEMA } } }, async (request: FastifyRequest<{ Params: EndpointParams }>, reply) => {
-    const removed = core.purge(endpoint(request));
+    const removed = await core.purge(endpoint(request));
     return reply.code(200).send({ removed, status: "completed" });
   });
 
   server.get("/v2/:endpoint/health", async (request: FastifyRequest<{ Params: EndpointParams }>, reply) => {
-    const { jobs, runners: counts } = core.health(endpoint(request));
+    const { jobs, runners: counts } = await core.health(endpoint(request));
     return reply.send({
       jobs,
       workers: { idle: counts.idle, initializing: counts.starting, ready: counts.idle + counts.busy, running: counts.busy, throttled: 0, unhealthy: 0 },

@@ -1,0 +1,141 @@
+/**
+ * The Redis connections of one gateway, and the checks made before it
+ * serves: Redis answers, and will not evict keys (BullMQ loses jobs on a
+ * Redis that evicts). Producers (submissions, reads) fail fast while Redis is
+ * away, so a request gets a 503 instead of hanging; the connections BullMQ's
+ * workers block on wait for Redis to return (`maxRetriesPerRequest: null`,
+ * as BullMQ requires).
+ */
+import { Redis, type RedisOptions } from "ioredis";
+import type { Logger } from "pino";
+import { ConfigError, QueueUnavailableError } from "../gateway/errors.js";
+import { redactUrl } from "./queue-options.js";
+
+/** How long a connection at start may take before the gateway gives up. */
+const CONNECT_TIMEOUT_MS = 5000;
+/** How long a reconnecting client waits between tries, at most. */
+const MAX_RECONNECT_DELAY_MS = 2000;
+
+/** What `/healthz` says about the queue. */
+export interface QueueHealth {
+  backend: "redis";
+  ok: boolean;
+  /** Why not, when not ok. */
+  reason?: string;
+}
+
+/** The gateway's connections to one Redis. */
+export class RedisConnections {
+  readonly url: string;
+  /** Commands of requests: fails at once while Redis is away. */
+  readonly commands: Redis;
+  /** Pub/sub: the events gateways send each other. */
+  readonly subscriber: Redis;
+  /** What BullMQ's workers and the job writers use: waits for Redis to come back. */
+  readonly blocking: Redis;
+  readonly #log: Logger;
+  #lastError: string | undefined;
+  #ready = false;
+
+  private constructor(url: string, logger: Logger) {
+    this.url = url;
+    this.#log = logger.child({ component: "redis", redis: redactUrl(url) });
+    const retryStrategy = (times: number): number => Math.min(50 * times, MAX_RECONNECT_DELAY_MS);
+    const common: RedisOptions = { lazyConnect: true, connectTimeout: CONNECT_TIMEOUT_MS, retryStrategy };
+    this.commands = new Redis(url, { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: "multirank-gateway" });
+    this.subscriber = new Redis(url, { ...common, maxRetriesPerRequest: null, connectionName: "multirank-events" });
+    this.blocking = new Redis(url, { ...common, maxRetriesPerRequest: null, connectionName: "multirank-writer" });
+    for (const client of [this.commands, this.subscriber, this.blocking]) client.on("error", (error: Error) => this.#lost(error));
+    this.commands.on("ready", () => {
+      if (!this.#ready) this.#log.info("Redis is reachable again");
+      this.#ready = true;
+      this.#lastError = undefined;
+    });
+    this.commands.on("close", () => {
+      if (this.#ready) this.#log.warn("lost the connection to Redis; new requests get 503 until it is back");
+      this.#ready = false;
+    });
+  }
+
+  /**
+   * Connects, and checks that Redis keeps every key (`maxmemory-policy noeviction`).
+   * @throws {QueueUnavailableError} naming the URL (password hidden) when Redis does not answer;
+   *   {@link ConfigError} when it may evict keys.
+   */
+  static async open(url: string, logger: Logger): Promise<RedisConnections> {
+    const connections = new RedisConnections(url, logger);
+    try {
+      await Promise.all([connections.commands.connect(), connections.subscriber.connect(), connections.blocking.connect()]);
+    } catch (error) {
+      connections.disconnect();
+      throw new QueueUnavailableError(`cannot reach Redis at ${redactUrl(url)}: ${(error as Error).message}`, { cause: error });
+    }
+    try {
+      await checkEvictionPolicy(connections.commands, url);
+    } catch (error) {
+      connections.disconnect();
+      throw error;
+    }
+    connections.#ready = true;
+    return connections;
+  }
+
+  /** True while requests can reach Redis. */
+  get ready(): boolean {
+    return this.#ready && this.commands.status === "ready";
+  }
+
+  health(): QueueHealth {
+    if (this.ready) return { backend: "redis", ok: true };
+    return { backend: "redis", ok: false, reason: `Redis at ${redactUrl(this.url)} is unreachable${this.#lastError ? `: ${this.#lastError}` : ""}; new requests get 503 until it is back` };
+  }
+
+  /** @throws {QueueUnavailableError} unless Redis answers now. */
+  assertReady(): void {
+    if (!this.ready) throw this.unavailable();
+  }
+
+  /** The error a request gets while Redis is away. */
+  unavailable(cause?: unknown): QueueUnavailableError {
+    const detail = this.#lastError ?? (cause instanceof Error ? cause.message : undefined);
+    return new QueueUnavailableError(`the queue's Redis (${redactUrl(this.url)}) is unreachable${detail ? `: ${detail}` : ""}; retry later`, cause === undefined ? undefined : { cause });
+  }
+
+  /** A new connection for a BullMQ worker (each blocks on its own). */
+  duplicateBlocking(): Redis {
+    const client = this.blocking.duplicate({ lazyConnect: false, maxRetriesPerRequest: null });
+    client.on("error", (error: Error) => this.#lost(error));
+    return client;
+  }
+
+  disconnect(): void {
+    this.#ready = false;
+    for (const client of [this.commands, this.subscriber, this.blocking]) client.disconnect();
+  }
+
+  async quit(): Promise<void> {
+    this.#ready = false;
+    await Promise.all([this.commands, this.subscriber, this.blocking].map((client) => client.quit().catch(() => client.disconnect())));
+  }
+
+  #lost(error: Error): void {
+    const message = error.message || String(error);
+    if (message !== this.#lastError) this.#log.warn({ err: { message } }, "Redis connection error");
+    this.#lastError = message;
+  }
+}
+
+/**
+ * BullMQ loses jobs on a Redis that evicts keys under memory pressure: refuse any policy but `noeviction`.
+ * `INFO memory` is read rather than `CONFIG GET`, which managed Redis services often disable.
+ */
+async function checkEvictionPolicy(client: Redis, url: string): Promise<void> {
+  const info = await client.info("memory");
+  const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+  if (policy !== undefined && policy !== "noeviction") {
+    throw new ConfigError(
+      `Redis at ${redactUrl(url)} has maxmemory-policy ${policy}: it may evict queued jobs and results under memory pressure. ` +
+        "Set it to noeviction (redis-cli CONFIG SET maxmemory-policy noeviction, or maxmemory-policy noeviction in redis.conf).",
+    );
+  }
+}

@@ -1,0 +1,578 @@
+/**
+ * The gateway's jobs on Redis through BullMQ, shared by every gateway on the
+ * same Redis and prefix. {@link RedisJobQueue} is the {@link ProtocolCore}
+ * the fal and Runpod routes use in place of the in-memory one:
+ *
+ * - each app's queue is a BullMQ queue (`<prefix>:bull:<app>`); a job's
+ *   record (job-records.ts) holds what the protocols answer from, so any
+ *   gateway answers for any job;
+ * - each gateway runs a BullMQ worker per app, as many jobs at once as its
+ *   runner pool can take; a job taken goes to the app's dispatcher, which
+ *   runs it exactly as in memory, and its state is written back (job-writer.ts);
+ * - cancels, log lines, stream chunks and status changes cross gateways on a
+ *   pub/sub channel (event-bus.ts): BullMQ cancels only within one process.
+ *
+ * When a gateway dies mid-job, its claim lapses after `stalledAfter`, BullMQ
+ * moves the job back to the queue, and another gateway runs it again from
+ * its input (up to `maxRecoveries` times). Exactly one final answer is
+ * recorded per submission: the record takes a final state once, and only
+ * from the current claim.
+ */
+import { randomUUID } from "node:crypto";
+import type { FastifyRequest } from "fastify";
+import { Queue, WaitingError, Worker, type Job as BullJob } from "bullmq";
+import type { Logger } from "pino";
+import type { AppTable } from "../gateway/app-table.js";
+import type { KeyChecker } from "../gateway/auth.js";
+import type { AppHealth, ProtocolCore, SubmitOptions } from "../gateway/core.js";
+import type { Dispatcher, JobFinishedListener } from "../gateway/dispatcher.js";
+import { AppNotFoundError, GatewayError, JobNotFoundError, QueueFullError, ShuttingDownError, UnauthorizedError } from "../gateway/errors.js";
+import { isFinalStatus, Job, type JobError } from "../gateway/job.js";
+import { queryKeyOf } from "../gateway/redact.js";
+import { LongTimer } from "../util/timers.js";
+import { EventBus, type BusMessage } from "./event-bus.js";
+import { JobRecords, type StoredJob } from "./job-records.js";
+import { JobWriter } from "./job-writer.js";
+import type { ResolvedQueueOptions } from "./queue-options.js";
+import type { QueueHealth, RedisConnections } from "./redis-connection.js";
+import { RedisChunkBuffer } from "./redis-chunk-buffer.js";
+
+/** BullMQ priorities: lower runs first; equal ones run in the order they came. */
+const PRIORITY = { normal: 1, low: 2 } as const;
+/** How often watched jobs are read again, in case a pub/sub message was lost. */
+const RESYNC_MS = 5000;
+/** How long a finished job's object is kept here after it finished (its record stays for `resultTtl`). */
+const KEEP_FINISHED_MS = 30_000;
+
+/** KEYS: prioritized, wait, reserved. ARGV: max → 1 admitted (a reservation taken), 0 full. */
+const ADMIT = `
+local n = redis.call('ZCARD', KEYS[1]) + redis.call('LLEN', KEYS[2]) + tonumber(redis.call('GET', KEYS[3]) or '0')
+if n >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], 30000)
+return 1`;
+
+/** What {@link RedisJobQueue} is built from. */
+export interface RedisJobQueueInit {
+  connections: RedisConnections;
+  options: ResolvedQueueOptions;
+  table: AppTable;
+  keys: KeyChecker;
+  logger: Logger;
+  resultTtlMs: number;
+  chunkHighWaterMark: number;
+  /** Called when a job finishes here without running (cancelled or timed out in the queue): metrics, webhooks. */
+  onFinished: JobFinishedListener;
+}
+
+/** One job taken by this gateway's worker. */
+interface TakenJob {
+  job?: Job;
+  buffer?: RedisChunkBuffer;
+  dispatcher?: Dispatcher;
+  cancelRequested: boolean;
+}
+
+/** Per-app BullMQ objects. */
+interface AppQueue {
+  queue: Queue;
+  worker: Worker;
+}
+
+/** The Redis-backed {@link ProtocolCore}: one per gateway. */
+export class RedisJobQueue implements ProtocolCore {
+  readonly #init: RedisJobQueueInit;
+  readonly #records: JobRecords;
+  readonly #bus: EventBus;
+  readonly #log: Logger;
+  readonly #apps = new Map<string, AppQueue>();
+  /** Job objects handed out here, by id, so events reach the object a protocol holds. */
+  readonly #jobs = new Map<string, { job: Job; buffer: RedisChunkBuffer; logSeq: number; finishedAt?: number }>();
+  /** Jobs this gateway's workers run now, by id. */
+  readonly #taken = new Map<string, TakenJob>();
+  readonly #resync: NodeJS.Timeout;
+  #closing = false;
+  #admit: ((...args: Array<string | number>) => Promise<number>) | undefined;
+
+  private constructor(init: RedisJobQueueInit) {
+    this.#init = init;
+    this.#log = init.logger.child({ component: "redis-queue" });
+    const { connections, options } = init;
+    this.#records = new JobRecords(connections.commands, connections.blocking, options.prefix, init.resultTtlMs);
+    this.#bus = new EventBus(connections.commands, connections.subscriber, options.prefix, init.logger);
+    this.#resync = setInterval(() => void this.#resyncWatched(), RESYNC_MS);
+    this.#resync.unref();
+  }
+
+  /** Subscribes to the other gateways' events and starts taking every app's jobs. */
+  static async start(init: RedisJobQueueInit): Promise<RedisJobQueue> {
+    const queue = new RedisJobQueue(init);
+    init.connections.commands.defineCommand("mrAdmit", { numberOfKeys: 3, lua: ADMIT });
+    const commands = init.connections.commands as unknown as { mrAdmit: (...args: Array<string | number>) => Promise<number> };
+    queue.#admit = (...args) => commands.mrAdmit(...args);
+    await queue.#bus.start((message) => queue.#onMessage(message), () => void queue.#resyncWatched());
+    await queue.syncApps();
+    return queue;
+  }
+
+  /** What `/healthz` says about Redis. */
+  queueHealth(): QueueHealth {
+    return this.#init.connections.health();
+  }
+
+  get keysRequired(): boolean {
+    return !this.#init.keys.open;
+  }
+
+  authorize(request: FastifyRequest, allowQueryKey = false): void {
+    let header = request.headers.authorization;
+    if (header === undefined && allowQueryKey) {
+      const key = queryKeyOf(request.raw);
+      if (key !== undefined) header = `Key ${key}`;
+    }
+    if (!this.#init.keys.check(header)) throw new UnauthorizedError(header ? "invalid API key" : "missing API key: send Authorization: Key <id>:<secret>");
+  }
+
+  appNames(): string[] {
+    return [...this.#init.table.dispatchers.keys()];
+  }
+
+  assertApp(app: string): void {
+    this.#dispatcher(app);
+  }
+
+  async submit(app: string, options: SubmitOptions): Promise<Job> {
+    const dispatcher = this.#dispatcher(app);
+    if (this.#closing) throw new ShuttingDownError();
+    this.#init.connections.assertReady();
+    const id = randomUUID();
+    const { job, buffer } = this.#newJob(
+      {
+        chunkHighWaterMark: this.#init.chunkHighWaterMark,
+        ...options,
+        id,
+        app: dispatcher.app.name,
+        timeoutMs: options.timeoutMs ?? dispatcher.app.timeout * 1000,
+      },
+      options.input,
+    );
+    const inputJson = JSON.stringify(options.input ?? null);
+    await this.#redis(async () => {
+      const { queue } = await this.#appQueue(dispatcher.app.name);
+      const reserved = this.#key(queue, "admission");
+      if ((await this.#admit!(this.#key(queue, "prioritized"), this.#key(queue, "wait"), reserved, dispatcher.app.maxQueueLength)) !== 1) {
+        throw new QueueFullError(dispatcher.app.name, dispatcher.app.maxQueueLength);
+      }
+      try {
+        await this.#records.create(job, inputJson);
+        await queue.add("job", { id }, { jobId: id, priority: PRIORITY[job.priority], removeOnComplete: true, removeOnFail: true });
+      } finally {
+        await this.#init.connections.commands.decr(reserved).catch(() => {});
+      }
+    });
+    this.#jobs.set(id, { job, buffer, logSeq: 0 });
+    this.#startTimer(job);
+    return job;
+  }
+
+  async job(app: string, id: string): Promise<Job> {
+    const job = await this.findJob(app, id);
+    if (!job) throw new JobNotFoundError(id);
+    return job;
+  }
+
+  async findJob(app: string, id: string): Promise<Job | undefined> {
+    // A job running here is ahead of its record: answer from it.
+    const running = this.#taken.get(id)?.job;
+    if (running) return running.app === app ? running : undefined;
+    const record = await this.#redis(() => this.#records.load(id));
+    if (!record || record.app !== app) return undefined;
+    return this.#adopt(record);
+  }
+
+  async position(job: Job): Promise<number> {
+    if (job.status !== "IN_QUEUE") return 0;
+    return this.#redis(async () => {
+      const record = await this.#records.load(job.id);
+      if (!record || record.state.status !== "IN_QUEUE") return 0;
+      const { queue } = await this.#appQueue(job.app);
+      const redis = this.#init.connections.commands;
+      const [rank, waiting] = await Promise.all([redis.zrank(this.#key(queue, "prioritized"), record.entry), redis.llen(this.#key(queue, "wait"))]);
+      return rank === null ? 0 : rank + waiting;
+    });
+  }
+
+  async cancel(job: Job): Promise<boolean> {
+    return this.#redis(async () => {
+      const before = await this.#records.requestCancel(job.id);
+      if (before === undefined) return false;
+      if (before === "IN_QUEUE" && (await this.#removeQueued(job.id, "CANCELLED", { type: "cancelled", message: "the request was cancelled" }))) return true;
+      // Running (here or on another gateway), or being taken right now: the gateway holding it cancels it at its ranks.
+      this.#cancelTaken(job.id);
+      this.#bus.publish({ kind: "cancel", id: job.id });
+      return true;
+    });
+  }
+
+  async retry(job: Job): Promise<boolean> {
+    const dispatcher = this.#dispatcher(job.app);
+    if (this.#closing) return false;
+    return this.#redis(async () => {
+      const entry = `${job.id}-${Date.now().toString(36)}`;
+      if (!(await this.#records.reset(job.id, entry))) return false;
+      const { queue } = await this.#appQueue(dispatcher.app.name);
+      await queue.add("job", { id: job.id }, { jobId: entry, priority: PRIORITY[job.priority], removeOnComplete: true, removeOnFail: true });
+      await this.#reload(job.id);
+      this.#bus.publish({ kind: "status", id: job.id });
+      return true;
+    });
+  }
+
+  async purge(app: string): Promise<number> {
+    this.#dispatcher(app);
+    return this.#redis(async () => {
+      const { queue } = await this.#appQueue(app);
+      const redis = this.#init.connections.commands;
+      const entries = [...(await redis.zrange(this.#key(queue, "prioritized"), 0, -1)), ...(await redis.lrange(this.#key(queue, "wait"), 0, -1))];
+      let removed = 0;
+      for (const entry of entries) {
+        // A retry's entry is `<id>-<suffix>`; ids are UUIDs.
+        if (await this.#removeQueued(entry.slice(0, 36), "CANCELLED", { type: "cancelled", message: "the request was cancelled (queue purged)" }, entry)) removed++;
+      }
+      return removed;
+    });
+  }
+
+  async health(app: string): Promise<AppHealth> {
+    const dispatcher = this.#dispatcher(app);
+    const counts = await this.#redis(async () => (await this.#appQueue(app)).queue.getJobCounts("prioritized", "wait", "active"));
+    return {
+      jobs: { ...dispatcher.stats(), inQueue: (counts.prioritized ?? 0) + (counts.wait ?? 0), inProgress: counts.active ?? 0 },
+      runners: dispatcher.pool.counts(),
+    };
+  }
+
+  async recentJobs(app: string, limit: number): Promise<Job[]> {
+    return this.#redis(async () => {
+      const records = await this.#records.loadMany(await this.#records.recentIds(app, limit));
+      return records.map((record) => this.#taken.get(record.id)?.job ?? this.#adopt(record, false));
+    });
+  }
+
+  /** Starts a BullMQ worker for each app served now, and stops those of apps no longer served. */
+  async syncApps(): Promise<void> {
+    if (this.#closing) return;
+    const names = new Set(this.#init.table.dispatchers.keys());
+    await Promise.all([...names].map((name) => this.#appQueue(name)));
+    for (const [name, app] of this.#apps) {
+      if (names.has(name)) continue;
+      this.#apps.delete(name);
+      void app.worker.close().then(() => app.queue.close()).catch(() => {});
+    }
+  }
+
+  /**
+   * Stops taking jobs; drains the apps (`drain` is the table's close, which
+   * hands back what it could not finish in the grace), then lets go of Redis.
+   * Queued jobs stay in Redis for the other gateways, or this one restarted.
+   */
+  async close(drain: () => Promise<void>): Promise<void> {
+    this.#closing = true;
+    clearInterval(this.#resync);
+    // Stop fetching first; each worker's close resolves once its processors returned.
+    const stopped = [...this.#apps.values()].map((app) => app.worker.close());
+    await drain();
+    await Promise.allSettled(stopped);
+    await Promise.allSettled([...this.#apps.values()].map((app) => app.queue.close()));
+    this.#apps.clear();
+    await this.#init.connections.quit();
+  }
+
+  // --- taking jobs ---------------------------------------------------------
+
+  async #appQueue(name: string): Promise<AppQueue> {
+    let app = this.#apps.get(name);
+    if (app) return app;
+    const dispatcher = this.#dispatcher(name);
+    const { connections, options } = this.#init;
+    const prefix = `${options.prefix}:bull`;
+    const queue = new Queue(name, { connection: connections.commands as never, prefix, skipWaitingForReady: true });
+    queue.on("error", (error) => this.#log.warn({ err: error, app: name }, "BullMQ queue error"));
+    const worker = new Worker(name, (bullJob, token) => this.#process(name, bullJob, token), {
+      connection: connections.duplicateBlocking() as never,
+      prefix,
+      concurrency: Math.max(1, dispatcher.app.maxRunners * dispatcher.app.concurrency),
+      // A claim lapses after stalledAfter without renewal; the check runs twice as often, so a lost job waits at most ~2x.
+      lockDuration: options.stalledAfterMs,
+      stalledInterval: Math.max(500, Math.round(options.stalledAfterMs / 2)),
+      // Recoveries are counted on the record (maxRecoveries), not by BullMQ, which would drop the job silently.
+      maxStalledCount: 1_000_000,
+      autorun: true,
+    });
+    worker.on("error", (error) => this.#log.warn({ err: error, app: name }, "BullMQ worker error"));
+    app = { queue, worker };
+    this.#apps.set(name, app);
+    return app;
+  }
+
+  async #process(appName: string, bullJob: BullJob, token: string | undefined): Promise<void> {
+    const id = String((bullJob.data as { id?: unknown }).id ?? "");
+    const dispatcher = this.#init.table.dispatchers.get(appName);
+    if (!dispatcher || this.#closing || !token) {
+      // Not served here (any more): back to the queue for a gateway that serves it.
+      if (token) await bullJob.moveToWait(token);
+      throw new WaitingError();
+    }
+    const taken: TakenJob = { cancelRequested: false };
+    this.#taken.set(id, taken);
+    const owner = `${this.#bus.gatewayId}:${token}`;
+    let writer: JobWriter | undefined;
+    try {
+      const claim = await this.#records.claim(id, owner);
+      if (claim.outcome !== "claimed") return; // Finished while it waited (or its record expired): nothing to run.
+      const record = await this.#records.load(id);
+      const inputJson = await this.#records.input(id);
+      if (!record || inputJson === undefined) return;
+      const known = this.#jobs.get(id);
+      const { job, buffer } = known ?? this.#newJob(initOf(record), JSON.parse(inputJson));
+      if (known) {
+        job.supplyInput(JSON.parse(inputJson));
+        job.restoreLogs(await this.#records.logs(id));
+        known.logSeq = record.logSeq;
+      }
+      this.#jobs.set(id, { job, buffer, logSeq: record.logSeq });
+      Object.assign(taken, { job, buffer, dispatcher });
+      writer = new JobWriter(job, owner, this.#records, this.#bus, this.#log);
+      const lost = record.state.status === "IN_PROGRESS";
+      // Where the job stands before it runs here: queued, with what it already went through.
+      job.restore({ ...record.state, status: "IN_QUEUE", cancelRequested: record.state.cancelRequested || taken.cancelRequested });
+      if (lost) {
+        buffer.clear();
+        if (claim.recoveries > this.#init.options.maxRecoveries) {
+          job.fail("FAILED", { type: "runner_crash", message: `the gateway running this request was lost ${claim.recoveries} times; giving up` });
+          return;
+        }
+        job.log("WARN", `the gateway running attempt ${record.state.attempts} was lost; running the request again here`, "gateway");
+      }
+      if (job.cancelRequested) {
+        job.cancel();
+        return;
+      }
+      if (job.startTimeoutMs !== undefined && Date.now() - job.createdAt > job.startTimeoutMs) {
+        job.fail("TIMED_OUT", { type: "start_timeout", message: `the request did not start within ${job.startTimeoutMs / 1000} s (x-fal-request-timeout)` });
+        return;
+      }
+      const outcome = await dispatcher.runTaken(job);
+      if (outcome === "handed-back") {
+        await writer.flushed();
+        await bullJob.moveToWait(token);
+        throw new WaitingError();
+      }
+    } catch (error) {
+      if (error instanceof WaitingError) throw error;
+      this.#log.error({ err: error, job: id }, "running a job from the Redis queue failed");
+      const job = taken.job;
+      if (job && !job.finished) job.fail("FAILED", { type: "runner_crash", message: `the gateway could not run the request: ${(error as Error).message}` });
+    } finally {
+      // The job leaves BullMQ's queue only once its record says how it ended.
+      if (writer) {
+        await writer.flushed();
+        writer.detach();
+      }
+      this.#taken.delete(id);
+      const known = this.#jobs.get(id);
+      if (known?.job.finished) known.finishedAt = Date.now();
+    }
+  }
+
+  /** Cancels the job if this gateway runs it. */
+  #cancelTaken(id: string): void {
+    const taken = this.#taken.get(id);
+    if (!taken) return;
+    taken.cancelRequested = true;
+    if (taken.job && taken.dispatcher) void taken.dispatcher.cancel(taken.job);
+  }
+
+  // --- jobs other gateways run ---------------------------------------------
+
+  #onMessage(message: BusMessage): void {
+    switch (message.kind) {
+      case "cancel":
+        this.#cancelTaken(message.id);
+        return;
+      case "taken":
+        this.#taken.get(message.id)?.buffer?.wake();
+        return;
+      case "chunk":
+        if (!this.#taken.has(message.id)) this.#jobs.get(message.id)?.job.chunkArrived();
+        return;
+      case "log": {
+        const known = this.#jobs.get(message.id);
+        if (!known || this.#taken.has(message.id)) return;
+        if (message.seq === known.logSeq + 1) {
+          known.logSeq = message.seq;
+          known.job.addLog(message.log);
+        } else if (message.seq > known.logSeq) void this.#reload(message.id);
+        return;
+      }
+      case "status":
+        if (this.#jobs.has(message.id) && !this.#taken.has(message.id)) void this.#reload(message.id);
+        return;
+    }
+  }
+
+  /** Reads a job's record again into the object handed out here. */
+  async #reload(id: string): Promise<void> {
+    try {
+      const record = await this.#records.load(id);
+      if (record && !this.#taken.has(id)) this.#adopt(record);
+    } catch (error) {
+      this.#log.debug({ err: error, job: id }, "could not read a job's record");
+    }
+  }
+
+  /** The object handed out for a record: the one already here (brought up to date), or a new one. */
+  #adopt(record: StoredJob, keep = true): Job {
+    let known = this.#jobs.get(record.id);
+    if (!known) {
+      const made = this.#newJob(initOf(record), undefined);
+      known = { ...made, logSeq: 0 };
+      if (keep || !isFinalStatus(record.state.status)) this.#jobs.set(record.id, known);
+    }
+    if (record.logSeq !== known.logSeq) {
+      const entry = known;
+      entry.logSeq = record.logSeq;
+      // Logs come with the state in one go for a reader that asked; a watcher gets the missing lines as events.
+      void this.#records.logs(record.id).then(
+        (logs) => {
+          const had = entry.job.logs.length;
+          entry.job.restoreLogs(logs);
+          for (const log of logs.slice(had)) entry.job.emit("log", log);
+        },
+        () => {},
+      );
+    }
+    known.job.restore(record.state);
+    if (known.job.finished) known.finishedAt ??= Date.now();
+    return known.job;
+  }
+
+  /** Reads the jobs handed out here that are not finished, and forgets finished ones after a while. */
+  async #resyncWatched(): Promise<void> {
+    const now = Date.now();
+    const watched: string[] = [];
+    for (const [id, known] of this.#jobs) {
+      if (this.#taken.has(id)) continue;
+      if (known.finishedAt !== undefined && known.job.finished) {
+        if (now - known.finishedAt > KEEP_FINISHED_MS) this.#jobs.delete(id);
+        continue;
+      }
+      watched.push(id);
+    }
+    if (watched.length === 0 || !this.#init.connections.ready) return;
+    try {
+      const records = await this.#records.loadMany(watched);
+      const found = new Set(records.map((record) => record.id));
+      for (const record of records) if (!this.#taken.has(record.id)) this.#adopt(record);
+      // A record that expired: nothing will ever change it.
+      for (const id of watched) if (!found.has(id)) this.#jobs.delete(id);
+    } catch (error) {
+      this.#log.debug({ err: error }, "could not re-read watched jobs");
+    }
+  }
+
+  // --- helpers -------------------------------------------------------------
+
+  #newJob(init: ConstructorParameters<typeof Job>[0], input: unknown): { job: Job; buffer: RedisChunkBuffer } {
+    const { connections } = this.#init;
+    let job: Job | undefined;
+    const buffer = new RedisChunkBuffer({
+      commands: connections.commands,
+      writer: connections.blocking,
+      hashKey: this.#records.key(init.id),
+      listKey: this.#records.chunksKey(init.id),
+      highWaterMark: init.chunkHighWaterMark ?? this.#init.chunkHighWaterMark,
+      onTaken: () => {
+        this.#taken.get(init.id)?.buffer?.wake();
+        this.#bus.publish({ kind: "taken", id: init.id });
+      },
+      onStored: () => {
+        job?.chunkArrived();
+        this.#bus.publish({ kind: "chunk", id: init.id });
+      },
+    });
+    job = new Job({ ...init, input, chunks: buffer });
+    return { job, buffer };
+  }
+
+  /** Takes a queued job out of BullMQ and finishes its record; false when it was not waiting (taken, or gone). */
+  async #removeQueued(id: string, status: "CANCELLED" | "TIMED_OUT", error: JobError, entry?: string): Promise<boolean> {
+    const record = await this.#records.load(id);
+    if (!record || record.state.status !== "IN_QUEUE") return false;
+    const { queue } = await this.#appQueue(record.app).catch(() => ({ queue: undefined }));
+    if (!queue) return false;
+    if ((await queue.remove(entry ?? record.entry)) !== 1) return false;
+    if (!(await this.#records.finishQueued(id, status, error))) return false;
+    await this.#records.appendLog(id, "", { message: error.message, level: "ERROR", source: "gateway", timestamp: new Date().toISOString() });
+    this.#bus.publish({ kind: "status", id });
+    await this.#reload(id);
+    const job = this.#jobs.get(id)?.job;
+    if (job?.finished) this.#init.onFinished(job);
+    return true;
+  }
+
+  /** x-fal-request-timeout: a job still queued at its deadline ends TIMED_OUT (the gateway taking it checks too). */
+  #startTimer(job: Job): void {
+    if (job.startTimeoutMs === undefined) return;
+    const timer = new LongTimer(Math.max(0, job.startTimeoutMs - (Date.now() - job.createdAt)), () => {
+      if (job.status !== "IN_QUEUE") return;
+      void this.#removeQueued(job.id, "TIMED_OUT", { type: "start_timeout", message: `the request did not start within ${job.startTimeoutMs! / 1000} s (x-fal-request-timeout)` }).catch(
+        (error: unknown) => this.#log.warn({ err: error, job: job.id }, "could not time out a queued job"),
+      );
+    }).unref();
+    void job.done.then(() => timer.cancel());
+    job.once("status", (status) => {
+      if (status === "IN_PROGRESS") timer.cancel();
+    });
+  }
+
+  /** A BullMQ key of `queue` (`<prefix>:bull:<app>:<type>`). */
+  #key(queue: Queue, type: string): string {
+    return queue.toKey(type);
+  }
+
+  /** @throws {AppNotFoundError} */
+  #dispatcher(name: string): Dispatcher {
+    const dispatcher = this.#init.table.dispatchers.get(name);
+    if (!dispatcher) throw new AppNotFoundError(name);
+    return dispatcher;
+  }
+
+  /** Runs a Redis operation for a request: a lost connection becomes a 503 ({@link QueueUnavailableError}), not a 500. */
+  async #redis<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      if (error instanceof GatewayError) throw error;
+      throw this.#init.connections.unavailable(error);
+    }
+  }
+}
+
+/** The options a record's job was created with. */
+function initOf(record: StoredJob): ConstructorParameters<typeof Job>[0] {
+  return {
+    id: record.id,
+    app: record.app,
+    input: undefined,
+    priority: record.priority,
+    streaming: record.streaming,
+    timeoutMs: record.timeoutMs,
+    protocol: record.protocol,
+    chunkHighWaterMark: record.chunkHighWaterMark,
+    createdAt: record.createdAt,
+    ...(record.startTimeoutMs === undefined ? {} : { startTimeoutMs: record.startTimeoutMs }),
+    ...(record.webhookUrl === undefined ? {} : { webhookUrl: record.webhookUrl }),
+  };
+}
+
