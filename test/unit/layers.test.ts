@@ -24,7 +24,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["worker"],
   ["runner"],
   ["gateway", "benchmark"],
-  ["functions"],
+  ["functions", "queue"],
   ["deploy"],
   ["server", "dev"],
   ["cli", ".index"],
