@@ -185,9 +185,11 @@ export class RedisJobQueue implements ProtocolCore {
     // A job running here is ahead of its record: answer from it.
     const running = this.#taken.get(id)?.job;
     if (running) return running.app === app ? running : undefined;
-    const record = await this.#redis(() => this.#records.load(id));
-    if (!record || record.app !== app) return undefined;
-    return this.#adopt(record);
+    return this.#redis(async () => {
+      const record = await this.#records.load(id);
+      if (!record || record.app !== app) return undefined;
+      return this.#adopt(record);
+    });
   }
 
   async position(job: Job): Promise<number> {
@@ -255,7 +257,7 @@ export class RedisJobQueue implements ProtocolCore {
   async recentJobs(app: string, limit: number): Promise<Job[]> {
     return this.#redis(async () => {
       const records = await this.#records.loadMany(await this.#records.recentIds(app, limit));
-      return records.map((record) => this.#taken.get(record.id)?.job ?? this.#adopt(record, false));
+      return Promise.all(records.map((record) => this.#taken.get(record.id)?.job ?? this.#adopt(record, false)));
     });
   }
 
@@ -350,16 +352,19 @@ export class RedisJobQueue implements ProtocolCore {
         buffer.clear();
         if (claim.recoveries > this.#init.options.maxRecoveries) {
           job.fail("FAILED", { type: "runner_crash", message: `the gateway running this request was lost ${claim.recoveries} times; giving up` });
+          this.#init.onFinished(job);
           return;
         }
         job.log("WARN", `the gateway running attempt ${record.state.attempts} was lost; running the request again here`, "gateway");
       }
       if (job.cancelRequested) {
         job.cancel();
+        this.#init.onFinished(job);
         return;
       }
       if (job.startTimeoutMs !== undefined && Date.now() - job.createdAt > job.startTimeoutMs) {
         job.fail("TIMED_OUT", { type: "start_timeout", message: `the request did not start within ${job.startTimeoutMs / 1000} s (x-fal-request-timeout)` });
+        this.#init.onFinished(job);
         return;
       }
       const outcome = await dispatcher.runTaken(job);
@@ -372,7 +377,10 @@ export class RedisJobQueue implements ProtocolCore {
       if (error instanceof WaitingError) throw error;
       this.#log.error({ err: error, job: id }, "running a job from the Redis queue failed");
       const job = taken.job;
-      if (job && !job.finished) job.fail("FAILED", { type: "runner_crash", message: `the gateway could not run the request: ${(error as Error).message}` });
+      if (job && !job.finished) {
+        job.fail("FAILED", { type: "runner_crash", message: `the gateway could not run the request: ${(error as Error).message}` });
+        this.#init.onFinished(job);
+      }
     } finally {
       // The job leaves BullMQ's queue only once its record says how it ended.
       if (writer) {
@@ -425,33 +433,34 @@ export class RedisJobQueue implements ProtocolCore {
   async #reload(id: string): Promise<void> {
     try {
       const record = await this.#records.load(id);
-      if (record && !this.#taken.has(id)) this.#adopt(record);
+      if (record && !this.#taken.has(id)) await this.#adopt(record);
     } catch (error) {
       this.#log.debug({ err: error, job: id }, "could not read a job's record");
     }
   }
 
-  /** The object handed out for a record: the one already here (brought up to date), or a new one. */
-  #adopt(record: StoredJob, keep = true): Job {
+  /**
+   * The object handed out for a record: the one already here (brought up to
+   * date: logs first, so a watcher woken by the status sees every line), or a new one.
+   */
+  async #adopt(record: StoredJob, keep = true): Promise<Job> {
     let known = this.#jobs.get(record.id);
     if (!known) {
       const made = this.#newJob(initOf(record), undefined);
       known = { ...made, logSeq: 0 };
       if (keep || !isFinalStatus(record.state.status)) this.#jobs.set(record.id, known);
     }
-    if (record.logSeq !== known.logSeq) {
-      const entry = known;
-      entry.logSeq = record.logSeq;
-      // Logs come with the state in one go for a reader that asked; a watcher gets the missing lines as events.
-      void this.#records.logs(record.id).then(
-        (logs) => {
-          const had = entry.job.logs.length;
-          entry.job.restoreLogs(logs);
-          for (const log of logs.slice(had)) entry.job.emit("log", log);
-        },
-        () => {},
-      );
+    if (record.logSeq > known.logSeq) {
+      const logs = await this.#records.logs(record.id);
+      // Another read may have brought it further meanwhile.
+      if (record.logSeq > known.logSeq) {
+        known.logSeq = record.logSeq;
+        const had = known.job.logs.length;
+        known.job.restoreLogs(logs);
+        for (const log of known.job.logs.slice(had)) known.job.emit("log", log);
+      }
     }
+    if (this.#taken.has(record.id)) return known.job;
     known.job.restore(record.state);
     if (known.job.finished) known.finishedAt ??= Date.now();
     return known.job;
@@ -473,7 +482,7 @@ export class RedisJobQueue implements ProtocolCore {
     try {
       const records = await this.#records.loadMany(watched);
       const found = new Set(records.map((record) => record.id));
-      for (const record of records) if (!this.#taken.has(record.id)) this.#adopt(record);
+      for (const record of records) if (!this.#taken.has(record.id)) await this.#adopt(record);
       // A record that expired: nothing will ever change it.
       for (const id of watched) if (!found.has(id)) this.#jobs.delete(id);
     } catch (error) {
