@@ -310,9 +310,16 @@ describeWithRedis("gateways sharing one Redis queue", () => {
       await Promise.all(blockers.slice(2).map((id) => untilStatus(a, "capped", id, "IN_PROGRESS")));
 
       // maxQueueLength 3 counts what was queued through either gateway.
-      for (let i = 0; i < 3; i++) await falSubmit(a, "fleet/capped", { tag: `c${i}`, ledger });
+      const capped: string[] = [];
+      for (let i = 0; i < 3; i++) capped.push(await falSubmit(a, "fleet/capped", { tag: `c${i}`, ledger }));
       const full = await call("POST", `${b.url}/fal/queue/fleet/capped`, { tag: "c3", ledger });
       expect(full.status, full.text).toBe(429);
+      // A queued job cancelled through B leaves the shared queue at once, which makes room for one more.
+      const cancel = await call("PUT", `${b.url}/fal/queue/fleet/capped/requests/${capped[0]}/cancel`);
+      expect(cancel.status, cancel.text).toBe(202);
+      expect((await runpodStatus(a, "capped", capped[0]!)).status).toBe("CANCELLED");
+      await falSubmit(b, "fleet/capped", { tag: "c3", ledger });
+      expect((await call("POST", `${a.url}/fal/queue/fleet/capped`, { tag: "c4", ledger })).status).toBe(429);
 
       // Normal and low alternate, through A twice then B twice, and so on.
       const tags: Array<{ tag: string; priority: "normal" | "low" }> = [];
