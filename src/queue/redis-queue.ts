@@ -44,12 +44,17 @@ const RESYNC_MS = 5000;
 /** How long a finished job's object is kept here after it finished (its record stays for `resultTtl`). */
 const KEEP_FINISHED_MS = 30_000;
 
-/** KEYS: prioritized, wait, reserved. ARGV: max → 1 admitted (a reservation taken), 0 full. */
+/**
+ * KEYS: prioritized, wait, reservations. ARGV: max, now (ms), token → 1 admitted (a reservation taken), 0 full.
+ * A reservation holds a place between the check and BullMQ's add (two scripts); one a dead gateway left
+ * behind lapses after 30 s on its own, whatever else comes and goes.
+ */
 const ADMIT = `
-local n = redis.call('ZCARD', KEYS[1]) + redis.call('LLEN', KEYS[2]) + tonumber(redis.call('GET', KEYS[3]) or '0')
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[2]) - ${30_000})
+local n = redis.call('ZCARD', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3])
 if n >= tonumber(ARGV[1]) then return 0 end
-redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], 30000)
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ${30_000})
 return 1`;
 
 /** What {@link RedisJobQueue} is built from. */
@@ -159,15 +164,15 @@ export class RedisJobQueue implements ProtocolCore {
     const inputJson = JSON.stringify(options.input ?? null);
     await this.#redis(async () => {
       const { queue } = await this.#appQueue(dispatcher.app.name);
-      const reserved = this.#key(queue, "admission");
-      if ((await this.#admit!(this.#key(queue, "prioritized"), this.#key(queue, "wait"), reserved, dispatcher.app.maxQueueLength)) !== 1) {
+      const reservations = this.#key(queue, "reservations");
+      if ((await this.#admit!(this.#key(queue, "prioritized"), this.#key(queue, "wait"), reservations, dispatcher.app.maxQueueLength, Date.now(), id)) !== 1) {
         throw new QueueFullError(dispatcher.app.name, dispatcher.app.maxQueueLength);
       }
       try {
         await this.#records.create(job, inputJson);
         await queue.add("job", { id }, { jobId: id, priority: PRIORITY[job.priority], removeOnComplete: true, removeOnFail: true });
       } finally {
-        await this.#init.connections.commands.decr(reserved).catch(() => {});
+        await this.#init.connections.commands.zrem(reservations, id).catch(() => {});
       }
     });
     this.#jobs.set(id, { job, buffer, logSeq: 0 });

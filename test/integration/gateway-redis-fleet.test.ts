@@ -113,10 +113,10 @@ describeWithRedis("gateways sharing one Redis queue", () => {
   it("a gateway SIGKILLed halfway through 40 shared jobs loses none: each ends once, its answer reachable from the survivor", async () => {
     const prefix = newPrefix();
     const ledger = join(dir, "kill.jsonl");
-    // A runs one job at a time, B two; a job whose gateway is lost is taken again after stalledAfter (2 s).
+    // A runs one job at a time, B two; a job whose gateway is lost is taken again after stalledAfter (3 s).
     const [a, b] = await Promise.all([
-      startGatewayProcess(config(prefix, [app("fleet/ledger", "ledger", 1)], { stalledAfter: 2 })),
-      startGatewayProcess(config(prefix, [app("fleet/ledger", "ledger", 2)], { stalledAfter: 2 })),
+      startGatewayProcess(config(prefix, [app("fleet/ledger", "ledger", 1)], { stalledAfter: 3 })),
+      startGatewayProcess(config(prefix, [app("fleet/ledger", "ledger", 2)], { stalledAfter: 3 })),
     ]);
     const ids = new Map<string, string>();
     for (let i = 0; i < 40; i++) {
