@@ -20,6 +20,11 @@ export interface AppTableOptions {
   createQueue?: ((app: ResolvedApp) => JobQueue) | undefined;
   /** Called after an app is added, replaced or removed (a shared queue starts or stops taking its jobs). */
   onChange?: (() => void) | undefined;
+  /**
+   * A replaced or removed app hands its unfinished jobs back instead of
+   * cancelling them after the grace (a shared queue runs them again). @default false
+   */
+  handBackOnRetire?: boolean | undefined;
 }
 
 /** One app being served. */
@@ -109,7 +114,7 @@ export class AppTable {
 
   #retire(old: ServedApp, graceMs: number): void {
     const done = (async () => {
-      await old.dispatcher.drain(graceMs);
+      await old.dispatcher.drain(graceMs, { handBack: this.#options.handBackOnRetire === true });
       await old.pool.close({ timeout: 10 });
     })().catch((error: unknown) => this.#options.logger.warn({ err: error, app: old.app.name }, "a replaced app did not stop cleanly"));
     this.#retiring.add(done);

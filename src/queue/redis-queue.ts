@@ -271,6 +271,11 @@ export class RedisJobQueue implements ProtocolCore {
     if (this.#closing) return;
     const names = new Set(this.#init.table.dispatchers.keys());
     await Promise.all([...names].map((name) => this.#appQueue(name)));
+    // An app replaced at run time (`update`) may take more or fewer jobs at once.
+    for (const [name, app] of this.#apps) {
+      const dispatcher = this.#init.table.dispatchers.get(name);
+      if (dispatcher) app.worker.concurrency = workerConcurrency(dispatcher);
+    }
     for (const [name, app] of this.#apps) {
       if (names.has(name)) continue;
       this.#apps.delete(name);
@@ -308,7 +313,7 @@ export class RedisJobQueue implements ProtocolCore {
     const worker = new Worker(name, (bullJob, token) => this.#process(name, bullJob, token), {
       connection: connections.duplicateBlocking() as never,
       prefix,
-      concurrency: Math.max(1, dispatcher.app.maxRunners * dispatcher.app.concurrency),
+      concurrency: workerConcurrency(dispatcher),
       // A claim lapses after stalledAfter without renewal; the check runs twice as often, so a lost job waits at most ~2x.
       lockDuration: options.stalledAfterMs,
       stalledInterval: Math.max(500, Math.round(options.stalledAfterMs / 2)),
@@ -571,6 +576,11 @@ export class RedisJobQueue implements ProtocolCore {
       throw this.#init.connections.unavailable(error);
     }
   }
+}
+
+/** As many jobs as the app's runners can run at once: a gateway takes no job it would have to hold back. */
+function workerConcurrency(dispatcher: Dispatcher): number {
+  return Math.max(1, dispatcher.app.maxRunners * dispatcher.app.concurrency);
 }
 
 /** The options a record's job was created with. */

@@ -138,6 +138,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     onFinished,
     createRunner: options.createRunner,
     createQueue: options.createQueue,
+    handBackOnRetire: queueOptions !== undefined,
     onChange: () => void redisQueue?.syncApps().catch((error: unknown) => log.warn({ err: error }, "could not start taking an app's jobs from Redis")),
   });
   for (const app of apps) table.add(app);
