@@ -41,6 +41,8 @@ import { RedisChunkBuffer } from "./redis-chunk-buffer.js";
 const PRIORITY = { normal: 1, low: 2 } as const;
 /** How often watched jobs are read again, in case a pub/sub message was lost. */
 const RESYNC_MS = 5000;
+/** How long closing waits for each step that needs Redis before it lets go. */
+const CLOSE_WAIT_MS = 5000;
 /** How long a finished job's object is kept here after it finished (its record stays for `resultTtl`). */
 const KEEP_FINISHED_MS = 30_000;
 
@@ -294,10 +296,11 @@ export class RedisJobQueue implements ProtocolCore {
     // Stop fetching first; each worker's close resolves once its processors returned.
     const stopped = [...this.#apps.values()].map((app) => app.worker.close());
     await drain();
-    await Promise.allSettled(stopped);
-    await Promise.allSettled([...this.#apps.values()].map((app) => app.queue.close()));
+    // With Redis away, BullMQ's close would wait for it forever: the processors have returned by now, so force it.
+    if (!(await settlesWithin(Promise.allSettled(stopped), CLOSE_WAIT_MS))) await Promise.allSettled([...this.#apps.values()].map((app) => app.worker.close(true)));
+    await settlesWithin(Promise.allSettled([...this.#apps.values()].map((app) => app.queue.close())), CLOSE_WAIT_MS);
     this.#apps.clear();
-    await this.#init.connections.quit();
+    if (!(await settlesWithin(this.#init.connections.quit(), CLOSE_WAIT_MS))) this.#init.connections.disconnect();
   }
 
   // --- taking jobs ---------------------------------------------------------
@@ -576,6 +579,14 @@ export class RedisJobQueue implements ProtocolCore {
       throw this.#init.connections.unavailable(error);
     }
   }
+}
+
+/** True when `promise` settled within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([promise.then(() => true, () => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
+  clearTimeout(timer);
+  return settled;
 }
 
 /** As many jobs as the app's runners can run at once: a gateway takes no job it would have to hold back. */
