@@ -164,4 +164,31 @@ describe("cancellations are AbortErrors", () => {
     expect((reasons[0] as Error).message).toMatch(/cancelled/);
     expect((reasons[1] as Error).message).toMatch(/shut down/);
   });
+
+  it("runs jobs a shared queue hands over, and a hand-back drain returns them IN_QUEUE instead of cancelling them", async () => {
+    const { made, dispatcher, app } = setup({ maxRunners: 1 });
+    const taken = (id: string): Job => new Job({ id, app: app.name, input: { id }, priority: "normal", streaming: false, timeoutMs: 60_000 });
+    const first = taken("a");
+    const finished = dispatcher.runTaken(first);
+    await vi.waitFor(() => expect(made.flatMap((runner) => runner.calls)).toHaveLength(1));
+    expect(dispatcher.takenJob("a")).toBe(first);
+    made[0]!.calls.shift()!.resolve({ ok: true });
+    expect(await finished).toBe("settled");
+    expect(first.status).toBe("COMPLETED");
+    expect(dispatcher.takenJob("a")).toBeUndefined();
+
+    // One running, one waiting for the only runner: a hand-back drain gives both back, neither is cancelled.
+    const running = taken("b");
+    const waiting = taken("c");
+    const outcomes = [dispatcher.runTaken(running), dispatcher.runTaken(waiting)];
+    await vi.waitFor(() => expect(made.flatMap((runner) => runner.calls)).toHaveLength(1));
+    const runningSignal = running.signal!;
+    await dispatcher.drain(0, { handBack: true });
+    expect(await Promise.all(outcomes)).toEqual(["handed-back", "handed-back"]);
+    expect([running.status, waiting.status]).toEqual(["IN_QUEUE", "IN_QUEUE"]);
+    expect(runningSignal.aborted).toBe(true);
+    expect(running.logs.at(-1)?.message).toMatch(/goes back to the queue/);
+    // Once closing, a job handed over goes straight back.
+    expect(await dispatcher.runTaken(taken("d"))).toBe("handed-back");
+  });
 });
