@@ -144,6 +144,30 @@ describe("Job", () => {
     expect(j.logs.at(-1)).toMatchObject({ level: "ERROR", message: "boom", source: "gateway" });
   });
 
+  it("a job read back from a shared queue takes on another gateway's states, and a final one queued again gets a new done", async () => {
+    const running = job("shared");
+    const mirror = job("shared");
+    const seen: string[] = [];
+    mirror.on("status", (status) => seen.push(status));
+    running.start("w-9");
+    mirror.restore(running.state);
+    running.complete({ n: 1 });
+    mirror.restore(running.state);
+    expect(await mirror.done).toBe(mirror);
+    expect(mirror).toMatchObject({ status: "COMPLETED", outputJson: '{"n":1}', workerId: "w-9", attempts: 1 });
+    mirror.restore({ status: "IN_QUEUE", attempts: 0, cancelRequested: false });
+    expect(mirror.finished).toBe(false);
+    let settled = false;
+    void mirror.done.then(() => (settled = true));
+    await Promise.resolve();
+    expect(settled).toBe(false);
+    mirror.restore({ status: "FAILED", attempts: 1, cancelRequested: false, error: { type: "worker_error", message: "boom" } });
+    await mirror.done;
+    expect(seen).toEqual(["IN_PROGRESS", "COMPLETED", "IN_QUEUE", "FAILED"]);
+    mirror.restoreLogs([{ message: "x", level: "INFO", source: "user", timestamp: new Date(0).toISOString() }]);
+    expect(mirror.logs.map((l) => l.message)).toEqual(["x"]);
+  });
+
   it("passes a rank's SSE frame to its reader untouched, and frames JSON text once", async () => {
     const j = new Job({ id: "frames", app: "a", input: {}, priority: "normal", streaming: true, timeoutMs: 1000 });
     j.start("w-1");
