@@ -433,6 +433,9 @@ export class RedisJobQueue implements ProtocolCore {
 
   /** The object handed out for a record: the one already here (brought up to date), or a new one. */
   #adopt(record: StoredJob, keep = true): Job {
+    // A job this gateway started running while the record was read is ahead of it: restoring would roll it back.
+    const running = this.#taken.get(record.id)?.job;
+    if (running) return running;
     let known = this.#jobs.get(record.id);
     if (!known) {
       const made = this.#newJob(initOf(record), undefined);
