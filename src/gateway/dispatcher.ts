@@ -139,6 +139,8 @@ export class Dispatcher {
    */
   runTaken(job: Job): Promise<TakenOutcome> {
     if (this.#closing) return Promise.resolve("handed-back");
+    // A retried job comes back as the same object: it ends (and is counted) again, or its queue's wait never resolves.
+    this.#counted.delete(job);
     return new Promise<TakenOutcome>((resolve) => {
       this.#taken.set(job, resolve);
       this.#queue.push(job);

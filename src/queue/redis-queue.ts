@@ -457,6 +457,9 @@ export class RedisJobQueue implements ProtocolCore {
    * date: logs first, so a watcher woken by the status sees every line), or a new one.
    */
   async #adopt(record: StoredJob, keep = true): Promise<Job> {
+    // A job this gateway started running while the record was read is ahead of it: restoring would roll it back.
+    const running = this.#taken.get(record.id)?.job;
+    if (running) return running;
     let known = this.#jobs.get(record.id);
     if (!known) {
       const made = this.#newJob(initOf(record), undefined);
