@@ -37,11 +37,13 @@ export interface StoredJob {
   entry: string;
   recoveries: number;
   logSeq: number;
+  /** Counts state changes: a reader that saw a later one ignores an earlier read that arrives late. */
+  version: number;
 }
 
 const FIELDS = [
   "app", "priority", "streaming", "protocol", "timeoutMs", "startTimeoutMs", "webhookUrl", "chunkHighWaterMark", "createdAt",
-  "status", "startedAt", "finishedAt", "attempts", "outputJson", "error", "workerId", "cancelRequested", "owner", "entry", "recoveries", "logSeq",
+  "status", "startedAt", "finishedAt", "attempts", "outputJson", "error", "workerId", "cancelRequested", "owner", "entry", "recoveries", "logSeq", "version",
 ] as const;
 
 const FINAL_LUA = "local function final(s) return s == 'COMPLETED' or s == 'FAILED' or s == 'CANCELLED' or s == 'TIMED_OUT' end\n";
@@ -51,6 +53,7 @@ const WRITE_STATE = `${FINAL_LUA}
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if final(redis.call('HGET', KEYS[1], 'status')) then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 if ARGV[2] == '1' then
   for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 end
@@ -81,6 +84,7 @@ const FINISH_QUEUED = `
 if redis.call('HGET', KEYS[1], 'status') ~= 'IN_QUEUE' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('HSET', KEYS[1], 'owner', '')
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return 1`;
 
@@ -91,6 +95,7 @@ if status ~= 'FAILED' and status ~= 'TIMED_OUT' and status ~= 'CANCELLED' then r
 if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 redis.call('HSET', KEYS[1], 'owner', '', 'chunkBytes', 0)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('DEL', KEYS[3])
 for i = 1, 4 do redis.call('PERSIST', KEYS[i]) end
 return 1`;
@@ -174,6 +179,7 @@ export class JobRecords {
         entry: job.id,
         recoveries: 0,
         logSeq: 0,
+        version: 0,
         chunkBytes: 0,
       })
       .set(input, inputJson)
@@ -309,6 +315,7 @@ function parseRecord(id: string, values: Array<string | null>): StoredJob | unde
     entry: get("entry") ?? id,
     recoveries: number("recoveries") ?? 0,
     logSeq: number("logSeq") ?? 0,
+    version: number("version") ?? 0,
   };
 }
 

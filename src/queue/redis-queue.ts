@@ -94,7 +94,7 @@ export class RedisJobQueue implements ProtocolCore {
   readonly #log: Logger;
   readonly #apps = new Map<string, AppQueue>();
   /** Job objects handed out here, by id, so events reach the object a protocol holds. */
-  readonly #jobs = new Map<string, { job: Job; buffer: RedisChunkBuffer; logSeq: number; finishedAt?: number }>();
+  readonly #jobs = new Map<string, { job: Job; buffer: RedisChunkBuffer; logSeq: number; version: number; finishedAt?: number }>();
   /** Jobs this gateway's workers run now, by id. */
   readonly #taken = new Map<string, TakenJob>();
   readonly #resync: NodeJS.Timeout;
@@ -170,14 +170,18 @@ export class RedisJobQueue implements ProtocolCore {
       if ((await this.#admit!(this.#key(queue, "prioritized"), this.#key(queue, "wait"), reservations, dispatcher.app.maxQueueLength, Date.now(), id)) !== 1) {
         throw new QueueFullError(dispatcher.app.name, dispatcher.app.maxQueueLength);
       }
+      // Known here before a worker can take it, so the worker here runs this very object (a caller awaits it).
+      this.#jobs.set(id, { job, buffer, logSeq: 0, version: 0 });
       try {
         await this.#records.create(job, inputJson);
         await queue.add("job", { id }, { jobId: id, priority: PRIORITY[job.priority], removeOnComplete: true, removeOnFail: true });
+      } catch (error) {
+        this.#jobs.delete(id);
+        throw error;
       } finally {
         await this.#init.connections.commands.zrem(reservations, id).catch(() => {});
       }
     });
-    this.#jobs.set(id, { job, buffer, logSeq: 0 });
     this.#startTimer(job);
     return job;
   }
@@ -355,7 +359,7 @@ export class RedisJobQueue implements ProtocolCore {
         job.restoreLogs(await this.#records.logs(id));
         known.logSeq = record.logSeq;
       }
-      this.#jobs.set(id, { job, buffer, logSeq: record.logSeq });
+      this.#jobs.set(id, { job, buffer, logSeq: record.logSeq, version: record.version });
       Object.assign(taken, { job, buffer, dispatcher });
       writer = new JobWriter(job, owner, this.#records, this.#bus, this.#log);
       const lost = record.state.status === "IN_PROGRESS";
@@ -463,7 +467,7 @@ export class RedisJobQueue implements ProtocolCore {
     let known = this.#jobs.get(record.id);
     if (!known) {
       const made = this.#newJob(initOf(record), undefined);
-      known = { ...made, logSeq: 0 };
+      known = { ...made, logSeq: 0, version: -1 };
       if (keep || !isFinalStatus(record.state.status)) this.#jobs.set(record.id, known);
     }
     if (record.logSeq > known.logSeq) {
@@ -477,6 +481,9 @@ export class RedisJobQueue implements ProtocolCore {
       }
     }
     if (this.#taken.has(record.id)) return known.job;
+    // Reads race each other (a re-read, an event's read): an earlier state arriving late must not roll the job back.
+    if (record.version < known.version) return known.job;
+    known.version = record.version;
     known.job.restore(record.state);
     if (known.job.finished) known.finishedAt ??= Date.now();
     return known.job;
