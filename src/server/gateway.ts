@@ -38,8 +38,7 @@ import type { RunnerFactory } from "../gateway/runner-pool.js";
 import { WebhookSender, type WebhookOptions } from "../gateway/webhook.js";
 import type { ProtocolCore } from "../gateway/core.js";
 import { resolveQueueOptions, type ResolvedQueueOptions } from "../queue/queue-options.js";
-import { RedisConnections } from "../queue/redis-connection.js";
-import { RedisJobQueue } from "../queue/redis-queue.js";
+import type { RedisJobQueue } from "../queue/redis-queue.js";
 
 /** A running gateway. */
 export interface Gateway {
@@ -123,7 +122,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     import("../gateway/protocols/runpod.js"),
   ]);
   // Redis first: an unreachable or evicting Redis is refused before anything starts.
-  const connections = queueOptions ? await RedisConnections.open(queueOptions.url, logger) : undefined;
+  // bullmq and ioredis load here, only for a gateway on Redis: a rank imports this package too.
+  const redis = queueOptions ? await Promise.all([import("../queue/redis-connection.js"), import("../queue/redis-queue.js")]) : undefined;
+  const connections = queueOptions && redis ? await redis[0].RedisConnections.open(queueOptions.url, logger) : undefined;
   const gpus = new GpuAllocator(host.gpuCount);
   const jobs = new JobStore(resultTtl);
   const webhooks = new WebhookSender(options.webhooks ?? {}, logger);
@@ -147,9 +148,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const keyChecker = new KeyChecker(keys, functionKeys?.callerKeys ?? []);
   const highWaterMark = chunkHighWaterMark(options.streamHighWaterMark);
   let core: ProtocolCore;
-  if (connections && queueOptions) {
+  if (connections && queueOptions && redis) {
     try {
-      redisQueue = await RedisJobQueue.start({ connections, options: queueOptions, table, keys: keyChecker, logger, resultTtlMs: resultTtl * 1000, chunkHighWaterMark: highWaterMark, onFinished });
+      redisQueue = await redis[1].RedisJobQueue.start({ connections, options: queueOptions, table, keys: keyChecker, logger, resultTtlMs: resultTtl * 1000, chunkHighWaterMark: highWaterMark, onFinished });
     } catch (error) {
       connections.disconnect();
       await table.close(0);

@@ -26,13 +26,16 @@ function packagesLoadedBy(specifier: string): string[] {
 }
 
 describe("package entries", () => {
-  it.each(["multirank", "multirank/worker"])("%s loads neither fastify, prom-client, ajv nor the protocols' serializers", (specifier) => {
+  it.each(["multirank", "multirank/worker"])("%s loads neither fastify, prom-client, ajv, the protocols' serializers nor the Redis queue's clients", (specifier) => {
     const loaded = packagesLoadedBy(specifier);
     expect(loaded).not.toContain("fastify");
     expect(loaded).not.toContain("prom-client");
     expect(loaded).not.toContain("fast-json-stringify");
     // Ajv checks benchmark reports; it comes with multirank/bench only.
     expect(loaded).not.toContain("ajv");
+    // The Redis queue's clients come with a gateway given `queue` only.
+    expect(loaded).not.toContain("bullmq");
+    expect(loaded).not.toContain("ioredis");
   });
 
   it("the report helpers are exported by multirank/bench, not by the root entry", async () => {
