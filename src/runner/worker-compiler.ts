@@ -24,6 +24,7 @@ import { homedir, tmpdir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Plugin } from "esbuild";
+import { withEsbuild } from "../util/esbuild-service.js";
 
 /** Bumped whenever the shape of what we emit changes, so old cache entries are not reused. */
 const FORMAT = 1;
@@ -145,12 +146,14 @@ export async function compileWorker(entry: string, cacheDir = workerCacheDir()):
   const hit = lookup(cacheDir, key);
   if (hit) return { ok: true, path: hit, cached: true };
 
-  let esbuild: typeof import("esbuild");
   try {
-    esbuild = await import("esbuild");
+    return await withEsbuild((esbuild) => build(esbuild, entry, cacheDir, key));
   } catch (error) {
     return { ok: false, reason: `esbuild is not available (${(error as Error).message})` };
   }
+}
+
+async function build(esbuild: typeof import("esbuild"), entry: string, cacheDir: string, key: string): Promise<CompiledWorker> {
   let failure = "";
   for (const facade of [true, false]) {
     try {
@@ -165,6 +168,8 @@ export async function compileWorker(entry: string, cacheDir = workerCacheDir()):
         conditions: [],
         mainFields: ["main"],
         sourcemap: "inline",
+        // Class and function names as written: messages name the worker class.
+        keepNames: true,
         metafile: true,
         logLevel: "silent",
         outfile: join(cacheDir, "worker.mjs"),
