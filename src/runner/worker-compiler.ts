@@ -22,7 +22,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "
 import { isBuiltin } from "node:module";
 import { homedir, tmpdir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Plugin } from "esbuild";
 import { withEsbuild } from "../util/esbuild-service.js";
 
@@ -37,11 +37,9 @@ const FACADE_NAMESPACE = "multirank-worker-facade";
 /** The outcome of {@link compileWorker}: the module ranks should import, or why they must use tsx. */
 export type CompiledWorker = { ok: true; path: string; cached: boolean } | { ok: false; reason: string };
 
-/** Where compiled workers are kept: `MULTIRANK_CACHE_DIR`, else the user's cache directory, else the temporary one. */
+/** Where compiled workers are kept: `workers/` in `MULTIRANK_CACHE_DIR` (default `~/.cache/multirank`), as function environments are. */
 export function workerCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.MULTIRANK_CACHE_DIR) return join(env.MULTIRANK_CACHE_DIR, "workers");
-  const base = env.XDG_CACHE_HOME || (process.platform === "darwin" ? join(homedir(), "Library", "Caches") : join(homedir(), ".cache"));
-  return join(base, "multirank", "workers");
+  return join(env.MULTIRANK_CACHE_DIR || join(homedir(), ".cache", "multirank"), "workers");
 }
 
 function sha256(text: string | Buffer): string {
@@ -53,6 +51,8 @@ interface Manifest {
   inputs: Record<string, string>;
   /** The bundle's file name in the cache directory. */
   output: string;
+  /** The files its package imports resolved to: one gone (a package upgraded or removed) means resolving again. */
+  packages: string[];
 }
 
 /** The cached bundle for `entry`, if every file it was built from is unchanged. */
@@ -60,6 +60,7 @@ function lookup(dir: string, key: string): string | undefined {
   try {
     const manifest = JSON.parse(readFileSync(join(dir, `${key}.json`), "utf8")) as Manifest;
     for (const [file, hash] of Object.entries(manifest.inputs)) if (sha256(readFileSync(file)) !== hash) return undefined;
+    if (!manifest.packages.every((file) => existsSync(file))) return undefined;
     const output = join(dir, manifest.output);
     return existsSync(output) ? output : undefined;
   } catch {
@@ -186,10 +187,14 @@ async function build(esbuild: typeof import("esbuild"), entry: string, cacheDir:
         const file = join(process.cwd(), input);
         inputs[file] = sha256(readFileSync(file));
       }
+      const packages = Object.values(result.metafile.outputs)
+        .flatMap((out) => out.imports)
+        .filter((imported) => imported.external && imported.path.startsWith("file:"))
+        .map((imported) => fileURLToPath(imported.path));
       const output = `${key}-${sha256(code).slice(0, 16)}.mjs`;
       // The source map's paths are relative to where esbuild thought the file would be: the same directory.
       writeAtomic(join(cacheDir, output), code);
-      writeAtomic(join(cacheDir, `${key}.json`), JSON.stringify({ inputs, output } satisfies Manifest));
+      writeAtomic(join(cacheDir, `${key}.json`), JSON.stringify({ inputs, output, packages } satisfies Manifest));
       return { ok: true, path: join(cacheDir, output), cached: false };
     } catch (error) {
       const errors = (error as { errors?: { text: string }[] }).errors;
