@@ -18,6 +18,7 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Message, Plugin } from "esbuild";
 import { AbortError, BundleError, UndeclaredDependencyError, ValidationError } from "../errors.js";
+import { withEsbuild } from "../util/esbuild-service.js";
 import { isPackageName, packageNameOf, packageOfSpecifier } from "./package-spec.js";
 
 export { packageNameOf } from "./package-spec.js";
@@ -89,9 +90,6 @@ const REQUIRE_BANNER = 'import { createRequire as __multirankCreateRequire } fro
  * @example
  * const { code, hash, imports } = await bundleModule({ entry: "/app/functions/math.ts", dependencies: ["is-number@7.0.0"] });
  */
-/** Bundles in progress in this process (esbuild's service is stopped when none is). */
-let activeBuilds = 0;
-
 export async function bundleModule(options: BundleOptions): Promise<Bundle> {
   const { entry, declared, external, byModule, signal } = validateOptions(options);
   throwIfAborted(signal);
@@ -99,6 +97,7 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
   const workingDir = dirname(entry);
   // Every package the graph imports, and the first import of each that no declaration allows.
   const used = new Set<string>();
+  let files: string[] = [];
   const undeclaredAt = new Map<string, string>();
 
   const packagesExternal: Plugin = {
@@ -119,58 +118,48 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
     },
   };
 
-  const esbuild = await import("esbuild");
-  throwIfAborted(signal);
-  activeBuilds++;
-  const context = await esbuild
-    .context({
-    entryPoints: [entry],
-    absWorkingDir: workingDir,
-    bundle: true,
-    format: "esm",
-    platform: "node",
-    target: "node20",
-    write: false,
-    // Inline, so stacks on the host map back to the user's files; source paths
-    // are relative to absWorkingDir, so the hash does not depend on where the
-    // project sits on disk.
-    sourcemap: "inline",
-    keepNames: true,
-    logLevel: "silent",
-    // A bundle of a bundle (a function a remote function calls, bundled again
-    // from the outer bundle inside its environment) keeps the one it has: a
-    // second banner would declare the same names twice.
-    ...(isBundle(entry) ? {} : { banner: { js: REQUIRE_BANNER } }),
-    plugins: [packagesExternal],
-    metafile: true,
-    })
-    .catch(async (error: unknown) => {
-      if (--activeBuilds === 0) await esbuild.stop();
-      throw error;
+  const code = await withEsbuild(async (esbuild) => {
+    throwIfAborted(signal);
+    const context = await esbuild.context({
+      entryPoints: [entry],
+      absWorkingDir: workingDir,
+      bundle: true,
+      format: "esm",
+      platform: "node",
+      target: "node20",
+      write: false,
+      // Inline, so stacks on the host map back to the user's files; source paths
+      // are relative to absWorkingDir, so the hash does not depend on where the
+      // project sits on disk.
+      sourcemap: "inline",
+      keepNames: true,
+      logLevel: "silent",
+      // A bundle of a bundle (a function a remote function calls, bundled again
+      // from the outer bundle inside its environment) keeps the one it has: a
+      // second banner would declare the same names twice.
+      ...(isBundle(entry) ? {} : { banner: { js: REQUIRE_BANNER } }),
+      plugins: [packagesExternal],
+      metafile: true,
     });
-  const cancel = (): void => void context.cancel();
-  signal?.addEventListener("abort", cancel, { once: true });
-  let code: string;
-  let files: string[] = [];
-  try {
-    const result = await context.rebuild();
-    files = Object.keys(result.metafile?.inputs ?? {}).map((file) => resolve(workingDir, file));
-    throwIfAborted(signal);
-    const output = result.outputFiles?.[0];
-    if (output === undefined) throw new BundleError(`cannot bundle ${entry}: esbuild produced no output`, entry);
-    code = output.text;
-  } catch (error) {
-    throwIfAborted(signal);
-    const messages = (error as { errors?: Message[] }).errors;
-    if (Array.isArray(messages) && messages.length > 0) throw bundleError(entry, workingDir, messages, error);
-    throw error;
-  } finally {
-    signal?.removeEventListener("abort", cancel);
-    await context.dispose();
-    // esbuild serves builds from a child process of its own; with no build
-    // left, stop it, so a caller's process holds no helper it did not start.
-    if (--activeBuilds === 0) await esbuild.stop();
-  }
+    const cancel = (): void => void context.cancel();
+    signal?.addEventListener("abort", cancel, { once: true });
+    try {
+      const result = await context.rebuild();
+      files = Object.keys(result.metafile?.inputs ?? {}).map((file) => resolve(workingDir, file));
+      throwIfAborted(signal);
+      const output = result.outputFiles?.[0];
+      if (output === undefined) throw new BundleError(`cannot bundle ${entry}: esbuild produced no output`, entry);
+      return output.text;
+    } catch (error) {
+      throwIfAborted(signal);
+      const messages = (error as { errors?: Message[] }).errors;
+      if (Array.isArray(messages) && messages.length > 0) throw bundleError(entry, workingDir, messages, error);
+      throw error;
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+      await context.dispose();
+    }
+  });
 
   const names = [...used].sort();
   const undeclared = options.anyPackage === true ? undefined : names.find((name) => undeclaredAt.has(name));
@@ -186,18 +175,15 @@ export async function bundleModule(options: BundleOptions): Promise<Bundle> {
  * @throws {BundleError} naming `name` and the bundle's line when it does not parse.
  */
 export async function checkBundleSyntax(code: string, name: string): Promise<void> {
-  const esbuild = await import("esbuild");
-  activeBuilds++;
-  try {
-    await esbuild.transform(code, { format: "esm", loader: "js", logLevel: "silent", sourcemap: false });
-  } catch (error) {
-    const first = (error as { errors?: Message[] }).errors?.[0];
-    const where = first?.location ? ` (bundle line ${first.location.line})` : "";
-    throw new BundleError(`the bundle of ${name} does not parse${where}: ${first?.text ?? (error as Error).message}`, name, {}, { cause: error });
-  } finally {
-    // As after a build: with none left, stop esbuild's helper process.
-    if (--activeBuilds === 0) await esbuild.stop();
-  }
+  await withEsbuild(async (esbuild) => {
+    try {
+      await esbuild.transform(code, { format: "esm", loader: "js", logLevel: "silent", sourcemap: false });
+    } catch (error) {
+      const first = (error as { errors?: Message[] }).errors?.[0];
+      const where = first?.location ? ` (bundle line ${first.location.line})` : "";
+      throw new BundleError(`the bundle of ${name} does not parse${where}: ${first?.text ?? (error as Error).message}`, name, {}, { cause: error });
+    }
+  });
 }
 
 /** True when `file` is the output of {@link bundleModule} (it starts with the banner). */

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { isAbsolute, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { childEnvForPlan, planDevices, type RankDevicePlan } from "../devices/index.js";
 import { NativeError } from "../errors.js";
@@ -9,6 +10,7 @@ import { findFreePort } from "../util/free-port.js";
 import type { ResolvedRunnerOptions } from "./options.js";
 import { rankEntry } from "./rank-entry.js";
 import { RankProcess, type RankExit } from "./rank-process.js";
+import { compileWorker } from "./worker-compiler.js";
 
 /** What every rank of one start shares, settled before any rank is spawned. */
 export interface LaunchPlan {
@@ -16,7 +18,11 @@ export interface LaunchPlan {
   plans: RankDevicePlan[] | undefined;
   /** The process group's rendezvous port (a free one when the option is 0). */
   masterPort: number;
+  /** A `.ts` worker compiled once for all ranks (see worker-compiler.ts); undefined: ranks load the worker as given. */
+  compiledWorker: string | undefined;
 }
+
+const TYPESCRIPT = /\.(m|c)?tsx?$/;
 
 /**
  * Starts a session's rank processes: plans their devices, builds each rank's
@@ -42,7 +48,30 @@ export class RankLauncher {
     const plans = this.#planDevices();
     let masterPort = this.#options.masterPort;
     if (masterPort === 0) masterPort = await findFreePort(this.#options.masterAddr);
-    return { plans, masterPort };
+    return { plans, masterPort, compiledWorker: await this.#compileWorker() };
+  }
+
+  /**
+   * Compiles a `.ts` worker here, once, so that no rank pays for tsx. A
+   * worker that cannot be compiled to the same behaviour still runs: its
+   * ranks load it through tsx, as they did before, and the log says why.
+   */
+  async #compileWorker(): Promise<string | undefined> {
+    const path = this.#workerModule();
+    if (!TYPESCRIPT.test(path) || process.env.MULTIRANK_COMPILE_WORKER === "0") return undefined;
+    const started = performance.now();
+    const compiled = await compileWorker(path.startsWith("file:") ? fileURLToPath(path) : path);
+    if (!compiled.ok) {
+      this.#log.info({ worker: path, reason: compiled.reason }, "worker not compiled ahead; ranks load it through tsx");
+      return undefined;
+    }
+    this.#log.debug({ worker: path, compiled: compiled.path, cached: compiled.cached, ms: Math.round(performance.now() - started) }, "worker compiled");
+    return compiled.path;
+  }
+
+  #workerModule(): string {
+    const { worker, cwd } = this.#options;
+    return worker.startsWith("file:") || isAbsolute(worker) ? worker : resolve(cwd, worker);
   }
 
   /** Spawns every rank of `session`; `onExit` hears of each rank's exit (expected or not). */
@@ -53,7 +82,7 @@ export class RankLauncher {
     const entry = rankEntry();
     // V8's own limit works everywhere; the cgroup (where we may make one) also catches memory outside the heap.
     const memoryArgs = options.memoryLimitMiB === undefined ? [] : [`--max-old-space-size=${options.memoryLimitMiB}`];
-    const workerModule = options.worker.startsWith("file:") || isAbsolute(options.worker) ? options.worker : resolve(options.cwd, options.worker);
+    const workerModule = this.#workerModule();
     for (let rank = 0; rank < options.worldSize; rank++) {
       const env = this.#rankEnv(session, plan, rank, { workerModule, groupSecret, errorFile: session.errors.fileFor(rank) });
       const process_ = new RankProcess({
@@ -93,6 +122,7 @@ export class RankLauncher {
       [RANK_ENV.routingId]: session.routingId(rank),
       [RANK_ENV.token]: session.token,
       [RANK_ENV.workerModule]: shared.workerModule,
+      ...(plan.compiledWorker === undefined ? {} : { [RANK_ENV.compiledWorker]: plan.compiledWorker }),
       [RANK_ENV.errorFile]: shared.errorFile,
       [RANK_ENV.maxMessageBytes]: String(options.maxMessageBytes),
       [RANK_ENV.logLevel]: this.#log.level,

@@ -129,6 +129,8 @@ export const RANK_ENV = Object.freeze({
   routingId: "MULTIRANK_ROUTING_ID",
   token: "MULTIRANK_TOKEN",
   workerModule: "MULTIRANK_WORKER_MODULE",
+  /** The worker module compiled by the runner, when it is TypeScript: what the rank imports instead of running tsx. */
+  compiledWorker: "MULTIRANK_COMPILED_WORKER",
   errorFile: "MULTIRANK_ERROR_FILE",
   maxMessageBytes: "MULTIRANK_MAX_MESSAGE_BYTES",
   curveServerKey: "MULTIRANK_CURVE_SERVER_KEY",

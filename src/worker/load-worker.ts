@@ -9,12 +9,28 @@ const TYPESCRIPT = /\.(c|m)?tsx?$/;
  * Imports a worker module and returns its default export, checked to be a
  * `DistributedWorker` subclass. `.ts` modules run through tsx's loader, so
  * users need no build step; it is registered only when such a module is seen.
+ * `compiled`: the runner's compiled copy of a `.ts` module, imported instead
+ * (no tsx, no compiling in every rank); should it have gone from the cache
+ * meanwhile, the source is loaded through tsx after all.
  */
-export async function loadWorkerClass(modulePath: string, cwd = process.cwd()): Promise<WorkerClass> {
+export async function loadWorkerClass(modulePath: string, cwd = process.cwd(), compiled?: string): Promise<WorkerClass> {
   const path = isAbsolute(modulePath) || modulePath.startsWith("file:") ? modulePath : resolve(cwd, modulePath);
   const url = path.startsWith("file:") ? path : pathToFileURL(path).href;
-  let module: { default?: unknown };
-  if (TYPESCRIPT.test(path)) {
+  let module: { default?: unknown } | undefined;
+  if (compiled !== undefined && TYPESCRIPT.test(path)) {
+    // Stack traces through the bundle's inline source map name the .ts files, as under tsx.
+    process.setSourceMapsEnabled(true);
+    const compiledUrl = pathToFileURL(compiled).href;
+    try {
+      module = (await import(compiledUrl)) as { default?: unknown };
+    } catch (error) {
+      const missing = (error as { code?: string; url?: string }).code === "ERR_MODULE_NOT_FOUND" && (error as Error).message.includes(compiled);
+      if (!missing) throw error;
+    }
+  }
+  if (module) {
+    // Loaded from the compiled copy above.
+  } else if (TYPESCRIPT.test(path)) {
     // tsImport loads the module as ESM whatever the nearest package.json says,
     // so a `.ts` worker in a project without "type": "module" still works.
     const { tsImport } = await import("tsx/esm/api");

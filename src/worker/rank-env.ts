@@ -10,6 +10,8 @@ export interface RankEnv {
   routingId: string;
   token: string;
   workerModule: string;
+  /** The runner's compiled copy of a `.ts` worker (what to import instead of running tsx). */
+  compiledWorker?: string | undefined;
   errorFile: string | undefined;
   maxMessageBytes: number;
   deathPipeFd: number | undefined;
@@ -58,6 +60,7 @@ export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
     routingId: required(env, RANK_ENV.routingId),
     token: required(env, RANK_ENV.token),
     workerModule: required(env, RANK_ENV.workerModule),
+    compiledWorker: env[RANK_ENV.compiledWorker] || undefined,
     errorFile: env[RANK_ENV.errorFile] || undefined,
     maxMessageBytes: integer(env, RANK_ENV.maxMessageBytes, 1),
     deathPipeFd: env[RANK_ENV.deathPipeFd] ? integer(env, RANK_ENV.deathPipeFd) : undefined,

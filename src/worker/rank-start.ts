@@ -61,7 +61,7 @@ export async function startRank(env: RankEnv, options: RankStartOptions): Promis
     env,
     logger,
     device,
-    loadWorker: () => loadWorkerClass(env.workerModule),
+    loadWorker: () => loadWorkerClass(env.workerModule, process.cwd(), env.compiledWorker),
     createGroup: (rendezvous) => createRankGroup(env, logger, rendezvous),
     exit: (code) => process.exit(code),
     ...(options.refused ? { refused: options.refused } : {}),
