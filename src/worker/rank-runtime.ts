@@ -261,6 +261,13 @@ export class RankRuntime {
    */
   #onGroupBroken(cause: Error): void {
     if (this.#stopping || this.#groupBroken) return;
+    // A peer that gave up on a silent runner breaks the group a moment before this rank's own watchdog fires:
+    // the runner going quiet is the cause, and the exit code should say so on every rank.
+    const watchdog = this.#watchdog;
+    if (watchdog && watchdog.silentFor() >= watchdog.silenceMs / 2) {
+      this.#leaveSilentRunner(watchdog.silentFor());
+      return;
+    }
     this.#groupBroken = true;
     const error = new StateError(`process group broken on rank ${this.#env.rank}: ${cause.message}`, { rank: this.#env.rank, cause });
     this.#log.error({ err: error }, "the process group is broken; the rank exits");
@@ -420,15 +427,18 @@ export class RankRuntime {
 
   /** A joined rank leaves once its runner has been silent `silenceMs` (it has no death pipe). */
   #watchRunner(silenceMs: number): void {
-    this.#watchdog = new RunnerWatchdog(silenceMs, (silentMs) => {
-      if (this.#stopping) return;
-      const why = `the runner has been silent for ${(silentMs / 1000).toFixed(1)} s (it is gone or cut off); the rank exits`;
-      this.#log.error({ silentMs: Math.round(silentMs) }, why);
-      this.#options.runnerGone?.(why);
-      this.#stopping = true;
-      this.#channel.close();
-      this.#options.exit(RUNNER_GONE_EXIT_CODE);
-    });
+    this.#watchdog = new RunnerWatchdog(silenceMs, (silentMs) => this.#leaveSilentRunner(silentMs));
+  }
+
+  #leaveSilentRunner(silentMs: number): void {
+    if (this.#stopping) return;
+    this.#watchdog?.stop();
+    const why = `the runner has been silent for ${(silentMs / 1000).toFixed(1)} s (it is gone or cut off); the rank exits`;
+    this.#log.error({ silentMs: Math.round(silentMs) }, why);
+    this.#options.runnerGone?.(why);
+    this.#stopping = true;
+    this.#channel.close();
+    this.#options.exit(RUNNER_GONE_EXIT_CODE);
   }
 
   /** `forRestart`: a joined rank exits with RESTART_EXIT_CODE, so its launcher starts it again. */

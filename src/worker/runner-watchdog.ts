@@ -25,6 +25,16 @@ export class RunnerWatchdog {
     this.#arm();
   }
 
+  /** How long the runner must be silent before the rank gives up on it. */
+  get silenceMs(): number {
+    return this.#silenceMs;
+  }
+
+  /** Milliseconds since the runner was last heard. */
+  silentFor(): number {
+    return this.#now() - this.#lastHeard;
+  }
+
   /** A message came from the runner. */
   heard(): void {
     this.#lastHeard = this.#now();
