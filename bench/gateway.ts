@@ -2,7 +2,9 @@
  * Gateway benchmark: requests/s and p99 latency of `POST /fal/run/{app}` on
  * the echo app (2 ranks, so every request crosses the gateway, its queue,
  * the runner and both ranks) against a bare fastify route returning the same
- * JSON, measured with autocannon in the same run.
+ * JSON, measured with autocannon in the same run; then the same requests on a
+ * gateway whose queue is in Redis (a redis-server started here on a free port;
+ * the row is left out, saying why, without one).
  *
  *   node --import tsx bench/gateway.ts [--quick] [--connections N] [--duration S]
  *
@@ -15,7 +17,8 @@ import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import Fastify from "fastify";
 import { pino } from "pino";
-import { createGateway, defineApp } from "../src/server/index.js";
+import { createGateway, defineApp, type GatewayOptions } from "../src/server/index.js";
+import { startBenchRedis } from "./lib/redis-server.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const OUT_DIR = path.join(path.dirname(SELF), "out");
@@ -50,16 +53,25 @@ async function main(): Promise<void> {
   await bare.listen({ port: 0, host: "127.0.0.1" });
   const bareUrl = `http://127.0.0.1:${(bare.server.address() as { port: number }).port}/echo`;
 
-  const gateway = await createGateway({
-    apps: [defineApp({ name: "bench/echo", worker: fileURLToPath(new URL("../workers/echo.ts", import.meta.url)), machineType: "cpu-x2", concurrency: 64, keepAlive: 600 })],
-    logger: pino({ level: "warn" }),
-  });
-  const base = await gateway.listen({ port: 0 });
+  const app = defineApp({ name: "bench/echo", worker: fileURLToPath(new URL("../workers/echo.ts", import.meta.url)), machineType: "cpu-x2", concurrency: 64, keepAlive: 600 });
+  /** Starts a gateway with `extra`, checks it echoes, measures it, closes it. */
+  const measureGateway = async (name: string, extra: Partial<GatewayOptions>): Promise<Row> => {
+    const gateway = await createGateway({ apps: [app], logger: pino({ level: "warn" }), ...extra });
+    try {
+      const base = await gateway.listen({ port: 0 });
+      const check = await fetch(`${base}/fal/run/bench/echo`, { method: "POST", headers: { "content-type": "application/json" }, body: BODY });
+      if (check.status !== 200 || (await check.text()) !== BODY) throw new Error(`${name}: the gateway did not echo the body`);
+      return await measure(name, `${base}/fal/run/bench/echo`);
+    } finally {
+      await gateway.close();
+    }
+  };
+  const redis = await startBenchRedis();
   try {
-    const check = await fetch(`${base}/fal/run/bench/echo`, { method: "POST", headers: { "content-type": "application/json" }, body: BODY });
-    if (check.status !== 200 || (await check.text()) !== BODY) throw new Error("the gateway did not echo the body");
-    const rows = [await measure("bare fastify route (baseline)", bareUrl), await measure("gateway /fal/run, echo app, 2 ranks", `${base}/fal/run/bench/echo`)];
-    const [baseline, gw] = rows as [Row, Row];
+    const rows = [await measure("bare fastify route (baseline)", bareUrl), await measureGateway("gateway /fal/run, echo app, 2 ranks", {})];
+    if ("skipped" in redis) process.stderr.write(`the Redis queue row is left out: ${redis.skipped}\n`);
+    else rows.push(await measureGateway("same, queue in Redis (BullMQ)", { queue: { redis: redis.url } }));
+    const [baseline, gw, onRedis] = rows as [Row, Row, Row | undefined];
     const pad = (s: string, n: number): string => s.padEnd(n);
     process.stdout.write(`\nconnections ${connections}, ${duration} s each, ${os.cpus().length} CPUs, node ${process.version}\n\n`);
     process.stdout.write(`${pad("benchmark", 40)}${pad("req/s", 10)}${pad("p50 ms", 9)}${pad("p99 ms", 9)}${pad("errors", 8)}ratio (req/s vs baseline)\n`);
@@ -75,13 +87,17 @@ async function main(): Promise<void> {
       connections,
       durationSeconds: duration,
       rows,
-      ratios: { rps: gw.rps / baseline.rps, p99: gw.p99 / Math.max(baseline.p99, 1) },
+      ratios: {
+        rps: gw.rps / baseline.rps,
+        p99: gw.p99 / Math.max(baseline.p99, 1),
+        ...(onRedis ? { redisRps: onRedis.rps / baseline.rps, redisP99: onRedis.p99 / Math.max(baseline.p99, 1) } : {}),
+      },
     };
     mkdirSync(OUT_DIR, { recursive: true });
     writeFileSync(path.join(OUT_DIR, "gateway.json"), `${JSON.stringify(json, null, 2)}\n`);
     process.stdout.write(`\nwrote ${path.join(OUT_DIR, "gateway.json")}\n`);
   } finally {
-    await gateway.close();
+    if (!("skipped" in redis)) await redis.stop();
     await bare.close();
   }
 }

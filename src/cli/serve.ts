@@ -10,6 +10,8 @@ import { pino } from "pino";
 import { cudaAvailability, listDevices } from "../devices/index.js";
 import { AbortError, MultirankError } from "../errors.js";
 import { findProjectConfig, type ProjectConfig } from "../deploy/project-config.js";
+import { QueueUnavailableError } from "../gateway/errors.js";
+import { redactUrl } from "../queue/queue-options.js";
 import { createGateway, exampleApps, loadGatewayConfig } from "../server/index.js";
 import { sweepLeftovers } from "../shm/sweep.js";
 
@@ -27,6 +29,9 @@ const USAGE = `usage: multirank serve [options]
   --cache-dir <dir> function environments (default <data-dir>/.multirank/cache with --data-dir, else $MULTIRANK_CACHE_DIR or ~/.cache/multirank)
                     deployments (multirank deploy) are kept in <data-dir>/.multirank/deployments and come back after a restart
   --shutdown-grace <s>  seconds to finish in-flight requests on SIGTERM (default 30)
+  --redis <url>     keep the queue and the jobs' records in Redis (redis://[user:password@]host:port[/db]), shared by
+                    every gateway given the same Redis; also $MULTIRANK_REDIS_URL (better for a URL with a password,
+                    as argv is visible to other users); the flag wins; the config's queue options apply to either
   --help            this text
 `;
 
@@ -49,6 +54,7 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
         "data-dir": { type: "string" },
         "cache-dir": { type: "string" },
         "shutdown-grace": { type: "string" },
+        redis: { type: "string" },
         help: { type: "boolean", default: false },
       },
       strict: true,
@@ -92,6 +98,9 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   }
   // The project's name and functions are not gateway options: the functions are served once it listens.
   const { functions: configFunctions = [], name: _projectName, ...gatewayConfig } = config;
+  // The URL given here replaces the config's; its other queue options (prefix, stalledAfter...) still apply.
+  const redisUrl = values.redis ?? (process.env.MULTIRANK_REDIS_URL || undefined);
+  if (redisUrl !== undefined) gatewayConfig.queue = { ...config.queue, redis: redisUrl };
   const envKeys = (process.env.MULTIRANK_GATEWAY_KEYS ?? "").split(",").filter(Boolean);
   const keys = [...(config.keys ?? []), ...(values.key ?? []), ...envKeys];
   const requireKeyForOps = values["require-key-for-ops"] === true || config.requireKeyForOps === true;
@@ -110,8 +119,9 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   try {
     gateway = await createGateway({ ...gatewayConfig, keys, logger, requireKeyForOps, functionServer, ...(grace === undefined ? {} : { shutdownGrace: grace }) });
   } catch (error) {
+    // The messages name the Redis URL with its password hidden; an unreachable Redis is no mistake in the command.
     out.write(`multirank serve: ${(error as Error).message}\n`);
-    return 2;
+    return error instanceof QueueUnavailableError ? 1 : 2;
   }
 
   let stop: (signal: NodeJS.Signals) => void = () => {};
@@ -147,7 +157,7 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
     return 1;
   }
   void gateway.warm();
-  out.write(banner(url, gateway.apps.map((app) => ({ name: app.name, input: app.exampleInput, worldSize: app.worldSize })), keys.length > 0, gpuCount, adminKeys.length > 0));
+  out.write(banner(url, gateway.apps.map((app) => ({ name: app.name, input: app.exampleInput, worldSize: app.worldSize })), keys.length > 0, gpuCount, adminKeys.length > 0, gatewayConfig.queue?.redis));
 
   const signal = await stopped;
   out.write(`\n${signal}: shutting down (finishing requests in flight)…\n`);
@@ -190,7 +200,7 @@ function body(input: unknown): string {
   return hasExample(input) ? `'${JSON.stringify(input).replaceAll("'", "'\\''")}'` : "'<input JSON>'";
 }
 
-export function banner(url: string, apps: Array<{ name: string; input: unknown; worldSize: number }>, auth: boolean, gpus: number, adminKeys: boolean): string {
+export function banner(url: string, apps: Array<{ name: string; input: unknown; worldSize: number }>, auth: boolean, gpus: number, adminKeys: boolean, redis?: string): string {
   // Double quotes, so the shell expands $FAL_KEY (in single quotes it went out literally and got 401).
   const header = auth ? ` -H "Authorization: Key $FAL_KEY"` : "";
   const first = apps.find((a) => a.name.endsWith("/echo")) ?? apps[0];
@@ -201,6 +211,8 @@ export function banner(url: string, apps: Array<{ name: string; input: unknown; 
     "",
     `  web page   ${url}/`,
     `  metrics    ${url}/metrics`,
+    // The password, if any, stays out of the terminal (and whatever records it).
+    ...(redis ? [`  queue      Redis at ${redactUrl(redis)}, shared with every gateway on it`] : []),
     "",
     "  apps:",
     ...apps.map((a) => `    ${a.name.padEnd(28)} ${a.worldSize} rank${a.worldSize === 1 ? "" : "s"}   fal: ${url}/fal/run/${a.name}   runpod: ${url}/v2/${a.name.replace("/", "--")}`),

@@ -36,6 +36,8 @@ export class RedisConnections {
   readonly #log: Logger;
   #lastError: string | undefined;
   #ready = false;
+  /** The BullMQ workers' connections: BullMQ leaves a connection it was given open, and an open one keeps the process alive. */
+  readonly #duplicates = new Set<Redis>();
 
   private constructor(url: string, logger: Logger) {
     this.url = url;
@@ -68,7 +70,9 @@ export class RedisConnections {
       await Promise.all([connections.commands.connect(), connections.subscriber.connect(), connections.blocking.connect()]);
     } catch (error) {
       connections.disconnect();
-      throw new QueueUnavailableError(`cannot reach Redis at ${redactUrl(url)}: ${(error as Error).message}`, { cause: error });
+      // ioredis rejects with "Connection is closed."; the error event before it says why (ECONNREFUSED, a wrong password...).
+      const reason = connections.#lastError ?? (error as Error).message;
+      throw new QueueUnavailableError(`cannot reach Redis at ${redactUrl(url)}: ${reason}`, { cause: error });
     }
     try {
       await checkEvictionPolicy(connections.commands, url);
@@ -105,17 +109,18 @@ export class RedisConnections {
   duplicateBlocking(): Redis {
     const client = this.blocking.duplicate({ lazyConnect: false, maxRetriesPerRequest: null });
     client.on("error", (error: Error) => this.#lost(error));
+    this.#duplicates.add(client);
     return client;
   }
 
   disconnect(): void {
     this.#ready = false;
-    for (const client of [this.commands, this.subscriber, this.blocking]) client.disconnect();
+    for (const client of [this.commands, this.subscriber, this.blocking, ...this.#duplicates]) client.disconnect();
   }
 
   async quit(): Promise<void> {
     this.#ready = false;
-    await Promise.all([this.commands, this.subscriber, this.blocking].map((client) => client.quit().catch(() => client.disconnect())));
+    await Promise.all([this.commands, this.subscriber, this.blocking, ...this.#duplicates].map((client) => client.quit().catch(() => client.disconnect())));
   }
 
   #lost(error: Error): void {
