@@ -38,6 +38,8 @@ export class RedisConnections {
   #ready = false;
   /** The BullMQ workers' connections: BullMQ leaves a connection it was given open, and an open one keeps the process alive. */
   readonly #duplicates = new Set<Redis>();
+  /** Set once the start checks passed: later `ready` events are reconnections. */
+  #opened = false;
 
   private constructor(url: string, logger: Logger) {
     this.url = url;
@@ -49,7 +51,7 @@ export class RedisConnections {
     this.blocking = new Redis(url, { ...common, maxRetriesPerRequest: null, connectionName: "multirank-writer" });
     for (const client of [this.commands, this.subscriber, this.blocking]) client.on("error", (error: Error) => this.#lost(error));
     this.commands.on("ready", () => {
-      if (!this.#ready) this.#log.info("Redis is reachable again");
+      if (!this.#ready && this.#opened) this.#log.info("Redis is reachable again");
       this.#ready = true;
       this.#lastError = undefined;
     });
@@ -81,6 +83,7 @@ export class RedisConnections {
       throw error;
     }
     connections.#ready = true;
+    connections.#opened = true;
     return connections;
   }
 
@@ -111,6 +114,12 @@ export class RedisConnections {
     client.on("error", (error: Error) => this.#lost(error));
     this.#duplicates.add(client);
     return client;
+  }
+
+  /** Closes a connection {@link duplicateBlocking} made (its app stopped being served). */
+  async release(client: Redis): Promise<void> {
+    if (!this.#duplicates.delete(client)) return;
+    await client.quit().catch(() => client.disconnect());
   }
 
   disconnect(): void {

@@ -84,6 +84,8 @@ interface TakenJob {
 interface AppQueue {
   queue: Queue;
   worker: Worker;
+  /** The worker's own blocking connection (BullMQ leaves closing it to us). */
+  connection: ReturnType<RedisConnections["duplicateBlocking"]>;
 }
 
 /** The Redis-backed {@link ProtocolCore}: one per gateway. */
@@ -285,7 +287,11 @@ export class RedisJobQueue implements ProtocolCore {
     for (const [name, app] of this.#apps) {
       if (names.has(name)) continue;
       this.#apps.delete(name);
-      void app.worker.close().then(() => app.queue.close()).catch(() => {});
+      void app.worker
+        .close()
+        .then(() => app.queue.close())
+        .then(() => this.#init.connections.release(app.connection))
+        .catch(() => {});
     }
   }
 
@@ -317,8 +323,9 @@ export class RedisJobQueue implements ProtocolCore {
     const prefix = `${options.prefix}:bull`;
     const queue = new Queue(name, { connection: connections.commands as never, prefix, skipWaitingForReady: true });
     queue.on("error", (error) => this.#log.warn({ err: error, app: name }, "BullMQ queue error"));
+    const connection = connections.duplicateBlocking();
     const worker = new Worker(name, (bullJob, token) => this.#process(name, bullJob, token), {
-      connection: connections.duplicateBlocking() as never,
+      connection: connection as never,
       prefix,
       concurrency: workerConcurrency(dispatcher),
       // A claim lapses after stalledAfter without renewal; the check runs twice as often, so a lost job waits at most ~2x.
@@ -329,7 +336,7 @@ export class RedisJobQueue implements ProtocolCore {
       autorun: true,
     });
     worker.on("error", (error) => this.#log.warn({ err: error, app: name }, "BullMQ worker error"));
-    app = { queue, worker };
+    app = { queue, worker, connection };
     this.#apps.set(name, app);
     return app;
   }
