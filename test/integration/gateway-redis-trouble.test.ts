@@ -1,0 +1,202 @@
+/**
+ * The Redis queue when Redis misbehaves (issue 16, "Redis trouble"): an
+ * unreachable Redis or one that may evict keys is refused at start with the
+ * reason; a Redis lost while the gateway runs turns new requests into 503s
+ * (never a 500, never a hang) and `/healthz` says why, while the jobs already
+ * on the ranks finish; once Redis is back the service resumes and every
+ * accepted job ends exactly once with its result fetchable.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, expect, it } from "vitest";
+import { ConfigError, QueueUnavailableError } from "../../src/gateway/errors.js";
+import { createGateway } from "../../src/server/index.js";
+import { findFreePort } from "../../src/util/free-port.js";
+import { cleanUpGateways, gatewayWorker, post, quietLogger, startGateway } from "../fixtures/gateway/harness.js";
+import { readLedger, type LedgerLine } from "../helpers/gateway-process.js";
+import { waitFor } from "../helpers/processes.js";
+import { describeWithRedis, startRedis, type RedisServer } from "../helpers/redis-server.js";
+
+const ledgerWorker = gatewayWorker("ledger");
+const APP = "test/ledger";
+/** Upper bound on one request while Redis is away: it must fail fast, not wait for Redis. */
+const PROMPT_MS = 5000;
+/** Upper bound on waits for ranks and jobs on a busy 2-core machine. */
+const LONG_MS = 60_000;
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function ledgerFile(): string {
+  const dir = mkdtempSync(join(tmpdir(), "multirank-redis-trouble-"));
+  dirs.push(dir);
+  return join(dir, "ledger.jsonl");
+}
+
+/** The gateways refused at start never run anything; a runner factory also skips the worker module check (an esbuild child). */
+function noRunner(): never {
+  throw new Error("this gateway should not have started");
+}
+
+function ledgerApp(extra: Record<string, unknown> = {}) {
+  return { name: APP, worker: ledgerWorker, worldSize: 1, keepAlive: 60, ...extra };
+}
+
+/** Runs `request` and returns its answer with how long it took. */
+async function timed<T>(request: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = Date.now();
+  const value = await request();
+  return { value, ms: Date.now() - started };
+}
+
+async function getJson(url: string): Promise<{ status: number; body: any }> {
+  const response = await fetch(url);
+  const text = await response.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {}
+  return { status: response.status, body };
+}
+
+/** Polls `url` until `accept` holds for its answer; bounded. */
+async function pollUntil(url: string, accept: (answer: { status: number; body: any }) => boolean, timeoutMs = LONG_MS): Promise<{ status: number; body: any }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const answer = await getJson(url).catch((error: unknown) => ({ status: -1, body: String(error) }));
+    if (accept(answer)) return answer;
+    if (Date.now() > deadline) throw new Error(`${url} did not answer as expected within ${timeoutMs} ms; last: ${answer.status} ${JSON.stringify(answer.body)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function ends(lines: LedgerLine[], tag: string): number {
+  return lines.filter((line) => line.id === tag && line.event === "end").length;
+}
+
+describeWithRedis("the gateway when Redis is in trouble", () => {
+  cleanUpGateways("each");
+
+  it("refuses to start, promptly, when Redis does not answer, naming the URL with its password hidden", async () => {
+    const port = await findFreePort("127.0.0.1");
+    for (const url of [`redis://127.0.0.1:${port}`, `redis://app:s3cr3t-pw@127.0.0.1:${port}/0`]) {
+      const { value: error, ms } = await timed(() =>
+        createGateway({ apps: [ledgerApp()], queue: { redis: url }, logger: quietLogger, host: { gpuCount: 0 }, createRunner: noRunner }).then(
+          (gateway) => {
+            void gateway.close();
+            return undefined;
+          },
+          (error: unknown) => error,
+        ),
+      );
+      expect(error, url).toBeInstanceOf(QueueUnavailableError);
+      expect((error as QueueUnavailableError).code).toBe("MULTIRANK_ERR_GATEWAY_QUEUE_UNAVAILABLE");
+      expect(ms, `createGateway took ${ms} ms to give up on ${url}`).toBeLessThan(10_000);
+      const message = (error as Error).message;
+      expect(message).toContain(`127.0.0.1:${port}`);
+      expect(message).not.toContain("s3cr3t-pw");
+      if (url.includes("@")) expect(message).toContain("app:***@");
+    }
+  });
+
+  it("refuses a Redis that may evict keys (maxmemory-policy other than noeviction), saying why", async () => {
+    const redis = await startRedis({ maxmemoryPolicy: "allkeys-lru" });
+    const error = await createGateway({ apps: [ledgerApp()], queue: { redis: redis.url }, logger: quietLogger, host: { gpuCount: 0 }, createRunner: noRunner }).then(
+      (gateway) => {
+        void gateway.close();
+        return undefined;
+      },
+      (error: unknown) => error,
+    );
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).code).toBe("MULTIRANK_ERR_GATEWAY_CONFIG");
+    expect((error as Error).message).toContain("allkeys-lru");
+    expect((error as Error).message).toContain("noeviction");
+    expect((error as Error).message).toMatch(/evict/);
+  });
+
+  it("answers 503 while Redis is away, lets running jobs finish, and resumes when Redis is back", async () => {
+    const redis = await startRedis();
+    const ledger = ledgerFile();
+    const { url } = await startGateway({ apps: [ledgerApp({ maxRunners: 3, minRunners: 3 })], queue: { redis: redis.url, stalledAfter: 30 } });
+    const fal = `${url}/fal/queue/${APP}`;
+
+    // A job that finished before the outage: reading its status later needs Redis.
+    const early = await post(fal, { tag: "early", ledger });
+    expect(early.status).toBe(200);
+    const earlyId = early.body.request_id as string;
+    await pollUntil(`${fal}/requests/${earlyId}/status`, (answer) => answer.body?.status === "COMPLETED");
+
+    // Three jobs on the ranks when Redis dies.
+    const tags = ["a", "b", "c"];
+    const ids = new Map<string, string>();
+    for (const tag of tags) {
+      const submitted = await post(fal, { tag, ledger, ms: 3000 });
+      expect(submitted.status).toBe(200);
+      ids.set(tag, submitted.body.request_id as string);
+    }
+    expect(await waitFor(() => tags.every((tag) => readLedger(ledger).some((line) => line.id === tag && line.event === "start")), LONG_MS), "the jobs started").toBe(true);
+    const killedAt = Date.now();
+    await redis.kill("SIGKILL");
+
+    await expectUnavailable(url, redis, ledger, fal, earlyId);
+
+    // The jobs on the ranks finish regardless.
+    expect(await waitFor(() => tags.every((tag) => ends(readLedger(ledger), tag) === 1), LONG_MS), "the running jobs finished on their ranks").toBe(true);
+    expect(Date.now() - killedAt).toBeLessThan(LONG_MS);
+
+    await redis.restart();
+    await pollUntil(`${url}/healthz`, (answer) => answer.status === 200 && answer.body.status === "ok");
+
+    // The jobs that finished while Redis was away: their results were written once it returned.
+    for (const tag of tags) {
+      const id = ids.get(tag)!;
+      const status = await pollUntil(`${fal}/requests/${id}/status`, (answer) => answer.status === 200, 30_000);
+      expect(status.body.status, tag).toBe("COMPLETED");
+      const result = await getJson(`${fal}/requests/${id}`);
+      expect(result.status).toBe(200);
+      expect(result.body.tag).toBe(tag);
+    }
+    // New work runs again (the BullMQ worker took up fetching again).
+    const after = await post(fal, { tag: "after", ledger });
+    expect(after.status).toBe(200);
+    await pollUntil(`${fal}/requests/${after.body.request_id as string}/status`, (answer) => answer.body?.status === "COMPLETED");
+    const runpod = await post(`${url}/v2/ledger/runsync`, { input: { tag: "after-runpod", ledger } });
+    expect(runpod.status).toBe(200);
+    expect(runpod.body.status).toBe("COMPLETED");
+
+    const lines = readLedger(ledger);
+    for (const tag of ["early", ...tags, "after", "after-runpod"]) expect(ends(lines, tag), tag).toBe(1);
+    // Nothing submitted during the outage ran.
+    expect(lines.filter((line) => line.id.startsWith("outage")).length).toBe(0);
+  });
+});
+
+/** While Redis is down: submissions on every protocol and a status read get a prompt 503; /healthz says why. */
+async function expectUnavailable(url: string, redis: RedisServer, ledger: string, fal: string, earlyId: string): Promise<void> {
+  const attempts: Array<{ name: string; request: () => Promise<{ status: number; body: any }> }> = [
+    { name: "fal queue", request: () => post(fal, { tag: "outage-fal-queue", ledger }) },
+    { name: "fal run", request: () => post(`${url}/fal/run/${APP}`, { tag: "outage-fal-run", ledger }) },
+    { name: "runpod run", request: () => post(`${url}/v2/ledger/run`, { input: { tag: "outage-runpod", ledger } }) },
+    { name: "runpod runsync", request: () => post(`${url}/v2/ledger/runsync`, { input: { tag: "outage-runpod-sync", ledger } }) },
+    { name: "fal status", request: () => getJson(`${fal}/requests/${earlyId}/status`) },
+    { name: "fal result", request: () => getJson(`${fal}/requests/${earlyId}`) },
+    { name: "runpod status", request: () => getJson(`${url}/v2/ledger/status/${earlyId}`) },
+  ];
+  for (const { name, request } of attempts) {
+    const { value: answer, ms } = await timed(request);
+    expect(answer.status, `${name}: ${JSON.stringify(answer.body)}`).toBe(503);
+    expect(ms, `${name} took ${ms} ms`).toBeLessThan(PROMPT_MS);
+    if (name.startsWith("fal")) expect(answer.body.error_type, name).toBe("queue_unavailable");
+    else expect(answer.body.code, name).toBe("MULTIRANK_ERR_GATEWAY_QUEUE_UNAVAILABLE");
+  }
+  const health = await getJson(`${url}/healthz`);
+  expect(health.status).toBe(503);
+  expect(health.body.status).toBe("queue_unavailable");
+  expect(health.body.queue.ok).toBe(false);
+  expect(health.body.queue.reason).toContain(redis.url.replace("redis://", ""));
+  expect(health.body.queue.reason).toMatch(/unreachable/);
+}
