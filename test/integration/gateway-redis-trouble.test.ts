@@ -45,11 +45,22 @@ function ledgerApp(extra: Record<string, unknown> = {}) {
   return { name: APP, worker: ledgerWorker, worldSize: 1, keepAlive: 60, ...extra };
 }
 
-/** Runs `request` and returns its answer with how long it took. */
-async function timed<T>(request: () => Promise<T>): Promise<{ value: T; ms: number }> {
+/**
+ * Runs `request` and returns its answer with how long it took; throws when
+ * it has not settled within `boundMs` (a hang fails the test, not its timeout).
+ */
+async function timed<T>(request: () => Promise<T>, boundMs = 20_000): Promise<{ value: T; ms: number }> {
   const started = Date.now();
-  const value = await request();
-  return { value, ms: Date.now() - started };
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${boundMs} ms: it hangs`)), boundMs);
+  });
+  try {
+    const value = await Promise.race([request(), hung]);
+    return { value, ms: Date.now() - started };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function getJson(url: string): Promise<{ status: number; body: any }> {
@@ -102,6 +113,27 @@ describeWithRedis("the gateway when Redis is in trouble", () => {
     }
   });
 
+  it("refuses to start, within a bound, when Redis accepts the connection but does not answer (frozen)", async () => {
+    const redis = await startRedis();
+    process.kill(redis.pid, "SIGSTOP");
+    try {
+      const { value: error, ms } = await timed(() =>
+        createGateway({ apps: [ledgerApp()], queue: { redis: redis.url }, logger: quietLogger, host: { gpuCount: 0 }, createRunner: noRunner }).then(
+          (gateway) => {
+            void gateway.close();
+            return undefined;
+          },
+          (error: unknown) => error,
+        ),
+      );
+      expect(error).toBeInstanceOf(QueueUnavailableError);
+      expect((error as Error).message).toContain(redis.url);
+      expect(ms, `createGateway took ${ms} ms to give up`).toBeLessThan(10_000);
+    } finally {
+      process.kill(redis.pid, "SIGCONT");
+    }
+  });
+
   it("refuses a Redis that may evict keys (maxmemory-policy other than noeviction), saying why", async () => {
     const redis = await startRedis({ maxmemoryPolicy: "allkeys-lru" });
     const error = await createGateway({ apps: [ledgerApp()], queue: { redis: redis.url }, logger: quietLogger, host: { gpuCount: 0 }, createRunner: noRunner }).then(
@@ -121,7 +153,7 @@ describeWithRedis("the gateway when Redis is in trouble", () => {
   it("answers 503 while Redis is away, lets running jobs finish, and resumes when Redis is back", async () => {
     const redis = await startRedis();
     const ledger = ledgerFile();
-    const { url } = await startGateway({ apps: [ledgerApp({ maxRunners: 3, minRunners: 3 })], queue: { redis: redis.url, stalledAfter: 30 } });
+    const { url } = await startGateway({ apps: [ledgerApp({ maxRunners: 3, minRunners: 3 })], queue: { redis: redis.url } });
     const fal = `${url}/fal/queue/${APP}`;
 
     // A job that finished before the outage: reading its status later needs Redis.
@@ -172,6 +204,111 @@ describeWithRedis("the gateway when Redis is in trouble", () => {
     for (const tag of ["early", ...tags, "after", "after-runpod"]) expect(ends(lines, tag), tag).toBe(1);
     // Nothing submitted during the outage ran.
     expect(lines.filter((line) => line.id.startsWith("outage")).length).toBe(0);
+  });
+
+  it("answers 503 within a bound while Redis is frozen (connected but silent), and resumes when it answers again", async () => {
+    const redis = await startRedis();
+    const ledger = ledgerFile();
+    const { url } = await startGateway({ apps: [ledgerApp({ maxRunners: 1, minRunners: 1 })], queue: { redis: redis.url } });
+    const fal = `${url}/fal/queue/${APP}`;
+    const running = await post(fal, { tag: "running", ledger, ms: 2000 });
+    expect(running.status).toBe(200);
+    expect(await waitFor(() => readLedger(ledger).some((line) => line.id === "running" && line.event === "start"), LONG_MS)).toBe(true);
+    process.kill(redis.pid, "SIGSTOP");
+    try {
+      // The first request waits out the command timeout at most; /healthz then says why without a request's help.
+      for (const tag of ["frozen-1", "frozen-2"]) {
+        const { value: answer, ms } = await timed(() => post(fal, { tag, ledger }));
+        expect(answer.status, JSON.stringify(answer.body)).toBe(503);
+        expect(answer.body.error_type).toBe("queue_unavailable");
+        expect(ms, `${tag} took ${ms} ms`).toBeLessThan(10_000);
+      }
+      const health = await pollUntil(`${url}/healthz`, (answer) => answer.status === 503, 15_000);
+      expect(health.body.status).toBe("queue_unavailable");
+      expect(health.body.queue.reason).toContain(redis.url.replace("redis://", ""));
+      const { value: refused, ms } = await timed(() => post(`${url}/v2/ledger/run`, { input: { tag: "frozen-3", ledger } }));
+      expect(refused.status).toBe(503);
+      expect(refused.body.code).toBe("MULTIRANK_ERR_GATEWAY_QUEUE_UNAVAILABLE");
+      expect(ms, "once Redis is known to be away, a request is refused at once").toBeLessThan(PROMPT_MS);
+      expect(await waitFor(() => ends(readLedger(ledger), "running") === 1, LONG_MS), "the running job finished on its ranks").toBe(true);
+    } finally {
+      process.kill(redis.pid, "SIGCONT");
+    }
+    await pollUntil(`${url}/healthz`, (answer) => answer.status === 200, 30_000);
+    const status = await pollUntil(`${fal}/requests/${running.body.request_id as string}/status`, (answer) => answer.body?.status === "COMPLETED", 30_000);
+    expect(status.status).toBe(200);
+    const after = await post(fal, { tag: "after", ledger });
+    expect(after.status).toBe(200);
+    await pollUntil(`${fal}/requests/${after.body.request_id as string}/status`, (answer) => answer.body?.status === "COMPLETED");
+    const lines = readLedger(ledger);
+    expect(ends(lines, "running")).toBe(1);
+    expect(ends(lines, "after")).toBe(1);
+    // A submission refused after its command timed out may still have reached Redis; it never runs twice.
+    for (const tag of ["frozen-1", "frozen-2", "frozen-3"]) expect(ends(lines, tag)).toBeLessThanOrEqual(1);
+  });
+
+  it("keeps every accepted submission through Redis killed and restarted under load: each ends COMPLETED exactly once", async () => {
+    const redis = await startRedis();
+    const ledger = ledgerFile();
+    const { url } = await startGateway({ apps: [ledgerApp({ maxRunners: 2, minRunners: 2, concurrency: 2 })], queue: { redis: redis.url } });
+    const fal = `${url}/fal/queue/${APP}`;
+    const accepted = new Map<string, string>(); // tag -> request id
+    const refused: string[] = [];
+    const wrong: string[] = [];
+    let phase: "before" | "down" | "after" = "before";
+    const acceptedIn = { before: 0, down: 0, after: 0 };
+    let running = true;
+
+    /** One client: submits one job after another until told to stop. */
+    const client = async (n: number): Promise<void> => {
+      for (let i = 0; running; i++) {
+        const tag = `load-${n}-${i}`;
+        const started = Date.now();
+        const answer = await timed(() => post(fal, { tag, ledger, ms: 150 }), 15_000).then(
+          ({ value }) => value,
+          (error: unknown) => ({ status: -1, body: String(error) }),
+        );
+        const ms = Date.now() - started;
+        if (ms > PROMPT_MS) wrong.push(`${tag}: took ${ms} ms (${answer.status})`);
+        if (answer.status === 200 && typeof answer.body?.request_id === "string") {
+          accepted.set(tag, answer.body.request_id as string);
+          acceptedIn[phase]++;
+        } else if (answer.status === 503 && answer.body?.error_type === "queue_unavailable") {
+          refused.push(tag);
+          // Pacing while Redis is away, so four clients do not spin the CPU the gateway needs.
+          await new Promise((resolve) => setTimeout(resolve, 25));
+        } else wrong.push(`${tag}: ${answer.status} ${JSON.stringify(answer.body)}`);
+      }
+    };
+    const clients = [0, 1, 2, 3].map((n) => client(n));
+    try {
+      expect(await waitFor(() => acceptedIn.before >= 12, LONG_MS), "submissions were accepted before the outage").toBe(true);
+      await redis.kill("SIGKILL");
+      phase = "down";
+      const refusedBefore = refused.length;
+      expect(await waitFor(() => refused.length >= refusedBefore + 8, LONG_MS), "submissions were refused during the outage").toBe(true);
+      await redis.restart();
+      phase = "after";
+      expect(await waitFor(() => acceptedIn.after >= 12, LONG_MS), `submissions were accepted again after the restart (${refused.length} refused)`).toBe(true);
+    } finally {
+      running = false;
+      await Promise.all(clients);
+    }
+    expect(wrong, "answers other than 200 or a prompt 503").toEqual([]);
+
+    // Every accepted submission ends COMPLETED, with its result fetchable.
+    const deadline = Date.now() + 2 * LONG_MS;
+    for (const [tag, id] of accepted) {
+      const status = await pollUntil(`${fal}/requests/${id}/status`, (answer) => answer.status === 200, Math.max(1000, deadline - Date.now()));
+      expect(status.body.status, `${tag} (${id})`).toBe("COMPLETED");
+      const result = await getJson(`${fal}/requests/${id}`);
+      expect(result.status, tag).toBe(200);
+      expect(result.body.tag).toBe(tag);
+    }
+    // ...and ran to completion exactly once. A refused one may have run (its reply lost with Redis), but never twice.
+    const lines = readLedger(ledger);
+    for (const tag of accepted.keys()) expect(ends(lines, tag), tag).toBe(1);
+    for (const tag of refused) expect(ends(lines, tag), tag).toBeLessThanOrEqual(1);
   });
 });
 
