@@ -206,6 +206,31 @@ describeWithRedis("the gateway when Redis is in trouble", () => {
     expect(lines.filter((line) => line.id.startsWith("outage")).length).toBe(0);
   });
 
+  it("runs each job once when Redis stays away longer than stalledAfter (the claims lapse while the jobs finish)", async () => {
+    const redis = await startRedis();
+    const ledger = ledgerFile();
+    const { url } = await startGateway({ apps: [ledgerApp({ maxRunners: 2, minRunners: 2, concurrency: 2 })], queue: { redis: redis.url, stalledAfter: 1 } });
+    const fal = `${url}/fal/queue/${APP}`;
+    const tags = ["p", "q", "r", "s"];
+    const ids = new Map<string, string>();
+    for (const tag of tags) ids.set(tag, (await post(fal, { tag, ledger, ms: 2500 })).body.request_id as string);
+    expect(await waitFor(() => tags.every((tag) => readLedger(ledger).some((line) => line.id === tag && line.event === "start")), LONG_MS)).toBe(true);
+    await redis.kill("SIGKILL");
+    // The jobs end 2.5 s after they started, well past their 1 s claims, which nothing could renew.
+    expect(await waitFor(() => tags.every((tag) => ends(readLedger(ledger), tag) === 1), LONG_MS)).toBe(true);
+    await redis.restart();
+    for (const [tag, id] of ids) {
+      const status = await pollUntil(`${fal}/requests/${id}/status`, (answer) => answer.status === 200, 30_000);
+      expect(status.body.status, tag).toBe("COMPLETED");
+      expect((await getJson(`${fal}/requests/${id}`)).body.tag).toBe(tag);
+    }
+    // BullMQ may hand a lapsed job out again: once nothing is queued or active, no second run can be pending.
+    await pollUntil(`${url}/v2/ledger/health`, (answer) => answer.status === 200 && answer.body.jobs.inQueue === 0 && answer.body.jobs.inProgress === 0, 30_000);
+    const lines = readLedger(ledger);
+    for (const tag of tags) expect(ends(lines, tag), tag).toBe(1);
+    expect(lines.filter((line) => line.event === "start").length).toBe(tags.length);
+  });
+
   it("answers 503 within a bound while Redis is frozen (connected but silent), and resumes when it answers again", async () => {
     const redis = await startRedis();
     const ledger = ledgerFile();
