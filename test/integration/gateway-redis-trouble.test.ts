@@ -9,6 +9,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Writable } from "node:stream";
+import { pino } from "pino";
 import { afterEach, expect, it } from "vitest";
 import { ConfigError, QueueUnavailableError } from "../../src/gateway/errors.js";
 import { createGateway } from "../../src/server/index.js";
@@ -153,7 +155,15 @@ describeWithRedis("the gateway when Redis is in trouble", () => {
   it("answers 503 while Redis is away, lets running jobs finish, and resumes when Redis is back", async () => {
     const redis = await startRedis();
     const ledger = ledgerFile();
-    const { url } = await startGateway({ apps: [ledgerApp({ maxRunners: 3, minRunners: 3 })], queue: { redis: redis.url } });
+    const logs: Array<{ level: number; msg: string }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split("\n").filter(Boolean)) logs.push(JSON.parse(line) as { level: number; msg: string });
+        done();
+      },
+    });
+    const logger = pino({ level: "info" }, sink);
+    const { url } = await startGateway({ apps: [ledgerApp({ maxRunners: 3, minRunners: 3 })], queue: { redis: redis.url }, logger });
     const fal = `${url}/fal/queue/${APP}`;
 
     // A job that finished before the outage: reading its status later needs Redis.
@@ -174,7 +184,12 @@ describeWithRedis("the gateway when Redis is in trouble", () => {
     const killedAt = Date.now();
     await redis.kill("SIGKILL");
 
+    const logged = logs.length;
     await expectUnavailable(url, redis, ledger, fal, earlyId);
+    // Each refusal is an answer the gateway meant to give, not a failure: the lost connection is logged once, not every request.
+    const outage = logs.slice(logged);
+    expect(outage.filter((line) => line.msg === "request failed in the gateway"), "refused requests logged as failures").toEqual([]);
+    expect(outage.some((line) => line.msg === "request refused")).toBe(true);
 
     // The jobs on the ranks finish regardless.
     expect(await waitFor(() => tags.every((tag) => ends(readLedger(ledger), tag) === 1), LONG_MS), "the running jobs finished on their ranks").toBe(true);
