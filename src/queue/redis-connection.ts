@@ -47,6 +47,8 @@ export class RedisConnections {
   #lastError: string | undefined;
   #ready = false;
   #probe: NodeJS.Timeout | undefined;
+  /** The BullMQ workers' connections: BullMQ does not close a connection it was given. */
+  readonly #duplicates = new Set<Redis>();
   #probing = false;
 
   private constructor(url: string, logger: Logger) {
@@ -126,19 +128,26 @@ export class RedisConnections {
   duplicateBlocking(): Redis {
     const client = this.blocking.duplicate({ lazyConnect: false, maxRetriesPerRequest: null });
     client.on("error", (error: Error) => this.#lost(error));
+    this.#duplicates.add(client);
     return client;
   }
 
+  /** Drops every connection at once; what waits on one (a queued write, BullMQ's fetch) is rejected. */
   disconnect(): void {
     clearInterval(this.#probe);
     this.#ready = false;
-    for (const client of [this.commands, this.subscriber, this.blocking]) client.disconnect();
+    for (const client of this.#all()) client.disconnect();
   }
 
+  /** Closes every connection after its pending replies; one not connected now is dropped (a QUIT would wait for Redis). */
   async quit(): Promise<void> {
     clearInterval(this.#probe);
     this.#ready = false;
-    await Promise.all([this.commands, this.subscriber, this.blocking].map((client) => client.quit().catch(() => client.disconnect())));
+    await Promise.all(this.#all().map(async (client) => (client.status === "ready" ? client.quit().catch(() => client.disconnect()) : client.disconnect())));
+  }
+
+  #all(): Redis[] {
+    return [this.commands, this.subscriber, this.blocking, ...this.#duplicates];
   }
 
   /** One PING while the connection looks fine: a timeout means Redis stopped answering. */

@@ -281,11 +281,26 @@ export class RedisJobQueue implements ProtocolCore {
     clearInterval(this.#resync);
     // Stop fetching first; each worker's close resolves once its processors returned.
     const stopped = [...this.#apps.values()].map((app) => app.worker.close());
+    const { connections } = this.#init;
+    // While Redis is away, BullMQ's close and the writes of what just ended would wait for it without end: a gateway
+    // told to stop stops. A job whose end could not be written stays claimed in Redis and runs again once the claim lapses.
+    let gaveUp: () => void = () => {};
+    const lost = new Promise<void>((resolve) => (gaveUp = resolve));
+    const letGo = (): void => {
+      gaveUp();
+      this.#log.warn("closing while Redis is unreachable: a job whose end could not be written runs again on another gateway after stalledAfter");
+      connections.disconnect();
+      // Each worker's own blocking connection too (BullMQ's close is then not waited for: it may still wait on its fetch).
+      for (const app of this.#apps.values()) void app.worker.disconnect().catch(() => {});
+    };
+    connections.commands.once("close", letGo);
     await drain();
-    await Promise.allSettled(stopped);
+    if (!connections.ready) letGo();
+    await Promise.race([Promise.allSettled(stopped), lost]);
+    connections.commands.off("close", letGo);
     await Promise.allSettled([...this.#apps.values()].map((app) => app.queue.close()));
     this.#apps.clear();
-    await this.#init.connections.quit();
+    await connections.quit();
   }
 
   // --- taking jobs ---------------------------------------------------------

@@ -287,6 +287,23 @@ describeWithRedis("the gateway when Redis is in trouble", () => {
     for (const tag of ["frozen-1", "frozen-2", "frozen-3"]) expect(ends(lines, tag)).toBeLessThanOrEqual(1);
   });
 
+  it("closes within a bound while Redis is away, idle or with a job that ended during the outage", async () => {
+    const redis = await startRedis();
+    const ledger = ledgerFile();
+    const idle = await startGateway({ apps: [ledgerApp()], queue: { redis: redis.url } });
+    const busy = await startGateway({ apps: [ledgerApp({ maxRunners: 1, minRunners: 1 })], queue: { redis: redis.url } });
+    // The idle gateway serves the app too and may take the job: whichever runs it, the other stays idle.
+    const submitted = await post(`${busy.url}/fal/queue/${APP}`, { tag: "ending", ledger, ms: 1500 });
+    expect(submitted.status).toBe(200);
+    expect(await waitFor(() => readLedger(ledger).some((line) => line.id === "ending" && line.event === "start"), LONG_MS)).toBe(true);
+    await redis.kill("SIGKILL");
+    expect(await waitFor(() => ends(readLedger(ledger), "ending") === 1, LONG_MS)).toBe(true);
+    for (const { gateway } of [idle, busy]) {
+      const { ms } = await timed(() => gateway.close(), 20_000);
+      expect(ms, `close took ${ms} ms`).toBeLessThan(10_000);
+    }
+  });
+
   it("keeps every accepted submission through Redis killed and restarted under load: each ends COMPLETED exactly once", async () => {
     const redis = await startRedis();
     const ledger = ledgerFile();
