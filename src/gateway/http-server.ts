@@ -8,7 +8,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { ValidationError, type MultirankError } from "../errors.js";
-import { GatewayError, ShuttingDownError } from "./errors.js";
+import { GatewayError, QueueUnavailableError, ShuttingDownError } from "./errors.js";
 import type { GatewayMetrics } from "./metrics.js";
 import { proxyTarget } from "./proxy.js";
 import { rememberQueryKey, takeQuerySecrets } from "./redact.js";
@@ -83,7 +83,8 @@ function sendError(error: FastifyError | MultirankError, request: FastifyRequest
     type = status === 413 ? "payload_too_large" : status === 415 ? "unsupported_media_type" : status < 500 ? "bad_request" : "internal_error";
   }
   // A 503 while shutting down is the gateway doing what it was told, not a failure: no stack, no error level.
-  if (status >= 500 && !(error instanceof ShuttingDownError)) request.log.error({ err: error }, "request failed in the gateway");
+  // Nor one while the queue's Redis is away: the lost connection is logged once, not once per request refused.
+  if (status >= 500 && !(error instanceof ShuttingDownError) && !(error instanceof QueueUnavailableError)) request.log.error({ err: error }, "request failed in the gateway");
   else request.log.info({ status, reason: error.message }, "request refused");
   if (request.url.startsWith("/fal/")) return reply.code(status).header("x-fal-error-type", type).send({ detail: error.message, error_type: type });
   return reply.code(status).send({ error: error.message, code: (error as { code?: string }).code ?? type });

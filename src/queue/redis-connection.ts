@@ -2,7 +2,9 @@
  * The Redis connections of one gateway, and the checks made before it
  * serves: Redis answers, and will not evict keys (BullMQ loses jobs on a
  * Redis that evicts). Producers (submissions, reads) fail fast while Redis is
- * away, so a request gets a 503 instead of hanging; the connections BullMQ's
+ * away, or after a bounded wait when it stops answering on an open connection
+ * (frozen, or cut off by a network that drops packets), so a request gets a
+ * 503 instead of hanging; the connections BullMQ's
  * workers block on wait for Redis to return (`maxRetriesPerRequest: null`,
  * as BullMQ requires).
  */
@@ -15,6 +17,14 @@ import { redactUrl } from "./queue-options.js";
 const CONNECT_TIMEOUT_MS = 5000;
 /** How long a reconnecting client waits between tries, at most. */
 const MAX_RECONNECT_DELAY_MS = 2000;
+/**
+ * How long a request's command may wait for Redis's answer. A Redis that
+ * stops answering without closing the connection (frozen, swapping, cut off
+ * by a network that drops packets) would otherwise hang every request.
+ */
+const COMMAND_TIMEOUT_MS = 5000;
+/** How often the gateway checks that Redis still answers, so `/healthz` notices a frozen Redis without waiting for a request. */
+const PROBE_MS = 2000;
 
 /** What `/healthz` says about the queue. */
 export interface QueueHealth {
@@ -40,13 +50,15 @@ export class RedisConnections {
   readonly #duplicates = new Set<Redis>();
   /** Set once the start checks passed: later `ready` events are reconnections. */
   #opened = false;
+  #probe: NodeJS.Timeout | undefined;
+  #probing = false;
 
   private constructor(url: string, logger: Logger) {
     this.url = url;
     this.#log = logger.child({ component: "redis", redis: redactUrl(url) });
     const retryStrategy = (times: number): number => Math.min(50 * times, MAX_RECONNECT_DELAY_MS);
     const common: RedisOptions = { lazyConnect: true, connectTimeout: CONNECT_TIMEOUT_MS, retryStrategy };
-    this.commands = new Redis(url, { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: "multirank-gateway" });
+    this.commands = new Redis(url, { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: COMMAND_TIMEOUT_MS, connectionName: "multirank-gateway" });
     this.subscriber = new Redis(url, { ...common, maxRetriesPerRequest: null, connectionName: "multirank-events" });
     this.blocking = new Redis(url, { ...common, maxRetriesPerRequest: null, connectionName: "multirank-writer" });
     for (const client of [this.commands, this.subscriber, this.blocking]) client.on("error", (error: Error) => this.#lost(error));
@@ -68,13 +80,20 @@ export class RedisConnections {
    */
   static async open(url: string, logger: Logger): Promise<RedisConnections> {
     const connections = new RedisConnections(url, logger);
+    let timer: NodeJS.Timeout | undefined;
+    // A Redis that accepts the connection but never answers (frozen) must not hang the start either.
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS);
+    });
     try {
-      await Promise.all([connections.commands.connect(), connections.subscriber.connect(), connections.blocking.connect()]);
+      await Promise.race([Promise.all([connections.commands.connect(), connections.subscriber.connect(), connections.blocking.connect()]), late]);
     } catch (error) {
       connections.disconnect();
       // ioredis rejects with "Connection is closed."; the error event before it says why (ECONNREFUSED, a wrong password...).
       const reason = connections.#lastError ?? (error as Error).message;
       throw new QueueUnavailableError(`cannot reach Redis at ${redactUrl(url)}: ${reason}`, { cause: error });
+    } finally {
+      clearTimeout(timer);
     }
     try {
       await checkEvictionPolicy(connections.commands, url);
@@ -84,6 +103,7 @@ export class RedisConnections {
     }
     connections.#ready = true;
     connections.#opened = true;
+    connections.#probe = setInterval(() => connections.#check(), PROBE_MS).unref();
     return connections;
   }
 
@@ -104,6 +124,7 @@ export class RedisConnections {
 
   /** The error a request gets while Redis is away. */
   unavailable(cause?: unknown): QueueUnavailableError {
+    this.#noteTimeout(cause);
     const detail = this.#lastError ?? (cause instanceof Error ? cause.message : undefined);
     return new QueueUnavailableError(`the queue's Redis (${redactUrl(this.url)}) is unreachable${detail ? `: ${detail}` : ""}; retry later`, cause === undefined ? undefined : { cause });
   }
@@ -122,14 +143,44 @@ export class RedisConnections {
     await client.quit().catch(() => client.disconnect());
   }
 
+  /** Drops every connection at once; what waits on one (a queued write, BullMQ's fetch) is rejected. */
   disconnect(): void {
+    clearInterval(this.#probe);
     this.#ready = false;
-    for (const client of [this.commands, this.subscriber, this.blocking, ...this.#duplicates]) client.disconnect();
+    for (const client of this.#all()) client.disconnect();
   }
 
+  /** Closes every connection after its pending replies; one not connected now is dropped (a QUIT would wait for Redis). */
   async quit(): Promise<void> {
+    clearInterval(this.#probe);
     this.#ready = false;
-    await Promise.all([this.commands, this.subscriber, this.blocking, ...this.#duplicates].map((client) => client.quit().catch(() => client.disconnect())));
+    await Promise.all(this.#all().map(async (client) => (client.status === "ready" ? client.quit().catch(() => client.disconnect()) : client.disconnect())));
+  }
+
+  #all(): Redis[] {
+    return [this.commands, this.subscriber, this.blocking, ...this.#duplicates];
+  }
+
+  /** One PING while the connection looks fine: a timeout means Redis stopped answering. */
+  #check(): void {
+    if (this.#probing || this.commands.status !== "ready") return;
+    this.#probing = true;
+    this.commands
+      .ping()
+      .catch((error: unknown) => this.#noteTimeout(error))
+      .finally(() => (this.#probing = false));
+  }
+
+  /**
+   * A command timed out on a connection that is still open: Redis is there
+   * but does not answer. Drop the connection and reconnect, so the gateway
+   * counts Redis as away (503s at once, `/healthz` says why) until it answers
+   * again, instead of making each request wait out its own timeout.
+   */
+  #noteTimeout(error: unknown): void {
+    if (!(error instanceof Error) || !error.message.startsWith("Command timed out") || this.commands.status !== "ready") return;
+    this.#lost(new Error(`no answer within ${COMMAND_TIMEOUT_MS} ms`));
+    this.commands.disconnect(true);
   }
 
   #lost(error: Error): void {

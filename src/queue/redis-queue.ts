@@ -41,8 +41,6 @@ import { RedisChunkBuffer } from "./redis-chunk-buffer.js";
 const PRIORITY = { normal: 1, low: 2 } as const;
 /** How often watched jobs are read again, in case a pub/sub message was lost. */
 const RESYNC_MS = 5000;
-/** How long closing waits for each step that needs Redis before it lets go. */
-const CLOSE_WAIT_MS = 5000;
 /** How long a finished job's object is kept here after it finished (its record stays for `resultTtl`). */
 const KEEP_FINISHED_MS = 30_000;
 
@@ -305,12 +303,26 @@ export class RedisJobQueue implements ProtocolCore {
     clearInterval(this.#resync);
     // Stop fetching first; each worker's close resolves once its processors returned.
     const stopped = [...this.#apps.values()].map((app) => app.worker.close());
+    const { connections } = this.#init;
+    // While Redis is away, BullMQ's close and the writes of what just ended would wait for it without end: a gateway
+    // told to stop stops. A job whose end could not be written stays claimed in Redis and runs again once the claim lapses.
+    let gaveUp: () => void = () => {};
+    const lost = new Promise<void>((resolve) => (gaveUp = resolve));
+    const letGo = (): void => {
+      gaveUp();
+      this.#log.warn("closing while Redis is unreachable: a job whose end could not be written runs again on another gateway after stalledAfter");
+      connections.disconnect();
+      // Each worker's own blocking connection too (BullMQ's close is then not waited for: it may still wait on its fetch).
+      for (const app of this.#apps.values()) void app.worker.disconnect().catch(() => {});
+    };
+    connections.commands.once("close", letGo);
     await drain();
-    // With Redis away, BullMQ's close would wait for it forever: the processors have returned by now, so force it.
-    if (!(await settlesWithin(Promise.allSettled(stopped), CLOSE_WAIT_MS))) await Promise.allSettled([...this.#apps.values()].map((app) => app.worker.close(true)));
-    await settlesWithin(Promise.allSettled([...this.#apps.values()].map((app) => app.queue.close())), CLOSE_WAIT_MS);
+    if (!connections.ready) letGo();
+    await Promise.race([Promise.allSettled(stopped), lost]);
+    connections.commands.off("close", letGo);
+    await Promise.allSettled([...this.#apps.values()].map((app) => app.queue.close()));
     this.#apps.clear();
-    if (!(await settlesWithin(this.#init.connections.quit(), CLOSE_WAIT_MS))) this.#init.connections.disconnect();
+    await connections.quit();
   }
 
   // --- taking jobs ---------------------------------------------------------
@@ -596,14 +608,6 @@ export class RedisJobQueue implements ProtocolCore {
       throw this.#init.connections.unavailable(error);
     }
   }
-}
-
-/** True when `promise` settled within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const settled = await Promise.race([promise.then(() => true, () => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
-  clearTimeout(timer);
-  return settled;
 }
 
 /** As many jobs as the app's runners can run at once: a gateway takes no job it would have to hold back. */
