@@ -76,6 +76,8 @@ interface TakenJob {
   buffer?: RedisChunkBuffer;
   dispatcher?: Dispatcher;
   cancelRequested: boolean;
+  /** Resolves once the job left this gateway, its end written to Redis. */
+  left: Promise<void>;
 }
 
 /** Per-app BullMQ objects. */
@@ -216,6 +218,8 @@ export class RedisJobQueue implements ProtocolCore {
   }
 
   async cancel(job: Job): Promise<boolean> {
+    // Ended here a moment ago: its final state may still be on its way to Redis, but it has ended.
+    if (this.#taken.get(job.id)?.job?.finished) return false;
     return this.#redis(async () => {
       const before = await this.#records.requestCancel(job.id);
       if (before === undefined) return false;
@@ -230,6 +234,9 @@ export class RedisJobQueue implements ProtocolCore {
   async retry(job: Job): Promise<boolean> {
     const dispatcher = this.#dispatcher(job.app);
     if (this.#closing) return false;
+    // It failed here a moment ago: let its end reach Redis first, or the record would not be final yet.
+    const taken = this.#taken.get(job.id);
+    if (taken?.job?.finished) await taken.left;
     return this.#redis(async () => {
       const entry = `${job.id}-${Date.now().toString(36)}`;
       if (!(await this.#records.reset(job.id, entry))) return false;
@@ -361,7 +368,8 @@ export class RedisJobQueue implements ProtocolCore {
       if (token) await bullJob.moveToWait(token);
       throw new WaitingError();
     }
-    const taken: TakenJob = { cancelRequested: false };
+    let left!: () => void;
+    const taken: TakenJob = { cancelRequested: false, left: new Promise<void>((resolve) => (left = resolve)) };
     this.#taken.set(id, taken);
     const owner = `${this.#bus.gatewayId}:${token}`;
     let writer: JobWriter | undefined;
@@ -424,6 +432,7 @@ export class RedisJobQueue implements ProtocolCore {
         writer.detach();
       }
       this.#taken.delete(id);
+      left();
       const known = this.#jobs.get(id);
       if (known?.job.finished) known.finishedAt = Date.now();
     }
