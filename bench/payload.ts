@@ -3,8 +3,8 @@
  * acknowledged, against `Buffer.copy` of the same bytes in this process, in
  * the same run. Bandwidth counts the payload once (not once per rank), the
  * stricter reading. Target (issue 4): 64 MiB at >= 25% of Buffer.copy.
- * Each size runs twice: an ordinary Buffer, which the runner copies into a
- * new shared-memory segment per request, and a Buffer from
+ * Each size runs twice: an ordinary Buffer, which the runner copies into one
+ * of its pooled shared-memory segments per request, and a Buffer from
  * allocSharedBuffer, which travels as a reference with no copy at all.
  */
 import { fileURLToPath } from "node:url";
@@ -69,7 +69,7 @@ export async function main(): Promise<BenchRow[]> {
       const reps = QUICK ? (mib >= 64 ? 3 : 8) : mib >= 64 ? 10 : 30;
       const baseMs = copyMs(size, reps);
       const copy = size / (baseMs / 1000) / 1e9;
-      // An ordinary Buffer (copied into a fresh segment per request), then
+      // An ordinary Buffer (copied into a pooled segment per request), then
       // allocSharedBuffer memory (sent by reference, its pages reused).
       for (const [how, data] of [["Buffer", Buffer.alloc(size, 5)], ["allocSharedBuffer", allocSharedBuffer(size).fill(5)]] as const) {
         // References cost milliseconds: more samples keep one collection on a rank out of the median.

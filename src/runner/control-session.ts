@@ -534,6 +534,7 @@ export class ControlSession {
         request.log(message.log);
         return;
       case "done":
+        if (message.kept) request.rankKept(message.kept);
         request.rankDone(rank, message.ok ? { ok: true, result: message.result, hasResult: message.hasResult } : { ok: false, error: message.error, cancelled: message.cancelled });
         return;
     }

@@ -45,6 +45,7 @@ export class PendingRequest {
   #graceTimer: NodeJS.Timeout | undefined;
   /** Bytes the consumer took that were not granted back to the rank yet. */
   #consumed = 0;
+  #kept: Set<string> | undefined;
 
   constructor(id: number, streaming: boolean, ranks: Iterable<number>, hooks: PendingRequestHooks) {
     this.id = id;
@@ -114,6 +115,17 @@ export class PendingRequest {
     if (!this.#settled) callUser(this.#hooks.onLog, log);
   }
 
+  /** Pooled payload segments some rank kept with `ctx.keep()` (never lent again). */
+  get keptSegments(): ReadonlySet<string> {
+    return this.#kept ?? NONE_KEPT;
+  }
+
+  /** A rank reports, with its `done`, the payload segments its worker kept. */
+  rankKept(names: readonly unknown[]): void {
+    if (!Array.isArray(names)) return;
+    for (const name of names) if (typeof name === "string") (this.#kept ??= new Set()).add(name);
+  }
+
   /** A rank finished the request: ok, failed, or cancelled. */
   rankDone(rank: number, outcome: { ok: true; result?: unknown; hasResult: boolean } | { ok: false; error: SerializedError; cancelled: boolean }): void {
     if (!this.#waiting.delete(rank)) return;
@@ -175,6 +187,8 @@ export class PendingRequest {
     for (const cleanup of this.#onSettle.splice(0)) cleanup();
   }
 }
+
+const NONE_KEPT: ReadonlySet<string> = new Set();
 
 /** A caller's callback may throw; that is the caller's bug and must not break the runner. */
 function callUser<T>(callback: ((value: T) => void) | undefined, value: T): void {

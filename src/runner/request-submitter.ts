@@ -1,7 +1,7 @@
 import { AbortError, MessageTooLargeError, TimeoutError, TransportError, type MultirankError } from "../errors.js";
-import type { SharedSegment } from "../shm/index.js";
 import type { RunnerMessage } from "../transport/messages.js";
-import { offloadLargeBuffers } from "../transport/shared-payload.js";
+import { PayloadSegmentPool } from "../transport/payload-pool.js";
+import { offloadLargeBuffers, PAYLOAD_SEGMENT_PREFIX } from "../transport/shared-payload.js";
 import { setLongTimeout, type LongTimer } from "../util/timers.js";
 import type { ControlSession } from "./control-session.js";
 import { isSameHostEndpoint } from "./endpoints.js";
@@ -15,14 +15,17 @@ export type CancelReason = "aborted" | "timeout" | "failed";
 /**
  * Sends requests to a session's ranks and cancels them: numbers them, packs
  * each payload once (its large buffers through one shared-memory segment on
- * one host), arms its timeout and abort signal, and frees the segment once
- * every rank has answered or the session ends.
+ * one host, taken from the session's pool), arms its timeout and abort
+ * signal, and gives the segment back once every rank has answered (unlinked
+ * instead when a rank kept it), or unlinks it when the session ends.
  */
 export class RequestSubmitter {
   readonly #options: Pick<ResolvedRunnerOptions, "worldSize" | "timeoutMs" | "maxMessageBytes" | "streamHighWaterMark">;
   /** A request was sent or settled: the runner is not idle (the keepalive waits again). */
   readonly #activity: () => void;
   #nextRequestId = 1;
+  /** Each session's pool of payload segments, closed (every segment unlinked) when the session is released. */
+  readonly #pools = new WeakMap<ControlSession, PayloadSegmentPool>();
 
   constructor(options: Pick<ResolvedRunnerOptions, "worldSize" | "timeoutMs" | "maxMessageBytes" | "streamHighWaterMark">, activity: () => void) {
     this.#options = options;
@@ -42,7 +45,7 @@ export class RequestSubmitter {
     const id = this.#nextRequestId++;
     // Large buffers go through one shared-memory segment instead of the socket
     // (once, not once per rank); only on one host (a unix or ipc:// socket), where the ranks can map it.
-    const shared = isSameHostEndpoint(session.endpoint) ? offloadLargeBuffers(payload) : { payload, segment: undefined, sharedBytes: 0, retained: [] };
+    const shared = isSameHostEndpoint(session.endpoint) ? offloadLargeBuffers(payload, { pool: this.#poolOf(session) }) : { payload, segment: undefined, sharedBytes: 0, retained: [] };
     // The rank makes each streamed item in the form the caller reads it: text events or values, never both.
     const asTextEvents = streaming && "asTextEvents" in options && options.asTextEvents === true;
     const message: RunnerMessage = { t: "req", id, payload: shared.payload, streaming, asTextEvents };
@@ -51,17 +54,14 @@ export class RequestSubmitter {
     try {
       bytes = session.codec.pack(message, "payload", this.#options.maxMessageBytes - shared.sharedBytes);
     } catch (error) {
-      releaseSegment(shared.segment);
+      // No rank saw it: the pool may lend it again.
+      if (shared.segment) this.#poolOf(session).giveBack(shared.segment, true);
       if (error instanceof MessageTooLargeError && shared.sharedBytes > 0) {
         throw new MessageTooLargeError("payload", error.size + shared.sharedBytes, this.#options.maxMessageBytes);
       }
       throw error;
     }
-    // The ranks map the segment by name; this process needs no mapping of its own.
-    shared.segment?.close();
     const segment = shared.segment;
-    // Should the session end first, the segment goes with it.
-    const keepUntilRelease = segment ? session.atRelease(() => releaseSegment(segment)) : undefined;
     const ranks = [...Array(this.#options.worldSize).keys()];
     const request = new PendingRequest(id, streaming, ranks, {
       cancelAtRanks: (reason) => this.#sendCancel(session, request, reason),
@@ -75,11 +75,8 @@ export class RequestSubmitter {
         session.requests.delete(id);
         // Reachable until here: collecting it would unlink a name a rank may not have mapped yet.
         shared.retained.length = 0;
-        // Every rank has answered, so every rank has mapped it: the name can go.
-        if (segment) {
-          keepUntilRelease?.();
-          releaseSegment(segment);
-        }
+        // Every rank has answered, so no rank reads it any more, unless one kept it (ctx.keep).
+        if (segment) this.#poolOf(session).giveBack(segment, !request.keptSegments.has(segment.name));
       },
       onProgress: options.onProgress,
       onLog: options.onLog,
@@ -135,6 +132,20 @@ export class RequestSubmitter {
     this.#sendCancel(session, request, reason);
   }
 
+  /** The session's payload segment pool, made at its first large payload; the session's end unlinks its segments. */
+  #poolOf(session: ControlSession): PayloadSegmentPool {
+    let pool = this.#pools.get(session);
+    if (!pool) {
+      const made = new PayloadSegmentPool(PAYLOAD_SEGMENT_PREFIX);
+      pool = made;
+      this.#pools.set(session, made);
+      session.atRelease(() => made.close());
+      // Released already: nothing would ever unlink what it lent (the request fails to send anyway).
+      if (session.closed) made.close();
+    }
+    return pool;
+  }
+
   #sendCancel(session: ControlSession, request: PendingRequest, reason: CancelReason): void {
     if (session.closed) return;
     const bytes = session.codec.pack({ t: "cancel", id: request.id, reason } satisfies RunnerMessage);
@@ -144,13 +155,3 @@ export class RequestSubmitter {
   }
 }
 
-/** Unlinks and unmaps; a segment already gone is not an error here. */
-function releaseSegment(segment: SharedSegment | undefined): void {
-  if (!segment) return;
-  try {
-    segment.unlink();
-    segment.close();
-  } catch {
-    // Swept by someone else, or unmapped already: nothing left to free.
-  }
-}

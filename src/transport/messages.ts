@@ -90,6 +90,14 @@ export interface ForwardedLog {
   rank: number;
 }
 
+/**
+ * On a `done`: the pooled payload segments the worker kept with `ctx.keep()`,
+ * by name. The runner unlinks them instead of lending them to a later request.
+ */
+export interface KeptSegments {
+  kept?: string[];
+}
+
 /** Rank to runner. */
 export type RankMessage =
   | RankHello
@@ -99,8 +107,8 @@ export type RankMessage =
   | { t: "item-error"; id: number; error: SerializedError }
   | { t: "progress"; id: number; data: unknown }
   | { t: "log"; id: number; log: ForwardedLog }
-  | { t: "done"; id: number; ok: true; result?: unknown; hasResult: boolean }
-  | { t: "done"; id: number; ok: false; error: SerializedError; cancelled: boolean }
+  | ({ t: "done"; id: number; ok: true; result?: unknown; hasResult: boolean } & KeptSegments)
+  | ({ t: "done"; id: number; ok: false; error: SerializedError; cancelled: boolean } & KeptSegments)
   | { t: "pong"; n: number }
   | { t: "teardown-done"; error?: SerializedError }
   /**

@@ -4,6 +4,7 @@ import { Codec, PackedReference, type ReferenceResolver } from "../codec/packer.
 import { SHM_DIR, SharedSegment, shmAvailable } from "../shm/index.js";
 import { viewKind, viewOver } from "../util/typed-views.js";
 import { replaceViews, walkData } from "../util/walk-data.js";
+import type { PayloadSegmentPool } from "./payload-pool.js";
 
 /**
  * Large payload buffers through shared memory. The runner copies every Buffer
@@ -11,7 +12,9 @@ import { replaceViews, walkData } from "../util/walk-data.js";
  * sends a small reference instead; each rank maps the segment and sees the
  * same bytes as a view, without the socket copying them N times. Ranks map
  * copy-on-write, so a worker that writes into its payload changes only its
- * own copy.
+ * own copy. The segment comes from the runner's {@link PayloadSegmentPool}
+ * and serves later requests too: a worker keeps payload bytes past its call
+ * only through {@link keepPayload} (`ctx.keep()`).
  */
 
 /** Name prefix of payload segments; the owner's pid follows, so `sweepLeftovers` removes those of a dead runner at the next start. */
@@ -33,6 +36,19 @@ function sharedPayloadMinBytes(): number {
 // Element alignment for every typed array kind (Float64Array needs 8).
 const ALIGN = 8;
 
+/**
+ * Where a segment comes from, which says how long it lives: made for one
+ * request, an {@link allocSharedBuffer} segment (its owner writes into it
+ * between requests), or one of the runner's pooled segments (rewritten for a
+ * later request unless a rank keeps it). The last two outlive the request,
+ * so ranks keep their mapping of them.
+ */
+const enum Origin {
+  OneRequest = 0,
+  User = 1,
+  Pool = 2,
+}
+
 /** What travels in place of a large buffer. */
 class SharedRef extends PackedReference {
   constructor(
@@ -40,14 +56,13 @@ class SharedRef extends PackedReference {
     readonly offset: number,
     readonly length: number,
     readonly kind: string,
-    /** An {@link allocSharedBuffer} segment: it outlives the request, so ranks keep their mapping of it. */
-    readonly reusable: boolean,
+    readonly origin: Origin,
   ) {
     super();
   }
 
   encode(): Uint8Array {
-    return Buffer.from(JSON.stringify([this.segment, this.offset, this.length, this.kind, this.reusable ? 1 : 0]));
+    return Buffer.from(JSON.stringify([this.segment, this.offset, this.length, this.kind, this.origin]));
   }
 }
 
@@ -56,28 +71,31 @@ class SharedRef extends PackedReference {
 let opened: Map<string, SharedSegment> | undefined;
 
 /**
- * A rank's mappings of allocSharedBuffer segments, most recent last. Mapping
- * a new 64 MiB ArrayBuffer per request makes V8 run a full collection per
- * request (tens of ms on every rank); refreshing a kept mapping does not.
+ * A rank's mappings of allocSharedBuffer and pooled segments, most recent
+ * last. Mapping a new 64 MiB ArrayBuffer per request makes V8 run a full
+ * collection per request (tens of ms on every rank); refreshing a cached
+ * mapping does not.
  */
-const kept = new Map<string, SharedSegment>();
-const KEPT_MAX = 8;
-/** Kept mappings that requests not yet finished use: those must not be refreshed under them. */
+const cached = new Map<string, SharedSegment>();
+const CACHED_MAX = 8;
+/** The segment behind each mapping a payload view may sit on, for {@link keepPayload}. */
+const originOf = new WeakMap<ArrayBufferLike, { name: string; origin: Origin }>();
+/** Cached mappings that requests not yet finished use: those must not be refreshed under them. */
 const inUse = new Map<SharedSegment, number>();
-/** Kept mappings the current unpack used (see {@link holdKeptMappings}). */
+/** Cached mappings the current unpack used (see {@link holdCachedMappings}). */
 let usedByUnpack: SharedSegment[] = [];
 
 function mapReusable(name: string): SharedSegment {
   // Names their owner unlinked (the buffer was collected) would pin the pages.
-  for (const old of kept.keys()) if (old !== name && !existsSync(join(SHM_DIR, old))) kept.delete(old);
-  const mapping = kept.get(name);
+  for (const old of cached.keys()) if (old !== name && !existsSync(join(SHM_DIR, old))) cached.delete(old);
+  const mapping = cached.get(name);
   // A request still running on it keeps its bytes: this one gets its own mapping.
   if (mapping && inUse.has(mapping)) return SharedSegment.open(name, { readOnly: true });
   if (mapping) {
-    kept.delete(name);
+    cached.delete(name);
     try {
       mapping.refresh();
-      kept.set(name, mapping);
+      cached.set(name, mapping);
       usedByUnpack.push(mapping);
       return mapping;
     } catch {
@@ -85,19 +103,19 @@ function mapReusable(name: string): SharedSegment {
     }
   }
   const fresh = SharedSegment.open(name, { readOnly: true });
-  kept.set(name, fresh);
+  cached.set(name, fresh);
   usedByUnpack.push(fresh);
   // Dropped, not closed: a worker may still hold views; the collector unmaps it.
-  if (kept.size > KEPT_MAX) kept.delete(kept.keys().next().value!);
+  if (cached.size > CACHED_MAX) cached.delete(cached.keys().next().value!);
   return fresh;
 }
 
 /**
- * Marks the kept mappings the last unpack used as in use until the returned
+ * Marks the cached mappings the last unpack used as in use until the returned
  * function is called (when that request ends), so a later request carrying the
  * same buffer maps it anew instead of changing the bytes under this one.
  */
-export function holdKeptMappings(): () => void {
+export function holdCachedMappings(): () => void {
   const held = usedByUnpack;
   usedByUnpack = [];
   for (const m of held) inUse.set(m, (inUse.get(m) ?? 0) + 1);
@@ -129,16 +147,50 @@ const sharedSegmentReferences: ReferenceResolver = {
     }
   },
   resolve(bytes: Uint8Array): unknown {
-    const [segment, offset, length, kind, reusable] = JSON.parse(Buffer.from(bytes).toString()) as [string, number, number, string, number?];
+    const [segment, offset, length, kind, origin = Origin.OneRequest] = JSON.parse(Buffer.from(bytes).toString()) as [string, number, number, string, Origin?];
     let mapped = opened?.get(segment);
     if (!mapped) {
-      mapped = reusable === 1 ? mapReusable(segment) : SharedSegment.open(segment, { readOnly: true });
+      mapped = origin === Origin.OneRequest ? SharedSegment.open(segment, { readOnly: true }) : mapReusable(segment);
       opened?.set(segment, mapped);
+      if (origin !== Origin.OneRequest) originOf.set(mapped.arrayBuffer, { name: segment, origin });
     }
     // Offsets are 8-aligned in a page-aligned mapping: the view never copies.
     return viewOver(Buffer.from(mapped.arrayBuffer, offset, length), kind);
   },
 };
+
+/**
+ * What a worker keeps of its payload past the end of its call
+ * (`ctx.keep(value)`): pooled segments under `value` are added to `kept`
+ * (their names go back to the runner with the request's `done`, so it
+ * unlinks them instead of writing the next request's bytes into them) and
+ * dropped from the mapping cache (never refreshed again); views of
+ * allocSharedBuffer memory are copied, since their owner writes into it for
+ * later requests. Returns `value`, or a copy of its containers with those
+ * views replaced; everything else is kept as it is (its own memory already).
+ */
+export function keepPayload<T>(value: T, kept: Set<string>): T {
+  const copies = new Map<ArrayBufferView, ArrayBufferView>();
+  walkData(value, (v) => {
+    if (!ArrayBuffer.isView(v)) return;
+    const from = originOf.get(v.buffer);
+    if (!from) return;
+    if (from.origin === Origin.Pool) {
+      kept.add(from.name);
+      if (cached.get(from.name)?.arrayBuffer === v.buffer) cached.delete(from.name);
+    } else if (!copies.has(v)) {
+      copies.set(v, copyView(v));
+    }
+  }, 8);
+  return copies.size === 0 ? value : (replaceViews(value, copies) as T);
+}
+
+/** A view of the same class and contents over memory of its own. */
+function copyView(view: ArrayBufferView): ArrayBufferView {
+  const bytes = Buffer.allocUnsafeSlow(view.byteLength);
+  bytes.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength));
+  return viewOver(bytes, viewKind(view));
+}
 
 /** A codec for control messages: it packs offloaded payloads' references and maps their segments when unpacking. */
 export function createControlCodec(): Codec {
@@ -148,6 +200,7 @@ export function createControlCodec(): Codec {
 /** A payload with its large buffers moved to a segment, and the segment's name (to unlink later). */
 export interface OffloadedPayload {
   payload: unknown;
+  /** Lent by the pool given to {@link offloadLargeBuffers} (to give back), else made for this request (to unlink). */
   segment: SharedSegment | undefined;
   /** Bytes moved into the segment. */
   sharedBytes: number;
@@ -177,7 +230,7 @@ function unlinkName(name: string): void {
  * any copy: pass it (or typed-array views of it of at least 64 KiB) in
  * payloads, and only a reference travels. Reuse it across requests, like a
  * pinned staging buffer, so its pages are allocated once; an ordinary Buffer
- * is copied into a fresh segment for every request instead.
+ * is copied into one of the runner's pooled segments for every request instead.
  *
  * It is shared, not copied: write into it only while no request that carries
  * it is running, and have workers copy what they keep past `call()`. Ranks
@@ -202,12 +255,21 @@ export function allocSharedBuffer(bytes: number): Buffer {
   return Buffer.from(memory, 0, bytes);
 }
 
+/** Options of {@link offloadLargeBuffers}. */
+export interface OffloadOptions {
+  /** Smallest buffer moved. Default: `MULTIRANK_SHARED_PAYLOAD_MIN_BYTES`, else {@link SHARED_PAYLOAD_MIN_BYTES}. */
+  minBytes?: number | undefined;
+  /** Takes the segment from this pool (ranks may keep it only through {@link keepPayload}); without it, a new segment for this request. */
+  pool?: PayloadSegmentPool | undefined;
+}
+
 /**
- * Moves the payload's large buffers into one new segment (the caller's value
- * is not changed). Returns the payload as it is when there are none, when
+ * Moves the payload's large buffers into one segment (the caller's value is
+ * not changed). Returns the payload as it is when there are none, when
  * shared memory is unavailable, or when `/dev/shm` has no room.
  */
-export function offloadLargeBuffers(payload: unknown, minBytes?: number): OffloadedPayload {
+export function offloadLargeBuffers(payload: unknown, options: OffloadOptions = {}): OffloadedPayload {
+  const { minBytes, pool } = options;
   const views: ArrayBufferView[] = [];
   walkData(payload, (v) => {
     if (ArrayBuffer.isView(v) && !(v instanceof DataView)) views.push(v);
@@ -224,7 +286,7 @@ export function offloadLargeBuffers(payload: unknown, minBytes?: number): Offloa
   const unique = [...new Set(found)].filter((view) => {
     const own = userSegments.get(view.buffer);
     if (own) {
-      refs.set(view, new SharedRef(own.name, view.byteOffset, view.byteLength, viewKind(view), true));
+      refs.set(view, new SharedRef(own.name, view.byteOffset, view.byteLength, viewKind(view), Origin.User));
       retained.push(view.buffer);
     }
     return !own;
@@ -238,7 +300,7 @@ export function offloadLargeBuffers(payload: unknown, minBytes?: number): Offloa
   });
   let segment: SharedSegment;
   try {
-    segment = SharedSegment.create({ size, prefix: PAYLOAD_SEGMENT_PREFIX });
+    segment = pool ? pool.take(size) : SharedSegment.create({ size, prefix: PAYLOAD_SEGMENT_PREFIX });
   } catch {
     // No room in /dev/shm (or no addon): the socket path still works for these.
     return { payload: replaceViews(payload, refs), segment: undefined, sharedBytes: 0, retained };
@@ -246,7 +308,7 @@ export function offloadLargeBuffers(payload: unknown, minBytes?: number): Offloa
   const target = segment.buffer;
   unique.forEach((view, i) => {
     target.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength), offsets[i]!);
-    refs.set(view, new SharedRef(segment.name, offsets[i]!, view.byteLength, viewKind(view), false));
+    refs.set(view, new SharedRef(segment.name, offsets[i]!, view.byteLength, viewKind(view), pool ? Origin.Pool : Origin.OneRequest));
   });
   return { payload: replaceViews(payload, refs), segment, sharedBytes: size, retained };
 }

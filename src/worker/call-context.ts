@@ -15,4 +15,18 @@ export interface CallContext {
   progress(data: unknown): void;
   /** A logger bound to this request; its records also reach the caller's `onLog`. */
   readonly log: Logger;
+  /**
+   * Keeps payload buffers past the end of this call. Large payload buffers
+   * sit in shared memory that the runner writes the next request's payload
+   * into once every rank has answered: a view held without `keep` may show a
+   * later request's bytes. Pass the payload, or any data holding parts of it,
+   * and keep what this returns: the same views for buffers the runner copied
+   * (no copy; their segment is never reused), copies of `allocSharedBuffer`
+   * memory (its owner writes into it again); other values as they are.
+   * Call it before `call()` returns (or its stream ends).
+   * @throws {StateError} after the request has ended.
+   * @example
+   * this.#weights = ctx.keep(input.weights);
+   */
+  keep<T>(value: T): T;
 }

@@ -7,7 +7,7 @@ import type { WorkerDevice } from "../devices/index.js";
 import { AbortError, serializeError, StateError, type RankPhase } from "../errors.js";
 import { GROUP_BROKEN_EXIT_CODE, RESTART_EXIT_CODE, type GroupRendezvous, type RankLimits, type RankMessage, type RunnerMessage } from "../transport/messages.js";
 import { connectRankChannel, type RankChannel } from "../transport/control-channel.js";
-import { holdKeptMappings } from "../transport/shared-payload.js";
+import { holdCachedMappings, keepPayload } from "../transport/shared-payload.js";
 import type { CallContext } from "./call-context.js";
 import { kBindWorker, type DistributedWorker, type StreamingResultOptions, type WorkerBinding, type WorkerClass } from "./distributed-worker.js";
 import { appendErrorRecord } from "../transport/error-file.js";
@@ -116,7 +116,7 @@ export class RankRuntime {
       }
       this.#watchdog?.heard();
       // A request holds the shared buffers it was given until it ends.
-      this.#handle(message, holdKeptMappings());
+      this.#handle(message, holdCachedMappings());
     }
     // The connection ended without a teardown: the runner closed it or is gone
     // (a unix socket ends; a ZeroMQ DEALER would wait). A rank nobody can reach
@@ -292,6 +292,14 @@ export class RankRuntime {
     this.#scopes?.begin(id);
     let log: Logger | undefined;
     const rankLog = this.#log;
+    // Pooled payload segments the worker keeps: named in the `done`, so the runner never writes into them again.
+    let kept: Set<string> | undefined;
+    let ended = false;
+    const endHold = (): void => {
+      ended = true;
+      release();
+    };
+    const keptList = (): { kept?: string[] } => (kept && kept.size > 0 ? { kept: [...kept] } : {});
     const ctx: CallContext = {
       requestId: id,
       streaming,
@@ -300,6 +308,11 @@ export class RankRuntime {
       // A child logger costs a serialisation of its bindings: make it only if used.
       get log(): Logger {
         return (log ??= requestLogger(rankLog, id));
+      },
+      keep: <T>(value: T): T => {
+        // After the done went out the runner may already have lent the segment again.
+        if (ended) throw new StateError(`ctx.keep() called after request ${id} ended: keep payload buffers before call() returns`);
+        return keepPayload(value, (kept ??= new Set()));
       },
     };
     try {
@@ -314,24 +327,24 @@ export class RankRuntime {
       if (active.controller.signal.aborted) throw active.controller.signal.reason;
       if (this.#env.rank === 0) {
         const result = containsRawImage(output) ? await encodeImagesIn(output, { quality: worker.imageQuality.final, format: worker.imageFormat }) : output;
-        const sending = this.#send({ t: "done", id, ok: true, result, hasResult: output !== undefined });
-        release();
+        const sending = this.#send({ t: "done", id, ok: true, result, hasResult: output !== undefined, ...keptList() });
+        endHold();
         await sending;
       } else {
-        release();
-        await this.#send({ t: "done", id, ok: true, hasResult: false });
+        endHold();
+        await this.#send({ t: "done", id, ok: true, hasResult: false, ...keptList() });
       }
     } catch (error) {
       // Cancelled only when the error is the cancellation itself: a worker that
       // failed on its own just before a cancel arrived still reports its error.
       const cancelled = active.controller.signal.aborted && isCancellation(error, active.controller.signal);
       const serialized = cancelled ? serializeError(error) : this.#record("call", error, id);
-      release();
-      await this.#send({ t: "done", id, ok: false, cancelled, error: serialized }).catch((sendError) => {
+      endHold();
+      await this.#send({ t: "done", id, ok: false, cancelled, error: serialized, ...keptList() }).catch((sendError) => {
         this.#log.error({ err: sendError, requestId: id }, "could not report the end of a request");
       });
     } finally {
-      release();
+      endHold();
       this.#scopes?.end(id);
       this.#active.delete(id);
       active.stream?.end();

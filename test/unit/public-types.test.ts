@@ -61,6 +61,7 @@ describe("public API types", () => {
       override call(input: { n: number }, ctx: CallContext): { doubled: number } {
         expectTypeOf(ctx.signal).toEqualTypeOf<AbortSignal>();
         expectTypeOf(ctx.requestId).toEqualTypeOf<number>();
+        expectTypeOf(ctx.keep({ weights: "w" })).toEqualTypeOf<{ weights: string }>();
         return { doubled: input.n * 2 };
       }
     }
