@@ -12,6 +12,7 @@ import { GatewayError, QueueUnavailableError, ShuttingDownError } from "./errors
 import type { GatewayMetrics } from "./metrics.js";
 import { proxyTarget } from "./proxy.js";
 import { rememberQueryKey, takeQuerySecrets } from "./redact.js";
+import { lazyChildLoggerFactory } from "./request-logger.js";
 
 /** What {@link createHttpServer} needs. */
 export interface HttpServerInit {
@@ -28,6 +29,7 @@ export function createHttpServer(init: HttpServerInit): FastifyInstance {
   const { metrics } = init;
   const server = Fastify({
     loggerInstance: init.logger.child({ component: "http" }) as FastifyBaseLogger,
+    childLoggerFactory: lazyChildLoggerFactory,
     bodyLimit: init.bodyLimit,
     rewriteUrl: (request) => {
       // fal's proxy form: one URL, the real target in x-fal-target-url.
@@ -61,8 +63,10 @@ export function createHttpServer(init: HttpServerInit): FastifyInstance {
     if (request.url.startsWith("/fal/")) return reply.code(status).header("x-fal-error-type", "not_found").send({ detail: message, error_type: "not_found" });
     return reply.code(status).send({ error: message });
   });
-  server.addHook("onResponse", async (request, reply) => {
+  // A callback hook, not an async one: no promise and no extra turn per response.
+  server.addHook("onResponse", (request, reply, done) => {
     metrics.httpResponse(request.method, request.routeOptions.url ?? "unmatched", reply.statusCode, reply.elapsedTime / 1000);
+    done();
   });
   return server;
 }

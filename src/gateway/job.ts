@@ -133,8 +133,8 @@ export class Job extends EventEmitter<JobEvents> {
   #error: JobError | undefined;
   #workerId: string | undefined;
   #logs: JobLog[] = [];
-  /** Chunks no reader has taken yet, as SSE frames, oldest first. */
-  readonly #chunks: ChunkBuffer;
+  /** Chunks no reader has taken yet, as SSE frames, oldest first; made on first use (most jobs stream nothing). */
+  #chunkBuffer: ChunkBuffer | undefined;
   #cancelRequested = false;
   #abort: AbortController | undefined;
   #done: Promise<Job>;
@@ -154,7 +154,7 @@ export class Job extends EventEmitter<JobEvents> {
     this.chunkHighWaterMark = init.chunkHighWaterMark ?? DEFAULT_CHUNK_HIGH_WATER_MARK;
     this.protocol = init.protocol ?? "fal";
     this.createdAt = init.createdAt ?? Date.now();
-    this.#chunks = init.chunks ?? new MemoryChunkBuffer(this.chunkHighWaterMark);
+    this.#chunkBuffer = init.chunks;
     this.#done = new Promise((resolve) => {
       this.#resolveDone = resolve;
     });
@@ -301,8 +301,9 @@ export class Job extends EventEmitter<JobEvents> {
     // A stopped attempt's leftovers reach nobody, and must not wait for a reader that is gone.
     if (this.finished || this.#abort?.signal.aborted) return undefined;
     const frame = typeof event === "string" ? Buffer.from(`data: ${event}\n\n`) : event;
-    const room = this.#chunks.push(frame);
-    if (!this.#chunks.announces) this.emit("chunk");
+    const chunks = this.#chunks;
+    const room = chunks.push(frame);
+    if (!chunks.announces) this.emit("chunk");
     return room;
   }
 
@@ -329,12 +330,17 @@ export class Job extends EventEmitter<JobEvents> {
     return this.#chunks.take();
   }
 
+  get #chunks(): ChunkBuffer {
+    return (this.#chunkBuffer ??= new MemoryChunkBuffer(this.chunkHighWaterMark));
+  }
+
+  // Neither needs a buffer that was never made: nothing waits on it and nothing is in it.
   #wakeProducer(): void {
-    this.#chunks.release();
+    this.#chunkBuffer?.release();
   }
 
   #dropChunks(): void {
-    this.#chunks.clear();
+    this.#chunkBuffer?.clear();
   }
 
   /** What the job is now (see {@link JobState}). */
