@@ -69,7 +69,7 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return redis.call('HINCRBY', KEYS[1], 'logSeq', 1)`;
 
-/** KEYS: hash. ARGV: owner → {1, recoveries} claimed; {0} already final; {-1} no record. */
+/** KEYS: hash. ARGV: owner → {1, recoveries, status, cancelRequested, logSeq} claimed; {0} already final; {-1} no record. */
 const CLAIM = `${FINAL_LUA}
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1} end
@@ -77,7 +77,7 @@ if final(status) then return {0} end
 local recoveries = tonumber(redis.call('HGET', KEYS[1], 'recoveries') or '0')
 if status == 'IN_PROGRESS' then recoveries = redis.call('HINCRBY', KEYS[1], 'recoveries', 1) end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-return {1, recoveries}`;
+return {1, recoveries, status, redis.call('HGET', KEYS[1], 'cancelRequested') or '0', tonumber(redis.call('HGET', KEYS[1], 'logSeq') or '0')}`;
 
 /** KEYS: hash, logs, chunks, input. ARGV: ttl ms, field, value, ... → 1 when a job still IN_QUEUE was finished. */
 const FINISH_QUEUED = `
@@ -110,7 +110,7 @@ return status`;
 type Scripted = Redis & {
   mrWriteState(hash: string, logs: string, chunks: string, input: string, ...args: Array<string | number>): Promise<number>;
   mrAppendLog(hash: string, logs: string, owner: string, entry: string, max: number): Promise<number>;
-  mrClaim(hash: string, owner: string): Promise<[number, number?]>;
+  mrClaim(hash: string, owner: string): Promise<[number, number?, string?, string?, number?]>;
   mrFinishQueued(hash: string, logs: string, chunks: string, input: string, ...args: Array<string | number>): Promise<number>;
   mrReset(hash: string, logs: string, chunks: string, input: string, ...args: Array<string | number>): Promise<number>;
   mrRequestCancel(hash: string): Promise<string>;
@@ -224,10 +224,13 @@ export class JobRecords {
     return this.#commands.lrange(`${this.prefix}:recent:${app}`, 0, Math.max(0, limit - 1));
   }
 
-  /** Makes `owner` the claim running the job. `recoveries` counts claims of a job whose last gateway was lost. */
-  async claim(id: string, owner: string): Promise<{ outcome: "claimed"; recoveries: number } | { outcome: "final" | "missing" }> {
-    const [code, recoveries] = await this.#writer.mrClaim(this.key(id), owner);
-    if (code === 1) return { outcome: "claimed", recoveries: Number(recoveries ?? 0) };
+  /**
+   * Makes `owner` the claim running the job. `recoveries` counts claims of a job whose last gateway was lost;
+   * `status` (before the claim), `cancelRequested` and `logSeq` let a gateway that holds the job already skip reading it.
+   */
+  async claim(id: string, owner: string): Promise<{ outcome: "claimed"; recoveries: number; status: JobStatus; cancelRequested: boolean; logSeq: number } | { outcome: "final" | "missing" }> {
+    const [code, recoveries, status, cancelRequested, logSeq] = await this.#writer.mrClaim(this.key(id), owner);
+    if (code === 1) return { outcome: "claimed", recoveries: Number(recoveries ?? 0), status: status as JobStatus, cancelRequested: cancelRequested === "1", logSeq: Number(logSeq ?? 0) };
     return { outcome: code === 0 ? "final" : "missing" };
   }
 

@@ -181,7 +181,8 @@ export class RedisJobQueue implements ProtocolCore {
         this.#jobs.delete(id);
         throw error;
       } finally {
-        await this.#init.connections.commands.zrem(reservations, id).catch(() => {});
+        // Not awaited: the job is queued either way, and a reservation left behind lapses on its own.
+        void this.#init.connections.commands.zrem(reservations, id).catch(() => {});
       }
     });
     this.#startTimer(job);
@@ -376,6 +377,25 @@ export class RedisJobQueue implements ProtocolCore {
     try {
       const claim = await this.#records.claim(id, owner);
       if (claim.outcome !== "claimed") return; // Finished while it waited (or its record expired): nothing to run.
+      const mine = this.#jobs.get(id);
+      if (mine && mine.job.input !== undefined && mine.job.status === "IN_QUEUE" && claim.status === "IN_QUEUE" && claim.logSeq === mine.logSeq) {
+        // Submitted here and untouched since: this gateway holds all the record says; run it without reading it back.
+        const { job } = mine;
+        Object.assign(taken, { job, buffer: mine.buffer, dispatcher });
+        writer = new JobWriter(job, owner, this.#records, this.#bus, this.#log);
+        if (claim.cancelRequested || taken.cancelRequested) {
+          job.cancel();
+          this.#init.onFinished(job);
+          return;
+        }
+        if (job.startTimeoutMs !== undefined && Date.now() - job.createdAt > job.startTimeoutMs) {
+          job.fail("TIMED_OUT", { type: "start_timeout", message: `the request did not start within ${job.startTimeoutMs / 1000} s (x-fal-request-timeout)` });
+          this.#init.onFinished(job);
+          return;
+        }
+        await this.#runHere(job, dispatcher, writer, bullJob, token);
+        return;
+      }
       const record = await this.#records.load(id);
       const inputJson = await this.#records.input(id);
       if (!record || inputJson === undefined) return;
@@ -411,12 +431,7 @@ export class RedisJobQueue implements ProtocolCore {
         this.#init.onFinished(job);
         return;
       }
-      const outcome = await dispatcher.runTaken(job);
-      if (outcome === "handed-back") {
-        await writer.flushed();
-        await bullJob.moveToWait(token);
-        throw new WaitingError();
-      }
+      await this.#runHere(job, dispatcher, writer, bullJob, token);
     } catch (error) {
       if (error instanceof WaitingError) throw error;
       this.#log.error({ err: error, job: id }, "running a job from the Redis queue failed");
@@ -435,6 +450,16 @@ export class RedisJobQueue implements ProtocolCore {
       left();
       const known = this.#jobs.get(id);
       if (known?.job.finished) known.finishedAt = Date.now();
+    }
+  }
+
+  /** Runs a claimed job on this gateway's dispatcher; one handed back at shutdown goes back to BullMQ's queue. */
+  async #runHere(job: Job, dispatcher: Dispatcher, writer: JobWriter, bullJob: BullJob, token: string): Promise<void> {
+    const outcome = await dispatcher.runTaken(job);
+    if (outcome === "handed-back") {
+      await writer.flushed();
+      await bullJob.moveToWait(token);
+      throw new WaitingError();
     }
   }
 
