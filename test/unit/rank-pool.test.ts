@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { RankPool } from "../../src/index.js";
+import { RankPool, ValidationError } from "../../src/index.js";
 import { resolveRunnerOptions } from "../../src/runner/options.js";
 
 describe("RankPool options", () => {
@@ -8,7 +8,8 @@ describe("RankPool options", () => {
     [{ size: 1.5 }, /options\.size/],
     [{ nodeArgs: "--inspect" as unknown as string[] }, /options\.nodeArgs/],
   ])("rejects %j naming the field", (options, field) => {
-    expect(() => new RankPool(options)).toThrow(expect.objectContaining({ code: "MULTIRANK_ERR_VALIDATION", message: expect.stringMatching(field) }));
+    expect(() => new RankPool(options)).toThrow(ValidationError);
+    expect(() => new RankPool(options)).toThrow(field);
   });
 
   it("a pool of size 0 starts nothing and is full at once", async () => {
@@ -19,8 +20,8 @@ describe("RankPool options", () => {
   });
 
   it("the runner's options.rankPool must be a RankPool", () => {
-    expect(() => resolveRunnerOptions({ worker: "w.js", rankPool: { size: 2 } as unknown as RankPool })).toThrow(
-      expect.objectContaining({ code: "MULTIRANK_ERR_VALIDATION", message: expect.stringMatching(/options\.rankPool/) }),
-    );
+    const resolve = (): unknown => resolveRunnerOptions({ worker: "w.js", rankPool: { size: 2 } as unknown as RankPool });
+    expect(resolve).toThrow(ValidationError);
+    expect(resolve).toThrow(/options\.rankPool/);
   });
 });
