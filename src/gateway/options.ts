@@ -9,7 +9,7 @@ import type { FunctionServerOptions } from "../functions/function-server.js";
 import type { QueueOptions } from "../queue/queue-options.js";
 import type { AppDefinition, AppOptions, HostInfo, ResolvedApp } from "./app.js";
 import type { JobQueue } from "./job-queue.js";
-import type { RankPoolOptions } from "../runner/rank-pool.js";
+import type { RankPool, RankPoolOptions } from "../runner/rank-pool.js";
 import type { RunnerFactory } from "./runner-pool.js";
 import type { WebhookOptions } from "./webhook.js";
 
@@ -87,9 +87,10 @@ export interface GatewayOptions {
    * ranks. One pool serves every app and machine type, since a pooled process
    * gets its device only once it is a rank. Each idle process costs memory
    * (about 60 MiB resident; see "Pre-started ranks" in the README).
-   * `{ size: 0 }` or unset turns it off. @default unset (off)
+   * `{ size: 0 }` or unset turns it off. A `RankPool` of your own is used as
+   * it is, and left open when the gateway closes. @default unset (off)
    */
-  rankPool?: Pick<RankPoolOptions, "size" | "nodeArgs">;
+  rankPool?: Pick<RankPoolOptions, "size" | "nodeArgs"> | RankPool;
 }
 
 /** What `Gateway.update` did to one app or function. */

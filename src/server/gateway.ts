@@ -106,7 +106,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const statusKeepAliveMs = durationToMs(options.statusKeepAliveMs ?? 15_000, "options.statusKeepAliveMs", { unit: "ms" });
   const streamHoldMs = durationToMs(options.streamHoldMs ?? 10_000, "options.streamHoldMs", { unit: "ms", allowZero: true });
   // Checked here, before anything starts; the pool itself starts with the runners' table below.
-  if (options.rankPool !== undefined) {
+  if (options.rankPool !== undefined && !(options.rankPool instanceof RankPool)) {
     check(typeof options.rankPool === "object" && options.rankPool !== null, "options.rankPool must be an object such as { size: 2 }");
     nonNegativeInteger(options.rankPool.size ?? 2, "options.rankPool.size");
     const nodeArgs: unknown = options.rankPool.nodeArgs ?? [];
@@ -142,7 +142,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (job.webhookUrl) void webhooks.send(job.webhookUrl, job.protocol === "runpod" ? runpodStatusBody(job) : falWebhookBody(job), job.id);
   };
   let redisQueue: RedisJobQueue | undefined;
-  const rankPool = options.rankPool && options.rankPool.size !== 0 ? new RankPool({ ...options.rankPool, logger }) : undefined;
+  // A pool we make is ours to close; one we are given is its owner's.
+  const ownPool = options.rankPool && !(options.rankPool instanceof RankPool) && options.rankPool.size !== 0 ? new RankPool({ ...options.rankPool, logger }) : undefined;
+  const rankPool = options.rankPool instanceof RankPool ? options.rankPool : ownPool;
   const table = new AppTable({
     logger,
     gpus,
@@ -165,7 +167,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     } catch (error) {
       connections.disconnect();
       await table.close(0);
-      await rankPool?.close();
+      await ownPool?.close();
       throw error;
     }
     core = redisQueue;
@@ -205,7 +207,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       // On a shared queue, what is queued stays in Redis, and what could not finish in the grace goes back to it.
       if (redisQueue) await redisQueue.close(() => table.close(graceMs, { handBack: true }));
       else await table.close(graceMs);
-      await rankPool?.close();
+      await ownPool?.close();
       await webhooks.close(5000);
       jobs.close();
       await server.close();
