@@ -7,6 +7,7 @@ export { DistributedRunner } from "./runner/distributed-runner.js";
 export type { InvokeOptions, RunnerEvents, RunnerState, StartOptions, StopOptions, StreamOptions } from "./runner/distributed-runner.js";
 export type { DistributedRunnerOptions } from "./runner/options.js";
 export type { RankExit } from "./runner/rank-process.js";
+export { RankPool, type RankPoolOptions } from "./runner/rank-pool.js";
 export type { ForwardedLog } from "./transport/messages.js";
 export { allocSharedBuffer } from "./transport/shared-payload.js";
 export { MAX_DURATION_SECONDS } from "./util/timers.js";

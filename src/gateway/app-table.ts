@@ -9,6 +9,7 @@ import type { ResolvedApp } from "./app.js";
 import { Dispatcher, type DrainOptions, type JobFinishedListener } from "./dispatcher.js";
 import type { GpuAllocator } from "./gpu-allocator.js";
 import { MemoryJobQueue, type JobQueue } from "./job-queue.js";
+import type { RankPool } from "../runner/rank-pool.js";
 import { LocalRunnerPool, type RunnerFactory, type RunnerPool } from "./runner-pool.js";
 
 /** What {@link AppTable} needs to make pools and dispatchers. */
@@ -17,6 +18,8 @@ export interface AppTableOptions {
   gpus: GpuAllocator;
   onFinished: JobFinishedListener;
   createRunner?: RunnerFactory | undefined;
+  /** Pre-started rank processes the apps' runners take their ranks from. */
+  rankPool?: RankPool | undefined;
   createQueue?: ((app: ResolvedApp) => JobQueue) | undefined;
   /** Called after an app is added, replaced or removed (a shared queue starts or stops taking its jobs). */
   onChange?: (() => void) | undefined;
@@ -102,8 +105,8 @@ export class AppTable {
   }
 
   #serve(app: ResolvedApp): ServedApp {
-    const { logger, gpus, createRunner, createQueue, onFinished } = this.#options;
-    const pool = new LocalRunnerPool(app, { logger, gpus, ...(createRunner ? { createRunner } : {}) });
+    const { logger, gpus, createRunner, createQueue, onFinished, rankPool } = this.#options;
+    const pool = new LocalRunnerPool(app, { logger, gpus, ...(createRunner ? { createRunner } : {}), ...(rankPool ? { rankPool } : {}) });
     const queue = createQueue?.(app) ?? new MemoryJobQueue();
     const dispatcher = new Dispatcher({ app, queue, pool: pool as RunnerPool, logger, onFinished });
     const served = { app, pool, dispatcher };

@@ -9,6 +9,7 @@ import type { FunctionServerOptions } from "../functions/function-server.js";
 import type { QueueOptions } from "../queue/queue-options.js";
 import type { AppDefinition, AppOptions, HostInfo, ResolvedApp } from "./app.js";
 import type { JobQueue } from "./job-queue.js";
+import type { RankPool, RankPoolOptions } from "../runner/rank-pool.js";
 import type { RunnerFactory } from "./runner-pool.js";
 import type { WebhookOptions } from "./webhook.js";
 
@@ -79,6 +80,17 @@ export interface GatewayOptions {
    * `multirank serve` turns it on.
    */
   functionServer?: FunctionServerOptions;
+  /**
+   * Keep this many rank processes started, with the rank runtime loaded, for
+   * the runners this gateway spawns (see `RankPool`): a cold start (a first
+   * request to an app scaled to zero) then takes them instead of spawning
+   * ranks. One pool serves every app and machine type, since a pooled process
+   * gets its device only once it is a rank. Each idle process costs memory
+   * (about 60 MiB resident; see "Pre-started ranks" in the README).
+   * `{ size: 0 }` or unset turns it off. A `RankPool` of your own is used as
+   * it is, and left open when the gateway closes. @default unset (off)
+   */
+  rankPool?: Pick<RankPoolOptions, "size" | "nodeArgs"> | RankPool;
 }
 
 /** What `Gateway.update` did to one app or function. */
@@ -109,6 +121,7 @@ const GATEWAY_OPTION_KEY_SET = {
   createQueue: true,
   queue: true,
   functionServer: true,
+  rankPool: true,
 } satisfies Record<keyof GatewayOptions, true>;
 
 /** The fields of {@link GatewayOptions}, for unknown-key checks. */

@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import { StateError, type MultirankError } from "../errors.js";
 import { DistributedRunner, type RunnerState } from "../runner/distributed-runner.js";
 import type { DistributedRunnerOptions } from "../runner/options.js";
+import type { RankPool } from "../runner/rank-pool.js";
 import type { ResolvedApp } from "./app.js";
 import { LongTimer } from "../util/timers.js";
 import type { GpuAllocator } from "./gpu-allocator.js";
@@ -79,6 +80,8 @@ export interface LocalRunnerPoolOptions {
   gpus: GpuAllocator;
   /** @default `new DistributedRunner(options)` */
   createRunner?: RunnerFactory;
+  /** Pre-started rank processes the runners take their ranks from (spawned runners only). @default none */
+  rankPool?: RankPool;
 }
 
 type SlotState = "starting" | "ready" | "stopping";
@@ -104,6 +107,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
   readonly #log: Logger;
   readonly #gpus: GpuAllocator;
   readonly #createRunner: RunnerFactory;
+  readonly #rankPool: RankPool | undefined;
   readonly #slots = new Set<Slot>();
   #nextId = 1;
   #closed = false;
@@ -122,6 +126,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
     this.#app = app;
     this.#log = options.logger.child({ component: "pool", app: app.name });
     this.#gpus = options.gpus;
+    this.#rankPool = options.rankPool;
     const createRunner = options.createRunner ?? ((runnerOptions) => new DistributedRunner(runnerOptions));
     this.#createRunner = app.attach ? (runnerOptions) => (this.#attachRunner ??= createRunner(runnerOptions)) : createRunner;
   }
@@ -234,6 +239,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
             env: { ...app.rankEnv },
             ...(app.memoryMiB === undefined ? {} : { memoryLimitMiB: app.memoryMiB }),
             ...(app.cpu === undefined ? {} : { cpusPerRank: app.cpu }),
+            ...(this.#rankPool ? { rankPool: this.#rankPool } : {}),
           },
     );
     const slot: Slot = { id, runner, state: "starting", active: 0, ready: Promise.resolve(), idleTimer: undefined, gpus, unlisten: () => {} };

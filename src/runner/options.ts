@@ -3,6 +3,7 @@ import type { DeviceSelection } from "../devices/index.js";
 import { durationToMs } from "../util/timers.js";
 import { check, integerAtLeast, integerInRange, nonEmptyString, nonNegativeInteger, oneOf, positiveInteger } from "../util/validate.js";
 import type { ControlTransport } from "./endpoints.js";
+import { RankPool } from "./rank-pool.js";
 
 /** Options of `new DistributedRunner(options)`. Times are in seconds, as in fal. */
 export interface DistributedRunnerOptions {
@@ -21,7 +22,7 @@ export interface DistributedRunnerOptions {
    * the runner spawns nothing, listens on ZeroMQ tcp with CURVE at
    * `workerAddr:workerPort`, and `start()` waits for `worldSize` ranks to join
    * with {@link DistributedRunner.joinInfo}. `transport`, `devices`,
-   * `cpusPerRank`, `memoryLimitMiB`, `nodeArgs`, `env`, `masterAddr` and
+   * `cpusPerRank`, `memoryLimitMiB`, `nodeArgs`, `env`, `rankPool`, `masterAddr` and
    * `masterPort` concern spawned ranks only. @default "spawn"
    */
   launcher?: RankLauncherKind;
@@ -109,6 +110,14 @@ export interface DistributedRunnerOptions {
    * @default 4194304 (4 MiB)
    */
   streamHighWaterMark?: number;
+  /**
+   * Take ranks from this pool of pre-started processes instead of spawning
+   * them (see {@link RankPool}): a start then pays only for loading the worker
+   * and `setup()`. Ranks whose node flags or node start-up variables differ
+   * from the pool's are spawned as usual, as are ranks when the pool is empty.
+   * Several runners may share one pool. @default unset (every rank is spawned)
+   */
+  rankPool?: RankPool;
 }
 
 /** Who starts the ranks: the runner (`"spawn"`) or another launcher (`"external"`, attach mode). */
@@ -142,6 +151,7 @@ export interface ResolvedRunnerOptions {
   /** 0 when heartbeats are off. */
   heartbeatTimeoutMs: number;
   streamHighWaterMark: number;
+  rankPool: RankPool | undefined;
 }
 
 /** The smallest per-rank memory limit, MiB: Node itself needs about 40 MiB before any user code runs. */
@@ -224,6 +234,7 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
   const heartbeatTimeout = options.heartbeatTimeout ?? (launcher === "external" ? RUNNER_DEFAULTS.externalHeartbeatTimeout : RUNNER_DEFAULTS.heartbeatTimeout);
   const heartbeatTimeoutMs = durationToMs(heartbeatTimeout, "options.heartbeatTimeout", { allowZero: true });
   const streamHighWaterMark = integerAtLeast(merged.streamHighWaterMark, "options.streamHighWaterMark", 1024, "an integer number of bytes");
+  check(options.rankPool === undefined || options.rankPool instanceof RankPool, "options.rankPool must be a RankPool");
   return Object.freeze({
     worker,
     launcher,
@@ -250,6 +261,7 @@ export function resolveRunnerOptions(options: DistributedRunnerOptions): Resolve
     stderrTailLines,
     heartbeatTimeoutMs,
     streamHighWaterMark,
+    rankPool: options.rankPool,
   });
 }
 

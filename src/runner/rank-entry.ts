@@ -5,6 +5,8 @@ import { fileURLToPath } from "node:url";
 /** The script a rank process runs, and the node flags it needs. */
 export interface RankEntry {
   script: string;
+  /** The script of a pooled rank process (see `RankPool`), from the same place as `script`. */
+  poolScript: string;
   execArgv: string[];
 }
 
@@ -19,8 +21,10 @@ let cached: RankEntry | undefined;
 export function rankEntry(): RankEntry {
   if (cached) return cached;
   const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [resolve(here, "../worker/rank-main.js"), resolve(here, "../../dist/worker/rank-main.js")];
-  const compiled = candidates.find((path) => existsSync(path));
-  cached = compiled ? { script: compiled, execArgv: [] } : { script: resolve(here, "../worker/rank-main.ts"), execArgv: ["--import", "tsx"] };
+  const candidates = [resolve(here, "../worker"), resolve(here, "../../dist/worker")];
+  const compiled = candidates.find((dir) => existsSync(resolve(dir, "rank-main.js")) && existsSync(resolve(dir, "rank-pool-main.js")));
+  cached = compiled
+    ? { script: resolve(compiled, "rank-main.js"), poolScript: resolve(compiled, "rank-pool-main.js"), execArgv: [] }
+    : { script: resolve(here, "../worker/rank-main.ts"), poolScript: resolve(here, "../worker/rank-pool-main.ts"), execArgv: ["--import", "tsx"] };
   return cached;
 }

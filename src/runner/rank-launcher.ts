@@ -83,12 +83,18 @@ export class RankLauncher {
     // V8's own limit works everywhere; the cgroup (where we may make one) also catches memory outside the heap.
     const memoryArgs = options.memoryLimitMiB === undefined ? [] : [`--max-old-space-size=${options.memoryLimitMiB}`];
     const workerModule = this.#workerModule();
+    const pool = options.rankPool;
+    let pooled = 0;
     for (let rank = 0; rank < options.worldSize; rank++) {
       const env = this.#rankEnv(session, plan, rank, { workerModule, groupSecret, errorFile: session.errors.fileFor(rank) });
+      const nodeArgs = [...options.nodeArgs, ...memoryArgs];
+      const child = pool?.take({ nodeArgs, env, cwd: options.cwd });
+      if (child) pooled++;
       const process_ = new RankProcess({
         rank,
+        ...(child ? { child } : {}),
         execPath: process.execPath,
-        args: [...entry.execArgv, ...options.nodeArgs, ...memoryArgs, entry.script],
+        args: [...entry.execArgv, ...nodeArgs, entry.script],
         env,
         cwd: options.cwd,
         logger: this.#log.child({ rank }),
@@ -100,6 +106,12 @@ export class RankLauncher {
       void process_.exited
         .then((exit) => onExit(process_, exit))
         .catch((error: unknown) => this.#log.error({ err: error, rank }, "handling a rank exit failed"));
+    }
+    if (pool && pooled > 0) {
+      this.#log.debug({ pooled, worldSize: options.worldSize }, "ranks taken from the rank pool");
+      // Refilled once this start is over: new processes booting now would take CPU from it.
+      const refill = (): void => pool.refill();
+      session.started.then(refill, refill);
     }
   }
 

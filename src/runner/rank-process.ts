@@ -26,6 +26,12 @@ export interface RankSpawnOptions {
   memoryLimitBytes?: number;
   /** The cgroup's name, unique on the host; required with `memoryLimitBytes`. */
   cgroupName?: string;
+  /**
+   * A process already started for this rank (taken from a `RankPool`, with its
+   * environment sent), adopted instead of spawning one; `execPath`, `args`,
+   * `env` and `cwd` then only describe it.
+   */
+  child?: ChildProcess;
 }
 
 /** V8's last words when a heap allocation fails at its limit ("FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory"). */
@@ -78,13 +84,15 @@ export class RankProcess {
     this.rank = options.rank;
     this.#stderrTail = new LineTail(options.stderrTailLines);
     const logger = options.logger;
-    this.#child = spawn(options.execPath, options.args, {
-      cwd: options.cwd,
-      env: options.env,
-      // fd 3 is the death pipe: the rank exits when it reads end-of-file on it.
-      stdio: ["ignore", "pipe", "pipe", options.deathPipe ? "pipe" : "ignore"],
-      windowsHide: true,
-    });
+    this.#child =
+      options.child ??
+      spawn(options.execPath, options.args, {
+        cwd: options.cwd,
+        env: options.env,
+        // fd 3 is the death pipe: the rank exits when it reads end-of-file on it.
+        stdio: ["ignore", "pipe", "pipe", options.deathPipe ? "pipe" : "ignore"],
+        windowsHide: true,
+      });
     const { stdout, stderr } = this.#child;
     if (stdout) forEachLine(stdout, (line) => relayLine(logger, "stdout", line));
     if (stderr) {

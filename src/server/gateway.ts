@@ -16,6 +16,8 @@ import { durationToMs } from "../util/timers.js";
 import { checkWorkerModule, defineApp, resolveApp, type AppDefinition, type AppOptions, type HostInfo, type ResolvedApp } from "../gateway/app.js";
 import { checkKeys, KeyChecker } from "../gateway/auth.js";
 import { AppTable } from "../gateway/app-table.js";
+import { RankPool } from "../runner/rank-pool.js";
+import { check, nonNegativeInteger } from "../util/validate.js";
 import { join, resolve } from "node:path";
 import { Deployments } from "../deploy/deployments.js";
 import type { ConfigFunction } from "../deploy/project-config.js";
@@ -103,6 +105,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   if (queueOptions && options.createQueue) throw new ValidationError("options.queue and options.createQueue cannot both be set: the Redis queue makes its own");
   const statusKeepAliveMs = durationToMs(options.statusKeepAliveMs ?? 15_000, "options.statusKeepAliveMs", { unit: "ms" });
   const streamHoldMs = durationToMs(options.streamHoldMs ?? 10_000, "options.streamHoldMs", { unit: "ms", allowZero: true });
+  // Checked here, before anything starts; the pool itself starts with the runners' table below.
+  if (options.rankPool !== undefined && !(options.rankPool instanceof RankPool)) {
+    check(typeof options.rankPool === "object" && options.rankPool !== null, "options.rankPool must be an object such as { size: 2 }");
+    nonNegativeInteger(options.rankPool.size ?? 2, "options.rankPool.size");
+    const nodeArgs: unknown = options.rankPool.nodeArgs ?? [];
+    check(Array.isArray(nodeArgs) && nodeArgs.every((a) => typeof a === "string"), "options.rankPool.nodeArgs must be a list of strings");
+  }
   const host = hostInfo(options);
   const apps = options.apps.map((app) => resolveApp(isDefinition(app) ? app : defineApp(app), host));
   const names = new Set<string>();
@@ -133,11 +142,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (job.webhookUrl) void webhooks.send(job.webhookUrl, job.protocol === "runpod" ? runpodStatusBody(job) : falWebhookBody(job), job.id);
   };
   let redisQueue: RedisJobQueue | undefined;
+  // A pool we make is ours to close; one we are given is its owner's.
+  const ownPool = options.rankPool && !(options.rankPool instanceof RankPool) && options.rankPool.size !== 0 ? new RankPool({ ...options.rankPool, logger }) : undefined;
+  const rankPool = options.rankPool instanceof RankPool ? options.rankPool : ownPool;
   const table = new AppTable({
     logger,
     gpus,
     onFinished,
     createRunner: options.createRunner,
+    rankPool,
     createQueue: options.createQueue,
     handBackOnRetire: queueOptions !== undefined,
     onChange: () => void redisQueue?.syncApps().catch((error: unknown) => log.warn({ err: error }, "could not start taking an app's jobs from Redis")),
@@ -154,6 +167,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     } catch (error) {
       connections.disconnect();
       await table.close(0);
+      await ownPool?.close();
       throw error;
     }
     core = redisQueue;
@@ -193,6 +207,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       // On a shared queue, what is queued stays in Redis, and what could not finish in the grace goes back to it.
       if (redisQueue) await redisQueue.close(() => table.close(graceMs, { handBack: true }));
       else await table.close(graceMs);
+      await ownPool?.close();
       await webhooks.close(5000);
       jobs.close();
       await server.close();
