@@ -52,7 +52,10 @@ const FINAL_LUA = "local function final(s) return s == 'COMPLETED' or s == 'FAIL
 const WRITE_STATE = `${FINAL_LUA}
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if final(redis.call('HGET', KEYS[1], 'status')) then return 0 end
+local cancel = redis.call('HGET', KEYS[1], 'cancelRequested')
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+-- A cancel asked for through another gateway stays asked for, whatever the runner had heard of it.
+if cancel == '1' then redis.call('HSET', KEYS[1], 'cancelRequested', '1') end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 if ARGV[2] == '1' then
   for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end

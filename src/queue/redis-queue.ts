@@ -544,6 +544,7 @@ export class RedisJobQueue implements ProtocolCore {
 
   /** Reads the jobs handed out here that are not finished, and forgets finished ones after a while. */
   async #resyncWatched(): Promise<void> {
+    await this.#checkCancels();
     const now = Date.now();
     const watched: string[] = [];
     for (const [id, known] of this.#jobs) {
@@ -563,6 +564,17 @@ export class RedisJobQueue implements ProtocolCore {
       for (const id of watched) if (!found.has(id)) this.#jobs.delete(id);
     } catch (error) {
       this.#log.debug({ err: error }, "could not re-read watched jobs");
+    }
+  }
+
+  /** A cancel relayed while this gateway's subscriber was reconnecting is lost: the record still says it. */
+  async #checkCancels(): Promise<void> {
+    const running = [...this.#taken].filter(([, taken]) => taken.job && !taken.job.finished && !taken.job.cancelRequested).map(([id]) => id);
+    if (running.length === 0 || !this.#init.connections.ready) return;
+    try {
+      for (const record of await this.#records.loadMany(running)) if (record.state.cancelRequested) this.#cancelTaken(record.id);
+    } catch (error) {
+      this.#log.debug({ err: error }, "could not check running jobs for cancels");
     }
   }
 
