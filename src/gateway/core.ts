@@ -98,13 +98,7 @@ export class GatewayCore implements ProtocolCore {
   }
 
   authorize(request: FastifyRequest, allowQueryKey = false): void {
-    let header = request.headers.authorization;
-    if (header === undefined && allowQueryKey) {
-      // The gateway took the key off the URL before routing (so no log can quote it); it kept it for here.
-      const key = queryKeyOf(request.raw);
-      if (key !== undefined) header = `Key ${key}`;
-    }
-    if (!this.#keys.check(header)) throw new UnauthorizedError(header ? "invalid API key" : "missing API key: send Authorization: Key <id>:<secret>");
+    authorizeRequest(this.#keys, request, allowQueryKey);
   }
 
   appNames(): string[] {
@@ -180,6 +174,20 @@ export class GatewayCore implements ProtocolCore {
     if (!dispatcher) throw new AppNotFoundError(name);
     return dispatcher;
   }
+}
+
+/**
+ * {@link ProtocolCore.authorize} for any core: the key from the header, or the `fal_key` query with `allowQueryKey`.
+ * @throws {UnauthorizedError} that never quotes the key it was given.
+ */
+export function authorizeRequest(keys: KeyChecker, request: FastifyRequest, allowQueryKey: boolean): void {
+  let header = request.headers.authorization;
+  if (header === undefined && allowQueryKey) {
+    // The gateway took the key off the URL before routing (so no log can quote it); it kept it for here.
+    const key = queryKeyOf(request.raw);
+    if (key !== undefined) header = `Key ${key}`;
+  }
+  if (!keys.check(header)) throw new UnauthorizedError(header ? "invalid API key" : "missing API key: send Authorization: Key <id>:<secret>");
 }
 
 /**

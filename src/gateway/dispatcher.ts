@@ -10,7 +10,7 @@ import type { ForwardedLog } from "../transport/messages.js";
 import { LongTimer } from "../util/timers.js";
 import type { ResolvedApp, RetryReason } from "./app.js";
 import { QueueFullError, ShuttingDownError } from "./errors.js";
-import { eventToJson, type Job, type JobError, type JobLog } from "./job.js";
+import { eventToJson, startTimeoutError, type Job, type JobError, type JobLog } from "./job.js";
 import type { JobQueue } from "./job-queue.js";
 import type { RunnerLease, RunnerPool } from "./runner-pool.js";
 
@@ -206,7 +206,7 @@ export class Dispatcher {
       const timer = new LongTimer(job.startTimeoutMs, () => {
         if (job.status !== "IN_QUEUE" || job.finished) return;
         this.#queue.remove(job);
-        job.fail("TIMED_OUT", { type: "start_timeout", message: `the request did not start within ${job.startTimeoutMs! / 1000} s (x-fal-request-timeout)` });
+        job.fail("TIMED_OUT", startTimeoutError(job));
         this.#settled(job);
       }).unref();
       void job.done.then(() => timer.cancel());

@@ -417,6 +417,11 @@ export class Job extends EventEmitter<JobEvents> {
   }
 }
 
+/** Why a job that did not start by its `startTimeoutMs` (fal's `x-fal-request-timeout`) failed. */
+export function startTimeoutError(job: Job): JobError {
+  return { type: "start_timeout", message: `the request did not start within ${(job.startTimeoutMs ?? 0) / 1000} s (x-fal-request-timeout)` };
+}
+
 /** The JSON inside a `data: <json>\n\n` event. */
 export function eventToJson(event: Buffer): string {
   let start = 0;

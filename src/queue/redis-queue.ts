@@ -24,11 +24,10 @@ import { Queue, WaitingError, Worker, type Job as BullJob } from "bullmq";
 import type { Logger } from "pino";
 import type { AppTable } from "../gateway/app-table.js";
 import type { KeyChecker } from "../gateway/auth.js";
-import type { AppHealth, ProtocolCore, SubmitOptions } from "../gateway/core.js";
+import { authorizeRequest, type AppHealth, type ProtocolCore, type SubmitOptions } from "../gateway/core.js";
 import type { Dispatcher, JobFinishedListener } from "../gateway/dispatcher.js";
-import { AppNotFoundError, GatewayError, JobNotFoundError, QueueFullError, ShuttingDownError, UnauthorizedError } from "../gateway/errors.js";
-import { isFinalStatus, Job, type JobError } from "../gateway/job.js";
-import { queryKeyOf } from "../gateway/redact.js";
+import { AppNotFoundError, GatewayError, JobNotFoundError, QueueFullError, ShuttingDownError } from "../gateway/errors.js";
+import { isFinalStatus, Job, startTimeoutError, type JobError } from "../gateway/job.js";
 import { LongTimer } from "../util/timers.js";
 import { EventBus, type BusMessage } from "./event-bus.js";
 import { JobRecords, type StoredJob } from "./job-records.js";
@@ -134,12 +133,7 @@ export class RedisJobQueue implements ProtocolCore {
   }
 
   authorize(request: FastifyRequest, allowQueryKey = false): void {
-    let header = request.headers.authorization;
-    if (header === undefined && allowQueryKey) {
-      const key = queryKeyOf(request.raw);
-      if (key !== undefined) header = `Key ${key}`;
-    }
-    if (!this.#init.keys.check(header)) throw new UnauthorizedError(header ? "invalid API key" : "missing API key: send Authorization: Key <id>:<secret>");
+    authorizeRequest(this.#init.keys, request, allowQueryKey);
   }
 
   appNames(): string[] {
@@ -383,17 +377,7 @@ export class RedisJobQueue implements ProtocolCore {
         const { job } = mine;
         Object.assign(taken, { job, buffer: mine.buffer, dispatcher });
         writer = new JobWriter(job, owner, this.#records, this.#bus, this.#log);
-        if (claim.cancelRequested || taken.cancelRequested) {
-          job.cancel();
-          this.#init.onFinished(job);
-          return;
-        }
-        if (job.startTimeoutMs !== undefined && Date.now() - job.createdAt > job.startTimeoutMs) {
-          job.fail("TIMED_OUT", { type: "start_timeout", message: `the request did not start within ${job.startTimeoutMs / 1000} s (x-fal-request-timeout)` });
-          this.#init.onFinished(job);
-          return;
-        }
-        await this.#runHere(job, dispatcher, writer, bullJob, token);
+        await this.#runHere(job, claim.cancelRequested || taken.cancelRequested, dispatcher, writer, bullJob, token);
         return;
       }
       const record = await this.#records.load(id);
@@ -421,17 +405,7 @@ export class RedisJobQueue implements ProtocolCore {
         }
         job.log("WARN", `the gateway running attempt ${record.state.attempts} was lost; running the request again here`, "gateway");
       }
-      if (job.cancelRequested) {
-        job.cancel();
-        this.#init.onFinished(job);
-        return;
-      }
-      if (job.startTimeoutMs !== undefined && Date.now() - job.createdAt > job.startTimeoutMs) {
-        job.fail("TIMED_OUT", { type: "start_timeout", message: `the request did not start within ${job.startTimeoutMs / 1000} s (x-fal-request-timeout)` });
-        this.#init.onFinished(job);
-        return;
-      }
-      await this.#runHere(job, dispatcher, writer, bullJob, token);
+      await this.#runHere(job, job.cancelRequested, dispatcher, writer, bullJob, token);
     } catch (error) {
       if (error instanceof WaitingError) throw error;
       this.#log.error({ err: error, job: id }, "running a job from the Redis queue failed");
@@ -453,8 +427,17 @@ export class RedisJobQueue implements ProtocolCore {
     }
   }
 
-  /** Runs a claimed job on this gateway's dispatcher; one handed back at shutdown goes back to BullMQ's queue. */
-  async #runHere(job: Job, dispatcher: Dispatcher, writer: JobWriter, bullJob: BullJob, token: string): Promise<void> {
+  /**
+   * Runs a claimed job on this gateway's dispatcher, unless it was cancelled or its start deadline passed while
+   * it waited (it ends here then); one handed back at shutdown goes back to BullMQ's queue.
+   */
+  async #runHere(job: Job, cancelled: boolean, dispatcher: Dispatcher, writer: JobWriter, bullJob: BullJob, token: string): Promise<void> {
+    if (cancelled || (job.startTimeoutMs !== undefined && Date.now() - job.createdAt > job.startTimeoutMs)) {
+      if (cancelled) job.cancel();
+      else job.fail("TIMED_OUT", startTimeoutError(job));
+      this.#init.onFinished(job);
+      return;
+    }
     const outcome = await dispatcher.runTaken(job);
     if (outcome === "handed-back") {
       await writer.flushed();
@@ -623,7 +606,7 @@ export class RedisJobQueue implements ProtocolCore {
     if (job.startTimeoutMs === undefined) return;
     const timer = new LongTimer(Math.max(0, job.startTimeoutMs - (Date.now() - job.createdAt)), () => {
       if (job.status !== "IN_QUEUE") return;
-      void this.#removeQueued(job.id, "TIMED_OUT", { type: "start_timeout", message: `the request did not start within ${job.startTimeoutMs! / 1000} s (x-fal-request-timeout)` }).catch(
+      void this.#removeQueued(job.id, "TIMED_OUT", startTimeoutError(job)).catch(
         (error: unknown) => this.#log.warn({ err: error, job: job.id }, "could not time out a queued job"),
       );
     }).unref();
