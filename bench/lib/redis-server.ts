@@ -2,8 +2,8 @@
  * A throwaway redis-server for benchmarks: on a free port of 127.0.0.1, in a
  * temporary folder, with the settings the README advises for a shared queue
  * (`maxmemory-policy noeviction`, append-only file with `appendfsync everysec`).
- * Benchmarks do not import test helpers; this is the small part of
- * test/helpers/redis-server.ts they need.
+ * Benchmarks do not import test helpers; the tests' own helper
+ * (test/helpers/redis-server.ts) builds on the two functions exported here.
  */
 import { spawn } from "node:child_process";
 import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
@@ -22,12 +22,13 @@ export interface BenchRedis {
   stop(): Promise<void>;
 }
 
-/** Where `redis-server` is, or undefined. */
-function findRedisServer(): string | undefined {
-  for (const dir of [...(process.env.PATH ?? "").split(delimiter).filter(Boolean), "/usr/bin", "/usr/sbin", "/usr/local/bin"]) {
+/** Where `redis-server` is (`override`, when given, names it), or undefined. */
+export function findRedisServer(override?: string): string | undefined {
+  const candidates = override !== undefined ? [override] : [...(process.env.PATH ?? "").split(delimiter).filter(Boolean), "/usr/bin", "/usr/sbin", "/usr/local/bin"].map((dir) => join(dir, "redis-server"));
+  for (const candidate of candidates) {
     try {
-      accessSync(join(dir, "redis-server"), constants.X_OK);
-      return join(dir, "redis-server");
+      accessSync(candidate, constants.X_OK);
+      return candidate;
     } catch {
       // Not here.
     }
@@ -54,7 +55,7 @@ export async function startBenchRedis(): Promise<BenchRedis | { skipped: string 
     rmSync(dir, { recursive: true, force: true });
   };
   const deadline = Date.now() + START_MS;
-  while (!(await ping(port))) {
+  while (!(await pingRedis(port, 1000))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       await stop();
       throw new Error(`redis-server on port ${port} did not start`);
@@ -64,8 +65,12 @@ export async function startBenchRedis(): Promise<BenchRedis | { skipped: string 
   return { url: `redis://${HOST}:${port}`, stop };
 }
 
-/** True when a PING over a fresh connection answers +PONG. */
-function ping(port: number): Promise<boolean> {
+/**
+ * One PING over a fresh TCP connection: true on `+PONG`, false on a refused
+ * connection, an error reply (`-LOADING` while the AOF loads) or no answer
+ * within `timeoutMs` (2 s at most).
+ */
+export function pingRedis(port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host: HOST, port });
     let reply = "";
@@ -74,12 +79,13 @@ function ping(port: number): Promise<boolean> {
       socket.destroy();
       resolve(ok);
     };
-    const timer = setTimeout(() => done(false), 1000);
+    const timer = setTimeout(() => done(false), Math.min(timeoutMs, 2000));
     socket.once("connect", () => socket.write("PING\r\n"));
     socket.on("data", (chunk: Buffer) => {
       reply += chunk.toString();
       if (reply.includes("\r\n")) done(reply.startsWith("+PONG"));
     });
     socket.once("error", () => done(false));
+    socket.once("close", () => done(false));
   });
 }

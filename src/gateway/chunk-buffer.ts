@@ -58,17 +58,13 @@ export class MemoryChunkBuffer implements ChunkBuffer {
     return new Promise<void>((resolve) => this.#waiters.push(resolve));
   }
 
-  /** Synchronous {@link take}, for callers that can use it. */
-  takeNow(): Buffer | undefined {
-    const frame = this.#frames.shift();
-    if (frame === undefined) return undefined;
-    this.#bytes -= frame.length;
-    if (!this.#full()) this.release();
-    return frame;
-  }
-
   take(): Promise<Buffer | undefined> {
-    return Promise.resolve(this.takeNow());
+    const frame = this.#frames.shift();
+    if (frame !== undefined) {
+      this.#bytes -= frame.length;
+      if (!this.#full()) this.release();
+    }
+    return Promise.resolve(frame);
   }
 
   takeAll(): Promise<Buffer[]> {

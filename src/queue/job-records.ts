@@ -120,7 +120,7 @@ type Scripted = Redis & {
 };
 
 /** Defines the scripts on a connection (each is sent once, then run by its hash). */
-export function defineRecordScripts(client: Redis): void {
+function defineRecordScripts(client: Redis): void {
   if ((client as unknown as Partial<Scripted>).mrClaim) return;
   client.defineCommand("mrWriteState", { numberOfKeys: 4, lua: WRITE_STATE });
   client.defineCommand("mrAppendLog", { numberOfKeys: 2, lua: APPEND_LOG });

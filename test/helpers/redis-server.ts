@@ -20,11 +20,11 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, onTestFinished } from "vitest";
 import { findFreePort } from "../../src/util/free-port.js";
+import { findRedisServer as findBinary, pingRedis } from "../../bench/lib/redis-server.js";
 
 /** Upper bound on every wait here (start, restart, exit), ms: room for a busy 2-core machine. */
 const WAIT_MS = 15_000;
@@ -64,26 +64,7 @@ export interface RedisServer {
 
 /** Where `redis-server` is (MULTIRANK_TEST_REDIS_SERVER, when set, names it), or undefined. */
 function findRedisServer(): string | undefined {
-  const override = process.env.MULTIRANK_TEST_REDIS_SERVER;
-  if (override !== undefined) {
-    try {
-      accessSync(override, constants.X_OK);
-      return override;
-    } catch {
-      return undefined;
-    }
-  }
-  const dirs = [...(process.env.PATH ?? "").split(delimiter).filter(Boolean), "/usr/bin", "/usr/sbin", "/usr/local/bin"];
-  for (const dir of dirs) {
-    const candidate = join(dir, "redis-server");
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // Not here.
-    }
-  }
-  return undefined;
+  return findBinary(process.env.MULTIRANK_TEST_REDIS_SERVER);
 }
 
 /** Whether tests can start a Redis here, and if not, why. */
@@ -226,7 +207,7 @@ class Server implements RedisServer {
     const deadline = Date.now() + WAIT_MS;
     for (;;) {
       if (!this.#running) throw new Error(`redis-server on port ${this.port} exited while starting:\n${this.logTail()}`);
-      if (await ping(this.port, Math.max(100, deadline - Date.now()))) return;
+      if (await pingRedis(this.port, Math.max(100, deadline - Date.now()))) return;
       if (Date.now() > deadline) throw new Error(`redis-server on port ${this.port} did not answer PING within ${WAIT_MS} ms:\n${this.logTail()}`);
       // A poll, bounded by the deadline above: the port is not listening yet, or Redis is still loading its AOF.
       await Promise.race([new Promise((r) => setTimeout(r, 50)), this.#exited]);
@@ -297,27 +278,3 @@ function hasSetpriv(): boolean {
   return setprivPresent;
 }
 
-/**
- * One PING over a fresh TCP connection: true on `+PONG`, false on a refused
- * connection, an error reply (`-LOADING` while the AOF loads) or no answer
- * within `timeoutMs`.
- */
-function ping(port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: HOST, port });
-    let reply = "";
-    const done = (ok: boolean): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), Math.min(timeoutMs, 2000));
-    socket.once("connect", () => socket.write("PING\r\n"));
-    socket.on("data", (chunk: Buffer) => {
-      reply += chunk.toString();
-      if (reply.includes("\r\n")) done(reply.startsWith("+PONG"));
-    });
-    socket.once("error", () => done(false));
-    socket.once("close", () => done(false));
-  });
-}
