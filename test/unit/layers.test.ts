@@ -22,6 +22,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["transport"],
   ["collectives"],
   ["worker"],
+  ["llm"],
   ["runner"],
   ["gateway", "benchmark"],
   ["functions", "queue"],
