@@ -29,9 +29,20 @@ function staleSource(): string | undefined {
   });
 }
 
+/** The rank bundle (scripts/bundle-rank.mjs), when missing or older than a source. */
+function staleBundle(): boolean {
+  const bundle = join(ROOT, "dist", "rank", "rank-main.js");
+  if (!existsSync(bundle)) return true;
+  const built = statSync(bundle).mtimeMs;
+  return sources(join(ROOT, "src")).some((file) => statSync(file).mtimeMs > built);
+}
+
 export default function setup(): void {
   const stale = staleSource();
-  if (stale === undefined) return;
-  process.stderr.write(`test setup: ${relative(ROOT, stale)} is newer than dist/; rebuilding (npm run build:ts)\n`);
-  execFileSync(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", join(ROOT, "tsconfig.build.json")], { cwd: ROOT, stdio: "inherit" });
+  if (stale !== undefined) {
+    process.stderr.write(`test setup: ${relative(ROOT, stale)} is newer than dist/; rebuilding (npm run build:ts)\n`);
+    execFileSync(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", join(ROOT, "tsconfig.build.json")], { cwd: ROOT, stdio: "inherit" });
+  }
+  // Ranks run the bundle: it must be as new as the sources too.
+  if (stale !== undefined || staleBundle()) execFileSync(process.execPath, [join(ROOT, "scripts", "bundle-rank.mjs")], { cwd: ROOT, stdio: "inherit" });
 }

@@ -1,7 +1,8 @@
 import os from "node:os";
 import path from "node:path";
 import { isIP } from "node:net";
-import * as zmq from "zeromq";
+import type * as zmq from "zeromq";
+import { zeromq } from "../transport/zeromq.js";
 import type { Logger } from "pino";
 import { TransportError } from "../errors.js";
 import { abortable } from "./abortable.js";
@@ -24,6 +25,8 @@ export interface BootstrapOptions {
   size: number;
   masterAddr: string;
   masterPort: number;
+  /** A unix socket path to rendezvous at instead of tcp (see ProcessGroupOptions.rendezvousSocket). */
+  socketPath?: string | undefined;
   transport: "auto" | "ipc" | "tcp";
   sharedMemory: boolean;
   /** The address peers on other hosts use (else chosen by {@link chooseHostAddr}). */
@@ -125,14 +128,14 @@ export async function bootstrap(o: BootstrapOptions): Promise<Connected> {
             if (isLoopback(advertised) && !isLoopback(o.masterAddr)) {
               o.log.warn({ address: advertised, source: chosen.source }, `peers on other hosts are told to reach rank ${o.rank} at a loopback address; set MULTIRANK_HOST_ADDR`);
             }
-            context = new zmq.Context();
-            keys = zmq.curveKeyPair();
+            context = new (zeromq().Context)();
+            keys = zeromq().curveKeyPair();
             // Bound before the PULL, so no connection is ever let in unchecked.
             const refuse = (address: string, why: string): void => o.refusals.refuse(`data peer at ${address}`, `a data connection with ${why}`);
             zap = await ZapHandler.bind(context, o.log, refuse);
             // Small frames only (the mesh sends large ones in pieces): libzmq reads a
             // whole frame before the CURVE handshake judges it.
-            pull = new zmq.Pull({ context, linger: 0, ipv6: isIP(tcpHost) === 6, curveServer: true, curveSecretKey: keys.secretKey, maxMessageSize: TCP_FRAME_LIMIT });
+            pull = new (zeromq().Pull)({ context, linger: 0, ipv6: isIP(tcpHost) === 6, curveServer: true, curveSecretKey: keys.secretKey, maxMessageSize: TCP_FRAME_LIMIT });
             watchFailedHandshakes(pull, refuse);
             await pull.bind(tcpEndpoint(tcpHost, "*"));
             const bound = pull.lastEndpoint ?? "";
@@ -165,7 +168,7 @@ export async function bootstrap(o: BootstrapOptions): Promise<Connected> {
           const remote = routes.filter((r): r is PeerRoute => r !== undefined && !r.local);
           zap?.allow(remote.map((r) => r.curveKey!));
           for (const { peer, data = "", curveKey } of remote) {
-            const push = new zmq.Push({
+            const push = new (zeromq().Push)({
               context,
               linger: 500,
               ipv6: data.startsWith("tcp://["),

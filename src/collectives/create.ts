@@ -53,6 +53,7 @@ export async function createProcessGroup(options: ProcessGroupOptions): Promise<
       size: o.size,
       masterAddr: o.masterAddr,
       masterPort: o.masterPort,
+      socketPath: o.rendezvousSocket,
       transport: o.transport,
       sharedMemory: o.sharedMemory,
       hostAddr: o.hostAddr,

@@ -1,4 +1,4 @@
-import * as zmq from "zeromq";
+import type * as zmq from "zeromq";
 import type { Logger } from "pino";
 import { TransportError } from "../errors.js";
 import { unpackHeader, type Header } from "./wire.js";

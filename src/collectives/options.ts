@@ -1,3 +1,4 @@
+import { isAbsolute } from "node:path";
 import type { Logger } from "pino";
 import { ValidationError } from "../errors.js";
 import { durationToMs } from "../util/timers.js";
@@ -16,6 +17,7 @@ export interface ResolvedGroupOptions {
   readonly size: number;
   readonly masterAddr: string;
   readonly masterPort: number;
+  readonly rendezvousSocket: string | undefined;
   /** Milliseconds. */
   readonly timeout: number;
   readonly signal: AbortSignal | undefined;
@@ -28,6 +30,16 @@ export interface ResolvedGroupOptions {
   readonly operationTimeout: number;
   /** Undefined when the group runs without one (it warns). */
   readonly secret: string | undefined;
+}
+
+/** Longest unix socket path Linux takes (sun_path is 108 bytes with its terminating zero). */
+const MAX_UNIX_PATH_BYTES = 107;
+
+function unixSocketPath(value: unknown, field: string): string {
+  const path = nonEmptyString(value, field, "an absolute unix socket path");
+  if (!isAbsolute(path)) throw new ValidationError(`${field} must be an absolute path (got ${JSON.stringify(path)})`);
+  if (Buffer.byteLength(path) > MAX_UNIX_PATH_BYTES) throw new ValidationError(`${field} is ${Buffer.byteLength(path)} bytes long; a unix socket path takes at most ${MAX_UNIX_PATH_BYTES}`);
+  return path;
 }
 
 /** Defaults of the optional {@link ProcessGroupOptions}. */
@@ -51,6 +63,7 @@ export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroup
   const rank = integerInRange(options.rank, "options.rank", 0, size - 1);
   const masterAddr = size > 1 ? nonEmptyString(options.masterAddr, "options.masterAddr", "a non-empty host name or address") : "127.0.0.1";
   const masterPort = size > 1 ? integerInRange(options.masterPort, "options.masterPort", 1, 65535) : 0;
+  const rendezvousSocket = options.rendezvousSocket === undefined ? undefined : unixSocketPath(options.rendezvousSocket, "options.rendezvousSocket");
   // Seconds at the API (as everywhere in multirank), milliseconds inside; at most MAX_DURATION_SECONDS.
   const timeout = durationToMs(options.timeout ?? GROUP_DEFAULTS.timeout, "options.timeout");
   const operationTimeout = durationToMs(options.operationTimeout ?? GROUP_DEFAULTS.operationTimeout, "options.operationTimeout");
@@ -71,6 +84,7 @@ export function resolveGroupOptions(options: ProcessGroupOptions): ResolvedGroup
     size,
     masterAddr,
     masterPort,
+    rendezvousSocket,
     timeout,
     signal: options.signal,
     logger: options.logger,

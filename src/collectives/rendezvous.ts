@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
 import { isIP } from "node:net";
-import * as zmq from "zeromq";
 import { Packr } from "msgpackr";
 import type { Logger } from "pino";
 import { TransportError, ValidationError } from "../errors.js";
@@ -9,6 +8,7 @@ import type { GroupAuth, RefusalLog } from "./auth.js";
 import { isHostIdentity, type HostIdentity } from "./host.js";
 import type { GroupTransport } from "./peer-plan.js";
 import type { PeerRecord } from "./peer-record.js";
+import { bindRendezvous, connectRendezvous, type RendezvousAddress } from "./rendezvous-sockets.js";
 
 const packr = new Packr({ useRecords: false });
 
@@ -54,6 +54,11 @@ export interface RendezvousOptions {
   size: number;
   masterAddr: string;
   masterPort: number;
+  /**
+   * A unix socket path to meet at instead of `masterAddr:masterPort`, when
+   * every rank is on this host (a runner's own ranks).
+   */
+  socketPath?: string | undefined;
   transport: "auto" | "ipc" | "tcp";
   sharedMemory: boolean;
   /** This rank's host, said in its hello. */
@@ -147,8 +152,8 @@ export async function rendezvous(options: RendezvousOptions, hooks: RendezvousHo
 }
 
 async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; records: PeerRecord[] }> {
-  const router = new zmq.Router({ linger: 2000, ipv6: isIP(o.masterAddr) === 6, maxMessageSize: MAX_MASTER_MESSAGE_BYTES });
-  const address = tcpEndpoint(bindHost(o.masterAddr), o.masterPort);
+  const where: RendezvousAddress = o.socketPath ? { unix: o.socketPath } : { tcp: tcpEndpoint(bindHost(o.masterAddr), o.masterPort), ipv6: isIP(o.masterAddr) === 6 };
+  const address = "unix" in where ? `unix:${where.unix}` : where.tcp;
   const ids = new Map<number, Buffer>();
   /** Each rank's hello nonce: later messages of that rank must carry it. */
   const nonces = new Map<number, string>();
@@ -161,12 +166,8 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
     sending = next.catch((error: unknown) => o.log.warn({ err: error }, "rendezvous send failed"));
     return sending;
   };
+  const router = await bindRendezvous(where, MAX_MASTER_MESSAGE_BYTES);
   try {
-    try {
-      await router.bind(address);
-    } catch (cause) {
-      throw new TransportError(`rank 0 cannot bind the rendezvous at ${address}: ${(cause as Error).message}`, { cause });
-    }
     o.log.debug({ address }, "rendezvous bound");
     const hosts: HostIdentity[] = [o.host];
     let shm = o.sharedMemory;
@@ -250,8 +251,9 @@ async function master(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ p
 
 async function follower(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{ plan: RendezvousPlan; records: PeerRecord[] }> {
   // Whoever holds the port (rank 0, or a squatter) can make this rank buffer at most one table.
-  const dealer = new zmq.Dealer({ linger: 1000, ipv6: isIP(o.masterAddr) === 6, maxMessageSize: MAX_MASTER_MESSAGE_BYTES + o.size * MAX_TABLE_BYTES_PER_RANK });
-  const address = tcpEndpoint(o.masterAddr, o.masterPort);
+  const where: RendezvousAddress = o.socketPath ? { unix: o.socketPath } : { tcp: tcpEndpoint(o.masterAddr, o.masterPort), ipv6: isIP(o.masterAddr) === 6 };
+  const address = "unix" in where ? `unix:${where.unix}` : where.tcp;
+  const dealer = connectRendezvous(where, MAX_MASTER_MESSAGE_BYTES + o.size * MAX_TABLE_BYTES_PER_RANK, o.signal);
   const fn = randomBytes(16).toString("hex");
   let run: string | undefined;
   let sending: Promise<unknown> = Promise.resolve();
@@ -275,7 +277,6 @@ async function follower(o: RendezvousOptions, hooks: RendezvousHooks): Promise<{
     }
   };
   try {
-    dealer.connect(address);
     void send({ t: "hello", rank: o.rank, size: o.size, host: o.host, shm: o.sharedMemory });
     const planned = await expect("plan");
     const { plan } = planned;

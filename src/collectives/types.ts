@@ -114,6 +114,13 @@ export interface ProcessGroupOptions {
   masterAddr: string;
   /** Rendezvous TCP port (`MASTER_PORT`). Required unless `size` is 1. */
   masterPort: number;
+  /**
+   * Meet at this unix socket path instead of `masterAddr:masterPort`: rank 0
+   * listens there, the others connect. Only for ranks on one host; a runner
+   * gives its own ranks one in its private directory, which spares each rank
+   * loading ZeroMQ and the group a tcp port. An absolute path. @default tcp at masterAddr:masterPort
+   */
+  rendezvousSocket?: string;
   /** Seconds the rendezvous may take. @default 60 */
   timeout?: number;
   /** Aborts the rendezvous. */

@@ -20,6 +20,9 @@ import type { PendingRequest } from "./pending-request.js";
 import type { RankExit, RankProcess } from "./rank-process.js";
 import { RankJoins, type JoinedRank } from "./rank-joins.js";
 
+// sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
+const MAX_UNIX_SOCKET_PATH = 107;
+
 const SIGTERM_GRACE_MS = 2000;
 /** Attach mode: how long joined ranks get to finish a teardown when the group failed (nothing can be killed from here). */
 const ATTACH_TEARDOWN_GRACE_MS = 2000;
@@ -108,6 +111,16 @@ export class ControlSession {
   readonly token = randomBytes(16).toString("hex");
   /** New for every start: in the ranks' routing ids and cgroup names. */
   readonly nonce = randomBytes(4).toString("hex");
+
+  /**
+   * A new unix socket path in this session's private directory for a process
+   * group of spawned ranks to meet at (other users cannot reach it), or
+   * undefined when the path would be too long for a unix socket.
+   */
+  groupSocketPath(): string | undefined {
+    const path = join(this.#runDir, `group-${randomBytes(4).toString("hex")}.sock`);
+    return Buffer.byteLength(path) <= MAX_UNIX_SOCKET_PATH ? path : undefined;
+  }
   /** With CURVE (tcp): the keys handed to the ranks. */
   readonly keys: SessionKeys | undefined;
   /** Each rank's errors: its error file and what it reported as fatal. */

@@ -13,7 +13,11 @@ export interface DistributedRunnerOptions {
   worldSize?: number;
   /** Address ranks use to reach each other (collectives). @default "127.0.0.1" */
   masterAddr?: string;
-  /** Port of the process-group rendezvous; 0 picks a free port. @default 0 */
+  /**
+   * Port of the process-group rendezvous. 0: the runner's own ranks meet at a
+   * unix socket in its private directory (no ZeroMQ, no port; they still get
+   * a free port as `MASTER_PORT`). A port: they meet there over tcp. @default 0
+   */
   masterPort?: number;
   /**
    * Who starts the ranks. `"spawn"`: the runner, as child processes on this

@@ -79,6 +79,9 @@ export class RankLauncher {
     const options = this.#options;
     // New for every start, and only in the ranks' environment (which other users cannot read).
     const groupSecret = randomBytes(32).toString("hex");
+    // Every spawned rank is on this host: unless a port was asked for, the group
+    // meets at a unix socket, not a tcp port through ZeroMQ (as the control channel does).
+    const groupSocket = options.worldSize > 1 && options.masterPort === 0 ? session.groupSocketPath() : undefined;
     const entry = rankEntry();
     // V8's own limit works everywhere; the cgroup (where we may make one) also catches memory outside the heap.
     const memoryArgs = options.memoryLimitMiB === undefined ? [] : [`--max-old-space-size=${options.memoryLimitMiB}`];
@@ -86,7 +89,7 @@ export class RankLauncher {
     const pool = options.rankPool;
     let pooled = 0;
     for (let rank = 0; rank < options.worldSize; rank++) {
-      const env = this.#rankEnv(session, plan, rank, { workerModule, groupSecret, errorFile: session.errors.fileFor(rank) });
+      const env = this.#rankEnv(session, plan, rank, { workerModule, groupSecret, groupSocket, errorFile: session.errors.fileFor(rank) });
       const nodeArgs = [...options.nodeArgs, ...memoryArgs];
       const child = pool?.take({ nodeArgs, env, cwd: options.cwd });
       if (child) pooled++;
@@ -116,7 +119,7 @@ export class RankLauncher {
   }
 
   /** The environment of `rank`: the runner's, `options.env`, the device plan's, then what the rank needs to join. */
-  #rankEnv(session: ControlSession, plan: LaunchPlan, rank: number, shared: { workerModule: string; groupSecret: string; errorFile: string }): NodeJS.ProcessEnv {
+  #rankEnv(session: ControlSession, plan: LaunchPlan, rank: number, shared: { workerModule: string; groupSecret: string; groupSocket: string | undefined; errorFile: string }): NodeJS.ProcessEnv {
     const options = this.#options;
     const keys = session.keys;
     const rankKeys = keys?.rankKeys[rank];
@@ -140,6 +143,7 @@ export class RankLauncher {
       [RANK_ENV.logLevel]: this.#log.level,
       [RANK_ENV.streamWindow]: String(options.streamHighWaterMark),
       [RANK_ENV.groupSecret]: shared.groupSecret,
+      ...(shared.groupSocket === undefined ? {} : { [RANK_ENV.rendezvousSocket]: shared.groupSocket }),
       ...(options.deathPipe ? { [RANK_ENV.deathPipeFd]: "3" } : {}),
       ...(keys && rankKeys ? { [RANK_ENV.curveServerKey]: keys.serverKey, [RANK_ENV.curvePublicKey]: rankKeys.publicKey, [RANK_ENV.curveSecretKey]: rankKeys.secretKey } : {}),
     };

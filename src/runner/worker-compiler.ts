@@ -25,9 +25,10 @@ import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Plugin } from "esbuild";
 import { withEsbuild } from "../util/esbuild-service.js";
+import { RANK_CONDITION, rankEntry } from "./rank-entry.js";
 
 /** Bumped whenever the shape of what we emit changes, so old cache entries are not reused. */
-const FORMAT = 1;
+const FORMAT = 2;
 
 /** Source text that an ES module bundle cannot give the same meaning as tsx does. */
 const UNSUPPORTED = /\b__dirname\b|\b__filename\b|\brequire\s*\(|\bmodule\.exports\b|\bimport\.meta\.resolve\b|\bimport\.meta(?!\s*\.\s*(url|dirname|filename)\b)/;
@@ -136,7 +137,9 @@ function resolvePackages(facade: boolean): Plugin {
 export async function compileWorker(entry: string, cacheDir = workerCacheDir()): Promise<CompiledWorker> {
   if (/\.cts$/.test(entry)) return { ok: false, reason: "a .cts worker is CommonJS" };
   // The key leaves out esbuild's version so that a hit need not load esbuild; FORMAT covers what we emit.
-  const key = sha256(`${FORMAT}\0${process.version}\0${entry}`).slice(0, 32);
+  // Ranks that run the bundled runtime resolve `multirank/worker` to it; so does their compiled worker.
+  const conditions = rankEntry().execArgv.includes(`--conditions=${RANK_CONDITION}`) ? [RANK_CONDITION] : [];
+  const key = sha256(`${FORMAT}\0${process.version}\0${conditions.join(",")}\0${entry}`).slice(0, 32);
   try {
     mkdirSync(cacheDir, { recursive: true });
   } catch (error) {
@@ -148,13 +151,13 @@ export async function compileWorker(entry: string, cacheDir = workerCacheDir()):
   if (hit) return { ok: true, path: hit, cached: true };
 
   try {
-    return await withEsbuild((esbuild) => build(esbuild, entry, cacheDir, key));
+    return await withEsbuild((esbuild) => build(esbuild, entry, cacheDir, key, conditions));
   } catch (error) {
     return { ok: false, reason: `esbuild is not available (${(error as Error).message})` };
   }
 }
 
-async function build(esbuild: typeof import("esbuild"), entry: string, cacheDir: string, key: string): Promise<CompiledWorker> {
+async function build(esbuild: typeof import("esbuild"), entry: string, cacheDir: string, key: string, conditions: string[]): Promise<CompiledWorker> {
   let failure = "";
   for (const facade of [true, false]) {
     try {
@@ -165,8 +168,8 @@ async function build(esbuild: typeof import("esbuild"), entry: string, cacheDir:
         format: "esm",
         platform: "node",
         target: `node${process.versions.node}`,
-        // Node's own conditions and fields (esbuild would also try "module").
-        conditions: [],
+        // Node's own conditions and fields (esbuild would also try "module"), and the ranks' own.
+        conditions,
         mainFields: ["main"],
         sourcemap: "inline",
         // Class and function names as written: messages name the worker class.

@@ -149,4 +149,6 @@ export const RANK_ENV = Object.freeze({
   streamWindow: "MULTIRANK_STREAM_WINDOW",
   /** The process group's secret, new for every start (see `ProcessGroupOptions.secret`). */
   groupSecret: "MULTIRANK_GROUP_SECRET",
+  /** A unix socket path the group meets at instead of MASTER_ADDR:MASTER_PORT (a runner's own ranks, on its host). */
+  rendezvousSocket: "MULTIRANK_RENDEZVOUS_SOCKET",
 });

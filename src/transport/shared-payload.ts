@@ -5,6 +5,7 @@ import { SHM_DIR, SharedSegment, shmAvailable } from "../shm/index.js";
 import { viewKind, viewOver } from "../util/typed-views.js";
 import { replaceViews, walkData } from "../util/walk-data.js";
 import type { PayloadSegmentPool } from "./payload-pool.js";
+import { processWide } from "../util/process-wide.js";
 
 /**
  * Large payload buffers through shared memory. The runner copies every Buffer
@@ -212,8 +213,11 @@ export interface OffloadedPayload {
   retained: ArrayBufferLike[];
 }
 
-/** Segments made by {@link allocSharedBuffer}, by the memory they map. */
-const userSegments = new WeakMap<ArrayBufferLike, SharedSegment>();
+/**
+ * Segments made by {@link allocSharedBuffer}, by the memory they map. Process-wide: a worker
+ * importing its own copy of this module must still hand the runtime buffers it recognises.
+ */
+const userSegments = processWide("shared-payload.user-segments", () => new WeakMap<ArrayBufferLike, SharedSegment>());
 /** Their names, to unlink when the memory is collected or the process exits. */
 const userSegmentNames = new Set<string>();
 const unlinkWhenCollected = new FinalizationRegistry<string>((name) => unlinkName(name));

@@ -1,4 +1,5 @@
-import * as zmq from "zeromq";
+import type * as zmq from "zeromq";
+import { zeromq } from "./zeromq.js";
 import type { Logger } from "pino";
 import { deferred } from "../util/deferred.js";
 
@@ -54,7 +55,7 @@ export class ZapHandler {
    * `onDenied(address, why)` hears of every refused connection (the caller rate-limits its log).
    */
   static async bind(context: zmq.Context, log: Logger, onDenied: (address: string, why: string) => void): Promise<ZapHandler> {
-    const socket = new zmq.Reply({ context, linger: 0 });
+    const socket = new (zeromq().Reply)({ context, linger: 0 });
     await socket.bind(ZAP_ENDPOINT);
     const handler = new ZapHandler(socket, onDenied);
     void handler.#serve(log);

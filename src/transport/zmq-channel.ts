@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { Codec } from "../codec/packer.js";
-import { Context, Dealer, Router } from "zeromq";
+import type { Dealer, Router } from "zeromq";
+import { zeromq } from "./zeromq.js";
 import type { RankChannel, RunnerChannel } from "./control-channel.js";
 import { splitFrame, TCP_FRAME_LIMIT } from "./frame-pieces.js";
 import { SerialSender } from "./serial-sender.js";
@@ -42,7 +43,7 @@ export async function bindZmqRunnerChannel(bind: string, options: ZmqRunnerOptio
   const { curveSecretKey, onDenied } = options;
   // Its own context: a ZAP handler judges every socket of its context, and
   // another runner in this process has keys of its own.
-  const context = curveSecretKey ? new Context() : undefined;
+  const context = curveSecretKey ? new (zeromq().Context)() : undefined;
   let zap: ZapHandler | undefined;
   let router: Router | undefined;
   try {
@@ -51,7 +52,7 @@ export async function bindZmqRunnerChannel(bind: string, options: ZmqRunnerOptio
       if (options.anyClient) zap.allowAny();
       else zap.allow(options.clientKeys ?? []);
     }
-    router = new Router({
+    router = new (zeromq().Router)({
       ...(context ? { context } : {}),
       linger: 0,
       mandatory: true,
@@ -88,7 +89,7 @@ export interface ZmqRankOptions {
 /** A ZeroMQ DEALER for a rank, connecting to `options.endpoint` (ZeroMQ reconnects by itself). */
 export function connectZmqRankChannel(options: ZmqRankOptions): RankChannel {
   const { curve } = options;
-  const dealer = new Dealer({
+  const dealer = new (zeromq().Dealer)({
     routingId: options.routingId,
     linger: options.lingerMs,
     maxMessageSize: options.maxMessageBytes,

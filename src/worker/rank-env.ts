@@ -21,6 +21,8 @@ export interface RankEnv {
   streamWindow: number;
   /** The process group's secret (the runner always sets one). */
   groupSecret: string | undefined;
+  /** Where the group meets on this host, instead of MASTER_ADDR:MASTER_PORT (see `ProcessGroupOptions.rendezvousSocket`). */
+  rendezvousSocket?: string | undefined;
   /**
    * A rank that joins a runner (attach mode, `multirank rank`): what its
    * hello adds, its host and, on rank 0, where the process group should meet.
@@ -70,5 +72,6 @@ export function readRankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv {
       ? { serverKey, publicKey: required(env, RANK_ENV.curvePublicKey), secretKey: required(env, RANK_ENV.curveSecretKey) }
       : undefined,
     groupSecret: env[RANK_ENV.groupSecret] || undefined,
+    rendezvousSocket: env[RANK_ENV.rendezvousSocket] || undefined,
   };
 }

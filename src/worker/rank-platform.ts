@@ -33,6 +33,8 @@ export function createRankGroup(env: RankEnv, logger: Logger, rendezvous?: Group
     masterAddr: rendezvous?.masterAddr ?? env.masterAddr,
     masterPort: rendezvous?.masterPort ?? env.masterPort,
     secret: rendezvous?.secret ?? env.groupSecret,
+    // The runner's own ranks meet on its host; joined ranks where the runner's setup says.
+    ...(rendezvous === undefined && env.rendezvousSocket !== undefined ? { rendezvousSocket: env.rendezvousSocket } : {}),
     logger: logger.child({ component: "group" }),
   });
 }

@@ -107,6 +107,9 @@ describe("options", () => {
     expect(() => resolveGroupOptions({ rank: 2, size: 2, masterAddr: "x", masterPort: 1 })).toThrow(/options\.rank/);
     expect(() => resolveGroupOptions({ rank: 0, size: 2, masterAddr: "", masterPort: 1 })).toThrow(/options\.masterAddr/);
     expect(() => resolveGroupOptions({ rank: 0, size: 2, masterAddr: "h", masterPort: 70000 })).toThrow(/options\.masterPort/);
+    expect(() => resolveGroupOptions({ rank: 0, size: 2, masterAddr: "h", masterPort: 1, rendezvousSocket: "group.sock" })).toThrow(/options\.rendezvousSocket must be an absolute path/);
+    expect(() => resolveGroupOptions({ rank: 0, size: 2, masterAddr: "h", masterPort: 1, rendezvousSocket: `/${"x".repeat(120)}` })).toThrow(/options\.rendezvousSocket is 121 bytes long/);
+    expect(resolveGroupOptions({ rank: 0, size: 2, masterAddr: "h", masterPort: 1, rendezvousSocket: "/tmp/g.sock" }).rendezvousSocket).toBe("/tmp/g.sock");
     expect(() => resolveGroupOptions({ rank: 0, size: 2, masterAddr: "h", masterPort: 1, timeout: -1 })).toThrow(/options\.timeout/);
     try {
       resolveGroupOptions({ rank: 0, size: 0, masterAddr: "x", masterPort: 1 });
