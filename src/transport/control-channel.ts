@@ -46,10 +46,22 @@ export interface RunnerChannel extends ControlChannel<Buffer[]> {
   readonly zmqSocket: Router | undefined;
 }
 
+/** Options of {@link RankChannel.send}. */
+export interface RankSendOptions {
+  /**
+   * May wait for the end of this turn of the event loop, to go out in one
+   * write with the other messages of the turn (a unix socket; ZeroMQ ignores
+   * it). For a request's last message (`done`), whose sender has nothing more
+   * to do: a message the runner must hear at once (progress, a log line, a
+   * stream item, a fatal error) goes out at once, after any that wait. @default false
+   */
+  batch?: boolean;
+}
+
 /** A rank's end: one connection to the runner. */
 export interface RankChannel extends ControlChannel<Buffer[]> {
   /** Sends one message to the runner. */
-  send(frames: Buffer[]): Promise<void>;
+  send(frames: Buffer[], options?: RankSendOptions): Promise<void>;
   /** Rejects every send still waiting (the rank is exiting). */
   abortSends(error: unknown): void;
 }

@@ -3,8 +3,9 @@ import type { Logger } from "pino";
 import { TransportError } from "../errors.js";
 import { AsyncQueue } from "../util/async-queue.js";
 import type { Codec } from "../codec/packer.js";
-import type { RankChannel, RunnerChannel } from "./control-channel.js";
+import type { RankChannel, RankSendOptions, RunnerChannel } from "./control-channel.js";
 import { bodyLength, COPY_MAX_BYTES, encodeMessage, encodePrefix, MAX_MESSAGE_BYTES, MessageDecoder } from "./stream-framing.js";
+import { WriteBatcher } from "./write-batcher.js";
 
 /**
  * The runner's control channel on one host, over a unix stream socket in the
@@ -34,14 +35,33 @@ export const SENT: Promise<void> = Promise.resolve();
  * we write), so a sender that awaits it cannot grow this process.
  */
 export function writeMessage(socket: net.Socket, frames: readonly Buffer[], what: string, highWaterMark?: number): Promise<void> {
+  return write(socket, undefined, frames, what, highWaterMark);
+}
+
+/**
+ * {@link writeMessage} for a control connection: with `batch`, a small
+ * message joins the batch `batcher` writes at the end of the turn
+ * (write-batcher.ts); any other message first flushes that batch, so
+ * messages keep their order.
+ */
+export function writeBatched(batcher: WriteBatcher, frames: readonly Buffer[], what: string, highWaterMark: number, batch: boolean): Promise<void> {
+  return write(batcher.socket, batcher, frames, what, highWaterMark, batch);
+}
+
+function write(socket: net.Socket, batcher: WriteBatcher | undefined, frames: readonly Buffer[], what: string, highWaterMark?: number, batch = false): Promise<void> {
   if (socket.destroyed || !socket.writable) return Promise.reject(new TransportError(`${what}: the connection is closed`));
   const body = bodyLength(frames);
   if (body > MAX_MESSAGE_BYTES) return Promise.reject(new TransportError(`${what}: a message of ${body} bytes exceeds the limit of ${MAX_MESSAGE_BYTES} bytes`));
   if (body <= COPY_MAX_BYTES) {
-    socket.write(encodeMessage(frames));
+    if (batcher && batch) batcher.push(encodeMessage(frames));
+    else {
+      batcher?.flush();
+      socket.write(encodeMessage(frames));
+    }
     if (highWaterMark !== undefined && socket.writableLength > highWaterMark) return drained(socket, what);
     return SENT;
   }
+  batcher?.flush();
   return new Promise<void>((resolve, reject) => {
     const done = (error?: Error | null): void => {
       if (error) reject(new TransportError(`${what} failed: ${error.message}`, { cause: error }));
@@ -142,7 +162,8 @@ export interface StreamSocketOptions {
 /** The runner's end: accepts rank connections, each naming itself by its first message. */
 export class StreamRouter implements RunnerChannel {
   readonly #server: net.Server;
-  readonly #peers = new Map<string, net.Socket>();
+  /** Named connections, each with the batch of small messages it writes at the end of the turn. */
+  readonly #peers = new Map<string, WriteBatcher>();
   readonly #connections = new Set<net.Socket>();
   readonly #inbox: Inbox;
   readonly #options: StreamSocketOptions;
@@ -200,7 +221,7 @@ export class StreamRouter implements RunnerChannel {
         }
         identity = name;
         identityFrame = Buffer.from(frames[0]!); // a copy: a view would keep the first chunk alive
-        this.#peers.set(name, socket);
+        this.#peers.set(name, new WriteBatcher(socket));
         decoder.setMaxBytes(this.#options.maxMessageBytes);
       },
       (why) => {
@@ -215,7 +236,7 @@ export class StreamRouter implements RunnerChannel {
     this.#connections.add(socket);
     socket.on("close", () => {
       this.#connections.delete(socket);
-      if (identity !== undefined && this.#peers.get(identity) === socket) this.#peers.delete(identity);
+      if (identity !== undefined && this.#peers.get(identity)?.socket === socket) this.#peers.delete(identity);
     });
   }
 
@@ -228,9 +249,11 @@ export class StreamRouter implements RunnerChannel {
   send(frames: Array<Buffer | Uint8Array | string>): Promise<void> {
     const [identity, ...rest] = frames.map(asBuffer);
     const name = identity?.toString("latin1") ?? "";
-    const socket = this.#peers.get(name);
-    if (!socket) return Promise.reject(new TransportError(`no control connection from ${JSON.stringify(name)}`));
-    return writeMessage(socket, rest, `send to ${name}`, this.#options.highWaterMark);
+    const peer = this.#peers.get(name);
+    if (!peer) return Promise.reject(new TransportError(`no control connection from ${JSON.stringify(name)}`));
+    // Everything the runner sends may wait for the end of the turn: the runner's
+    // own code (the gateway's, under load many requests a turn), not a worker's, runs meanwhile.
+    return writeBatched(peer, rest, `send to ${name}`, this.#options.highWaterMark, true);
   }
 
   /** Sends waiting for a drain reject when their connection closes; nothing else is queued here. */
@@ -240,6 +263,8 @@ export class StreamRouter implements RunnerChannel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // What was sent before the close goes out first, as if each message had been written when it was sent.
+    for (const peer of this.#peers.values()) peer.flush();
     // Every connection, named or not.
     for (const socket of this.#connections) socket.destroy();
     this.#connections.clear();
@@ -259,6 +284,8 @@ export class StreamDealer implements RankChannel {
   readonly #options: StreamSocketOptions & { lingerMs: number };
   readonly #inbox: Inbox;
   #socket: net.Socket | undefined;
+  /** Small messages written at the end of the turn, in one write. */
+  #batcher: WriteBatcher | undefined;
   #closed = false;
   readonly codec: Codec;
 
@@ -294,16 +321,19 @@ export class StreamDealer implements RankChannel {
     // The runner closing its end is the end of the conversation.
     socket.on("close", () => this.#inbox.end());
     socket.write(encodeMessage([Buffer.from(this.#routingId, "latin1")]));
+    this.#batcher = new WriteBatcher(socket);
   }
 
   /**
-   * Sends one message; settles at once for small messages (copied) while the
-   * connection holds less than the high-water mark unsent, else once it
-   * drains; a large message settles once the kernel has its bytes.
+   * Sends one message (with `batch`, a small one waits for the end of the
+   * turn: see {@link RankSendOptions}); settles at once for small messages
+   * (copied) while the connection holds less than the high-water mark
+   * unsent, else once it drains; a large message settles once the kernel has
+   * its bytes.
    */
-  send(frames: Array<Buffer | Uint8Array | string>): Promise<void> {
-    if (!this.#socket) return Promise.reject(new TransportError("the control connection is not open"));
-    return writeMessage(this.#socket, frames.map(asBuffer), "send to the runner", this.#options.highWaterMark);
+  send(frames: Array<Buffer | Uint8Array | string>, options?: RankSendOptions): Promise<void> {
+    if (!this.#batcher) return Promise.reject(new TransportError("the control connection is not open"));
+    return writeBatched(this.#batcher, frames.map(asBuffer), "send to the runner", this.#options.highWaterMark, options?.batch === true);
   }
 
   /** Sends waiting for a drain reject when the connection closes; nothing else is queued here. */
@@ -315,6 +345,7 @@ export class StreamDealer implements RankChannel {
     this.#closed = true;
     const socket = this.#socket;
     if (socket && !socket.destroyed) {
+      this.#batcher?.flush();
       socket.end();
       setTimeout(() => socket.destroy(), this.#options.lingerMs).unref();
     }

@@ -497,9 +497,13 @@ export class RankRuntime {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#channel.send([bytes]);
+    // A request's end may go out with the others ending this turn (one write for many under load);
+    // everything else (progress, logs, stream items, errors) at once.
+    return message.t === "done" ? this.#channel.send([bytes], BATCH) : this.#channel.send([bytes]);
   }
 }
+
+const BATCH = Object.freeze({ batch: true });
 
 function isCancellation(error: unknown, signal: AbortSignal): boolean {
   if (error === signal.reason) return true;
