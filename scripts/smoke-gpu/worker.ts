@@ -8,6 +8,7 @@
 import { DistributedWorker, cudaVectorAddCheck, currentCudaDevice, getCpuAffinity, listDevices } from "multirank";
 import { measure, type RankReport, type SmokeInput } from "./report.js";
 
+/** Invoked once by the smoke test; rank 0 resolves with every rank's {@link RankReport}, the others with `undefined`. */
 export default class SmokeGpuWorker extends DistributedWorker<SmokeInput, RankReport[] | undefined> {
   override async call(input: SmokeInput): Promise<RankReport[] | undefined> {
     const context = measure(() => currentCudaDevice());
