@@ -8,6 +8,7 @@
         "native/addon.cc",
         "native/affinity.cc",
         "native/cuda_driver.cc",
+        "native/cuda_kernel.cc",
         "native/devices.cc",
         "native/dynamic_library.cc",
         "native/errors.cc",

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include "affinity.h"
+#include "cuda_kernel.h"
 #include "devices.h"
 #include "parent_death.h"
 #include "reduce_kernel.h"
@@ -17,6 +18,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("listDevices", Napi::Function::New(env, ListDevices, "listDevices"));
   exports.Set("listDevicesAsync", Napi::Function::New(env, ListDevicesAsync, "listDevicesAsync"));
   exports.Set("makeDeviceCurrent", Napi::Function::New(env, MakeDeviceCurrent, "makeDeviceCurrent"));
+  exports.Set("cudaCurrentDevice", Napi::Function::New(env, CudaCurrentDevice, "cudaCurrentDevice"));
+  exports.Set("cudaVectorAddCheck", Napi::Function::New(env, CudaVectorAddCheck, "cudaVectorAddCheck"));
+  exports.Set("cudaVecAddPtx", Napi::Function::New(env, CudaVecAddPtx, "cudaVecAddPtx"));
   exports.Set("setCpuAffinity", Napi::Function::New(env, SetCpuAffinity, "setCpuAffinity"));
   exports.Set("getCpuAffinity", Napi::Function::New(env, GetCpuAffinity, "getCpuAffinity"));
   exports.Set("setParentDeathSignal", Napi::Function::New(env, SetParentDeathSignal, "setParentDeathSignal"));

@@ -1,5 +1,6 @@
 #include "cuda_driver.h"
 
+#include <cstdio>
 #include <mutex>
 
 namespace multirank {
@@ -17,10 +18,15 @@ const char* KnownCudaStatus(CUresult status) {
     case 35: return "CUDA_ERROR_INSUFFICIENT_DRIVER";
     case 100: return "CUDA_ERROR_NO_DEVICE";
     case 101: return "CUDA_ERROR_INVALID_DEVICE";
+    case 200: return "CUDA_ERROR_INVALID_IMAGE";
     case 201: return "CUDA_ERROR_INVALID_CONTEXT";
+    case 218: return "CUDA_ERROR_INVALID_PTX";
+    case 222: return "CUDA_ERROR_UNSUPPORTED_PTX_VERSION";
     case 304: return "CUDA_ERROR_OPERATING_SYSTEM";
     case 500: return "CUDA_ERROR_NOT_FOUND";
+    case 700: return "CUDA_ERROR_ILLEGAL_ADDRESS";
     case 708: return "CUDA_ERROR_CONTEXT_IS_DESTROYED";
+    case 719: return "CUDA_ERROR_LAUNCH_FAILED";
     case 801: return "CUDA_ERROR_NOT_SUPPORTED";
     case 803: return "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH";
     case 999: return "CUDA_ERROR_UNKNOWN";
@@ -54,6 +60,24 @@ bool ResolveAll(CudaDriver& d) {
          Require(d, "cuCtxSetCurrent", &d.cuCtxSetCurrent);
 }
 
+// The kernel entry points are optional (see CudaDriver::kernelApiMissing).
+void ResolveKernelApi(CudaDriver& d) {
+  const auto optional = [&d](const char* name, auto* out) {
+    if (!d.library.Resolve(name, out) && d.kernelApiMissing.empty()) d.kernelApiMissing = name;
+  };
+  optional("cuCtxGetCurrent", &d.cuCtxGetCurrent);
+  optional("cuCtxGetDevice", &d.cuCtxGetDevice);
+  optional("cuCtxSynchronize", &d.cuCtxSynchronize);
+  optional("cuModuleLoadData", &d.cuModuleLoadData);
+  optional("cuModuleGetFunction", &d.cuModuleGetFunction);
+  optional("cuModuleUnload", &d.cuModuleUnload);
+  optional("cuMemAlloc_v2", &d.cuMemAlloc);
+  optional("cuMemFree_v2", &d.cuMemFree);
+  optional("cuMemcpyHtoD_v2", &d.cuMemcpyHtoD);
+  optional("cuMemcpyDtoH_v2", &d.cuMemcpyDtoH);
+  optional("cuLaunchKernel", &d.cuLaunchKernel);
+}
+
 void Load(CudaDriver& d) {
   const std::string path =
       EnvOr("MULTIRANK_CUDA_LIBRARY", EnvOr("MULTIRANK_FAKE_DRIVER", "libcuda.so.1"));
@@ -64,6 +88,7 @@ void Load(CudaDriver& d) {
     return;
   }
   if (!ResolveAll(d)) return;
+  ResolveKernelApi(d);
   const CUresult init = d.cuInit(0);
   if (init != kCudaSuccess) {
     d.status = CudaStatusName(d, init);
@@ -89,6 +114,15 @@ const CudaDriver& LoadCudaDriver() {
   static std::once_flag once;
   std::call_once(once, [] { Load(*driver); });
   return *driver;
+}
+
+std::string FormatCudaUuid(const CUuuid& uuid) {
+  char text[64];
+  const unsigned char* b = uuid.bytes;
+  std::snprintf(text, sizeof(text),
+                "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+                b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+  return text;
 }
 
 std::string CudaStatusName(const CudaDriver& driver, CUresult status) {

@@ -13,6 +13,10 @@ namespace multirank {
 using CUresult = int;
 using CUdevice = int;
 using CUcontext = struct CUctx_st*;
+using CUmodule = struct CUmod_st*;
+using CUfunction = struct CUfunc_st*;
+using CUstream = struct CUstream_st*;
+using CUdeviceptr = unsigned long long;  // CUdeviceptr_v2: 64-bit on every platform we build for
 struct CUuuid {
   unsigned char bytes[16];
 };
@@ -41,6 +45,24 @@ struct CudaDriver {
   CUresult (*cuCtxSetCurrent)(CUcontext) = nullptr;
   CUresult (*cuGetErrorName)(CUresult, const char**) = nullptr;  // optional
 
+  // Running a kernel (cuda_kernel.cc). Optional: discovery and pinning work
+  // without them, so a driver lacking one is reported only by the kernel
+  // check, through `kernelApiMissing`.
+  CUresult (*cuCtxGetCurrent)(CUcontext*) = nullptr;
+  CUresult (*cuCtxGetDevice)(CUdevice*) = nullptr;
+  CUresult (*cuCtxSynchronize)() = nullptr;
+  CUresult (*cuModuleLoadData)(CUmodule*, const void*) = nullptr;
+  CUresult (*cuModuleGetFunction)(CUfunction*, CUmodule, const char*) = nullptr;
+  CUresult (*cuModuleUnload)(CUmodule) = nullptr;
+  CUresult (*cuMemAlloc)(CUdeviceptr*, size_t) = nullptr;                   // cuMemAlloc_v2
+  CUresult (*cuMemFree)(CUdeviceptr) = nullptr;                             // cuMemFree_v2
+  CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void*, size_t) = nullptr;     // cuMemcpyHtoD_v2
+  CUresult (*cuMemcpyDtoH)(void*, CUdeviceptr, size_t) = nullptr;           // cuMemcpyDtoH_v2
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int,
+                             unsigned int, unsigned int, CUstream, void**, void**) = nullptr;
+  // The first kernel entry point the library lacks; empty when it has them all.
+  std::string kernelApiMissing;
+
   // Set once by LoadCudaDriver(). When `available` is false, `reason` says why
   // and `status` names the driver status (or a MULTIRANK_* pseudo-status).
   bool available = false;
@@ -55,6 +77,9 @@ struct CudaDriver {
 // process; later calls return the same object. Thread-safe (std::call_once),
 // so it may run on a libuv pool thread.
 const CudaDriver& LoadCudaDriver();
+
+// nvidia-smi's form: GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx.
+std::string FormatCudaUuid(const CUuuid& uuid);
 
 // "CUDA_ERROR_NO_DEVICE" for 100, via cuGetErrorName when the driver has it.
 std::string CudaStatusName(const CudaDriver& driver, CUresult status);

@@ -24,16 +24,6 @@ struct DeviceInfo {
   std::string cpuSource;  // "nvml", "sysfs" or "none"
 };
 
-// nvidia-smi's form: GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx.
-std::string FormatUuid(const CUuuid& uuid) {
-  char text[64];
-  const unsigned char* b = uuid.bytes;
-  std::snprintf(text, sizeof(text),
-                "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
-                b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-  return text;
-}
-
 // The driver says "0000:3B:00.0" (some versions "00000000:3B:00.0"); sysfs and
 // lspci say "0000:3b:00.0". Use the sysfs form everywhere so the fallback path
 // and users' own tools agree.
@@ -84,7 +74,7 @@ bool QueryDevices(bool withCpus, std::vector<DeviceInfo>* out, NativeFailure* fa
 
     CUuuid uuid = {};
     if (!Check(d, d.cuDeviceGetUuid(&uuid, dev), "cuDeviceGetUuid", i, failure)) return false;
-    info.uuid = FormatUuid(uuid);
+    info.uuid = FormatCudaUuid(uuid);
 
     char bus[64] = {};
     if (!Check(d, d.cuDeviceGetPCIBusId(bus, sizeof(bus) - 1, dev), "cuDeviceGetPCIBusId", i, failure)) return false;

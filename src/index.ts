@@ -21,6 +21,8 @@ export type { CollectiveOptions, ProcessGroup, ReduceOp, ReduceOptions, Reducibl
 export { SharedSegment, shmAvailable, shmFreeBytes, sweepStaleSegments, type OpenSegmentOptions, type SharedSegmentOptions, type SweepOptions } from "./shm/index.js";
 export {
   cudaAvailability,
+  cudaVectorAddCheck,
+  currentCudaDevice,
   getCpuAffinity,
   listDevices,
   listDevicesAsync,
@@ -28,8 +30,10 @@ export {
   setCpuAffinity,
   setParentDeathSignal,
   type CudaDeviceInfo,
+  type CurrentCudaDevice,
   type DeviceSelection,
   type RankDevicePlan,
+  type VectorAddCheck,
   type WorkerDevice,
 } from "./devices/index.js";
 export * from "./server/index.js";

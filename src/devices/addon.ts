@@ -26,6 +26,22 @@ export type NativeCudaAvailability =
   | { available: true; library: string; driverVersion: number; deviceCount: number }
   | { available: false; library: string; reason: string; status: string; libraryMissing: boolean };
 
+/** `cudaCurrentDevice()` as the addon returns it: the current context's device. */
+export interface NativeCurrentDevice {
+  index: number;
+  uuid: string;
+}
+
+/** `cudaVectorAddCheck(n)` as the addon returns it. */
+export interface NativeVectorAddCheck {
+  ok: boolean;
+  n: number;
+  maxError: number;
+  index: number;
+  uuid: string;
+  ms: number;
+}
+
 /** What `build/Release/multirank.node` exports (registered in native/addon.cc). */
 export interface NativeAddon {
   readonly napiVersion: number;
@@ -33,6 +49,10 @@ export interface NativeAddon {
   listDevices(withCpus?: boolean): NativeDeviceInfo[];
   listDevicesAsync(withCpus?: boolean): Promise<NativeDeviceInfo[]>;
   makeDeviceCurrent(index: number): void;
+  // Kernels on the current context (native/cuda_kernel.h; typed face in kernel-check.ts).
+  cudaCurrentDevice(): NativeCurrentDevice;
+  cudaVectorAddCheck(n: number): NativeVectorAddCheck;
+  cudaVecAddPtx(): string;
   setCpuAffinity(cpus: readonly number[]): void;
   getCpuAffinity(): number[];
   setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
