@@ -32,6 +32,8 @@ const USAGE = `usage: multirank serve [options]
   --redis <url>     keep the queue and the jobs' records in Redis (redis://[user:password@]host:port[/db]), shared by
                     every gateway given the same Redis; also $MULTIRANK_REDIS_URL (better for a URL with a password,
                     as argv is visible to other users); the flag wins; the config's queue options apply to either
+  --rank-pool <n>   keep n rank processes started, with the runtime loaded, for cold starts to take (default 0: off;
+                    also $MULTIRANK_RANK_POOL; each idle one holds about 60 MiB)
   --help            this text
 `;
 
@@ -55,6 +57,7 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
         "cache-dir": { type: "string" },
         "shutdown-grace": { type: "string" },
         redis: { type: "string" },
+        "rank-pool": { type: "string" },
         help: { type: "boolean", default: false },
       },
       strict: true,
@@ -75,6 +78,12 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   const grace = values["shutdown-grace"] === undefined ? undefined : Number(values["shutdown-grace"]);
   if (grace !== undefined && !(grace >= 0)) {
     out.write("multirank serve: --shutdown-grace must be a number of seconds\n");
+    return 2;
+  }
+  const poolText = values["rank-pool"] ?? (process.env.MULTIRANK_RANK_POOL || undefined);
+  const poolSize = poolText === undefined ? undefined : Number(poolText);
+  if (poolSize !== undefined && !(Number.isInteger(poolSize) && poolSize >= 0)) {
+    out.write(`multirank serve: --rank-pool (or $MULTIRANK_RANK_POOL) must be a whole number of processes; got ${poolText}\n`);
     return 2;
   }
   const logger = pino({ level: process.env.MULTIRANK_LOG_LEVEL ?? "info" }, pino.destination(2));
@@ -101,6 +110,8 @@ export async function runServeCommand(argv: string[], out: NodeJS.WritableStream
   // The URL given here replaces the config's; its other queue options (prefix, stalledAfter...) still apply.
   const redisUrl = values.redis ?? (process.env.MULTIRANK_REDIS_URL || undefined);
   if (redisUrl !== undefined) gatewayConfig.queue = { ...config.queue, redis: redisUrl };
+  // The flag's size replaces the config's; its other pool options (nodeArgs) still apply.
+  if (poolSize !== undefined) gatewayConfig.rankPool = { ...(gatewayConfig.rankPool instanceof Object ? gatewayConfig.rankPool : {}), size: poolSize };
   const envKeys = (process.env.MULTIRANK_GATEWAY_KEYS ?? "").split(",").filter(Boolean);
   const keys = [...(config.keys ?? []), ...(values.key ?? []), ...envKeys];
   const requireKeyForOps = values["require-key-for-ops"] === true || config.requireKeyForOps === true;

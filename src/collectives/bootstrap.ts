@@ -103,7 +103,8 @@ export async function bootstrap(o: BootstrapOptions): Promise<Connected> {
   let keys: { publicKey: string; secretKey: string } | undefined;
   const host = hostIdentity();
   // What ranks (and runners) killed earlier left on this host: segments, files, link sockets.
-  sweepLeftovers();
+  // A runner's own ranks (they meet at its socket) skip it: the runner swept when its session began.
+  if (o.socketPath === undefined) sweepLeftovers();
   // Mapped segments when the addon has them, else tmpfs files; every rank must
   // use the same kind (checked at connect), or none.
   const kind = o.sharedMemory ? sharedKind() : undefined;

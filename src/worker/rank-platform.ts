@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import type { Logger } from "pino";
-import { createProcessGroup, type ProcessGroup } from "../collectives/index.js";
+import type { ProcessGroup } from "../collectives/index.js";
 import { pinCurrentProcess, planFromEnv, setParentDeathSignal, type WorkerDevice } from "../devices/index.js";
 import type { GroupRendezvous } from "../transport/messages.js";
 import type { RankEnv } from "./rank-env.js";
@@ -26,7 +26,10 @@ export function pinRank(logger: Logger): WorkerDevice {
  * (the runner's `setup`, in attach mode) says, since there the runner could
  * not know an address all hosts reach before rank 0 reported one.
  */
-export function createRankGroup(env: RankEnv, logger: Logger, rendezvous?: GroupRendezvous): Promise<ProcessGroup> {
+export async function createRankGroup(env: RankEnv, logger: Logger, rendezvous?: GroupRendezvous): Promise<ProcessGroup> {
+  // Loaded here, not with the runtime: the collectives are most of the rank's code, and a
+  // bundled rank of a world of one then never compiles them (see scripts/bundle-rank.mjs).
+  const { createProcessGroup } = await import("../collectives/index.js");
   return createProcessGroup({
     rank: env.rank,
     size: env.worldSize,

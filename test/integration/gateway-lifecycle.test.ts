@@ -1,5 +1,6 @@
 /** Runner pools with real runners, graceful shutdown, and `multirank serve` under SIGTERM. */
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { defineApp } from "../../src/gateway/index.js";
@@ -135,6 +136,41 @@ describe("graceful shutdown", () => {
       expect((await inFlight).body).toMatchObject({ tokens: 10 });
       expect(await exited).toBe(0);
       expect(stdout).toContain("stopped");
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+    }
+  }, 150_000);
+  it("multirank serve --rank-pool 2 keeps two rank processes waiting from the start; a bad size exits 2", async () => {
+    const script = fileURLToPath(new URL("../fixtures/gateway/serve-main.ts", import.meta.url));
+    const bad = spawn(process.execPath, ["--import", "tsx", script, "--port", "0", "--rank-pool", "two"], { stdio: ["pipe", "pipe", "pipe"] });
+    let badOut = "";
+    bad.stdout.on("data", (chunk: Buffer) => (badOut += chunk.toString()));
+    bad.stderr.resume();
+    expect(await new Promise((resolve) => bad.once("exit", resolve))).toBe(2);
+    expect(badOut).toContain("--rank-pool (or $MULTIRANK_RANK_POOL) must be a whole number of processes; got two");
+
+    const child = spawn(process.execPath, ["--import", "tsx", script, "--port", "0", "--rank-pool", "2", "--config", fileURLToPath(new URL("../../gateway.config.ts", import.meta.url))], {
+      env: { ...process.env, MULTIRANK_LOG_LEVEL: "silent" },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    // The serve process's children that are pooled rank processes (none are ranks before a request).
+    const pooled = (): number =>
+      childPids(child.pid).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "latin1").includes("rank-pool-main");
+        } catch {
+          return false;
+        }
+      }).length;
+    try {
+      let stdout = "";
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.resume();
+      expect(await waitFor(() => stdout.includes("Ctrl-C"), 60_000)).toBe(true);
+      await expect.poll(pooled, { timeout: 60_000 }).toBe(2);
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
     }
