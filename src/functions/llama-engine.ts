@@ -176,7 +176,7 @@ export interface LlamaContextInstance {
 
 /** node-llama-cpp's `LlamaCompletion`, the parts used. */
 export interface LlamaCompletionInstance {
-  generateCompletion(prompt: string, options: { maxTokens?: number; temperature?: number; seed?: number; signal?: AbortSignal; stopOnAbortSignal?: boolean; onTextChunk?: (text: string) => void }): Promise<string>;
+  generateCompletion(prompt: string, options: { maxTokens?: number; temperature?: number; seed?: number; signal?: AbortSignal; stopOnAbortSignal?: boolean; onTextChunk?: (text: string) => void; onToken?: (tokens: number[]) => void }): Promise<string>;
   dispose(): void;
 }
 
