@@ -50,7 +50,8 @@ export interface LlmOutput {
  * world size 1 serves one model. On a CUDA rank every layer goes to the
  * rank's GPU (run it with `isolateDevices` so that GPU is the only one CUDA
  * sees); on a CPU rank llama.cpp runs on the cores multirank pinned the rank
- * to. Tokens stream as text events; cancelling stops generation at the rank.
+ * to. Tokens stream as text events `{ delta, index }` (`delta` is the token's
+ * text, spaces included); cancelling stops generation at the rank.
  */
 export default class Llm extends DistributedWorker<LlmInput, LlmOutput, LlmSetupArgs> {
   #llama: LlamaInstance | undefined;
@@ -95,7 +96,7 @@ export default class Llm extends DistributedWorker<LlmInput, LlmOutput, LlmSetup
         },
         onTextChunk: (token) => {
           // Results past the stream's credit window queue in the rank; a model makes tokens slower than they drain.
-          if (ctx.streaming) void this.addStreamingResult({ token, index: index++ }, { asTextEvent: true }).catch(() => {});
+          if (ctx.streaming) void this.addStreamingResult({ delta: token, index: index++ }, { asTextEvent: true }).catch(() => {});
         },
       });
       const seconds = (performance.now() - started) / 1000;

@@ -119,9 +119,9 @@ describeWithLlamaEngine("llm: the app through the gateway", () => {
     for await (const event of stream) events.push(event);
     const output = await stream.done();
     expect(output).toMatchObject({ tokens: 12, seed: 1, device: "cpu" });
-    const tokens = events.filter((e) => typeof e.token === "string");
+    const tokens = events.filter((e) => typeof e.delta === "string");
     expect(tokens.map((e) => e.index)).toEqual([...tokens.keys()]);
-    expect(tokens.map((e) => e.token).join("")).toBe(output.text);
+    expect(tokens.map((e) => e.delta).join("")).toBe(output.text);
   });
 
   it("runpod-sdk: run + stream yields the tokens, then the output", async () => {
@@ -132,7 +132,7 @@ describeWithLlamaEngine("llm: the app through the gateway", () => {
     for await (const chunk of llm.stream(id)) chunks.push(chunk);
     const final = chunks.at(-1).output;
     expect(final).toMatchObject({ tokens: 8 });
-    expect(chunks.slice(0, -1).map((c) => c.output.token).join("")).toBe(final.text);
+    expect(chunks.slice(0, -1).map((c) => c.output.delta).join("")).toBe(final.text);
   });
 
   it("two concurrent requests on a maxRunners: 2 app run on two runners", async () => {
