@@ -449,6 +449,23 @@ export class DependencyInstallError extends MultirankError {
   }
 }
 
+/**
+ * The llama.cpp engine (node-llama-cpp, installed on first use into the
+ * cache, not with multirank) is not installed here and could not be
+ * installed: no registry, a failed npm, or an install dir that
+ * `MULTIRANK_LLAMA_ENGINE` names but that holds no engine. The message names
+ * the command that installs it ahead of time; `cause` holds npm's failure.
+ */
+export class EngineMissingError extends MultirankError {
+  static override readonly brand = "MULTIRANK_ERR_ENGINE_MISSING";
+  /** The command that installs the engine, e.g. `npx multirank engine install llama --gpu`. */
+  readonly installCommand: string;
+  constructor(message: string, installCommand: string, options?: MultirankErrorOptions) {
+    super(EngineMissingError.brand, message, options);
+    this.installCommand = installCommand;
+  }
+}
+
 /** Every code in the catalogue, for documentation and exhaustiveness tests. */
 export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_INVALID_ARGUMENT",
@@ -467,6 +484,7 @@ export const ERROR_CODES = Object.freeze([
   "MULTIRANK_ERR_UNDECLARED_DEPENDENCY",
   "MULTIRANK_ERR_BUNDLE",
   "MULTIRANK_ERR_DEPENDENCY_INSTALL",
+  "MULTIRANK_ERR_ENGINE_MISSING",
   "MULTIRANK_ERR_RANK_HUNG",
   "MULTIRANK_ERR_MEMORY_LIMIT",
   "MULTIRANK_ERR_REMOTE",

@@ -24,6 +24,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "run one rank of a runner in attach mode, under mpirun, srun, Kubernetes or torchrun (MULTIRANK_JOIN)",
     load: async () => (await import("./rank.js")).runRankCommand,
   },
+  engine: { summary: "install the llama.cpp engine (node-llama-cpp) ahead of time: engine install llama [--gpu]", load: async () => (await import("./engine.js")).runEngineCommand },
   devices: { summary: "list CUDA devices and their local CPU cores (--json for scripts)", load: async () => (await import("./devices.js")).runDevicesCommand },
 };
 

@@ -29,3 +29,20 @@ export {
 export { bundleModule, packageNameOf, type Bundle, type BundleOptions } from "./bundle.js";
 export { DEFAULT_REGISTRY, ENV_MARKER, ensureEnvironment, environmentKey, type Environment, type EnvironmentOptions } from "./environment.js";
 export { DependencyInstallError } from "../errors.js";
+export {
+  ensureLlamaEngine,
+  installCommand as llamaEngineInstallCommand,
+  LLAMA_ENGINE_MARKER,
+  LLAMA_ENGINE_VERSION,
+  llamaEngineDir,
+  llamaEnginePackages,
+  loadLlamaEngine,
+  type LlamaCompletionInstance,
+  type LlamaContextInstance,
+  type LlamaEngine,
+  type LlamaEngineModule,
+  type LlamaEngineOptions,
+  type LlamaEngineVariant,
+  type LlamaInstance,
+  type LlamaModelInstance,
+} from "./llama-engine.js";

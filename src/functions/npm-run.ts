@@ -53,9 +53,11 @@ export function npmEnvironment(extra: Readonly<Record<string, string>>): NodeJS.
  * Runs `command... args` in `cwd` and resolves when it exits, with its exit
  * status and output tail (it never rejects for a non-zero exit). On `signal`
  * it kills npm's whole process group (install scripts included), waits for
- * it to exit, and rejects with an {@link AbortError}.
+ * it to exit, and rejects with an {@link AbortError}. `onLine`, when given,
+ * sees each complete line of output as it comes (credentials removed), for
+ * progress.
  */
-export function runNpm(command: readonly string[], args: readonly string[], cwd: string, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<NpmResult> {
+export function runNpm(command: readonly string[], args: readonly string[], cwd: string, env: NodeJS.ProcessEnv, signal?: AbortSignal, onLine?: (line: string) => void): Promise<NpmResult> {
   return new Promise<NpmResult>((resolve, reject) => {
     if (signal?.aborted) {
       reject(new AbortError("the dependency install was aborted", { cause: signal.reason }));
@@ -63,7 +65,7 @@ export function runNpm(command: readonly string[], args: readonly string[], cwd:
     }
     // detached: npm leads its own process group, so an abort can end it and every script it started with one kill.
     const child = spawn(command[0]!, [...command.slice(1), ...args], { cwd, env, shell: false, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-    const tail = new TailBuffer(200);
+    const tail = new TailBuffer(200, onLine);
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => tail.push(chunk));
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => tail.push(chunk));
     let aborted = false;
@@ -160,11 +162,13 @@ function safeDecode(text: string): string {
 /** The last lines of a stream of text chunks, bounded in memory. */
 class TailBuffer {
   readonly #max: number;
+  readonly #onLine: ((line: string) => void) | undefined;
   #lines: string[] = [];
   #partial = "";
 
-  constructor(maxLines: number) {
+  constructor(maxLines: number, onLine?: (line: string) => void) {
     this.#max = maxLines;
+    this.#onLine = onLine;
   }
 
   push(chunk: string): void {
@@ -173,6 +177,7 @@ class TailBuffer {
     // A line without end (a progress bar) is cut so one chunk cannot grow without bound.
     if (this.#partial.length > 8192) this.#partial = this.#partial.slice(-8192);
     this.#lines.push(...pieces);
+    if (this.#onLine) for (const line of pieces) if (line.trim() !== "") this.#onLine(redactSecrets(line));
     if (this.#lines.length > this.#max) this.#lines.splice(0, this.#lines.length - this.#max);
   }
 

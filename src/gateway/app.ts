@@ -60,6 +60,12 @@ export interface AppOptions {
    * @default unset (the allowed cores are split evenly among a runner's ranks)
    */
   cpu?: number;
+  /**
+   * Give each rank a `CUDA_VISIBLE_DEVICES` naming only its own GPU, so a
+   * library that uses every GPU it sees (llama.cpp) uses the runner's alone.
+   * Breaks peer-to-peer between a runner's GPUs. @default false
+   */
+  isolateDevices?: boolean;
   /** Per-request execution timeout; each `ctx.progress()` restarts it. @default 300 */
   timeout?: number;
   /** Retry policy. @default { max: 0, on: ["crash"] } */
@@ -136,6 +142,7 @@ export interface AppDefinition {
   readonly memoryMiB: number | undefined;
   /** Cores per rank; undefined for an even split. */
   readonly cpu: number | undefined;
+  readonly isolateDevices: boolean;
   readonly timeout: number;
   readonly retries: Readonly<{ max: number; on: readonly RetryReason[] }>;
   readonly startupTimeout: number;
@@ -201,6 +208,7 @@ const APP_OPTION_KEYS = Object.keys({
   exampleInput: true,
   memory: true,
   cpu: true,
+  isolateDevices: true,
   launcher: true,
   workerAddr: true,
   workerPort: true,
@@ -265,6 +273,7 @@ export function defineApp(options: AppOptions): AppDefinition {
     concurrency: positiveInteger(options.concurrency ?? DEFAULTS.concurrency, field("concurrency")),
     memoryMiB: options.memory === undefined ? undefined : memoryToMiB(options.memory, field("memory")),
     cpu: options.cpu === undefined ? undefined : checkCpuCount(options.cpu, field("cpu")),
+    isolateDevices: isolateDevices(options.isolateDevices, field("isolateDevices")),
     timeout: seconds(options.timeout ?? DEFAULTS.timeout, field("timeout")),
     retries: Object.freeze({ max: nonNegativeInteger(retries.max ?? 0, field("retries.max")), on: Object.freeze([...on]) }),
     startupTimeout: seconds(options.startupTimeout ?? DEFAULTS.startupTimeout, field("startupTimeout")),
@@ -290,6 +299,7 @@ const SPAWN_ONLY: ReadonlyArray<[keyof AppOptions, string]> = [
   ["keepAlive", "the runner is never stopped for idleness: the launcher owns the ranks, and they exit with it"],
   ["memory", "the ranks run on the launcher's hosts; limit them there"],
   ["cpu", "the ranks run on the launcher's hosts; pin them there"],
+  ["isolateDevices", "the ranks get their devices from the launcher"],
   ["env", "the ranks get their environment from the launcher"],
   ["secrets", "the ranks get their environment from the launcher"],
 ];
@@ -406,4 +416,9 @@ export async function checkWorkerModule(app: ResolvedApp): Promise<void> {
 function seconds(value: unknown, name: string, allowZero = false): number {
   durationToMs(value, name, { allowZero });
   return value as number;
+}
+
+function isolateDevices(value: unknown, field: string): boolean {
+  if (value !== undefined && typeof value !== "boolean") throw new ValidationError(`${field} must be a boolean`);
+  return value ?? false;
 }

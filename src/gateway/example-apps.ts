@@ -1,7 +1,9 @@
 /**
  * The example apps `multirank serve` runs when no config is given: the
  * workers in `workers/`, two CPU ranks each. `sharded-mlp` joins when its
- * worker exists (on GPUs when the host has two, else on the CPU).
+ * worker exists (on GPUs when the host has two, else on the CPU). `llm` is
+ * one rank per runner: one runner per GPU on a GPU host (each sees only its
+ * own GPU), else one runner on the CPU.
  */
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -12,9 +14,10 @@ const workerPath = (name: string): string => fileURLToPath(new URL(`../../worker
 
 /**
  * The example apps.
- * @param options.gpuCount GPUs on this host (sharded-mlp uses two when there are). @default 0
+ * @param options.gpuCount GPUs on this host (sharded-mlp uses two when there are, llm one per runner). @default 0
  */
 export function exampleApps(options: { gpuCount?: number } = {}): AppDefinition[] {
+  const gpuCount = options.gpuCount ?? 0;
   const apps = [
     defineApp({
       name: "multirank/echo",
@@ -43,6 +46,18 @@ export function exampleApps(options: { gpuCount?: number } = {}): AppDefinition[
       keepAlive: 60,
       maxRunners: 1,
       exampleInput: { steps: 8, size: 384, seed: 1 },
+    }),
+    defineApp({
+      name: "multirank/llm",
+      title: "LLM: llama.cpp tokens as they are made (a tiny model unless MULTIRANK_LLM_MODEL names one)",
+      worker: workerPath("llm"),
+      // One model per runner and one runner per GPU; CUDA_VISIBLE_DEVICES keeps llama.cpp on the runner's GPU.
+      machineType: gpuCount > 0 ? "gpu" : "cpu",
+      isolateDevices: true,
+      keepAlive: 120,
+      // On the CPU one runner uses every core: a second would only split them.
+      maxRunners: Math.max(1, gpuCount),
+      exampleInput: { prompt: "Once upon a time", maxTokens: 64, temperature: 0.8, seed: 1 },
     }),
   ];
   if (existsSync(workerPath("sharded-mlp"))) {

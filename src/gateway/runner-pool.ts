@@ -236,6 +236,7 @@ export class LocalRunnerPool extends EventEmitter implements RunnerPool {
         : {
             ...common,
             devices: app.gpusPerRunner > 0 ? gpus : "cpu",
+            ...(app.isolateDevices ? { isolateDevices: true } : {}),
             env: { ...app.rankEnv },
             ...(app.memoryMiB === undefined ? {} : { memoryLimitMiB: app.memoryMiB }),
             ...(app.cpu === undefined ? {} : { cpusPerRank: app.cpu }),

@@ -26,6 +26,7 @@ describe("error catalogue", () => {
       new api.UndeclaredDependencyError("x", "/m.ts", "/m.ts", "x@1.0.0"),
       new api.BundleError("x", "/m.ts"),
       new api.DependencyInstallError("x", ["a@1"], ""),
+      new api.EngineMissingError("x", "npx multirank engine install llama"),
       new api.RankHungError(0, 2000, 1000),
       new api.MemoryLimitError(0, 256, "heap", { exitCode: null, signal: "SIGABRT", stderrTail: "" }),
       new api.RemoteExecutionError({ functionName: "f", host: "local", remoteName: "E", remoteMessage: "m" }),

@@ -140,6 +140,18 @@ describe("LocalRunnerPool + Dispatcher", () => {
     ]);
     expect(dispatcher.queueLength).toBe(1);
   });
+
+  it("isolateDevices reaches each runner, one GPU apiece (the LLM app's one-runner-per-GPU layout)", async () => {
+    const { made, submit } = setup({ machineType: "gpu", maxRunners: 2, isolateDevices: true }, 2);
+    submit();
+    submit();
+    await tick();
+    expect(made.map((r) => [r.options.devices, r.options.isolateDevices])).toEqual([
+      [[0], true],
+      [[1], true],
+    ]);
+    expect(() => defineApp({ name: "t/x", worker: "/w.ts", isolateDevices: "yes" as unknown as boolean })).toThrow(/options\.isolateDevices must be a boolean/);
+  });
 });
 
 describe("cancellations are AbortErrors", () => {

@@ -271,7 +271,9 @@ async function runSelected() {
       }
       events++;
       last = data;
-      if (typeof data.token === "string") $("text").textContent += ($("text").textContent ? " " : "") + data.token;
+      // "delta": a piece of text to append as is (an LLM's tokens carry their own spaces); "token": a word.
+      if (typeof data.delta === "string") $("text").textContent += data.delta;
+      else if (typeof data.token === "string") $("text").textContent += ($("text").textContent ? " " : "") + data.token;
       const image = findImage(data);
       if (image) drawing = drawing.then(() => draw(image, mine));
       setStatus("running… " + events + " event" + (events === 1 ? "" : "s"));
