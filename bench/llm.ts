@@ -6,9 +6,9 @@
  * busy machine's drift hits both. Target (issue 18): going through a rank
  * costs at most 5% (ratio >= 0.95).
  *
- * The tiny model by default (so the per-token cost of the rank path is as
- * large a share as it gets); MULTIRANK_LLM_MODEL=/path/model.gguf for a real
- * one. Needs the engine: `npx multirank engine install llama`.
+ * Two generated models by default: the tiny one (the rank path's per-token
+ * cost at its largest share) and an 8-layer one with real work per token;
+ * MULTIRANK_LLM_MODEL=/path/model.gguf for a real one instead. Needs the engine: `npx multirank engine install llama`.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,10 +24,17 @@ const ROUNDS = QUICK ? 3 : 7;
 const THREADS = 1;
 const INPUT = { prompt: "Once upon a time", maxTokens: MAX_TOKENS, temperature: 0.8, seed: 1 };
 
-export async function main(): Promise<BenchRow[]> {
-  const scratch = mkdtempSync(join(tmpdir(), "multirank-bench-llm-"));
-  const model = process.env.MULTIRANK_LLM_MODEL || join(scratch, "tiny.gguf");
-  if (!process.env.MULTIRANK_LLM_MODEL) writeTinyLlamaModel(model, { seed: 0 });
+/** The models compared: the tiny one (the rank path's per-token cost at its largest share) and one with hundreds of times the work per token. */
+const MODELS = [
+  { name: "tiny model (2 layers x 64)", options: { seed: 0 }, maxTokens: MAX_TOKENS, rounds: ROUNDS },
+  { name: "generated model (8 layers x 512)", options: { seed: 0, layers: 8, embeddingLength: 512, heads: 8, kvHeads: 8, feedForwardLength: 1376 }, maxTokens: QUICK ? 32 : 64, rounds: QUICK ? 3 : 5 },
+] as const;
+
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+/** Tokens per second of one model, direct and through a rank, alternating rounds. */
+async function compare(model: string, name: string, maxTokens: number, rounds: number): Promise<BenchRow> {
+  const input = { ...INPUT, maxTokens };
   const { module } = await loadLlamaEngine({ install: false });
   const llama = await module.getLlama({ gpu: false, build: "never", skipDownload: true, maxThreads: THREADS, logLevel: "warn", progressLogs: false });
   const loaded = await llama.loadModel({ modelPath: model, gpuLayers: 0 });
@@ -42,20 +49,20 @@ export async function main(): Promise<BenchRow[]> {
     const viaDirect = async (): Promise<number> => {
       let count = 0;
       const t = now();
-      await completion.generateCompletion(INPUT.prompt, { ...INPUT, onToken: (generated) => (count += generated.length) });
+      await completion.generateCompletion(input.prompt, { ...input, onToken: (generated) => (count += generated.length) });
       tokens = count;
       return count / (msSince(t) / 1000);
     };
     const viaRank = async (): Promise<number> => {
       let events = 0;
       const t = now();
-      for await (const _ of runner.stream(INPUT, { asTextEvents: true })) events++;
+      for await (const _ of runner.stream(input, { asTextEvents: true })) events++;
       // The last event is the result; the others are one per token.
       return (events - 1) / (msSince(t) / 1000);
     };
     await viaDirect(); // warm-up: first decode allocates buffers
     await viaRank();
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; round < rounds; round++) {
       direct.push(await viaDirect());
       ranked.push(await viaRank());
     }
@@ -65,22 +72,36 @@ export async function main(): Promise<BenchRow[]> {
     await context.dispose();
     await loaded.dispose();
     await llama.dispose();
+  }
+  return row({
+    name: `tokens/s through runner.stream, ${name}`,
+    value: median(ranked),
+    unit: "tokens/s",
+    baselineName: "node-llama-cpp in this process",
+    baseline: median(direct),
+    lowerIsBetter: false,
+    target: { min: 0.95 },
+    extra: { tokens, rounds, threads: THREADS, directRange: `${Math.min(...direct).toFixed(0)}-${Math.max(...direct).toFixed(0)}`, rankRange: `${Math.min(...ranked).toFixed(0)}-${Math.max(...ranked).toFixed(0)}` },
+  });
+}
+
+export async function main(): Promise<BenchRow[]> {
+  const scratch = mkdtempSync(join(tmpdir(), "multirank-bench-llm-"));
+  const rows: BenchRow[] = [];
+  try {
+    if (process.env.MULTIRANK_LLM_MODEL) {
+      rows.push(await compare(process.env.MULTIRANK_LLM_MODEL, "MULTIRANK_LLM_MODEL", MAX_TOKENS, ROUNDS));
+    } else {
+      for (const m of MODELS) {
+        const path = join(scratch, `${MODELS.indexOf(m)}.gguf`);
+        writeTinyLlamaModel(path, m.options);
+        rows.push(await compare(path, m.name, m.maxTokens, m.rounds));
+      }
+    }
+  } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
-  const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-  const rows = [
-    row({
-      name: "tokens/s through runner.stream (median of rounds)",
-      value: median(ranked),
-      unit: "tokens/s",
-      baselineName: "node-llama-cpp in this process",
-      baseline: median(direct),
-      lowerIsBetter: false,
-      target: { min: 0.95 },
-      extra: { tokens, rounds: ROUNDS, threads: THREADS, directRange: `${Math.min(...direct).toFixed(0)}-${Math.max(...direct).toFixed(0)}`, rankRange: `${Math.min(...ranked).toFixed(0)}-${Math.max(...ranked).toFixed(0)}` },
-    }),
-  ];
-  report("llm", rows, { model: process.env.MULTIRANK_LLM_MODEL ? model : "tiny (seed 0)", maxTokens: MAX_TOKENS });
+  report("llm", rows, { threads: THREADS });
   return rows;
 }
 

@@ -7,7 +7,8 @@
  *    its context is on (must be the one planned for it, and no two alike), its
  *    CPU affinity (must lie within the device's local CPUs when NVML or sysfs
  *    knows them) and a vector add through the CUDA driver API on its context;
- * 3. the LLM app on GPU vs CPU (not written yet: a skipped row).
+ * 3. the LLM app with its layers on GPU 0, tokens per second against the CPU
+ *    (skipped when the CUDA engine is not installed, naming the command).
  *
  * Exits 1 when any row FAILED. Against the fake driver it runs every path the
  * fake serves and lists what it cannot prove as skipped rows. Ranks load
@@ -15,9 +16,12 @@
  *
  *   node --import tsx scripts/smoke-gpu/main.ts
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { DistributedRunner, cudaAvailability, getCpuAffinity, listDevices, type CudaDeviceInfo } from "../../src/index.js";
+import { DistributedRunner, EngineMissingError, cudaAvailability, ensureLlamaEngine, getCpuAffinity, listDevices, writeTinyLlamaModel, type CudaDeviceInfo } from "../../src/index.js";
 import { exitCodeFor, formatTable, rankRows, type RankReport, type SmokeInput, type SmokeRow } from "./report.js";
 
 /** Elements per rank's vector add: 4 MiB per buffer, enough to cover many blocks, quick everywhere. */
@@ -49,13 +53,69 @@ function fakeDriverRows(path: string): SmokeRow[] {
   ];
 }
 
+/** The generated model the LLM rows run: big enough that a GPU's speed shows (about 70 MB of f32 weights). */
+const SMOKE_MODEL = { seed: 0, layers: 8, embeddingLength: 512, heads: 8, kvHeads: 8, feedForwardLength: 1376 } as const;
+const LLM_INPUT = { prompt: "Once upon a time", maxTokens: 128, temperature: 0.8, seed: 1 };
+const llmWorker = fileURLToPath(new URL("../../workers/llm.ts", import.meta.url));
+
+interface LlmRun {
+  device: string;
+  tokensPerSecond: number;
+}
+
+/** One runner of the LLM app (world size 1) on `devices`, one request, its device and speed. Always stops it. */
+async function runLlm(devices: "cpu" | number[], model: string, threads: number | undefined): Promise<LlmRun> {
+  const logger = pino({ level: process.env.LOG_LEVEL ?? "warn" }, pino.destination(2));
+  const runner = new DistributedRunner({ worker: llmWorker, worldSize: 1, devices, isolateDevices: devices !== "cpu", logger });
+  try {
+    await runner.start({ timeout: START_TIMEOUT_S, model, installEngine: false, ...(threads === undefined ? {} : { threads }) });
+    return await runner.invoke<LlmRun>(LLM_INPUT, { timeout: INVOKE_TIMEOUT_S });
+  } finally {
+    await runner.stop().catch(() => runner.terminate());
+  }
+}
+
 /**
- * LLM app on GPU vs CPU tokens/s: the place for the rows the lead adds (the
- * LLM app with its layers on the GPU, tokens per second against the CPU).
- * Until then, one skipped row says so.
+ * The LLM app (workers/llm.ts) with every layer on GPU 0, against the same
+ * app on the CPU: the GPU run must report `cuda` and its tokens per second.
+ * It needs node-llama-cpp's CUDA engine (`npx multirank engine install llama
+ * --gpu`) and the CUDA runtime it links (libcudart/libcublas 13); without the
+ * engine the rows are skipped and name the command. The fake driver cannot
+ * run llama.cpp's kernels: skipped there.
  */
-async function llmAppRows(): Promise<SmokeRow[]> {
-  return [{ check: "LLM app on GPU vs CPU tokens/s", target: "-", status: "skipped", detail: "not part of the smoke test yet" }];
+async function llmAppRows(fake: string | undefined, devices: readonly CudaDeviceInfo[]): Promise<SmokeRow[]> {
+  const check = "LLM app on GPU vs CPU tokens/s";
+  if (fake) return [{ check, target: "-", status: "skipped", detail: `fake driver ${fake}: it cannot run llama.cpp's CUDA kernels` }];
+  try {
+    await ensureLlamaEngine({ gpu: true, install: false });
+    await ensureLlamaEngine({ gpu: false, install: false });
+  } catch (error) {
+    if (error instanceof EngineMissingError) return [{ check, target: "-", status: "skipped", detail: `${error.message}` }];
+    throw error;
+  }
+  const scratch = mkdtempSync(join(tmpdir(), "multirank-smoke-llm-"));
+  try {
+    const model = join(scratch, "smoke.gguf");
+    writeTinyLlamaModel(model, SMOKE_MODEL);
+    let gpu: LlmRun;
+    try {
+      gpu = await runLlm([devices[0]!.index], model, undefined);
+    } catch (error) {
+      return [{ check, target: "cuda", status: "FAILED", detail: `on GPU ${devices[0]!.index}: ${errorText(error)}` }];
+    }
+    const cpu = await runLlm("cpu", model, undefined).catch((error: unknown) => error);
+    const cpuText = cpu instanceof Error || typeof cpu !== "object" ? `CPU run failed: ${errorText(cpu)}` : `${(cpu as LlmRun).tokensPerSecond.toFixed(1)} tokens/s on the CPU (${(gpu.tokensPerSecond / (cpu as LlmRun).tokensPerSecond).toFixed(1)}x)`;
+    return [
+      {
+        check,
+        target: "cuda",
+        status: gpu.device === "cuda" ? "ok" : "FAILED",
+        detail: `${gpu.tokensPerSecond.toFixed(1)} tokens/s on GPU ${devices[0]!.index} (device ${gpu.device}), ${cpuText}; model ${SMOKE_MODEL.layers} layers x ${SMOKE_MODEL.embeddingLength}`,
+      },
+    ];
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
 }
 
 /** Starts one rank per device, invokes the smoke worker once and turns the reports into rows. Always stops the ranks. */
@@ -112,7 +172,7 @@ async function smokeRows(): Promise<SmokeRow[]> {
     status: "ok",
     detail: `${d.name}, ${d.uuid}, ${d.pciBusId}, local cpus ${d.cpus.length > 0 ? d.cpus.join(",") : "unknown"} (${d.cpuSource ?? "none"})`,
   }));
-  return [driverRow, ...discoveryRows, ...(await rankRowsFor(devices)), ...(await llmAppRows()), ...(fake ? fakeDriverRows(fake) : [])];
+  return [driverRow, ...discoveryRows, ...(await rankRowsFor(devices)), ...(await llmAppRows(fake, devices)), ...(fake ? fakeDriverRows(fake) : [])];
 }
 
 async function main(): Promise<void> {
