@@ -81,7 +81,10 @@ await esbuild.build({
   target: "node20",
   // Error and worker class names as written: messages and logs name them.
   keepNames: true,
-  sourcemap: true,
+  // Maps beside the chunks for debugging, but no sourceMappingURL comment: when a rank enables
+  // source maps (for a compiled .ts worker's stack traces), node would otherwise read and
+  // index the chunks' maps too, a few ms of every rank's start.
+  sourcemap: "external",
   logLevel: "warning",
   external: ["zeromq", "msgpackr-extract", "tsx", "tsx/*", "esbuild", "sharp"],
   // The bundled CommonJS packages (pino) call require() for node's builtins.
