@@ -135,10 +135,16 @@ export class CpuBackend implements CollectiveBackend {
         return;
       }
       case "b": {
-        const error = new PeerLostError(`${this.#who(h.s)} closed its process group`, { rank: h.s });
+        // With a cause: the sender lost a peer and left; that peer is what this group lost.
+        const cause = h.e && typeof h.e.rank === "number" && typeof h.e.message === "string" ? h.e : undefined;
+        const error = cause
+          ? new PeerLostError(`${cause.message} (as ${this.#who(h.s)} found, which then left)`, { rank: cause.rank })
+          : new PeerLostError(`${this.#who(h.s)} closed its process group`, { rank: h.s });
         this.#departed.set(h.s, error);
         this.#mailbox.depart(h.s, error);
         this.#shared?.wake();
+        // The group is broken for everyone, as when the sender's connection drops without a word.
+        if (cause && !this.#closing && !this.#failure) this.#failureListener(error);
         return;
       }
     }
@@ -215,15 +221,20 @@ export class CpuBackend implements CollectiveBackend {
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
-    if (!this.#failure) {
-      const bye = [packHeader({ k: "b", s: this.rank })];
-      const sent = Promise.allSettled(this.#peers.filter((p) => !this.#departed.has(p)).map((p) => this.#mesh.send(p, bye)));
+    // A group that failed because a peer was lost says so in its goodbye: a peer
+    // that has not noticed yet then fails naming that peer, not this one leaving.
+    const lost = this.#failure instanceof PeerLostError && typeof this.#failure.rank === "number" ? this.#failure : undefined;
+    if (!this.#failure || lost) {
+      const header: Header = { k: "b", s: this.rank };
+      if (lost) header.e = { code: lost.code, message: lost.message, rank: lost.rank! };
+      const bye = [packHeader(header)];
+      const sent = Promise.allSettled(this.#peers.filter((p) => !this.#departed.has(p) && p !== lost?.rank).map((p) => this.#mesh.send(p, bye)));
       // A peer that stopped reading must not hold close() up.
       await Promise.race([sent, new Promise((r) => setTimeout(r, 500).unref())]);
     }
     this.#mailbox.fail(this.#failure ?? new AbortError("process group closed", { rank: this.rank }));
     this.#shared?.wake();
-    this.#mesh.close(this.#failure ? 0 : 500);
+    this.#mesh.close(this.#failure && !lost ? 0 : 500);
     if (this.#links !== this.#mesh) this.#links.close();
     await this.#slots?.close();
   }
