@@ -15,6 +15,7 @@ import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { defineApp } from "../../src/gateway/index.js";
 import { cleanUpGateways, exampleWorker, gatewayWorker, startGateway } from "../fixtures/gateway/harness.js";
+import { LLAMA_ENGINE_DIR, requireLlamaEngine } from "../helpers/llama-engine.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -231,4 +232,31 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("the web page in Chrom
     expect(notFound).toEqual([]);
     expect(pageErrors).toEqual([]);
   }, 300_000);
+
+  // The LLM app needs the llama.cpp engine: without it locally this test says so and skips; CI installs it.
+  it.skipIf(LLAMA_ENGINE_DIR === undefined && !process.env.CI)(
+    `shows an LLM's tokens as they come, each appended as it is (spaces are the model's own)${LLAMA_ENGINE_DIR === undefined && !process.env.CI ? " (skipped: the llama.cpp engine is not installed, run `npx multirank engine install llama`)" : ""}`,
+    async () => {
+      requireLlamaEngine();
+      const { url } = await startGateway({
+        apps: [defineApp({ name: "demo/llm", worker: exampleWorker("llm"), worldSize: 1, exampleInput: { prompt: "Once", maxTokens: 1500, seed: 3 } })],
+      });
+      const { page, notFound, pageErrors } = await openPage(`${url}/?app=demo/llm`);
+      await page.waitForFunction(() => (document.getElementById("input") as HTMLTextAreaElement).value.includes("maxTokens"), undefined, SLOW);
+      await page.evaluate(() => delete document.body.dataset.done);
+      await page.click("#run");
+      // Tokens on the page while the request still runs.
+      await page.waitForFunction(() => document.getElementById("text")!.textContent!.length > 0 && document.body.dataset.done === undefined, undefined, SLOW);
+      await page.waitForFunction(() => document.body.dataset.done !== undefined, undefined, SLOW);
+      expect(await page.evaluate(() => document.body.dataset.done)).toBe("true");
+      await screenshot(page, "10-llm-tokens");
+      // The page's text is the model's text, token after token, with nothing added between them.
+      const shown = (await page.textContent("#text"))!;
+      const direct = (await (await fetch(`${url}/fal/run/demo/llm`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "Once", maxTokens: 1500, seed: 3 }) })).json()) as { text: string };
+      expect(shown).toBe(direct.text);
+      expect(notFound).toEqual([]);
+      expect(pageErrors).toEqual([]);
+    },
+    300_000,
+  );
 });
