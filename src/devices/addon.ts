@@ -32,13 +32,19 @@ export interface NativeCurrentDevice {
   uuid: string;
 }
 
-/** `cudaVectorAddCheck(n)` as the addon returns it. */
+/** `cudaVectorAddCheck(n)` as the addon returns it (`VectorAddCheck` in the public API). */
 export interface NativeVectorAddCheck {
+  /** Whether every element of `c` equals the host's `a[i] + b[i]` exactly. */
   ok: boolean;
+  /** Elements added. */
   n: number;
+  /** Largest `|c[i] - (a[i] + b[i])|`; `Infinity` when an element is NaN (never written). */
   maxError: number;
+  /** The device it ran on: CUDA ordinal in this process. */
   index: number;
+  /** The device it ran on: UUID. */
   uuid: string;
+  /** Wall time from the first allocation to the last free, module JIT included. */
   ms: number;
 }
 

@@ -5,7 +5,7 @@
  * in every rank.
  */
 import { NativeError, ValidationError } from "../errors.js";
-import { addonPath, callNative, type NativeAddon } from "./addon.js";
+import { addonPath, callNative, type NativeAddon, type NativeVectorAddCheck } from "./addon.js";
 
 /** The device the calling thread's current CUDA context is on. */
 export interface CurrentCudaDevice {
@@ -15,21 +15,8 @@ export interface CurrentCudaDevice {
   uuid: string;
 }
 
-/** The result of {@link cudaVectorAddCheck}. */
-export interface VectorAddCheck {
-  /** Whether every element of `c` equals the host's `a[i] + b[i]` exactly. */
-  ok: boolean;
-  /** Elements added. */
-  n: number;
-  /** Largest `|c[i] - (a[i] + b[i])|`; `Infinity` when an element is NaN (never written). */
-  maxError: number;
-  /** The device it ran on: CUDA ordinal in this process. */
-  index: number;
-  /** The device it ran on: UUID. */
-  uuid: string;
-  /** Wall time from the first allocation to the last free, module JIT included. */
-  ms: number;
-}
+/** The result of {@link cudaVectorAddCheck} (the addon's own object, documented there). */
+export type VectorAddCheck = NativeVectorAddCheck;
 
 /** The largest `n` {@link cudaVectorAddCheck} takes (64 MiB per buffer). */
 export const VECTOR_ADD_MAX_ELEMENTS = 1 << 24;

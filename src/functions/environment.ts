@@ -21,11 +21,11 @@ import type { Logger } from "pino";
 import { AbortError, DependencyInstallError, ValidationError } from "../errors.js";
 import { processAlive } from "../shm/owner.js";
 import { releaseLock, waitTurn } from "./env-lock.js";
-import { defaultNpmCommand, failedPackages, npmConfigRegistry, npmEnvironment, runNpm } from "./npm-run.js";
+import { defaultNpmCommand, failedPackages, npmConfigRegistry, npmEnvironment, runNpm, type NpmCommandOptions } from "./npm-run.js";
 import { parseSpecs, type ParsedSpec } from "./npm-specs.js";
 
 /** Options of {@link ensureEnvironment}. */
-export interface EnvironmentOptions {
+export interface EnvironmentOptions extends NpmCommandOptions {
   /** npm specs: `"name@range"`, `"name"` (the latest tag), `"@scope/name@1"`, `"file:/abs/path/pkg-1.0.0.tgz"` (a relative path is resolved against the working directory). */
   dependencies: readonly string[];
   /** Where environments live. @default process.env.MULTIRANK_CACHE_DIR ?? ~/.cache/multirank */
@@ -39,10 +39,6 @@ export interface EnvironmentOptions {
   signal?: AbortSignal;
   /** Where progress is logged. @default no logging */
   logger?: Logger;
-  /** The command that runs npm, before its arguments. @default the npm that ships with the running node, else `npm` on PATH */
-  npmCommand?: readonly string[];
-  /** Extra environment variables for npm (`npm_config_cache`, `npm_config_fetch_retries`, ...). @default {} */
-  npmEnv?: Readonly<Record<string, string>>;
   /**
    * A `package-lock.json` made for exactly these specs (a deployment
    * carries one): when this host has kept no lockfile for the key yet, it is

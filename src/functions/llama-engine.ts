@@ -26,7 +26,7 @@ import type { Logger } from "pino";
 import { AbortError, DependencyInstallError, EngineMissingError, ValidationError } from "../errors.js";
 import { processAlive } from "../shm/owner.js";
 import { releaseLock, waitTurn } from "./env-lock.js";
-import { defaultNpmCommand, npmEnvironment, runNpm } from "./npm-run.js";
+import { defaultNpmCommand, npmEnvironment, runNpm, type NpmCommandOptions } from "./npm-run.js";
 
 /** The node-llama-cpp version multirank installs and was tested with. */
 export const LLAMA_ENGINE_VERSION = "3.21.1";
@@ -36,7 +36,7 @@ export const LLAMA_ENGINE_MARKER = ".multirank-engine.json";
 export type LlamaEngineVariant = "cpu" | "cuda";
 
 /** Options of {@link ensureLlamaEngine}; all optional. */
-export interface LlamaEngineOptions {
+export interface LlamaEngineOptions extends NpmCommandOptions {
   /** Install the CUDA binaries as well (linux-x64 and win-x64 only). @default false */
   gpu?: boolean;
   /** Where engines live (`engines/` below it). @default process.env.MULTIRANK_CACHE_DIR ?? ~/.cache/multirank */
@@ -47,10 +47,6 @@ export interface LlamaEngineOptions {
   logger?: Logger;
   /** Aborts the wait or the install: npm is killed and its temporary directory removed. */
   signal?: AbortSignal;
-  /** The command that runs npm, before its arguments. @default the npm that ships with the running node, else `npm` on PATH */
-  npmCommand?: readonly string[];
-  /** Extra environment for npm (`npm_config_registry`, `npm_config_cache`, ...). @default {} */
-  npmEnv?: Readonly<Record<string, string>>;
 }
 
 /** Where an engine is. */

@@ -11,6 +11,14 @@ import { AbortError } from "../errors.js";
 /** How many lines of npm's output an error carries. */
 export const OUTPUT_TAIL_LINES = 40;
 
+/** How npm is run, for everything here that installs packages. */
+export interface NpmCommandOptions {
+  /** The command that runs npm, before its arguments. @default the npm that ships with the running node, else `npm` on PATH */
+  npmCommand?: readonly string[];
+  /** Extra environment variables for npm (`npm_config_registry`, `npm_config_cache`, `npm_config_fetch_retries`, ...). @default {} */
+  npmEnv?: Readonly<Record<string, string>>;
+}
+
 /** What a finished npm run reports. */
 export interface NpmResult {
   /** The exit code, or `null` when a signal ended it. */
