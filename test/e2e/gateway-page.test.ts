@@ -15,7 +15,8 @@ import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { defineApp } from "../../src/gateway/index.js";
 import { cleanUpGateways, exampleWorker, gatewayWorker, startGateway } from "../fixtures/gateway/harness.js";
-import { LLAMA_ENGINE_DIR, requireLlamaEngine } from "../helpers/llama-engine.js";
+import { LLAMA_ENGINE, requireLlamaEngine } from "../helpers/llama-engine.js";
+import { itNeeding } from "../helpers/needs-tool.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -234,8 +235,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("the web page in Chrom
   }, 300_000);
 
   // The LLM app needs the llama.cpp engine: without it locally this test says so and skips; CI installs it.
-  it.skipIf(LLAMA_ENGINE_DIR === undefined && !process.env.CI)(
-    `shows an LLM's tokens as they come, each appended as it is (spaces are the model's own)${LLAMA_ENGINE_DIR === undefined && !process.env.CI ? " (skipped: the llama.cpp engine is not installed, run `npx multirank engine install llama`)" : ""}`,
+  itNeeding(
+    LLAMA_ENGINE,
+    "shows an LLM's tokens as they come, each appended as it is (spaces are the model's own)",
     async () => {
       requireLlamaEngine();
       const { url } = await startGateway({

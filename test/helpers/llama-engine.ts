@@ -6,7 +6,7 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { describe } from "vitest";
+import { describeNeeding, type ToolCheck } from "./needs-tool.js";
 import { LLAMA_ENGINE_MARKER, llamaEngineDir } from "../../src/functions/llama-engine.js";
 
 /** The engine's install directory, or undefined when there is none. */
@@ -20,13 +20,12 @@ export function findLlamaEngine(): string | undefined {
 export const LLAMA_ENGINE_DIR = findLlamaEngine();
 const MISSING = "the llama.cpp engine is not installed: run `npx multirank engine install llama` (or set MULTIRANK_LLAMA_ENGINE)";
 
-/**
- * `describe` when the engine is there or in CI (where its absence fails the
- * suite with {@link requireLlamaEngine}), else `describe.skip` with the reason in the title.
- */
+/** The engine as a tool tests need (see test/helpers/needs-tool.ts). */
+export const LLAMA_ENGINE: ToolCheck = { what: "the llama.cpp engine's tests", available: LLAMA_ENGINE_DIR !== undefined, reason: MISSING, installedInCi: ".ci/run installs it" };
+
+/** `describe` for suites that need the engine (see {@link describeNeeding}). */
 export function describeWithLlamaEngine(title: string, body: () => void): void {
-  if (LLAMA_ENGINE_DIR !== undefined || process.env.CI) describe(title, body);
-  else describe.skip(`${title} (skipped: ${MISSING})`, body);
+  describeNeeding(LLAMA_ENGINE, title, body);
 }
 
 /**

@@ -22,9 +22,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, onTestFinished } from "vitest";
+import { afterAll, afterEach, onTestFinished } from "vitest";
 import { findFreePort } from "../../src/util/free-port.js";
 import { findRedisServer as findBinary, pingRedis } from "../../bench/lib/redis-server.js";
+import { describeNeeding } from "./needs-tool.js";
 
 /** Upper bound on every wait here (start, restart, exit), ms: room for a busy 2-core machine. */
 const WAIT_MS = 15_000;
@@ -72,27 +73,16 @@ export function redisAvailable(): { available: boolean; reason?: string } {
   return findRedisServer() === undefined ? { available: false, reason: `redis-server not installed; ${INSTALL_HINT}` } : { available: true };
 }
 
-let skipNoted = false;
-
 /**
- * `describe` for suites that need Redis. Where `redis-server` is missing the
- * suite is skipped, its name saying why (and one line on stderr), unless CI
- * is set: then it runs and fails with that reason. Registers, before `fn`'s
- * own hooks (so it runs after theirs), an `afterAll` that stops every server
- * this file started.
+ * `describe` for suites that need Redis (see {@link describeNeeding}).
+ * Registers, before `fn`'s own hooks (so it runs after theirs), an `afterAll`
+ * that stops every server this file started.
  */
 export function describeWithRedis(name: string, fn: () => void): void {
   const { available, reason } = redisAvailable();
-  const skip = !available && !process.env.CI;
-  if (skip && !skipNoted) {
-    skipNoted = true;
-    process.stderr.write(`${reason}: the Redis suites are skipped (in CI, where CI is set, they fail instead)\n`);
-  }
-  describe.skipIf(skip)(skip ? `${name} (skipped: ${reason})` : name, () => {
+  const tool = { what: "the Redis suites", available, reason: reason ?? "", installedInCi: ".ci/run installs redis-server" };
+  describeNeeding(tool, name, () => {
     afterAll(stopAllRedis);
-    beforeAll(() => {
-      if (!available) throw new Error(`${reason}: CI must have it (.ci/run installs redis-server)`);
-    });
     fn();
   });
 }

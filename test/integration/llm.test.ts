@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import runpodSdk from "runpod-sdk";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { loadLlamaEngine, writeTinyLlamaModel } from "../../src/index.js";
 import { defineApp } from "../../src/gateway/index.js";
 import { cleanUpGateways, exampleWorker, falClient, startGateway } from "../fixtures/gateway/harness.js";
@@ -153,11 +153,5 @@ describeWithLlamaEngine("llm: the app through the gateway", () => {
     const outputs = await Promise.all([llm.status(a.id), llm.status(b.id)]);
     // Same seed and input on two runners: the same text.
     expect((outputs[0] as any).output.text).toBe((outputs[1] as any).output.text);
-  });
-});
-
-describe("llm: without the engine", () => {
-  it("is skipped locally only: CI installs the engine", () => {
-    expect(process.env.CI === undefined || requireLlamaEngine().length > 0).toBe(true);
   });
 });
