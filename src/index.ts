@@ -37,6 +37,7 @@ export {
   type WorkerDevice,
 } from "./devices/index.js";
 export { buildTinyLlamaModel, TINY_LLAMA_DEFAULTS, writeTinyLlamaModel, type TinyLlamaOptions } from "./llm/tiny-model.js";
+export { multirankCacheDir } from "./util/cache-dir.js";
 export * from "./server/index.js";
 // The benchmark's entry point and its report's shape; the helpers that print and
 // check a report (table, chart, schema, progress bar, percentiles) are in `multirank/bench`.

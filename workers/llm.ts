@@ -1,9 +1,9 @@
 import { existsSync } from "node:fs";
-import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import {
   DistributedWorker,
   loadLlamaEngine,
+  multirankCacheDir,
   ValidationError,
   writeTinyLlamaModel,
   type CallContext,
@@ -125,7 +125,7 @@ function resolveModel(given: string | undefined): string {
     if (!existsSync(path)) throw new ValidationError(`the model file ${path} does not exist (from ${given !== undefined ? "setup args.model" : "MULTIRANK_LLM_MODEL"})`);
     return path;
   }
-  const path = join(process.env.MULTIRANK_CACHE_DIR || join(homedir(), ".cache", "multirank"), "models", "multirank-tiny-llama-seed0.gguf");
+  const path = join(multirankCacheDir(), "models", "multirank-tiny-llama-seed0.gguf");
   // The write is atomic (temporary file and rename): ranks starting together each write the same bytes, and none reads half a file.
   if (!existsSync(path)) writeTinyLlamaModel(path, { seed: 0 });
   return path;

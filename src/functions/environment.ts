@@ -15,13 +15,13 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
 import { AbortError, DependencyInstallError, ValidationError } from "../errors.js";
 import { processAlive } from "../shm/owner.js";
 import { releaseLock, waitTurn } from "./env-lock.js";
-import { defaultNpmCommand, failedPackages, npmConfigRegistry, npmEnvironment, runNpm, type NpmCommandOptions } from "./npm-run.js";
+import { multirankCacheDir } from "../util/cache-dir.js";
+import { defaultNpmCommand, failedPackages, npmConfigRegistry, npmEnvironment, resolveNpmCommandOptions, runNpm, type NpmCommandOptions } from "./npm-run.js";
 import { parseSpecs, type ParsedSpec } from "./npm-specs.js";
 
 /** Options of {@link ensureEnvironment}. */
@@ -403,13 +403,8 @@ function validate(options: EnvironmentOptions): Resolved {
   if (!Array.isArray(options.dependencies)) throw new ValidationError(`options.dependencies must be an array of npm spec strings, got ${typeof options.dependencies}`);
   if (options.cacheDir !== undefined && (typeof options.cacheDir !== "string" || options.cacheDir.length === 0)) throw new ValidationError("options.cacheDir must be a non-empty path string");
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ValidationError("options.signal must be an AbortSignal");
-  const npmCommand = options.npmCommand ?? defaultNpmCommand();
-  if (!Array.isArray(npmCommand) || npmCommand.length === 0 || !npmCommand.every((part) => typeof part === "string" && part.length > 0)) {
-    throw new ValidationError("options.npmCommand must be a non-empty array of non-empty strings");
-  }
-  const npmEnv = options.npmEnv ?? {};
-  if (typeof npmEnv !== "object" || npmEnv === null || !Object.values(npmEnv).every((v) => typeof v === "string")) throw new ValidationError("options.npmEnv must be an object of string values");
-  const cacheDir = path.resolve(options.cacheDir ?? (process.env.MULTIRANK_CACHE_DIR || path.join(os.homedir(), ".cache", "multirank")));
+  const { npmCommand, npmEnv } = resolveNpmCommandOptions(options);
+  const cacheDir = path.resolve(options.cacheDir ?? multirankCacheDir());
   const out: Resolved = { dependencies: options.dependencies, cacheDir, npmCommand, npmEnv };
   if (options.registry !== undefined) out.registry = normalizeRegistry(options.registry, "options.registry");
   if (options.signal !== undefined) out.signal = options.signal;

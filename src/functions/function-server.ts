@@ -16,8 +16,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { homedir } from "node:os";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { pack, unpack } from "../codec/packer.js";
@@ -40,6 +39,7 @@ import { KeyChecker } from "../gateway/auth.js";
 import type { ProtocolCore } from "../gateway/core.js";
 import { ConfigError, ForbiddenError, GatewayError, UnauthorizedError } from "../gateway/errors.js";
 import { acquireWhenFree, type RunnerLease } from "../gateway/runner-pool.js";
+import { multirankCacheDir } from "../util/cache-dir.js";
 import { isLoopback } from "../util/loopback.js";
 import { durationToMs } from "../util/timers.js";
 import { MULTIRANK_VERSION } from "../version.js";
@@ -120,7 +120,7 @@ export function registerFunctionRoutes(server: FastifyInstance, init: FunctionRo
   };
   const functions = new ServedFunctions({
     table: init.table,
-    cacheDir: resolve(init.cacheDir ?? (process.env.MULTIRANK_CACHE_DIR || join(homedir(), ".cache", "multirank"))),
+    cacheDir: resolve(init.cacheDir ?? multirankCacheDir()),
     dataDir,
     gpuCount: init.gpuCount,
     graceMs: init.graceMs,

@@ -19,14 +19,14 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Logger } from "pino";
 import { AbortError, DependencyInstallError, EngineMissingError, ValidationError } from "../errors.js";
 import { processAlive } from "../shm/owner.js";
 import { releaseLock, waitTurn } from "./env-lock.js";
-import { defaultNpmCommand, npmEnvironment, runNpm, type NpmCommandOptions } from "./npm-run.js";
+import { multirankCacheDir } from "../util/cache-dir.js";
+import { npmEnvironment, resolveNpmCommandOptions, runNpm, type NpmCommandOptions } from "./npm-run.js";
 
 /** The node-llama-cpp version multirank installs and was tested with. */
 export const LLAMA_ENGINE_VERSION = "3.21.1";
@@ -98,7 +98,7 @@ export function installCommand(variant: LlamaEngineVariant): string {
 }
 
 /** The install directory of `variant` in `cacheDir`. */
-export function llamaEngineDir(variant: LlamaEngineVariant, cacheDir: string = defaultCacheDir()): string {
+export function llamaEngineDir(variant: LlamaEngineVariant, cacheDir: string = multirankCacheDir()): string {
   return path.join(path.resolve(cacheDir), "engines", `node-llama-cpp-${LLAMA_ENGINE_VERSION}-${variant}`);
 }
 
@@ -190,9 +190,6 @@ function entryOf(dir: string): string {
   return path.join(dir, "node_modules", "node-llama-cpp", "dist", "index.js");
 }
 
-function defaultCacheDir(): string {
-  return process.env.MULTIRANK_CACHE_DIR || path.join(os.homedir(), ".cache", "multirank");
-}
 
 async function isComplete(dir: string, variant: LlamaEngineVariant): Promise<boolean> {
   try {
@@ -297,15 +294,10 @@ function validate(options: LlamaEngineOptions): Resolved {
   if (options.install !== undefined && typeof options.install !== "boolean") throw new ValidationError("options.install must be a boolean");
   if (options.cacheDir !== undefined && (typeof options.cacheDir !== "string" || options.cacheDir.length === 0)) throw new ValidationError("options.cacheDir must be a non-empty path string");
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ValidationError("options.signal must be an AbortSignal");
-  const npmCommand = options.npmCommand ?? defaultNpmCommand();
-  if (!Array.isArray(npmCommand) || npmCommand.length === 0 || !npmCommand.every((part) => typeof part === "string" && part.length > 0)) {
-    throw new ValidationError("options.npmCommand must be a non-empty array of non-empty strings");
-  }
-  const npmEnv = options.npmEnv ?? {};
-  if (typeof npmEnv !== "object" || npmEnv === null || !Object.values(npmEnv).every((v) => typeof v === "string")) throw new ValidationError("options.npmEnv must be an object of string values");
+  const { npmCommand, npmEnv } = resolveNpmCommandOptions(options);
   return {
     gpu: options.gpu ?? false,
-    cacheDir: path.resolve(options.cacheDir ?? defaultCacheDir()),
+    cacheDir: path.resolve(options.cacheDir ?? multirankCacheDir()),
     install: options.install ?? true,
     logger: options.logger?.child({ component: "llama-engine" }),
     signal: options.signal,

@@ -6,10 +6,24 @@
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { AbortError } from "../errors.js";
+import { AbortError, ValidationError } from "../errors.js";
 
 /** How many lines of npm's output an error carries. */
 export const OUTPUT_TAIL_LINES = 40;
+
+/**
+ * `npmCommand` and `npmEnv` with their defaults, validated.
+ * @throws ValidationError naming the field.
+ */
+export function resolveNpmCommandOptions(options: NpmCommandOptions): { npmCommand: readonly string[]; npmEnv: Readonly<Record<string, string>> } {
+  const npmCommand = options.npmCommand ?? defaultNpmCommand();
+  if (!Array.isArray(npmCommand) || npmCommand.length === 0 || !npmCommand.every((part) => typeof part === "string" && part.length > 0)) {
+    throw new ValidationError("options.npmCommand must be a non-empty array of non-empty strings");
+  }
+  const npmEnv = options.npmEnv ?? {};
+  if (typeof npmEnv !== "object" || npmEnv === null || !Object.values(npmEnv).every((v) => typeof v === "string")) throw new ValidationError("options.npmEnv must be an object of string values");
+  return { npmCommand, npmEnv };
+}
 
 /** How npm is run, for everything here that installs packages. */
 export interface NpmCommandOptions {

@@ -20,10 +20,11 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { isBuiltin } from "node:module";
-import { homedir, tmpdir, userInfo } from "node:os";
+import { tmpdir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Plugin } from "esbuild";
+import { multirankCacheDir } from "../util/cache-dir.js";
 import { withEsbuild } from "../util/esbuild-service.js";
 import { RANK_CONDITION, rankEntry } from "./rank-entry.js";
 
@@ -40,7 +41,7 @@ export type CompiledWorker = { ok: true; path: string; cached: boolean } | { ok:
 
 /** Where compiled workers are kept: `workers/` in `MULTIRANK_CACHE_DIR` (default `~/.cache/multirank`), as function environments are. */
 export function workerCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return join(env.MULTIRANK_CACHE_DIR || join(homedir(), ".cache", "multirank"), "workers");
+  return join(multirankCacheDir(env), "workers");
 }
 
 function sha256(text: string | Buffer): string {
